@@ -1,0 +1,105 @@
+//! `stylize bench`: seconds per forward pass (to relu5_1) and per full optimisation step
+//! (forward + backward + Adam update) at given sizes, plus the process's peak memory.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::engine::loss::{LayerTarget, Objective, TermWeights, gram};
+use crate::engine::optim::{Adam, Optimizer};
+use crate::engine::vgg::{Pooling, VggNet};
+use crate::error::Result;
+use crate::model::{Layer, Vgg19Weights};
+use crate::render::{default_content_layers, default_style_layers};
+
+/// Timings at one square size.
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    pub size: usize,
+    /// Median seconds of a forward pass to relu5_1 (style precompute).
+    pub forward_s: f64,
+    /// Median seconds of one step: loss, gradient and Adam update.
+    pub step_s: f64,
+    /// Peak resident memory of the process so far (`VmHWM`), if the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident set size of this process, from `/proc/self/status`.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn time_repeats(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?; // warm-up
+    let mut samples = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        f()?;
+        samples.push(start.elapsed().as_secs_f64());
+    }
+    Ok(median(samples))
+}
+
+/// Measures each size in turn, smallest first (peak memory is cumulative).
+pub fn run(weights: &Vgg19Weights, sizes: &[usize], repeats: usize, device: &Device) -> Result<Vec<BenchRow>> {
+    let net = VggNet::new(weights, Some(Layer::new(5, 1)?), Pooling::Max, device, DType::F32)?;
+    let content_layers = default_content_layers();
+    let style_layers = default_style_layers();
+    let style_taps: Vec<Layer> = style_layers.iter().map(|(l, _)| *l).collect();
+    let deepest = Layer::new(5, 1)?;
+    let mut rows = Vec::new();
+    for &size in sizes {
+        let image = Tensor::randn(0f32, 60.0, (1, 3, size, size), device)?;
+        let style = Tensor::randn(0f32, 60.0, (1, 3, size, size), device)?;
+        let forward_s = time_repeats(repeats, || {
+            net.forward(&style, deepest, &style_taps, false)?;
+            Ok(())
+        })?;
+        let style_acts = net.forward(&style, deepest, &style_taps, false)?;
+        let content_acts = net.forward(&image, deepest, &[Layer::new(4, 2)?], false)?;
+        let target = |acts: &crate::engine::vgg::Activations, layer: Layer, weight: f64, as_gram: bool| {
+            let features = acts.get(layer).expect("tapped layer is kept");
+            Ok::<_, crate::Error>(LayerTarget {
+                layer,
+                weight,
+                target: if as_gram { gram(features)? } else { features.clone() },
+            })
+        };
+        let objective = Objective {
+            net: &net,
+            content: content_layers
+                .iter()
+                .map(|&(l, w)| target(&content_acts, l, w, false))
+                .collect::<Result<_>>()?,
+            style: style_layers
+                .iter()
+                .map(|&(l, w)| target(&style_acts, l, w, true))
+                .collect::<Result<_>>()?,
+            weights: TermWeights::default(),
+        };
+        let mut adam = Adam::new(10.0);
+        let mut x = (&image + 1.0)?;
+        let step_s = time_repeats(repeats, || {
+            let (_, grad) = objective.evaluate(&x)?;
+            if let Some(next) = adam.step(&x, &grad)? {
+                x = next;
+            }
+            Ok(())
+        })?;
+        rows.push(BenchRow {
+            size,
+            forward_s,
+            step_s,
+            peak_rss_bytes: peak_rss_bytes(),
+        });
+    }
+    Ok(rows)
+}

@@ -1,0 +1,155 @@
+//! The Gatys objective on candle tensors: Gram matrices, content, style and total-variation
+//! losses with their analytic gradients, and the combined loss-and-gradient evaluation.
+//! Definitions follow the numerical contract (shared/docs/algorithm.md) exactly.
+
+use candle_core::{DType, Tensor};
+
+use super::vgg::VggNet;
+use crate::error::{Error, Result};
+use crate::model::Layer;
+
+/// `F F^T / (C H W)` for a 1xCxHxW feature map.
+pub fn gram(features: &Tensor) -> Result<Tensor> {
+    let (_, c, h, w) = features.dims4()?;
+    let flat = features.reshape((c, h * w))?;
+    Ok((flat.matmul(&flat.t()?)? / (c * h * w) as f64)?)
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// `mean((G(F) - A)^2)` and its gradient with respect to F.
+pub fn style_term(features: &Tensor, target: &Tensor) -> Result<(f64, Tensor)> {
+    let (_, c, h, w) = features.dims4()?;
+    let diff = (gram(features)? - target)?;
+    let loss = scalar(&diff.sqr()?.mean_all()?)?;
+    let flat = features.reshape((c, h * w))?;
+    let scale = 4.0 / ((c * c) as f64 * (c * h * w) as f64);
+    let grad = (diff.matmul(&flat)? * scale)?.reshape((1, c, h, w))?;
+    Ok((loss, grad))
+}
+
+/// `mean((F - P)^2)` and its gradient with respect to F.
+pub fn content_term(features: &Tensor, target: &Tensor) -> Result<(f64, Tensor)> {
+    let diff = (features - target)?;
+    let loss = scalar(&diff.sqr()?.mean_all()?)?;
+    let grad = (diff * (2.0 / features.elem_count() as f64))?;
+    Ok((loss, grad))
+}
+
+/// Total variation (a sum of squared neighbour differences) and its gradient.
+pub fn total_variation(x: &Tensor) -> Result<(f64, Tensor)> {
+    let (_, _, h, w) = x.dims4()?;
+    let mut loss = 0.0;
+    let mut grad = x.zeros_like()?;
+    for (dim, len) in [(2, h), (3, w)] {
+        if len < 2 {
+            continue;
+        }
+        let diff = (x.narrow(dim, 1, len - 1)? - x.narrow(dim, 0, len - 1)?)?;
+        loss += scalar(&diff.sqr()?.sum_all()?)?;
+        let twice = (diff * 2.0)?;
+        grad = ((grad + twice.pad_with_zeros(dim, 1, 0)?)? - twice.pad_with_zeros(dim, 0, 1)?)?;
+    }
+    Ok((loss, grad))
+}
+
+/// Relative weights of the three terms: `L = alpha L_c + beta L_s + gamma TV`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TermWeights {
+    pub content: f64,
+    pub style: f64,
+    pub tv: f64,
+}
+
+impl Default for TermWeights {
+    /// jcjohnson/neural-style's defaults for the Caffe weights.
+    fn default() -> Self {
+        Self {
+            content: 5.0,
+            style: 100.0,
+            tv: 1e-3,
+        }
+    }
+}
+
+/// Loss values at one point, unweighted per layer and weighted in `total`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LossBreakdown {
+    pub total: f64,
+    /// `L_c`: sum of layer-weighted content means.
+    pub content: f64,
+    /// `L_s`: sum of layer-weighted style means.
+    pub style: f64,
+    pub tv: f64,
+    pub content_per_layer: Vec<f64>,
+    pub style_per_layer: Vec<f64>,
+}
+
+impl LossBreakdown {
+    pub fn is_finite(&self) -> bool {
+        [self.total, self.content, self.style, self.tv]
+            .iter()
+            .all(|v| v.is_finite())
+    }
+}
+
+/// A target at one layer: its weight and the tensor to match (features or a Gram).
+pub struct LayerTarget {
+    pub layer: Layer,
+    pub weight: f64,
+    pub target: Tensor,
+}
+
+/// Everything needed to evaluate the loss and its gradient for one image size.
+pub struct Objective<'a> {
+    pub net: &'a VggNet,
+    pub content: Vec<LayerTarget>,
+    pub style: Vec<LayerTarget>,
+    pub weights: TermWeights,
+}
+
+impl Objective<'_> {
+    fn taps(&self) -> Vec<Layer> {
+        self.content.iter().chain(&self.style).map(|t| t.layer).collect()
+    }
+
+    /// The loss at `x` and `dL/dx`, in one forward and one backward pass.
+    pub fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
+        let taps = self.taps();
+        let deepest = *taps
+            .iter()
+            .max()
+            .ok_or_else(|| Error::invalid("layers", "no content or style layer given"))?;
+        let acts = self.net.forward(x, deepest, &taps, true)?;
+        let mut out = LossBreakdown::default();
+        let mut tap_grads = Vec::with_capacity(taps.len());
+        let terms = [(&self.content, self.weights.content, true), (&self.style, self.weights.style, false)];
+        for (targets, term_weight, is_content) in terms {
+            for t in targets {
+                let features = acts
+                    .get(t.layer)
+                    .ok_or_else(|| Error::invalid("layers", format!("{} not computed", t.layer)))?;
+                let (loss, grad) = if is_content {
+                    content_term(features, &t.target)?
+                } else {
+                    style_term(features, &t.target)?
+                };
+                if is_content {
+                    out.content += t.weight * loss;
+                    out.content_per_layer.push(loss);
+                } else {
+                    out.style += t.weight * loss;
+                    out.style_per_layer.push(loss);
+                }
+                tap_grads.push((t.layer, (grad * (term_weight * t.weight))?));
+            }
+        }
+        let (tv, tv_grad) = total_variation(x)?;
+        out.tv = tv;
+        out.total = self.weights.content * out.content + self.weights.style * out.style + self.weights.tv * tv;
+        let grad = (self.net.backward(&acts, &tap_grads)? + (tv_grad * self.weights.tv)?)?;
+        Ok((out, grad))
+    }
+}

@@ -1,0 +1,104 @@
+//! Optimising an image: the `Engine` trait the scheduler and CLI see, the job it runs, the
+//! progress it reports, and the candle implementation (CPU now, CUDA through the same code).
+
+pub mod candle_engine;
+pub mod loss;
+pub mod optim;
+pub mod vgg;
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+pub use candle_engine::CandleEngine;
+pub use loss::{LossBreakdown, TermWeights};
+pub use vgg::Pooling;
+
+use crate::error::Result;
+use crate::features::Gram;
+use crate::model::{InputConvention, InputImage, Layer};
+
+/// Which optimiser drives the image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimizerKind {
+    /// Adam with this learning rate (input-space units; 10 suits the Caffe weights).
+    Adam { lr: f64 },
+    /// L-BFGS, fixed step, this many curvature pairs.
+    Lbfgs { history: usize },
+}
+
+impl OptimizerKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerKind::Adam { .. } => "adam",
+            OptimizerKind::Lbfgs { .. } => "lbfgs",
+        }
+    }
+}
+
+/// Where the optimisation starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Init {
+    Content,
+    /// Gaussian noise in input space, seeded, with this standard deviation in 8-bit levels.
+    Noise { seed: u64, levels: f32 },
+    /// A given image (resized to the first scale).
+    Image(InputImage),
+}
+
+/// One scale of a coarse-to-fine run: the content at that size and the style targets.
+#[derive(Debug, Clone)]
+pub struct ScaleTargets {
+    pub content: InputImage,
+    pub style: Vec<(Layer, f64, Gram)>,
+    pub iterations: usize,
+}
+
+/// A fully prepared optimisation: everything in input space, targets precomputed.
+#[derive(Debug, Clone)]
+pub struct OptimiseJob {
+    /// Smallest first; each scale starts from the previous result, upsampled.
+    pub scales: Vec<ScaleTargets>,
+    pub content_layers: Vec<(Layer, f64)>,
+    pub weights: TermWeights,
+    pub optimizer: OptimizerKind,
+    pub init: Init,
+}
+
+impl OptimiseJob {
+    pub fn total_iterations(&self) -> usize {
+        self.scales.iter().map(|s| s.iterations).sum()
+    }
+}
+
+/// Reported after each iteration.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// 1-based, counted across all scales.
+    pub iteration: usize,
+    pub total: usize,
+    /// 0-based index of the current scale.
+    pub scale: usize,
+    pub losses: LossBreakdown,
+    pub elapsed: Duration,
+}
+
+/// The result of an optimisation.
+#[derive(Debug, Clone)]
+pub struct Optimised {
+    pub image: InputImage,
+    /// The loss at the last evaluated point.
+    pub losses: LossBreakdown,
+    pub iterations: usize,
+}
+
+/// Receives progress; returning `Break` cancels the job (it ends with `Error::Cancelled`).
+pub type ProgressSink<'a> = dyn FnMut(&Progress) -> ControlFlow<()> + Send + 'a;
+
+/// An implementation that optimises images (candle on CPU or CUDA; others may follow).
+pub trait Engine: Send + Sync {
+    /// Short name for logs and metrics, e.g. `candle-cpu`.
+    fn name(&self) -> String;
+    /// The input convention of the loaded weights.
+    fn convention(&self) -> &InputConvention;
+    fn optimise(&self, job: &OptimiseJob, progress: &mut ProgressSink<'_>) -> Result<Optimised>;
+}

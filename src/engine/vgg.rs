@@ -1,0 +1,219 @@
+//! VGG19's feature stack on a candle device: a forward pass that taps ReLU outputs and a
+//! hand-written backward pass that returns only the gradient with respect to the image.
+//!
+//! Weights are frozen, so no kernel gradient is ever formed. The input gradient of each
+//! 3x3/stride-1/pad-1 convolution is a forward convolution with the kernel flipped and its
+//! channels swapped; max-pool gradients go to the first maximum of each window, as in
+//! PyTorch (candle's own `max_pool2d` backward is wrong).
+
+use candle_core::{D, DType, Device, Tensor};
+
+use crate::error::Result;
+use crate::model::{Layer, Vgg19Weights};
+
+/// The 2x2/stride-2 pooling between blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Pooling {
+    #[default]
+    Max,
+    Average,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "max" => Ok(Pooling::Max),
+            "avg" | "average" => Ok(Pooling::Average),
+            other => Err(crate::error::Error::invalid(
+                "pooling",
+                format!("`{other}` is not max or avg"),
+            )),
+        }
+    }
+}
+
+struct Conv {
+    weight: Tensor,
+    /// The kernel flipped in both spatial axes with in/out channels swapped.
+    weight_flipped: Tensor,
+    bias: Tensor,
+}
+
+/// VGG19 resident on one device in one dtype.
+pub struct VggNet {
+    convs: Vec<Conv>,
+    pooling: Pooling,
+    device: Device,
+    dtype: DType,
+}
+
+/// ReLU outputs of a forward pass, indexed by convolution position.
+pub struct Activations {
+    relu: Vec<Option<Tensor>>,
+}
+
+impl Activations {
+    /// The output of `layer`, when the pass kept it.
+    pub fn get(&self, layer: Layer) -> Option<&Tensor> {
+        self.relu.get(layer.conv_position()).and_then(Option::as_ref)
+    }
+}
+
+fn flipped_kernel(weight: &[f32], out: usize, inp: usize) -> Vec<f32> {
+    let mut flipped = vec![0f32; weight.len()];
+    for o in 0..out {
+        for i in 0..inp {
+            for k in 0..9 {
+                flipped[(i * out + o) * 9 + (8 - k)] = weight[(o * inp + i) * 9 + k];
+            }
+        }
+    }
+    flipped
+}
+
+impl VggNet {
+    /// Uploads the convolutions up to and including `deepest` (all 16 when `None`).
+    pub fn new(
+        weights: &Vgg19Weights,
+        deepest: Option<Layer>,
+        pooling: Pooling,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let count = deepest.map_or(16, |l| l.conv_position() + 1);
+        let convs = Layer::all()
+            .zip(&weights.convs)
+            .take(count)
+            .map(|(layer, params)| {
+                let (out, inp) = (layer.channels(), layer.in_channels());
+                let upload = |data: &[f32], shape: (usize, usize, usize, usize)| {
+                    Tensor::from_slice(data, shape, device)?.to_dtype(dtype)
+                };
+                Ok(Conv {
+                    weight: upload(&params.weight, (out, inp, 3, 3))?,
+                    weight_flipped: upload(&flipped_kernel(&params.weight, out, inp), (inp, out, 3, 3))?,
+                    bias: upload(&params.bias, (1, out, 1, 1))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            convs,
+            pooling,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// The deepest layer this network holds.
+    pub fn depth(&self) -> Layer {
+        Layer::at_position(self.convs.len() - 1)
+    }
+
+    fn check_depth(&self, layer: Layer) -> Result<()> {
+        if layer.conv_position() >= self.convs.len() {
+            let msg = format!("{layer} is deeper than the loaded network ({})", self.depth());
+            return Err(candle_core::Error::Msg(msg).into());
+        }
+        Ok(())
+    }
+
+    /// Runs the stack on `x` (1x3xHxW) up to `deepest`. Keeps every ReLU output when
+    /// `for_backward`, otherwise only those listed in `taps`.
+    pub fn forward(&self, x: &Tensor, deepest: Layer, taps: &[Layer], for_backward: bool) -> Result<Activations> {
+        self.check_depth(deepest)?;
+        let mut relu = vec![None; deepest.conv_position() + 1];
+        let mut h = x.clone();
+        for position in 0..=deepest.conv_position() {
+            let layer = Layer::at_position(position);
+            if layer.pooled_before() {
+                h = match self.pooling {
+                    Pooling::Max => h.max_pool2d(2)?,
+                    Pooling::Average => h.avg_pool2d(2)?,
+                };
+            }
+            let conv = &self.convs[position];
+            h = h.conv2d(&conv.weight, 1, 1, 1, 1)?.broadcast_add(&conv.bias)?.relu()?;
+            if for_backward || taps.contains(&layer) {
+                relu[position] = Some(h.clone());
+            }
+        }
+        Ok(Activations { relu })
+    }
+
+    /// Back-propagates gradients given at tapped ReLU outputs to the input image.
+    /// `tap_grads` pairs layers with dL/d(ReLU output); `acts` must come from a forward
+    /// pass with `for_backward` that reached the deepest of them.
+    pub fn backward(&self, acts: &Activations, tap_grads: &[(Layer, Tensor)]) -> Result<Tensor> {
+        let deepest = tap_grads
+            .iter()
+            .map(|(l, _)| *l)
+            .max()
+            .ok_or_else(|| candle_core::Error::Msg("backward needs at least one tap".into()))?;
+        let relu_out = |position: usize| {
+            acts.relu
+                .get(position)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| candle_core::Error::Msg("forward pass did not keep activations".into()))
+        };
+        let mut grad: Option<Tensor> = None;
+        for position in (0..=deepest.conv_position()).rev() {
+            let layer = Layer::at_position(position);
+            for (_, g) in tap_grads.iter().filter(|(l, _)| *l == layer) {
+                grad = Some(match grad {
+                    Some(acc) => (acc + g)?,
+                    None => g.clone(),
+                });
+            }
+            let Some(g) = grad.take() else { continue };
+            let out = relu_out(position)?;
+            let g = out.gt(0.0)?.where_cond(&g, &g.zeros_like()?)?;
+            let g = g.conv2d(&self.convs[position].weight_flipped, 1, 1, 1, 1)?;
+            grad = Some(if layer.pooled_before() {
+                self.pool_backward(&g, relu_out(position - 1)?)?
+            } else {
+                g
+            });
+        }
+        grad.ok_or_else(|| candle_core::Error::Msg("no gradient reached the input".into()).into())
+    }
+
+    /// Gradient through a 2x2/stride-2 floor-mode pool whose input was `input`.
+    fn pool_backward(&self, grad: &Tensor, input: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = input.dims4()?;
+        let (ho, wo) = (h / 2, w / 2);
+        let spread = match self.pooling {
+            Pooling::Average => (grad.upsample_nearest2d(2 * ho, 2 * wo)? * 0.25)?,
+            Pooling::Max => {
+                let windows = input
+                    .narrow(2, 0, 2 * ho)?
+                    .narrow(3, 0, 2 * wo)?
+                    .reshape((n, c, ho, 2, wo, 2))?
+                    .permute((0, 1, 2, 4, 3, 5))?
+                    .reshape((n, c, ho, wo, 4))?;
+                let winner = windows.argmax_keepdim(D::Minus1)?;
+                let slots = Tensor::arange(0u32, 4, &self.device)?.reshape((1, 1, 1, 1, 4))?;
+                let one_hot = winner.broadcast_eq(&slots)?.to_dtype(self.dtype)?;
+                one_hot
+                    .broadcast_mul(&grad.unsqueeze(D::Minus1)?)?
+                    .reshape((n, c, ho, wo, 2, 2))?
+                    .permute((0, 1, 2, 4, 3, 5))?
+                    .reshape((n, c, 2 * ho, 2 * wo))?
+            }
+        };
+        Ok(spread.pad_with_zeros(2, 0, h - 2 * ho)?.pad_with_zeros(3, 0, w - 2 * wo)?)
+    }
+}

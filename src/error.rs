@@ -1,0 +1,59 @@
+//! The library's error type: every failure a caller can act on, named by what went wrong.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown layer `{0}`: expected reluB_C with block B in 1..5 and C within the block (relu1_1 .. relu5_4)")]
+    UnknownLayer(String),
+
+    #[error("invalid {field}: {reason}")]
+    InvalidOption { field: String, reason: String },
+
+    #[error("weights file {} not found; run `stylize weights fetch` to fetch the default VGG19 weights, or pass the path of torchvision VGG19 weights", path.display())]
+    WeightsMissing { path: PathBuf },
+
+    #[error("weights file {}: {reason}", path.display())]
+    WeightsCorrupt { path: PathBuf, reason: String },
+
+    #[error("fetching {what}: {reason}")]
+    Fetch { what: String, reason: String },
+
+    #[error("image {name}: {reason}")]
+    Image { name: String, reason: String },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the optimisation diverged: {0}")]
+    NonFinite(String),
+
+    #[error("cancelled")]
+    Cancelled,
+
+    #[error("tensor backend: {0}")]
+    Backend(#[from] candle_core::Error),
+}
+
+impl Error {
+    /// An invalid option, named by the field (CLI flag or request field) that carries it.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidOption {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

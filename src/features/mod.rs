@@ -1,0 +1,67 @@
+//! Style targets: the `FeatureExtractor` trait that turns a style image into Gram matrices,
+//! the host-side `Gram` type that crosses between backends and the cache, and blending.
+
+pub mod candle;
+
+pub use candle::CandleFeatures;
+
+use crate::error::Result;
+use crate::model::{InputImage, Layer};
+
+/// A C x C Gram matrix on the host, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gram {
+    pub channels: usize,
+    pub data: Vec<f32>,
+}
+
+impl Gram {
+    pub fn bytes(&self) -> usize {
+        self.data.len() * std::mem::size_of::<f32>()
+    }
+}
+
+/// Computes Gram matrices of an image at chosen layers (a forward pass, no gradient).
+pub trait FeatureExtractor: Send + Sync {
+    /// Short name for logs and metrics, e.g. `candle-cpu`.
+    fn name(&self) -> String;
+    /// One Gram per layer, in the order given.
+    fn grams(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<Gram>>;
+}
+
+/// `sum_k b_k G_k` per layer with the weights normalised to sum to 1. `per_style[k][l]` is
+/// style k's Gram at layer l; all styles must list the same layers.
+pub fn blend(per_style: &[Vec<Gram>], weights: &[f64]) -> Vec<Gram> {
+    let total: f64 = weights.iter().sum();
+    let Some(first) = per_style.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .map(|layer| {
+            let channels = first[layer].channels;
+            let mut acc = vec![0f64; channels * channels];
+            for (grams, &w) in per_style.iter().zip(weights) {
+                for (a, &g) in acc.iter_mut().zip(&grams[layer].data) {
+                    *a += w / total * g as f64;
+                }
+            }
+            Gram {
+                channels,
+                data: acc.into_iter().map(|v| v as f32).collect(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blend_normalises_weights() {
+        let a = vec![Gram { channels: 1, data: vec![1.0] }];
+        let b = vec![Gram { channels: 1, data: vec![3.0] }];
+        let blended = blend(&[a, b], &[3.0, 1.0]);
+        assert_eq!(blended[0].data, vec![1.5]);
+    }
+}

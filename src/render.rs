@@ -1,0 +1,312 @@
+//! One stylisation end to end: validate options, plan the coarse-to-fine scales, compute
+//! style targets through a `FeatureExtractor`, optimise with an `Engine`, and turn the
+//! result back into an 8-bit image (optionally keeping the content's colours).
+
+use image::RgbImage;
+
+use crate::engine::{Engine, Init, LossBreakdown, OptimiseJob, OptimizerKind, ProgressSink, ScaleTargets, TermWeights};
+use crate::error::{Error, Result};
+use crate::features::{FeatureExtractor, blend};
+use crate::image_io::{resize_longest, transfer_luminance};
+use crate::model::Layer;
+
+/// Largest output side accepted.
+pub const MAX_SIZE: u32 = 4096;
+/// Most coarse-to-fine scales.
+pub const MAX_SCALES: usize = 8;
+/// Noise initialisation's standard deviation, in 8-bit levels.
+pub const NOISE_LEVELS: f32 = 32.0;
+
+/// How the optimisation starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InitChoice {
+    Content,
+    Noise,
+    Image(RgbImage),
+}
+
+/// Every user-facing option of a stylisation, with the contract's defaults.
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    /// Longest side of the output, in pixels.
+    pub size: u32,
+    /// Iterations at each scale.
+    pub iterations: usize,
+    pub optimizer: OptimizerKind,
+    pub weights: TermWeights,
+    pub content_layers: Vec<(Layer, f64)>,
+    pub style_layers: Vec<(Layer, f64)>,
+    /// Style images are rendered at `size * style_scale` (longest side).
+    pub style_scale: f64,
+    pub init: InitChoice,
+    pub seed: u64,
+    pub preserve_colors: bool,
+    /// Number of coarse-to-fine scales; each halves the size of the next.
+    pub scales: usize,
+}
+
+pub fn default_content_layers() -> Vec<(Layer, f64)> {
+    vec![(Layer::new(4, 2).expect("relu4_2 exists"), 1.0)]
+}
+
+pub fn default_style_layers() -> Vec<(Layer, f64)> {
+    (1..=5)
+        .map(|block| (Layer::new(block, 1).expect("reluB_1 exists"), 1.0))
+        .collect()
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            size: 512,
+            iterations: 500,
+            optimizer: OptimizerKind::Lbfgs { history: 100 },
+            weights: TermWeights::default(),
+            content_layers: default_content_layers(),
+            style_layers: default_style_layers(),
+            style_scale: 1.0,
+            init: InitChoice::Content,
+            seed: 0,
+            preserve_colors: false,
+            scales: 1,
+        }
+    }
+}
+
+fn non_negative(field: &str, value: f64) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, format!("{value} must be a finite number >= 0")))
+    }
+}
+
+impl RenderOptions {
+    /// Checks every option, naming the offending field.
+    pub fn validate(&self) -> Result<()> {
+        if !(16..=MAX_SIZE).contains(&self.size) {
+            return Err(Error::invalid("size", format!("{} is outside 16..={MAX_SIZE}", self.size)));
+        }
+        if self.iterations == 0 {
+            return Err(Error::invalid("iterations", "must be at least 1"));
+        }
+        if !(1..=MAX_SCALES).contains(&self.scales) {
+            return Err(Error::invalid("scales", format!("{} is outside 1..={MAX_SCALES}", self.scales)));
+        }
+        non_negative("content_weight", self.weights.content)?;
+        non_negative("style_weight", self.weights.style)?;
+        non_negative("tv_weight", self.weights.tv)?;
+        for (field, layers) in [("content_layers", &self.content_layers), ("style_layers", &self.style_layers)] {
+            for (layer, weight) in layers.iter() {
+                non_negative(&format!("{field} ({layer})"), *weight)?;
+            }
+        }
+        if self.content_layers.is_empty() && self.style_layers.is_empty() {
+            return Err(Error::invalid("style_layers", "at least one content or style layer is needed"));
+        }
+        if !(self.style_scale.is_finite() && self.style_scale > 0.0 && self.style_scale <= 8.0) {
+            return Err(Error::invalid("style_scale", format!("{} is outside (0, 8]", self.style_scale)));
+        }
+        match self.optimizer {
+            OptimizerKind::Adam { lr } if !(lr.is_finite() && lr > 0.0) => {
+                Err(Error::invalid("learning_rate", format!("{lr} must be > 0")))
+            }
+            OptimizerKind::Lbfgs { history: 0 } => Err(Error::invalid("history", "must be at least 1")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Longest side at each scale, smallest first; the last is `size`.
+    pub fn scale_sizes(&self) -> Vec<u32> {
+        (0..self.scales)
+            .rev()
+            .map(|k| ((self.size as f64) / 2f64.powi(k as i32)).round().max(1.0) as u32)
+            .collect()
+    }
+
+    fn deepest_layer(&self) -> Option<Layer> {
+        self.content_layers.iter().chain(&self.style_layers).map(|(l, _)| *l).max()
+    }
+}
+
+/// A stylisation request in core types.
+#[derive(Debug, Clone)]
+pub struct RenderRequest {
+    pub content: RgbImage,
+    pub styles: Vec<RgbImage>,
+    /// One weight per style (normalised to sum to 1); empty means equal weights.
+    pub blend: Vec<f64>,
+    pub options: RenderOptions,
+}
+
+impl RenderRequest {
+    pub fn validate(&self) -> Result<()> {
+        self.options.validate()?;
+        if self.styles.is_empty() && !self.options.style_layers.is_empty() {
+            return Err(Error::invalid("styles", "at least one style image is needed"));
+        }
+        if !self.blend.is_empty() {
+            if self.blend.len() != self.styles.len() {
+                return Err(Error::invalid(
+                    "blend",
+                    format!("{} weights for {} styles", self.blend.len(), self.styles.len()),
+                ));
+            }
+            for &w in &self.blend {
+                non_negative("blend", w)?;
+            }
+            if self.blend.iter().sum::<f64>() <= 0.0 {
+                return Err(Error::invalid("blend", "weights must not all be zero"));
+            }
+        }
+        Ok(())
+    }
+
+    fn blend_weights(&self) -> Vec<f64> {
+        if self.blend.is_empty() {
+            vec![1.0; self.styles.len()]
+        } else {
+            self.blend.clone()
+        }
+    }
+}
+
+/// The finished image and how the optimisation ended.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub image: RgbImage,
+    pub losses: LossBreakdown,
+    pub iterations: usize,
+}
+
+/// Checks an image is large enough for the deepest layer (each pool halves it).
+fn check_fits(field: &str, image: &RgbImage, deepest: Layer) -> Result<()> {
+    let min = 1u32 << (deepest.block() - 1);
+    if image.width() < min || image.height() < min {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{}x{} is too small for {deepest}: each side needs at least {min} pixels at every scale",
+                image.width(),
+                image.height()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the engine job: content and blended style Grams for every scale.
+pub fn prepare(
+    request: &RenderRequest,
+    engine: &dyn Engine,
+    features: &dyn FeatureExtractor,
+) -> Result<OptimiseJob> {
+    request.validate()?;
+    let options = &request.options;
+    let convention = engine.convention();
+    let deepest = options.deepest_layer().ok_or_else(|| Error::invalid("style_layers", "no layers"))?;
+    let style_layers: Vec<Layer> = options.style_layers.iter().map(|(l, _)| *l).collect();
+    let blend_weights = request.blend_weights();
+    let mut scales = Vec::new();
+    for longest in options.scale_sizes() {
+        let content = resize_longest(&request.content, longest);
+        check_fits("content", &content, deepest)?;
+        let mut per_style = Vec::new();
+        if !style_layers.is_empty() {
+            let style_side = ((longest as f64) * options.style_scale).round().max(1.0) as u32;
+            for (k, style) in request.styles.iter().enumerate() {
+                let style = resize_longest(style, style_side);
+                check_fits(&format!("styles[{k}]"), &style, deepest)?;
+                per_style.push(features.grams(&convention.to_input(&style), &style_layers)?);
+            }
+        }
+        let grams = blend(&per_style, &blend_weights);
+        scales.push(ScaleTargets {
+            content: convention.to_input(&content),
+            style: options
+                .style_layers
+                .iter()
+                .zip(grams)
+                .map(|(&(layer, weight), gram)| (layer, weight, gram))
+                .collect(),
+            iterations: options.iterations,
+        });
+    }
+    let init = match &options.init {
+        InitChoice::Content => Init::Content,
+        InitChoice::Noise => Init::Noise {
+            seed: options.seed,
+            levels: NOISE_LEVELS,
+        },
+        InitChoice::Image(image) => Init::Image(convention.to_input(image)),
+    };
+    Ok(OptimiseJob {
+        scales,
+        content_layers: options.content_layers.clone(),
+        weights: options.weights,
+        optimizer: options.optimizer,
+        init,
+    })
+}
+
+/// Runs a request to completion (or cancellation through `progress`).
+pub fn render(
+    request: &RenderRequest,
+    engine: &dyn Engine,
+    features: &dyn FeatureExtractor,
+    progress: &mut ProgressSink<'_>,
+) -> Result<Rendered> {
+    let job = prepare(request, engine, features)?;
+    let optimised = engine.optimise(&job, progress)?;
+    let mut image = engine.convention().to_rgb(&optimised.image);
+    if request.options.preserve_colors {
+        image = transfer_luminance(&image, &request.content);
+    }
+    Ok(Rendered {
+        image,
+        losses: optimised.losses,
+        iterations: optimised.iterations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_sizes_halve_towards_the_target() {
+        let options = RenderOptions {
+            size: 500,
+            scales: 3,
+            ..Default::default()
+        };
+        assert_eq!(options.scale_sizes(), vec![125, 250, 500]);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let cases: Vec<(RenderOptions, &str)> = vec![
+            (RenderOptions { size: 0, ..Default::default() }, "size"),
+            (RenderOptions { iterations: 0, ..Default::default() }, "iterations"),
+            (
+                RenderOptions {
+                    weights: TermWeights { style: -1.0, ..Default::default() },
+                    ..Default::default()
+                },
+                "style_weight",
+            ),
+            (RenderOptions { style_scale: 0.0, ..Default::default() }, "style_scale"),
+            (
+                RenderOptions {
+                    style_layers: vec![(Layer::new(1, 1).unwrap(), f64::NAN)],
+                    ..Default::default()
+                },
+                "style_layers",
+            ),
+        ];
+        for (options, field) in cases {
+            let err = options.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err} should name {field}");
+        }
+    }
+}
