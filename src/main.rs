@@ -80,7 +80,7 @@ struct RunArgs {
     #[arg(long = "style")]
     styles: Vec<PathBuf>,
     /// Blend weights, one per style, comma-separated (normalised to sum to 1).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     blend: Vec<f64>,
     /// Longest side of the output in pixels.
     #[arg(long, default_value_t = 512)]
@@ -91,13 +91,13 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "lbfgs")]
     optimizer: OptimizerArg,
     /// Adam's learning rate (input-space units).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10.0)]
     lr: f64,
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 5.0)]
     content_weight: f64,
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100.0)]
     style_weight: f64,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1e-3)]
     tv_weight: f64,
     /// Content layers, `name[:weight]`, comma-separated.
     #[arg(long, default_value = "relu4_2")]
@@ -106,7 +106,7 @@ struct RunArgs {
     #[arg(long, default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")]
     style_layers: String,
     /// Styles are rendered at size x style-scale.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     style_scale: f64,
     /// `content`, `noise`, or the path of an image to start from.
     #[arg(long, default_value = "content")]
