@@ -49,8 +49,19 @@ fn time_repeats(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64
 }
 
 /// Measures each size in turn, smallest first (peak memory is cumulative).
-pub fn run(weights: &Vgg19Weights, sizes: &[usize], repeats: usize, device: &Device) -> Result<Vec<BenchRow>> {
-    let net = VggNet::new(weights, Some(Layer::new(5, 1)?), Pooling::Max, device, DType::F32)?;
+pub fn run(
+    weights: &Vgg19Weights,
+    sizes: &[usize],
+    repeats: usize,
+    device: &Device,
+) -> Result<Vec<BenchRow>> {
+    let net = VggNet::new(
+        weights,
+        Some(Layer::new(5, 1)?),
+        Pooling::Max,
+        device,
+        DType::F32,
+    )?;
     let content_layers = default_content_layers();
     let style_layers = default_style_layers();
     let style_taps: Vec<Layer> = style_layers.iter().map(|(l, _)| *l).collect();
@@ -65,14 +76,19 @@ pub fn run(weights: &Vgg19Weights, sizes: &[usize], repeats: usize, device: &Dev
         })?;
         let style_acts = net.forward(&style, deepest, &style_taps, false)?;
         let content_acts = net.forward(&image, deepest, &[Layer::new(4, 2)?], false)?;
-        let target = |acts: &crate::engine::vgg::Activations, layer: Layer, weight: f64, as_gram: bool| {
-            let features = acts.get(layer).expect("tapped layer is kept");
-            Ok::<_, crate::Error>(LayerTarget {
-                layer,
-                weight,
-                target: if as_gram { gram(features)? } else { features.clone() },
-            })
-        };
+        let target =
+            |acts: &crate::engine::vgg::Activations, layer: Layer, weight: f64, as_gram: bool| {
+                let features = acts.get(layer).expect("tapped layer is kept");
+                Ok::<_, crate::Error>(LayerTarget {
+                    layer,
+                    weight,
+                    target: if as_gram {
+                        gram(features)?
+                    } else {
+                        features.clone()
+                    },
+                })
+            };
         let objective = Objective {
             net: &net,
             content: content_layers

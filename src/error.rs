@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unknown layer `{0}`: expected reluB_C with block B in 1..5 and C within the block (relu1_1 .. relu5_4)")]
+    #[error(
+        "unknown layer `{0}`: expected reluB_C with block B in 1..5 and C within the block (relu1_1 .. relu5_4)"
+    )]
     UnknownLayer(String),
 
     #[error("invalid {field}: {reason}")]

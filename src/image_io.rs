@@ -68,7 +68,10 @@ impl Encoding {
             Some("jpg" | "jpeg") => Ok(Encoding::Jpeg { quality: 95 }),
             _ => Err(Error::invalid(
                 "out",
-                format!("{}: the extension must be .png, .jpg or .jpeg", path.display()),
+                format!(
+                    "{}: the extension must be .png, .jpg or .jpeg",
+                    path.display()
+                ),
             )),
         }
     }
@@ -176,7 +179,10 @@ mod tests {
         for p in [[0u8, 0, 0], [255, 255, 255], [12, 200, 99], [250, 3, 128]] {
             let back = from_yuv(to_yuv(p));
             for c in 0..3 {
-                assert!((back[c] as i32 - p[c] as i32).abs() <= 1, "{p:?} -> {back:?}");
+                assert!(
+                    (back[c] as i32 - p[c] as i32).abs() <= 1,
+                    "{p:?} -> {back:?}"
+                );
             }
         }
     }
@@ -197,7 +203,9 @@ mod tests {
         let input = InputImage {
             height: 2,
             width: 3,
-            data: (0..18).map(|i| if i < 6 { -50.0 } else { i as f32 }).collect(),
+            data: (0..18)
+                .map(|i| if i < 6 { -50.0 } else { i as f32 })
+                .collect(),
         };
         let out = resize_input(&input, 4, 6);
         assert!(out.data[..24].iter().all(|&v| v == -50.0));

@@ -17,7 +17,11 @@ const DEMO_CONTENT: &[u8] = include_bytes!("../assets/chelsea.png");
 const DEMO_STYLE: &[u8] = include_bytes!("../assets/starry_night.jpg");
 
 #[derive(Parser)]
-#[command(name = "stylize", version, about = "Neural style transfer (Gatys et al.) on VGG19")]
+#[command(
+    name = "stylize",
+    version,
+    about = "Neural style transfer (Gatys et al.) on VGG19"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Stylise one image (defaults to the embedded demo cat and The Starry Night).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Manage the VGG19 weights.
     Weights {
         #[command(subcommand)]
@@ -165,7 +169,12 @@ fn parse_layers(flag: &str, spec: &str) -> Result<Vec<(Layer, f64)>> {
         .collect()
 }
 
-fn read_image(flag: &str, path: Option<&Path>, embedded: &[u8], embedded_name: &str) -> Result<image::RgbImage> {
+fn read_image(
+    flag: &str,
+    path: Option<&Path>,
+    embedded: &[u8],
+    embedded_name: &str,
+) -> Result<image::RgbImage> {
     Ok(match path {
         Some(path) => image_io::load(path).with_context(|| format!("--{flag}"))?,
         None => image_io::decode(embedded, embedded_name)?,
@@ -174,7 +183,12 @@ fn read_image(flag: &str, path: Option<&Path>, embedded: &[u8], embedded_name: &
 
 fn run(args: RunArgs) -> Result<()> {
     image_io::Encoding::from_path(&args.out).context("--out")?;
-    let content = read_image("content", args.content.as_deref(), DEMO_CONTENT, "demo content")?;
+    let content = read_image(
+        "content",
+        args.content.as_deref(),
+        DEMO_CONTENT,
+        "demo content",
+    )?;
     let styles = if args.styles.is_empty() {
         vec![read_image("style", None, DEMO_STYLE, "demo style")?]
     } else {
@@ -243,7 +257,8 @@ fn run(args: RunArgs) -> Result<()> {
         ControlFlow::Continue(())
     };
     tracing::info!(engine = %engine.name(), size = request.options.size, "stylising");
-    let rendered = render::render(&request, &engine, &features, &mut on_progress).map_err(flag_error)?;
+    let rendered =
+        render::render(&request, &engine, &features, &mut on_progress).map_err(flag_error)?;
     bar.finish();
     image_io::save(&rendered.image, &args.out).context("--out")?;
     println!(
@@ -280,13 +295,22 @@ fn bench(args: BenchArgs) -> Result<()> {
     }
     let weights = args.weights.load()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("stylize bench: candle-cpu, f32, VGG19 to relu5_1, {threads} threads, median of {} runs", args.repeats);
-    println!("{:>6} {:>12} {:>12} {:>14}", "size", "forward s", "step s", "peak RSS MiB");
+    println!(
+        "stylize bench: candle-cpu, f32, VGG19 to relu5_1, {threads} threads, median of {} runs",
+        args.repeats
+    );
+    println!(
+        "{:>6} {:>12} {:>12} {:>14}",
+        "size", "forward s", "step s", "peak RSS MiB"
+    );
     for row in stylize::bench::run(&weights, &args.sizes, args.repeats, &Device::Cpu)? {
-        let peak = row
-            .peak_rss_bytes
-            .map_or("n/a".to_string(), |b| format!("{:.0}", b as f64 / (1 << 20) as f64));
-        println!("{:>6} {:>12.3} {:>12.3} {:>14}", row.size, row.forward_s, row.step_s, peak);
+        let peak = row.peak_rss_bytes.map_or("n/a".to_string(), |b| {
+            format!("{:.0}", b as f64 / (1 << 20) as f64)
+        });
+        println!(
+            "{:>6} {:>12.3} {:>12.3} {:>14}",
+            row.size, row.forward_s, row.step_s, peak
+        );
     }
     Ok(())
 }
@@ -305,12 +329,13 @@ fn main() -> std::process::ExitCode {
 fn dispatch() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "stylize=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "stylize=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Weights {
             action: WeightsAction::Fetch { models_dir },
         } => {

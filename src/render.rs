@@ -4,7 +4,10 @@
 
 use image::RgbImage;
 
-use crate::engine::{Engine, Init, LossBreakdown, OptimiseJob, OptimizerKind, ProgressSink, ScaleTargets, TermWeights};
+use crate::engine::{
+    Engine, Init, LossBreakdown, OptimiseJob, OptimizerKind, ProgressSink, ScaleTargets,
+    TermWeights,
+};
 use crate::error::{Error, Result};
 use crate::features::{FeatureExtractor, blend};
 use crate::image_io::{resize_longest, transfer_luminance};
@@ -77,7 +80,10 @@ fn non_negative(field: &str, value: f64) -> Result<()> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
-        Err(Error::invalid(field, format!("{value} must be a finite number >= 0")))
+        Err(Error::invalid(
+            field,
+            format!("{value} must be a finite number >= 0"),
+        ))
     }
 }
 
@@ -85,33 +91,50 @@ impl RenderOptions {
     /// Checks every option, naming the offending field.
     pub fn validate(&self) -> Result<()> {
         if !(16..=MAX_SIZE).contains(&self.size) {
-            return Err(Error::invalid("size", format!("{} is outside 16..={MAX_SIZE}", self.size)));
+            return Err(Error::invalid(
+                "size",
+                format!("{} is outside 16..={MAX_SIZE}", self.size),
+            ));
         }
         if self.iterations == 0 {
             return Err(Error::invalid("iterations", "must be at least 1"));
         }
         if !(1..=MAX_SCALES).contains(&self.scales) {
-            return Err(Error::invalid("scales", format!("{} is outside 1..={MAX_SCALES}", self.scales)));
+            return Err(Error::invalid(
+                "scales",
+                format!("{} is outside 1..={MAX_SCALES}", self.scales),
+            ));
         }
         non_negative("content_weight", self.weights.content)?;
         non_negative("style_weight", self.weights.style)?;
         non_negative("tv_weight", self.weights.tv)?;
-        for (field, layers) in [("content_layers", &self.content_layers), ("style_layers", &self.style_layers)] {
+        for (field, layers) in [
+            ("content_layers", &self.content_layers),
+            ("style_layers", &self.style_layers),
+        ] {
             for (layer, weight) in layers.iter() {
                 non_negative(&format!("{field} ({layer})"), *weight)?;
             }
         }
         if self.content_layers.is_empty() && self.style_layers.is_empty() {
-            return Err(Error::invalid("style_layers", "at least one content or style layer is needed"));
+            return Err(Error::invalid(
+                "style_layers",
+                "at least one content or style layer is needed",
+            ));
         }
         if !(self.style_scale.is_finite() && self.style_scale > 0.0 && self.style_scale <= 8.0) {
-            return Err(Error::invalid("style_scale", format!("{} is outside (0, 8]", self.style_scale)));
+            return Err(Error::invalid(
+                "style_scale",
+                format!("{} is outside (0, 8]", self.style_scale),
+            ));
         }
         match self.optimizer {
             OptimizerKind::Adam { lr } if !(lr.is_finite() && lr > 0.0) => {
                 Err(Error::invalid("learning_rate", format!("{lr} must be > 0")))
             }
-            OptimizerKind::Lbfgs { history: 0 } => Err(Error::invalid("history", "must be at least 1")),
+            OptimizerKind::Lbfgs { history: 0 } => {
+                Err(Error::invalid("history", "must be at least 1"))
+            }
             _ => Ok(()),
         }
     }
@@ -125,7 +148,11 @@ impl RenderOptions {
     }
 
     fn deepest_layer(&self) -> Option<Layer> {
-        self.content_layers.iter().chain(&self.style_layers).map(|(l, _)| *l).max()
+        self.content_layers
+            .iter()
+            .chain(&self.style_layers)
+            .map(|(l, _)| *l)
+            .max()
     }
 }
 
@@ -143,13 +170,20 @@ impl RenderRequest {
     pub fn validate(&self) -> Result<()> {
         self.options.validate()?;
         if self.styles.is_empty() && !self.options.style_layers.is_empty() {
-            return Err(Error::invalid("styles", "at least one style image is needed"));
+            return Err(Error::invalid(
+                "styles",
+                "at least one style image is needed",
+            ));
         }
         if !self.blend.is_empty() {
             if self.blend.len() != self.styles.len() {
                 return Err(Error::invalid(
                     "blend",
-                    format!("{} weights for {} styles", self.blend.len(), self.styles.len()),
+                    format!(
+                        "{} weights for {} styles",
+                        self.blend.len(),
+                        self.styles.len()
+                    ),
                 ));
             }
             for &w in &self.blend {
@@ -204,7 +238,9 @@ pub fn prepare(
     request.validate()?;
     let options = &request.options;
     let convention = engine.convention();
-    let deepest = options.deepest_layer().ok_or_else(|| Error::invalid("style_layers", "no layers"))?;
+    let deepest = options
+        .deepest_layer()
+        .ok_or_else(|| Error::invalid("style_layers", "no layers"))?;
     let style_layers: Vec<Layer> = options.style_layers.iter().map(|(l, _)| *l).collect();
     let blend_weights = request.blend_weights();
     let mut scales = Vec::new();
@@ -286,16 +322,37 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let cases: Vec<(RenderOptions, &str)> = vec![
-            (RenderOptions { size: 0, ..Default::default() }, "size"),
-            (RenderOptions { iterations: 0, ..Default::default() }, "iterations"),
             (
                 RenderOptions {
-                    weights: TermWeights { style: -1.0, ..Default::default() },
+                    size: 0,
+                    ..Default::default()
+                },
+                "size",
+            ),
+            (
+                RenderOptions {
+                    iterations: 0,
+                    ..Default::default()
+                },
+                "iterations",
+            ),
+            (
+                RenderOptions {
+                    weights: TermWeights {
+                        style: -1.0,
+                        ..Default::default()
+                    },
                     ..Default::default()
                 },
                 "style_weight",
             ),
-            (RenderOptions { style_scale: 0.0, ..Default::default() }, "style_scale"),
+            (
+                RenderOptions {
+                    style_scale: 0.0,
+                    ..Default::default()
+                },
+                "style_scale",
+            ),
             (
                 RenderOptions {
                     style_layers: vec![(Layer::new(1, 1).unwrap(), f64::NAN)],

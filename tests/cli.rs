@@ -20,7 +20,10 @@ fn fails_naming(args: &[&str], needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} should fail");
     for needle in needles {
-        assert!(stderr.contains(needle), "{args:?}: stderr lacks `{needle}`:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: stderr lacks `{needle}`:\n{stderr}"
+        );
     }
 }
 
@@ -29,12 +32,33 @@ fn tiny_run_writes_png_and_jpeg() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["out.png", "out.jpg"] {
         let out = dir.path().join(name);
-        let result = stylize(&["run", "--size", "32", "--iterations", "2", "--quiet", "--out", out.to_str().unwrap()]);
-        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let result = stylize(&[
+            "run",
+            "--size",
+            "32",
+            "--iterations",
+            "2",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
         let image = stylize::image_io::load(&out).unwrap();
         assert_eq!(image.width(), 32);
-        let format = image::ImageReader::open(&out).unwrap().with_guessed_format().unwrap().format();
-        let expected = if name.ends_with("png") { image::ImageFormat::Png } else { image::ImageFormat::Jpeg };
+        let format = image::ImageReader::open(&out)
+            .unwrap()
+            .with_guessed_format()
+            .unwrap()
+            .format();
+        let expected = if name.ends_with("png") {
+            image::ImageFormat::Png
+        } else {
+            image::ImageFormat::Jpeg
+        };
         assert_eq!(format, Some(expected));
     }
 }
@@ -47,29 +71,48 @@ fn bad_files_name_the_flag_and_file() {
     let empty = dir.path().join("empty.png");
     std::fs::write(&empty, b"").unwrap();
     let truncated = dir.path().join("truncated.png");
-    let png = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/chelsea.png")).unwrap();
+    let png =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/chelsea.png")).unwrap();
     std::fs::write(&truncated, &png[..png.len() / 3]).unwrap();
     let g = garbage.to_str().unwrap();
     let e = empty.to_str().unwrap();
     let t = truncated.to_str().unwrap();
-    fails_naming(&["run", "--content", "/no/such/content.png"], &["--content", "/no/such/content.png"]);
+    fails_naming(
+        &["run", "--content", "/no/such/content.png"],
+        &["--content", "/no/such/content.png"],
+    );
     fails_naming(&["run", "--style", g], &["--style", "garbage.jpg"]);
     fails_naming(&["run", "--content", e], &["--content", "empty.png"]);
     fails_naming(&["run", "--content", t], &["--content", "truncated.png"]);
     fails_naming(&["run", "--init", "/no/such/init.png"], &["--init"]);
-    fails_naming(&["run", "--weights", "/no/such/w.safetensors"], &["w.safetensors", "stylize weights fetch"]);
+    fails_naming(
+        &["run", "--weights", "/no/such/w.safetensors"],
+        &["w.safetensors", "stylize weights fetch"],
+    );
 }
 
 #[test]
 fn bad_options_name_the_flag() {
-    fails_naming(&["run", "--style-layers", "relu1_1,relu9_1"], &["--style-layers", "relu9_1"]);
-    fails_naming(&["run", "--content-layers", "relu4_2:abc"], &["--content-layers", "abc"]);
+    fails_naming(
+        &["run", "--style-layers", "relu1_1,relu9_1"],
+        &["--style-layers", "relu9_1"],
+    );
+    fails_naming(
+        &["run", "--content-layers", "relu4_2:abc"],
+        &["--content-layers", "abc"],
+    );
     fails_naming(&["run", "--style-weight", "-1"], &["--style-weight"]);
-    fails_naming(&["run", "--style-layers", "relu1_1:-2"], &["--style-layers"]);
+    fails_naming(
+        &["run", "--style-layers", "relu1_1:-2"],
+        &["--style-layers"],
+    );
     fails_naming(&["run", "--size", "0"], &["--size"]);
     fails_naming(&["run", "--iterations", "0"], &["--iterations"]);
     fails_naming(&["run", "--out", "out.gif"], &["--out", "out.gif"]);
-    fails_naming(&["run", "--blend", "0.5,0.5"], &["--blend", "2 weights for 1 styles"]);
+    fails_naming(
+        &["run", "--blend", "0.5,0.5"],
+        &["--blend", "2 weights for 1 styles"],
+    );
     fails_naming(&["run", "--style-scale", "0"], &["--style-scale"]);
     fails_naming(&["run", "--optimizer", "sgd"], &["--optimizer"]);
     fails_naming(&["run", "--pooling", "min"], &["--pooling"]);

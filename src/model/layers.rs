@@ -132,7 +132,9 @@ mod tests {
 
     #[test]
     fn rejects_names_outside_vgg19() {
-        for bad in ["relu6_1", "relu1_3", "relu0_1", "conv1_1", "relu1", "relu1_x", ""] {
+        for bad in [
+            "relu6_1", "relu1_3", "relu0_1", "conv1_1", "relu1", "relu1_x", "",
+        ] {
             assert!(bad.parse::<Layer>().is_err(), "{bad} should be rejected");
         }
     }
@@ -142,6 +144,9 @@ mod tests {
         let l = "relu3_1".parse::<Layer>().unwrap();
         assert_eq!((l.in_channels(), l.channels()), (128, 256));
         assert!(l.pooled_before());
-        assert_eq!("relu5_1".parse::<Layer>().unwrap().output_size(40, 56), (2, 3));
+        assert_eq!(
+            "relu5_1".parse::<Layer>().unwrap().output_size(40, 56),
+            (2, 3)
+        );
     }
 }

@@ -44,7 +44,9 @@ impl<'a> Reader<'a> {
 }
 
 /// Parses the legacy stream into named tensors' raw little-endian bytes.
-pub(crate) fn read_legacy_tensors(bytes: &[u8]) -> Result<Vec<(String, TensorRef, Vec<u8>)>, String> {
+pub(crate) fn read_legacy_tensors(
+    bytes: &[u8],
+) -> Result<Vec<(String, TensorRef, Vec<u8>)>, String> {
     let mut reader = Reader { bytes, pos: 0 };
     if reader.pickle()? != Value::BigInt(MAGIC.to_vec()) {
         return Err("not a legacy torch file (magic number missing)".into());
@@ -97,7 +99,10 @@ pub(crate) fn read_legacy_tensors(bytes: &[u8]) -> Result<Vec<(String, TensorRef
         storages.insert(key, reader.take(len)?);
     }
     if reader.pos != bytes.len() {
-        return Err(format!("{} unexpected bytes after the last storage", bytes.len() - reader.pos));
+        return Err(format!(
+            "{} unexpected bytes after the last storage",
+            bytes.len() - reader.pos
+        ));
     }
 
     tensors
@@ -110,7 +115,10 @@ pub(crate) fn read_legacy_tensors(bytes: &[u8]) -> Result<Vec<(String, TensorRef
             let start = t.offset * size;
             let end = start + t.numel() * size;
             if end > storage.len() || storage.len() != t.storage_numel * size {
-                return Err(format!("{name}: storage {} has the wrong size", t.storage_key));
+                return Err(format!(
+                    "{name}: storage {} has the wrong size",
+                    t.storage_key
+                ));
             }
             Ok((name, t.clone(), storage[start..end].to_vec()))
         })
@@ -131,7 +139,9 @@ pub fn from_legacy_torch(bytes: &[u8]) -> Result<Vgg19Weights, String> {
         .map(|(name, t, data)| (name, (t, data)))
         .collect();
     let mut take = |name: String, ty: StorageType, shape: &[usize]| {
-        let (t, data) = by_name.remove(&name).ok_or_else(|| format!("tensor {name} missing"))?;
+        let (t, data) = by_name
+            .remove(&name)
+            .ok_or_else(|| format!("tensor {name} missing"))?;
         if t.storage_type != ty || t.shape != shape {
             return Err(format!(
                 "tensor {name} is {:?} {:?}, expected {ty:?} {shape:?}",
@@ -144,8 +154,16 @@ pub fn from_legacy_torch(bytes: &[u8]) -> Result<Vgg19Weights, String> {
     for layer in Layer::all() {
         let prefix = format!("block{}_conv{}", layer.block(), layer.index());
         let (out, inp) = (layer.channels(), layer.in_channels());
-        let codes = take(format!("{prefix}_W_q"), StorageType::Byte, &[out, inp, 3, 3])?;
-        let table = floats(&take(format!("{prefix}_W_table"), StorageType::Float, &[256])?);
+        let codes = take(
+            format!("{prefix}_W_q"),
+            StorageType::Byte,
+            &[out, inp, 3, 3],
+        )?;
+        let table = floats(&take(
+            format!("{prefix}_W_table"),
+            StorageType::Float,
+            &[256],
+        )?);
         let bias = floats(&take(format!("{prefix}_b"), StorageType::Float, &[out])?);
         let weight = codes.iter().map(|&code| table[code as usize]).collect();
         convs.push(ConvParams { weight, bias });

@@ -144,7 +144,9 @@ impl<'a> Machine<'a> {
     }
 
     fn pop(&mut self) -> Result<Value, String> {
-        self.stack.pop().ok_or_else(|| "pickle stack underflow".to_string())
+        self.stack
+            .pop()
+            .ok_or_else(|| "pickle stack underflow".to_string())
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
@@ -169,7 +171,11 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_put(&mut self, key: u32) -> Result<(), String> {
-        let value = self.stack.last().ok_or("pickle PUT on an empty stack")?.clone();
+        let value = self
+            .stack
+            .last()
+            .ok_or("pickle PUT on an empty stack")?
+            .clone();
         self.memo.insert(key, value);
         Ok(())
     }
@@ -363,7 +369,9 @@ fn long_value(bytes: Vec<u8>) -> Value {
 fn as_usize(value: &Value, what: &str) -> Result<usize, String> {
     match value {
         Value::Int(v) if *v >= 0 => Ok(*v as usize),
-        other => Err(format!("{what}: expected a non-negative int, found {other:?}")),
+        other => Err(format!(
+            "{what}: expected a non-negative int, found {other:?}"
+        )),
     }
 }
 
@@ -389,7 +397,10 @@ fn reduce(callable: Value, args: Value) -> Result<Value, String> {
             .filter(|v| matches!(v, Value::Tensor(_)))
             .ok_or_else(|| "_rebuild_parameter without a tensor".to_string()),
         "torch._utils._rebuild_tensor_v2" => rebuild_tensor(&args).map(Value::Tensor),
-        _ => Err(format!("refusing to call `{name}` with {} arguments", args.len())),
+        _ => Err(format!(
+            "refusing to call `{name}` with {} arguments",
+            args.len()
+        )),
     }
 }
 
@@ -404,8 +415,14 @@ fn rebuild_tensor(args: &[Value]) -> Result<TensorRef, String> {
         return Err("persistent id is not a tuple".into());
     };
     // Zip checkpoints use 5 fields; the legacy format adds a 6th (view metadata, None).
-    let [Value::Str(kind), Value::Global(storage), Value::Str(key), _location, numel, view @ ..] =
-        pid.as_slice()
+    let [
+        Value::Str(kind),
+        Value::Global(storage),
+        Value::Str(key),
+        _location,
+        numel,
+        view @ ..,
+    ] = pid.as_slice()
     else {
         return Err(format!("unexpected persistent id {pid:?}"));
     };
@@ -459,7 +476,11 @@ mod tests {
     #[test]
     fn refuses_unknown_opcodes_and_truncation() {
         assert!(load(b"\x80\x02V").unwrap_err().contains("opcode"));
-        assert!(load(b"\x80\x02X\xff\x00\x00\x00ab").unwrap_err().contains("truncated"));
+        assert!(
+            load(b"\x80\x02X\xff\x00\x00\x00ab")
+                .unwrap_err()
+                .contains("truncated")
+        );
     }
 
     #[test]
@@ -478,7 +499,9 @@ mod tests {
         let (magic, _) = load(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.").unwrap();
         assert_eq!(
             magic,
-            Value::BigInt(vec![0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19])
+            Value::BigInt(vec![
+                0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19
+            ])
         );
     }
 }

@@ -23,7 +23,10 @@ fn join(values: &[f32; 3]) -> String {
 }
 
 fn parse_triple(text: &str) -> Option<[f32; 3]> {
-    let values: Vec<f32> = text.split(',').map(|v| v.trim().parse().ok()).collect::<Option<_>>()?;
+    let values: Vec<f32> = text
+        .split(',')
+        .map(|v| v.trim().parse().ok())
+        .collect::<Option<_>>()?;
     values.try_into().ok()
 }
 
@@ -37,8 +40,14 @@ pub fn is_stylize_safetensors(bytes: &[u8]) -> bool {
 }
 
 /// Reads little-endian float32 data of a safetensors view, checking its dtype and shape.
-pub(crate) fn f32_tensor(tensors: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
-    let view = tensors.tensor(name).map_err(|_| format!("tensor {name} missing"))?;
+pub(crate) fn f32_tensor(
+    tensors: &SafeTensors,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, String> {
+    let view = tensors
+        .tensor(name)
+        .map_err(|_| format!("tensor {name} missing"))?;
     if view.dtype() != Dtype::F32 || view.shape() != shape {
         return Err(format!(
             "tensor {name} is {:?} {:?}, expected F32 {shape:?}",
@@ -67,7 +76,9 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<Vgg19Weights, String> {
     };
     let convention = InputConvention {
         channel_order,
-        pixel_range: field("pixel_range")?.parse().map_err(|_| "bad pixel_range")?,
+        pixel_range: field("pixel_range")?
+            .parse()
+            .map_err(|_| "bad pixel_range")?,
         mean: parse_triple(field("mean")?).ok_or("bad mean")?,
         std: parse_triple(field("std")?).ok_or("bad std")?,
     };
@@ -98,10 +109,13 @@ pub fn save(weights: &Vgg19Weights, path: &Path) -> Result<()> {
     let c = &weights.convention;
     let metadata: HashMap<String, String> = [
         (FORMAT_KEY, FORMAT_VALUE.to_string()),
-        ("stylize.channel_order", match c.channel_order {
-            ChannelOrder::Bgr => "bgr".to_string(),
-            ChannelOrder::Rgb => "rgb".to_string(),
-        }),
+        (
+            "stylize.channel_order",
+            match c.channel_order {
+                ChannelOrder::Bgr => "bgr".to_string(),
+                ChannelOrder::Rgb => "rgb".to_string(),
+            },
+        ),
         ("stylize.pixel_range", c.pixel_range.to_string()),
         ("stylize.mean", join(&c.mean)),
         ("stylize.std", join(&c.std)),
@@ -114,7 +128,11 @@ pub fn save(weights: &Vgg19Weights, path: &Path) -> Result<()> {
     let mut buffers = Vec::new();
     for (layer, conv) in Layer::all().zip(&weights.convs) {
         let (out, inp) = (layer.channels(), layer.in_channels());
-        buffers.push((tensor_name(layer, "weight"), vec![out, inp, 3, 3], f32_bytes(&conv.weight)));
+        buffers.push((
+            tensor_name(layer, "weight"),
+            vec![out, inp, 3, 3],
+            f32_bytes(&conv.weight),
+        ));
         buffers.push((tensor_name(layer, "bias"), vec![out], f32_bytes(&conv.bias)));
     }
     let views = buffers

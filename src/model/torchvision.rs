@@ -18,7 +18,10 @@ pub fn features_index(layer: Layer) -> usize {
 }
 
 fn convention_source(source: &str) -> (InputConvention, String) {
-    (InputConvention::torchvision(), format!("torchvision-vgg19:{source}"))
+    (
+        InputConvention::torchvision(),
+        format!("torchvision-vgg19:{source}"),
+    )
 }
 
 fn weights_from(
@@ -46,7 +49,10 @@ fn weights_from(
 pub fn from_safetensors(bytes: &[u8]) -> Result<Vgg19Weights, String> {
     let tensors = SafeTensors::deserialize(bytes)
         .map_err(|e| format!("not a VGG19 checkpoint this program reads ({e})"))?;
-    weights_from(|name, shape| f32_tensor(&tensors, name, shape), "safetensors")
+    weights_from(
+        |name, shape| f32_tensor(&tensors, name, shape),
+        "safetensors",
+    )
 }
 
 /// Reads a zip-format `torch.save` state dict (`archive/data.pkl` + `archive/data/KEY`).
@@ -61,7 +67,10 @@ pub fn from_pth(bytes: &[u8]) -> Result<Vgg19Weights, String> {
     let mut read = |name: &str, limit: u64| -> Result<Vec<u8>, String> {
         let entry = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
         let mut data = Vec::new();
-        entry.take(limit).read_to_end(&mut data).map_err(|e| e.to_string())?;
+        entry
+            .take(limit)
+            .read_to_end(&mut data)
+            .map_err(|e| e.to_string())?;
         Ok(data)
     };
     let (object, _) = pickle::load(&read(&pickle_name, 1 << 24)?)?;
@@ -77,11 +86,19 @@ pub fn from_pth(bytes: &[u8]) -> Result<Vgg19Weights, String> {
         .collect();
     weights_from(
         |name, shape| {
-            let t = tensors.get(name).ok_or_else(|| format!("tensor {name} missing"))?;
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| format!("tensor {name} missing"))?;
             if t.storage_type != StorageType::Float || t.shape != shape {
-                return Err(format!("tensor {name} is {:?} {:?}, expected float {shape:?}", t.storage_type, t.shape));
+                return Err(format!(
+                    "tensor {name} is {:?} {:?}, expected float {shape:?}",
+                    t.storage_type, t.shape
+                ));
             }
-            let data = read(&format!("{prefix}data/{}", t.storage_key), (t.storage_numel * 4) as u64)?;
+            let data = read(
+                &format!("{prefix}data/{}", t.storage_key),
+                (t.storage_numel * 4) as u64,
+            )?;
             let slice = data
                 .get(t.offset * 4..(t.offset + t.numel()) * 4)
                 .ok_or_else(|| format!("{name}: storage too short"))?;
