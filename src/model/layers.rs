@@ -127,7 +127,7 @@ mod tests {
             assert_eq!(layer.to_string().parse::<Layer>().unwrap(), *layer);
         }
         assert_eq!(all[15].to_string(), "relu5_4");
-        assert_eq!("relu4_2".parse::<Layer>().unwrap().conv_position(), 10);
+        assert_eq!("relu4_2".parse::<Layer>().unwrap().conv_position(), 9);
     }
 
     #[test]
