@@ -31,6 +31,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("ONNX Runtime: {0}")]
+    OnnxRuntime(String),
+
+    #[error("style precompute failed: {0}")]
+    StylePrecompute(String),
+
     #[error("the optimisation diverged: {0}")]
     NonFinite(String),
 

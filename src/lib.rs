@@ -3,6 +3,7 @@
 //! Data flows one way: `render` (and later the server) -> `engine` / `features` -> `model`.
 
 pub mod bench;
+pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod features;

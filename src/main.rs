@@ -8,10 +8,14 @@ use candle_core::{DType, Device};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use std::sync::Arc;
+
 use stylize::engine::{CandleEngine, Engine, OptimizerKind, Pooling, Progress, TermWeights};
+use stylize::features::ort_runtime;
+use stylize::features::select::{self, PrecomputeBackend};
 use stylize::image_io;
 use stylize::model::{Layer, Vgg19Weights, fetch};
-use stylize::render::{self, InitChoice, RenderOptions, RenderRequest};
+use stylize::render::{self, InitChoice, RenderOptions, RenderRequest, StyleSource};
 
 const DEMO_CONTENT: &[u8] = include_bytes!("../assets/chelsea.png");
 const DEMO_STYLE: &[u8] = include_bytes!("../assets/starry_night.jpg");
@@ -38,6 +42,20 @@ enum Command {
     },
     /// Time a forward pass and a full optimisation step.
     Bench(BenchArgs),
+    /// Manage the ONNX Runtime library used for the style precompute.
+    Onnxruntime {
+        #[command(subcommand)]
+        action: OnnxruntimeAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OnnxruntimeAction {
+    /// Download onnxruntime==1.31.1 from PyPI, verify it, and extract its shared library.
+    Fetch {
+        #[arg(long, env = "STYLIZE_MODELS_DIR", default_value = "models")]
+        models_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +147,9 @@ struct RunArgs {
     pooling: String,
     #[command(flatten)]
     weights: WeightsArgs,
+    /// Style precompute backend: auto (ONNX Runtime if available), ort, or candle.
+    #[arg(long, env = "STYLIZE_PRECOMPUTE", default_value = "auto")]
+    precompute: String,
     /// Output file; .png or .jpg/.jpeg.
     #[arg(long, default_value = "stylized.png")]
     out: PathBuf,
@@ -231,9 +252,21 @@ fn run(args: RunArgs) -> Result<()> {
     };
     request.validate().map_err(flag_error)?;
 
-    let weights = args.weights.load()?;
+    let precompute: PrecomputeBackend = args.precompute.parse().context("--precompute")?;
+    let weights = Arc::new(args.weights.load()?);
     let engine = CandleEngine::new(&weights, pooling, &Device::Cpu, DType::F32)?;
-    let features = engine.features();
+    let features = select::choose(
+        precompute,
+        &args.weights.models_dir,
+        weights.clone(),
+        pooling,
+        || engine.features(),
+    )
+    .context("--precompute")?;
+    let styles = StyleSource {
+        features: features.as_ref(),
+        cache: None,
+    };
     let total = request.options.iterations * request.options.scales;
     let bar = if args.quiet {
         ProgressBar::hidden()
@@ -256,9 +289,9 @@ fn run(args: RunArgs) -> Result<()> {
         ));
         ControlFlow::Continue(())
     };
-    tracing::info!(engine = %engine.name(), size = request.options.size, "stylising");
+    tracing::info!(engine = %engine.name(), precompute = %features.name(), size = request.options.size, "stylising");
     let rendered =
-        render::render(&request, &engine, &features, &mut on_progress).map_err(flag_error)?;
+        render::render(&request, &engine, styles, &mut on_progress).map_err(flag_error)?;
     bar.finish();
     image_io::save(&rendered.image, &args.out).context("--out")?;
     println!(
@@ -344,5 +377,12 @@ fn dispatch() -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench(args),
+        Command::Onnxruntime {
+            action: OnnxruntimeAction::Fetch { models_dir },
+        } => {
+            let path = ort_runtime::fetch(&models_dir)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
     }
 }

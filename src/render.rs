@@ -2,16 +2,20 @@
 //! style targets through a `FeatureExtractor`, optimise with an `Engine`, and turn the
 //! result back into an 8-bit image (optionally keeping the content's colours).
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use image::RgbImage;
 
+use crate::cache::{Lookup, StyleCache, StyleKey, image_digest};
 use crate::engine::{
     Engine, Init, LossBreakdown, OptimiseJob, OptimizerKind, ProgressSink, ScaleTargets,
     TermWeights,
 };
 use crate::error::{Error, Result};
-use crate::features::{FeatureExtractor, blend};
-use crate::image_io::{resize_longest, transfer_luminance};
-use crate::model::Layer;
+use crate::features::{FeatureExtractor, Gram, blend};
+use crate::image_io::{fit_longest, resize_longest, transfer_luminance};
+use crate::model::{InputConvention, Layer};
 
 /// Largest output side accepted.
 pub const MAX_SIZE: u32 = 4096;
@@ -205,12 +209,58 @@ impl RenderRequest {
     }
 }
 
+/// Where style targets come from: an extractor, optionally behind the shared cache.
+#[derive(Clone, Copy)]
+pub struct StyleSource<'a> {
+    pub features: &'a dyn FeatureExtractor,
+    pub cache: Option<&'a StyleCache>,
+}
+
+impl StyleSource<'_> {
+    /// One style's Grams at `longest_side`, from the cache when it holds them.
+    fn grams(
+        &self,
+        style: &RgbImage,
+        digest: [u8; 32],
+        longest_side: u32,
+        layers: &[Layer],
+        convention: &InputConvention,
+    ) -> Result<(Arc<Vec<Gram>>, Lookup)> {
+        let compute = || {
+            let resized = resize_longest(style, longest_side);
+            self.features.grams(&convention.to_input(&resized), layers)
+        };
+        match self.cache {
+            None => Ok((Arc::new(compute()?), Lookup::Miss)),
+            Some(cache) => {
+                let key = StyleKey {
+                    image_sha256: digest,
+                    longest_side,
+                    layers: layers.to_vec(),
+                    identity: self.features.identity(),
+                };
+                cache.get_or_compute(&key, compute)
+            }
+        }
+    }
+}
+
+/// How the time of a render was spent and whether its styles were cached.
+#[derive(Debug, Clone, Default)]
+pub struct RenderStats {
+    pub precompute: Duration,
+    pub optimise: Duration,
+    /// One entry per style and scale.
+    pub style_lookups: Vec<Lookup>,
+}
+
 /// The finished image and how the optimisation ended.
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub image: RgbImage,
     pub losses: LossBreakdown,
     pub iterations: usize,
+    pub stats: RenderStats,
 }
 
 /// Checks an image is large enough for the deepest layer (each pool halves it).
@@ -233,7 +283,8 @@ fn check_fits(field: &str, image: &RgbImage, deepest: Layer) -> Result<()> {
 pub fn prepare(
     request: &RenderRequest,
     engine: &dyn Engine,
-    features: &dyn FeatureExtractor,
+    styles: StyleSource<'_>,
+    lookups: &mut Vec<Lookup>,
 ) -> Result<OptimiseJob> {
     request.validate()?;
     let options = &request.options;
@@ -243,6 +294,7 @@ pub fn prepare(
         .ok_or_else(|| Error::invalid("style_layers", "no layers"))?;
     let style_layers: Vec<Layer> = options.style_layers.iter().map(|(l, _)| *l).collect();
     let blend_weights = request.blend_weights();
+    let digests: Vec<[u8; 32]> = request.styles.iter().map(image_digest).collect();
     let mut scales = Vec::new();
     for longest in options.scale_sizes() {
         let content = resize_longest(&request.content, longest);
@@ -251,12 +303,16 @@ pub fn prepare(
         if !style_layers.is_empty() {
             let style_side = ((longest as f64) * options.style_scale).round().max(1.0) as u32;
             for (k, style) in request.styles.iter().enumerate() {
-                let style = resize_longest(style, style_side);
-                check_fits(&format!("styles[{k}]"), &style, deepest)?;
-                per_style.push(features.grams(&convention.to_input(&style), &style_layers)?);
+                let (w, h) = fit_longest(style.width(), style.height(), style_side);
+                check_fits(&format!("styles[{k}]"), &RgbImage::new(w, h), deepest)?;
+                let (grams, lookup) =
+                    styles.grams(style, digests[k], style_side, &style_layers, convention)?;
+                lookups.push(lookup);
+                per_style.push(grams);
             }
         }
-        let grams = blend(&per_style, &blend_weights);
+        let parts: Vec<&[Gram]> = per_style.iter().map(|g| g.as_slice()).collect();
+        let grams = blend(&parts, &blend_weights);
         scales.push(ScaleTargets {
             content: convention.to_input(&content),
             style: options
@@ -289,11 +345,16 @@ pub fn prepare(
 pub fn render(
     request: &RenderRequest,
     engine: &dyn Engine,
-    features: &dyn FeatureExtractor,
+    styles: StyleSource<'_>,
     progress: &mut ProgressSink<'_>,
 ) -> Result<Rendered> {
-    let job = prepare(request, engine, features)?;
+    let mut stats = RenderStats::default();
+    let started = Instant::now();
+    let job = prepare(request, engine, styles, &mut stats.style_lookups)?;
+    stats.precompute = started.elapsed();
+    let started = Instant::now();
     let optimised = engine.optimise(&job, progress)?;
+    stats.optimise = started.elapsed();
     let mut image = engine.convention().to_rgb(&optimised.image);
     if request.options.preserve_colors {
         image = transfer_luminance(&image, &request.content);
@@ -302,6 +363,7 @@ pub fn render(
         image,
         losses: optimised.losses,
         iterations: optimised.iterations,
+        stats,
     })
 }
 

@@ -12,9 +12,10 @@ use stylize::Error;
 use stylize::engine::loss::{LayerTarget, Objective, TermWeights, gram};
 use stylize::engine::vgg::{Pooling, VggNet};
 use stylize::engine::{CandleEngine, OptimizerKind, Progress};
+use stylize::features::CandleFeatures;
 use stylize::image_io;
 use stylize::model::Layer;
-use stylize::render::{InitChoice, RenderOptions, RenderRequest, render};
+use stylize::render::{InitChoice, RenderOptions, RenderRequest, StyleSource, render};
 
 use common::weights;
 
@@ -47,6 +48,13 @@ fn request(size: u32, iterations: usize, optimizer: OptimizerKind) -> RenderRequ
     }
 }
 
+fn source(features: &CandleFeatures) -> StyleSource<'_> {
+    StyleSource {
+        features,
+        cache: None,
+    }
+}
+
 fn run(request: &RenderRequest) -> (stylize::render::Rendered, Vec<Progress>) {
     let engine = engine();
     let features = engine.features();
@@ -55,7 +63,7 @@ fn run(request: &RenderRequest) -> (stylize::render::Rendered, Vec<Progress>) {
         seen.push(p.clone());
         ControlFlow::Continue(())
     };
-    let rendered = render(request, &engine, &features, &mut sink).unwrap();
+    let rendered = render(request, &engine, source(&features), &mut sink).unwrap();
     (rendered, seen)
 }
 
@@ -193,7 +201,7 @@ fn progress_can_cancel_within_one_iteration() {
             ControlFlow::Continue(())
         }
     };
-    let err = render(&req, &engine, &features, &mut sink).unwrap_err();
+    let err = render(&req, &engine, source(&features), &mut sink).unwrap_err();
     assert!(matches!(err, Error::Cancelled));
     assert_eq!(calls, 2);
 }
@@ -247,19 +255,19 @@ fn style_blend_and_layers_are_validated() {
     let mut sink = |_: &Progress| ControlFlow::Continue(());
     let mut req = request(32, 1, OptimizerKind::Adam { lr: 10.0 });
     req.blend = vec![0.5, 0.5];
-    let err = render(&req, &engine, &features, &mut sink)
+    let err = render(&req, &engine, source(&features), &mut sink)
         .unwrap_err()
         .to_string();
     assert!(err.contains("blend"), "{err}");
     let mut req = request(32, 1, OptimizerKind::Adam { lr: 10.0 });
     req.content = RgbImage::new(8, 64);
-    let err = render(&req, &engine, &features, &mut sink)
+    let err = render(&req, &engine, source(&features), &mut sink)
         .unwrap_err()
         .to_string();
     assert!(err.contains("content") && err.contains("relu5_1"), "{err}");
     let mut req = request(32, 1, OptimizerKind::Adam { lr: 10.0 });
     req.options.weights.content = -1.0;
-    let err = render(&req, &engine, &features, &mut sink)
+    let err = render(&req, &engine, source(&features), &mut sink)
         .unwrap_err()
         .to_string();
     assert!(err.contains("content_weight"), "{err}");

@@ -17,7 +17,7 @@ use stylize::features::{CandleFeatures, FeatureExtractor, blend};
 use stylize::image_io;
 use stylize::model::{ChannelOrder, InputConvention, InputImage, Layer};
 
-use common::{rel, rel_l2, weights};
+use common::{rel, rel_l2, sum_sq, weights};
 
 const TOL_PREPROCESS_ABS: f64 = 2e-5;
 const TOL_FEATURES: f64 = 1e-4;
@@ -405,7 +405,8 @@ fn check_float32(case: &Case, report: &mut Report) {
                 .unwrap()
         })
         .collect();
-    let blended = blend(&per_style, &setup.blend);
+    let parts: Vec<&[stylize::features::Gram]> = per_style.iter().map(Vec::as_slice).collect();
+    let blended = blend(&parts, &setup.blend);
     let gram_tensor = |g: &stylize::features::Gram| {
         Tensor::from_slice(&g.data, (g.channels, g.channels), &Device::Cpu).unwrap()
     };
@@ -471,16 +472,7 @@ fn check_float32(case: &Case, report: &mut Report) {
             );
         }
     }
-    let grad_l2 = grad
-        .to_dtype(DType::F64)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-        .sqrt();
+    let grad_l2 = sum_sq(&grad).sqrt();
     report.check(
         "at_x0.grad_l2",
         rel(grad_l2, case.f64_at(&["at_x0", "grad_l2"])),
@@ -517,17 +509,7 @@ fn check_float32(case: &Case, report: &mut Report) {
         );
         x = adam.step(&x, &grad).unwrap().unwrap();
     }
-    let (final_losses, _) = objective.evaluate(&x).unwrap();
-    report.check(
-        "adam.loss_final",
-        rel(final_losses.total, case.f64_at(&["adam", "loss_final"])),
-        TOL_ADAM,
-    );
-    report.check(
-        "adam_x10",
-        rel_l2(&x, &case.tensor("adam_x10", DType::F32)),
-        TOL_ADAM,
-    );
+    check_end_point(case, report, &objective, &x, "adam", "", TOL_ADAM, TOL_ADAM);
 
     // L-BFGS in float32: the first two evaluations are determined; the rest only qualitatively.
     let (lbfgs_losses, lbfgs_x, _) = run_lbfgs(
@@ -569,6 +551,30 @@ fn run_lbfgs(objective: &Objective<'_>, x0: &Tensor, n: usize) -> (Vec<f64>, Ten
     (losses, x, lbfgs)
 }
 
+/// `{method}.loss_final` = L at the end point, and the end point `{method}_x10` itself.
+#[allow(clippy::too_many_arguments)]
+fn check_end_point(
+    case: &Case,
+    report: &mut Report,
+    objective: &Objective<'_>,
+    x: &Tensor,
+    method: &str,
+    label: &str,
+    tol_loss: f64,
+    tol_x: f64,
+) {
+    let (final_losses, _) = objective.evaluate(x).unwrap();
+    let expected = case.f64_at(&[method, "loss_final"]);
+    report.check(
+        &format!("{method}.loss_final{label}"),
+        rel(final_losses.total, expected),
+        tol_loss,
+    );
+    let key = format!("{method}_x10");
+    let stored = case.tensor(&key, x.dtype());
+    report.check(&format!("{key}{label}"), rel_l2(x, &stored), tol_x);
+}
+
 fn check_float64_lbfgs(case: &Case, report: &mut Report) {
     let setup = Setup::new(case, DType::F64);
     let objective = setup.objective(setup.weights);
@@ -581,15 +587,14 @@ fn check_float64_lbfgs(case: &Case, report: &mut Report) {
             TOL_LBFGS_F64_LOSS,
         );
     }
-    let (final_losses, _) = objective.evaluate(&x).unwrap();
-    report.check(
-        "lbfgs.loss_final (f64)",
-        rel(final_losses.total, case.f64_at(&["lbfgs", "loss_final"])),
+    check_end_point(
+        case,
+        report,
+        &objective,
+        &x,
+        "lbfgs",
+        " (f64)",
         TOL_LBFGS_F64_LOSS,
-    );
-    report.check(
-        "lbfgs_x10 (f64)",
-        rel_l2(&x, &case.tensor("lbfgs_x10", DType::F64)),
         TOL_LBFGS_F64_X,
     );
     let sy = case.f64_list(&["lbfgs", "diagnostics", "secant_s_dot_y"]);

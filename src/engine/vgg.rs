@@ -9,6 +9,7 @@
 use candle_core::{D, DType, Device, Tensor};
 
 use crate::error::Result;
+use crate::features::TargetIdentity;
 use crate::model::{Layer, Vgg19Weights};
 
 /// The 2x2/stride-2 pooling between blocks.
@@ -45,6 +46,7 @@ struct Conv {
 pub struct VggNet {
     convs: Vec<Conv>,
     pooling: Pooling,
+    identity: TargetIdentity,
     device: Device,
     dtype: DType,
 }
@@ -106,6 +108,7 @@ impl VggNet {
         Ok(Self {
             convs,
             pooling,
+            identity: TargetIdentity::new(weights, pooling),
             device: device.clone(),
             dtype,
         })
@@ -121,6 +124,11 @@ impl VggNet {
 
     pub fn pooling(&self) -> Pooling {
         self.pooling
+    }
+
+    /// What determines this network's features besides its input.
+    pub fn identity(&self) -> &TargetIdentity {
+        &self.identity
     }
 
     /// The deepest layer this network holds.

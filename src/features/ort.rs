@@ -1,0 +1,161 @@
+//! The ONNX Runtime implementation of `FeatureExtractor`: runs the generated VGG19 graph
+//! (see `onnx_graph`) on the CPU execution provider. One session per distinct set of
+//! outputs, built on first use and kept.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+
+use super::onnx_graph::{self, GraphSpec};
+use super::{FeatureExtractor, Gram, TargetIdentity};
+use crate::engine::Pooling;
+use crate::error::{Error, Result};
+use crate::model::{InputImage, Layer, Vgg19Weights};
+
+/// A feature map returned by the graph: shape and data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureMap {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+pub struct OrtFeatures {
+    environment: &'static Environment,
+    weights: Arc<Vgg19Weights>,
+    pooling: Pooling,
+    identity: TargetIdentity,
+    threads: usize,
+    sessions: Mutex<HashMap<GraphSpec, Arc<Mutex<Session>>>>,
+}
+
+fn ort_error(context: &str, err: impl std::fmt::Display) -> Error {
+    Error::OnnxRuntime(format!("{context}: {err}"))
+}
+
+fn new_session(environment: &Environment, model: &[u8], threads: usize) -> ort::Result<Session> {
+    Session::builder(environment)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(ort::Error::<()>::from)?
+        .with_intra_threads(threads)
+        .map_err(ort::Error::<()>::from)?
+        .with_intra_op_spinning(false)
+        .map_err(ort::Error::<()>::from)?
+        .commit_from_memory(model)
+}
+
+impl OrtFeatures {
+    /// `threads` intra-op threads per run (0: one per available core).
+    pub fn new(
+        environment: &'static Environment,
+        weights: Arc<Vgg19Weights>,
+        pooling: Pooling,
+        threads: usize,
+    ) -> Self {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        Self {
+            environment,
+            identity: TargetIdentity::new(&weights, pooling),
+            weights,
+            pooling,
+            threads,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn session(&self, spec: &GraphSpec) -> Result<Arc<Mutex<Session>>> {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .map_err(|_| ort_error("session table", "lock poisoned"))?;
+        if let Some(session) = sessions.get(spec) {
+            return Ok(session.clone());
+        }
+        let model = onnx_graph::build(&self.weights, spec);
+        let session = new_session(self.environment, &model, self.threads)
+            .map_err(|e| ort_error("building the VGG19 session", e))?;
+        let session = Arc::new(Mutex::new(session));
+        sessions.insert(spec.clone(), session.clone());
+        Ok(session)
+    }
+
+    /// Runs the graph once, returning Grams at `gram_layers` and feature maps at
+    /// `feature_layers`, each in the order given.
+    pub fn extract(
+        &self,
+        image: &InputImage,
+        gram_layers: &[Layer],
+        feature_layers: &[Layer],
+    ) -> Result<(Vec<Gram>, Vec<FeatureMap>)> {
+        let mut spec = GraphSpec {
+            gram_layers: gram_layers.to_vec(),
+            feature_layers: feature_layers.to_vec(),
+            pooling: self.pooling,
+        };
+        for layers in [&mut spec.gram_layers, &mut spec.feature_layers] {
+            layers.sort();
+            layers.dedup();
+        }
+        let session = self.session(&spec)?;
+        let mut session = session
+            .lock()
+            .map_err(|_| ort_error("session", "lock poisoned"))?;
+        let (_, _, h, w) = image.shape();
+        let input = Tensor::from_array((vec![1i64, 3, h as i64, w as i64], image.data.clone()))
+            .map_err(|e| ort_error("input tensor", e))?;
+        let outputs = session
+            .run(ort::inputs![onnx_graph::INPUT => input])
+            .map_err(|e| ort_error("running the VGG19 graph", e))?;
+        let fetch = |name: String| -> Result<FeatureMap> {
+            let value = outputs
+                .get(&name)
+                .ok_or_else(|| ort_error("graph output missing", &name))?;
+            let (shape, data) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|e| ort_error(&name, e))?;
+            Ok(FeatureMap {
+                shape: shape.iter().map(|&d| d as usize).collect(),
+                data: data.to_vec(),
+            })
+        };
+        let grams = gram_layers
+            .iter()
+            .map(|&l| {
+                let map = fetch(onnx_graph::gram_output(l))?;
+                Ok(Gram {
+                    channels: map.shape[0],
+                    data: map.data,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let features = feature_layers
+            .iter()
+            .map(|&l| fetch(onnx_graph::features_output(l)))
+            .collect::<Result<_>>()?;
+        Ok((grams, features))
+    }
+}
+
+impl FeatureExtractor for OrtFeatures {
+    fn name(&self) -> String {
+        "onnxruntime-cpu".to_string()
+    }
+
+    fn identity(&self) -> TargetIdentity {
+        self.identity.clone()
+    }
+
+    fn grams(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<Gram>> {
+        if layers.is_empty() {
+            return Err(Error::invalid("style_layers", "no style layer given"));
+        }
+        Ok(self.extract(image, layers, &[])?.0)
+    }
+}

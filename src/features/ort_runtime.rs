@@ -1,0 +1,101 @@
+//! ONNX Runtime's shared library: fetching it from PyPI (the `onnxruntime` wheel, pinned by
+//! sha256), finding it (`$ORT_DYLIB_PATH` or the models directory), and loading it once per
+//! process with `ort::init_from`, so a missing or wrong library is an error, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+
+use crate::error::{Error, Result};
+use crate::model::fetch::{PinnedWheel, download_wheel, downloads_dir, wheel_member};
+
+pub const ONNXRUNTIME_WHEEL: PinnedWheel = PinnedWheel {
+    requirement: "onnxruntime==1.31.1",
+    sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
+    platform_args: &[
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp311",
+        "--platform",
+        "manylinux_2_28_x86_64",
+    ],
+};
+const LIBRARY_MEMBER: &str = "onnxruntime/capi/libonnxruntime.so.1.31.1";
+const LIBRARY_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
+/// File name of the extracted library inside `models/libs/`.
+pub const LIBRARY_FILE: &str = "libonnxruntime.so.1.31.1";
+
+fn runtime_error(reason: impl std::fmt::Display) -> Error {
+    Error::OnnxRuntime(reason.to_string())
+}
+
+/// Where `fetch` puts the library.
+pub fn bundled_library(models_dir: &Path) -> PathBuf {
+    models_dir.join("libs").join(LIBRARY_FILE)
+}
+
+/// The library to load: `$ORT_DYLIB_PATH` when set, else the fetched copy if present.
+pub fn locate(models_dir: &Path) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Some(PathBuf::from(path));
+    }
+    let bundled = bundled_library(models_dir);
+    bundled.exists().then_some(bundled)
+}
+
+/// Downloads the pinned wheel (or reuses a verified cached copy), checks the library's
+/// sha256 and writes it to `models/libs/`.
+pub fn fetch(models_dir: &Path) -> Result<PathBuf> {
+    let wheel = download_wheel(&ONNXRUNTIME_WHEEL, &downloads_dir(models_dir))?;
+    let library = wheel_member(&wheel, LIBRARY_MEMBER, LIBRARY_SHA256)?;
+    let path = bundled_library(models_dir);
+    let dir = path.parent().expect("library path has a parent");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let partial = path.with_extension(format!("partial.{}", std::process::id()));
+    std::fs::write(&partial, library).map_err(|e| Error::io(&partial, e))?;
+    std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))?;
+    Ok(path)
+}
+
+/// The library if present, else fetched.
+pub fn ensure(models_dir: &Path) -> Result<PathBuf> {
+    match locate(models_dir) {
+        Some(path) => Ok(path),
+        None => fetch(models_dir),
+    }
+}
+
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+static LOADING: Mutex<()> = Mutex::new(());
+
+/// Loads the library at `path` (once per process) and returns the ONNX Runtime environment.
+/// Later calls return the same environment whatever path they pass.
+pub fn environment(path: &Path) -> Result<&'static Environment> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let _guard = LOADING
+        .lock()
+        .map_err(|_| runtime_error("loader lock poisoned"))?;
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    // An absolute path: ort resolves relative ones against the executable's directory.
+    let absolute = std::fs::canonicalize(path).map_err(|e| {
+        runtime_error(format!(
+            "ONNX Runtime library {}: {e}; run `stylize onnxruntime fetch` or set ORT_DYLIB_PATH",
+            path.display()
+        ))
+    })?;
+    let builder = ort::init_from(&absolute)
+        .map_err(|e| runtime_error(format!("loading {}: {e}", absolute.display())))?;
+    let env = builder
+        .with_name("stylize")
+        .build()
+        .map_err(|e| runtime_error(format!("creating the ONNX Runtime environment: {e}")))?;
+    Ok(ENVIRONMENT.get_or_init(|| env))
+}
