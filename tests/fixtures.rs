@@ -534,6 +534,74 @@ fn check_float32(case: &Case, report: &mut Report) {
     }
 }
 
+/// ONNX Runtime's Grams and features against the fixtures and against candle's.
+fn check_onnxruntime(case: &Case, report: &mut Report) {
+    let setup = Setup::new(case, DType::F32);
+    let ort = common::ort_features(Pooling::Max);
+    let candle = CandleFeatures::new(std::sync::Arc::new(
+        VggNet::new(weights(), None, Pooling::Max, &Device::Cpu, DType::F32).unwrap(),
+    ));
+    let style_layers: Vec<Layer> = setup.style.iter().map(|(l, _)| *l).collect();
+    let feature_layers: Vec<Layer> = case
+        .names()
+        .iter()
+        .filter_map(|n| n.strip_prefix("F_x0_").map(|l| l.parse().unwrap()))
+        .collect();
+    let host = |t: &Tensor| {
+        let (_, _, height, width) = t.dims4().unwrap();
+        let data = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        InputImage {
+            height,
+            width,
+            data,
+        }
+    };
+    let gram_tensor = |g: &stylize::features::Gram| {
+        Tensor::from_slice(&g.data, (g.channels, g.channels), &Device::Cpu).unwrap()
+    };
+    let (x0_grams, x0_features) = ort
+        .extract(&host(&setup.x0), &style_layers, &feature_layers)
+        .unwrap();
+    let candle_x0 = candle.grams(&host(&setup.x0), &style_layers).unwrap();
+    for ((layer, ours), theirs) in style_layers.iter().zip(&x0_grams).zip(&candle_x0) {
+        let expected = case.tensor(&format!("G_x0_{layer}"), DType::F32);
+        report.check(
+            &format!("ort G_x0_{layer}"),
+            rel_l2(&gram_tensor(ours), &expected),
+            TOL_FEATURES,
+        );
+        report.check(
+            &format!("ort vs candle G_x0_{layer}"),
+            rel_l2(&gram_tensor(ours), &gram_tensor(theirs)),
+            TOL_FEATURES,
+        );
+    }
+    for (layer, map) in feature_layers.iter().zip(&x0_features) {
+        let ours = Tensor::from_slice(&map.data, map.shape.as_slice(), &Device::Cpu).unwrap();
+        let expected = case.tensor(&format!("F_x0_{layer}"), DType::F32);
+        report.check(
+            &format!("ort F_x0_{layer}"),
+            rel_l2(&ours, &expected),
+            TOL_FEATURES,
+        );
+    }
+    let per_style: Vec<Vec<stylize::features::Gram>> = setup
+        .styles
+        .iter()
+        .map(|s| ort.grams(&host(s), &style_layers).unwrap())
+        .collect();
+    let parts: Vec<&[stylize::features::Gram]> = per_style.iter().map(Vec::as_slice).collect();
+    let blended = blend(&parts, &setup.blend);
+    for (layer, ours) in style_layers.iter().zip(&blended) {
+        let expected = case.tensor(&format!("A_{layer}"), DType::F32);
+        report.check(
+            &format!("ort A_{layer}"),
+            rel_l2(&gram_tensor(ours), &expected),
+            TOL_FEATURES,
+        );
+    }
+}
+
 /// One `LBFGS.step(closure)` of `n` iterations: losses at each evaluation, the end point,
 /// and the optimiser (for its diagnostics).
 fn run_lbfgs(objective: &Objective<'_>, x0: &Tensor, n: usize) -> (Vec<f64>, Tensor, Lbfgs) {
@@ -652,6 +720,7 @@ fn every_fixture_case_matches_the_reference() {
         if names.iter().any(|n| n == "p") {
             check_images(&case, &mut report);
             check_float32(&case, &mut report);
+            check_onnxruntime(&case, &mut report);
             if names.iter().any(|n| n == "lbfgs_x10") {
                 check_float64_lbfgs(&case, &mut report);
             }

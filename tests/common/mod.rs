@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Tensor};
+use stylize::engine::Pooling;
+use stylize::features::{OrtFeatures, ort_runtime};
 use stylize::model::{Vgg19Weights, fetch};
 
 pub fn models_dir() -> PathBuf {
@@ -23,6 +25,26 @@ pub fn weights() -> &'static Vgg19Weights {
         let path = fetch::ensure_default_weights(&models_dir()).expect("fetch default weights");
         Vgg19Weights::load(&path).expect("load default weights")
     })
+}
+
+/// The default weights shared behind an `Arc` (for ONNX Runtime extractors).
+pub fn shared_weights() -> std::sync::Arc<Vgg19Weights> {
+    static SHARED: OnceLock<std::sync::Arc<Vgg19Weights>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| std::sync::Arc::new(weights().clone()))
+        .clone()
+}
+
+/// An ONNX Runtime extractor on the default weights; the library is fetched from PyPI on
+/// first use, exactly as `stylize onnxruntime fetch` does.
+pub fn ort_features(pooling: Pooling) -> OrtFeatures {
+    static FETCH: Mutex<()> = Mutex::new(());
+    let library = {
+        let _guard = FETCH.lock().unwrap();
+        ort_runtime::ensure(&models_dir()).expect("fetch ONNX Runtime")
+    };
+    let environment = ort_runtime::environment(&library).expect("load ONNX Runtime");
+    OrtFeatures::new(environment, shared_weights(), pooling, 0)
 }
 
 /// Sum of squares of all elements, in float64.
