@@ -1,23 +1,30 @@
-//! `stylize bench`: seconds per forward pass (to relu5_1) and per full optimisation step
-//! (forward + backward + Adam update) at given sizes, plus the process's peak memory.
+//! `stylize bench`: seconds per forward pass (to relu5_1) in candle and in ONNX Runtime
+//! (the style precompute), per full optimisation step (forward + backward + Adam update),
+//! and per style-cache hit, at given sizes, plus the process's peak memory.
 
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::cache::{StyleCache, StyleKey, image_digest};
 use crate::engine::loss::{LayerTarget, Objective, TermWeights, gram};
 use crate::engine::optim::{Adam, Optimizer};
 use crate::engine::vgg::{Pooling, VggNet};
 use crate::error::Result;
-use crate::model::{Layer, Vgg19Weights};
+use crate::features::{FeatureExtractor, OrtFeatures};
+use crate::model::{InputImage, Layer, Vgg19Weights};
 use crate::render::{default_content_layers, default_style_layers};
 
 /// Timings at one square size.
 #[derive(Debug, Clone)]
 pub struct BenchRow {
     pub size: usize,
-    /// Median seconds of a forward pass to relu5_1 (style precompute).
+    /// Median seconds of a candle forward pass to relu5_1 with the style Grams.
     pub forward_s: f64,
+    /// Median seconds of the same precompute in ONNX Runtime, when it is available.
+    pub ort_precompute_s: Option<f64>,
+    /// Median seconds of a style-cache hit: hashing the decoded style image plus lookup.
+    pub cache_hit_s: f64,
     /// Median seconds of one step: loss, gradient and Adam update.
     pub step_s: f64,
     /// Peak resident memory of the process so far (`VmHWM`), if the OS reports it.
@@ -54,6 +61,7 @@ pub fn run(
     sizes: &[usize],
     repeats: usize,
     device: &Device,
+    ort: Option<&OrtFeatures>,
 ) -> Result<Vec<BenchRow>> {
     let net = VggNet::new(
         weights,
@@ -71,9 +79,25 @@ pub fn run(
         let image = Tensor::randn(0f32, 60.0, (1, 3, size, size), device)?;
         let style = Tensor::randn(0f32, 60.0, (1, 3, size, size), device)?;
         let forward_s = time_repeats(repeats, || {
-            net.forward(&style, deepest, &style_taps, false)?;
+            let acts = net.forward(&style, deepest, &style_taps, false)?;
+            for layer in &style_taps {
+                gram(acts.get(*layer).expect("tapped layer is kept"))?.to_vec2::<f32>()?;
+            }
             Ok(())
         })?;
+        let style_host = InputImage {
+            height: size,
+            width: size,
+            data: style.flatten_all()?.to_vec1::<f32>()?,
+        };
+        let ort_precompute_s = match ort {
+            Some(ort) => Some(time_repeats(repeats, || {
+                ort.grams(&style_host, &style_taps)?;
+                Ok(())
+            })?),
+            None => None,
+        };
+        let cache_hit_s = time_cache_hit(size, &style_taps)?;
         let style_acts = net.forward(&style, deepest, &style_taps, false)?;
         let content_acts = net.forward(&image, deepest, &[Layer::new(4, 2)?], false)?;
         let target =
@@ -113,9 +137,48 @@ pub fn run(
         rows.push(BenchRow {
             size,
             forward_s,
+            ort_precompute_s,
+            cache_hit_s,
             step_s,
             peak_rss_bytes: peak_rss_bytes(),
         });
     }
     Ok(rows)
+}
+
+/// A cache hit as a request sees it: digest of the decoded style image, then the lookup.
+fn time_cache_hit(size: usize, layers: &[Layer]) -> Result<f64> {
+    let image = image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
+        image::Rgb([x as u8, y as u8, 7])
+    });
+    let cache = StyleCache::new(crate::cache::DEFAULT_BUDGET_BYTES);
+    let identity = crate::features::TargetIdentity {
+        weights: "bench".into(),
+        pooling: Pooling::Max,
+        gram_normalisation: crate::features::GRAM_NORMALISATION,
+    };
+    let key = |digest| StyleKey {
+        image_sha256: digest,
+        longest_side: size as u32,
+        layers: layers.to_vec(),
+        identity: identity.clone(),
+    };
+    let grams: Vec<_> = layers
+        .iter()
+        .map(|l| crate::features::Gram {
+            channels: l.channels(),
+            data: vec![0.5; l.channels() * l.channels()],
+        })
+        .collect();
+    cache.get_or_compute(&key(image_digest(&image)), || Ok(grams))?;
+    let runs = 200;
+    let total = time_repeats(1, || {
+        for _ in 0..runs {
+            let (_, lookup) =
+                cache.get_or_compute(&key(image_digest(&image)), || unreachable!())?;
+            debug_assert_eq!(lookup, crate::cache::Lookup::Hit);
+        }
+        Ok(())
+    })?;
+    Ok(total / runs as f64)
 }

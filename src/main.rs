@@ -326,23 +326,54 @@ fn bench(args: BenchArgs) -> Result<()> {
     if args.sizes.iter().any(|&s| !(16..=4096).contains(&s)) {
         bail!("--sizes: each size must be within 16..=4096");
     }
-    let weights = args.weights.load()?;
+    let weights = Arc::new(args.weights.load()?);
+    let models_dir = &args.weights.models_dir;
+    let ort = match select::ort_features(models_dir, weights.clone(), Pooling::Max) {
+        Ok(ort) => Some(ort),
+        Err(err) => {
+            println!("ONNX Runtime unavailable ({err}); its column is empty");
+            None
+        }
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "stylize bench: candle-cpu, f32, VGG19 to relu5_1, {threads} threads, median of {} runs",
+        "stylize bench: f32, VGG19 to relu5_1 (5 style Grams), {threads} threads, median of {} runs",
         args.repeats
     );
     println!(
-        "{:>6} {:>12} {:>12} {:>14}",
-        "size", "forward s", "step s", "peak RSS MiB"
+        "{:>6} {:>14} {:>14} {:>8} {:>14} {:>13} {:>13}",
+        "size",
+        "candle fwd s",
+        "ort precomp s",
+        "ort/cnd",
+        "candle step s",
+        "cache hit ms",
+        "peak RSS MiB"
     );
-    for row in stylize::bench::run(&weights, &args.sizes, args.repeats, &Device::Cpu)? {
+    let rows = stylize::bench::run(
+        &weights,
+        &args.sizes,
+        args.repeats,
+        &Device::Cpu,
+        ort.as_ref(),
+    )?;
+    for row in rows {
         let peak = row.peak_rss_bytes.map_or("n/a".to_string(), |b| {
             format!("{:.0}", b as f64 / (1 << 20) as f64)
         });
+        let (ort_s, ratio) = match row.ort_precompute_s {
+            Some(s) => (format!("{s:.3}"), format!("{:.2}", s / row.forward_s)),
+            None => ("n/a".into(), "n/a".into()),
+        };
         println!(
-            "{:>6} {:>12.3} {:>12.3} {:>14}",
-            row.size, row.forward_s, row.step_s, peak
+            "{:>6} {:>14.3} {:>14} {:>8} {:>14.3} {:>13.4} {:>13}",
+            row.size,
+            row.forward_s,
+            ort_s,
+            ratio,
+            row.step_s,
+            row.cache_hit_s * 1e3,
+            peak
         );
     }
     Ok(())

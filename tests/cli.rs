@@ -7,10 +7,15 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn stylize(args: &[&str]) -> Output {
+    stylize_with(args, &[])
+}
+
+fn stylize_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     common::weights(); // make sure the default weights are in place
     Command::new(env!("CARGO_BIN_EXE_stylize"))
         .args(args)
         .env("STYLIZE_MODELS_DIR", common::models_dir())
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -117,4 +122,52 @@ fn bad_options_name_the_flag() {
     fails_naming(&["run", "--optimizer", "sgd"], &["--optimizer"]);
     fails_naming(&["run", "--pooling", "min"], &["--pooling"]);
     fails_naming(&["run", "--optimizer", "adam", "--lr", "0"], &["--lr"]);
+}
+
+#[test]
+fn onnxruntime_library_problems_are_errors_or_a_logged_fallback() {
+    let tiny = ["run", "--size", "32", "--iterations", "1", "--quiet"];
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.png");
+    let out = out.to_str().unwrap();
+    let not_ort = dir.path().join("libnot-onnxruntime.so");
+    std::fs::write(&not_ort, b"\x7fELF but not really").unwrap();
+    let libz = [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let mut bad_libraries = vec![
+        "/no/such/libonnxruntime.so".to_string(),
+        not_ort.display().to_string(),
+    ];
+    bad_libraries.extend(libz.map(String::from));
+    for library in &bad_libraries {
+        let env = [("ORT_DYLIB_PATH", library.as_str())];
+        let mut args = tiny.to_vec();
+        args.extend(["--precompute", "ort", "--out", out]);
+        let result = stylize_with(&args, &env);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(
+            result.status.code(),
+            Some(1),
+            "{library}: a clean error, not a panic:\n{stderr}"
+        );
+        assert!(
+            stderr.contains("--precompute") && stderr.contains("ONNX Runtime"),
+            "{stderr}"
+        );
+
+        let mut args = tiny.to_vec();
+        args.extend(["--precompute", "auto", "--out", out]);
+        let result = stylize_with(&args, &env);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(
+            result.status.success(),
+            "{library}: auto falls back:\n{stderr}"
+        );
+        assert!(stderr.contains("falls back to candle"), "{stderr}");
+    }
+    fails_naming(&["run", "--precompute", "gpu"], &["--precompute", "gpu"]);
 }

@@ -35,7 +35,8 @@ impl FromStr for PrecomputeBackend {
     }
 }
 
-fn ort_features(
+/// An ONNX Runtime extractor, fetching the library when it is not there yet.
+pub fn ort_features(
     models_dir: &Path,
     weights: Arc<Vgg19Weights>,
     pooling: Pooling,
