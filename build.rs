@@ -1,9 +1,23 @@
-//! Build script: compiles the ONNX subset the project encodes (proto/onnx) with protox,
-//! so no system `protoc` is needed, and rebuilds when the demo images change.
+//! Build script: compiles the protobuf sources with protox (no system `protoc`): the ONNX
+//! subset the graph builder encodes (prost), the gRPC contract (tonic), and the contract's
+//! file descriptor set for server reflection.
+use prost::Message;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=assets");
-    let descriptors = protox::compile(["onnx/onnx_subset.proto"], ["proto"])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    let onnx = protox::compile(["onnx/onnx_subset.proto"], ["proto"])?;
+    prost_build::Config::new().compile_fds(onnx)?;
+
+    let service = protox::compile(["stylize/v1/stylize.proto"], ["proto"])?;
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("stylize_v1_descriptor.bin"),
+        service.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(service)?;
     Ok(())
 }

@@ -220,3 +220,57 @@ impl StyleCache {
         }
     }
 }
+
+/// Styles registered by key (`RegisterStyle`), so requests can send the key instead of the
+/// image. Bounded by decoded bytes, least recently used first out.
+pub struct StyleRegistry {
+    budget: usize,
+    state: Mutex<(lru::LruCache<String, Arc<image::RgbImage>>, usize)>,
+}
+
+impl StyleRegistry {
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            budget: budget_bytes,
+            state: Mutex::new((lru::LruCache::unbounded(), 0)),
+        }
+    }
+
+    /// The key of an image: hex sha256 of its dimensions and pixels.
+    pub fn key_of(image: &image::RgbImage) -> String {
+        hex::encode(image_digest(image))
+    }
+
+    /// Keeps `image` and returns its key.
+    pub fn register(&self, image: Arc<image::RgbImage>) -> Result<String> {
+        let key = Self::key_of(&image);
+        let size = image.as_raw().len();
+        if size > self.budget {
+            return Err(Error::invalid(
+                "image",
+                format!(
+                    "{size} decoded bytes exceed the registry's budget of {}",
+                    self.budget
+                ),
+            ));
+        }
+        let mut guard = self.state.lock().map_err(|_| poisoned())?;
+        let (entries, bytes) = &mut *guard;
+        if let Some(old) = entries.pop(&key) {
+            *bytes -= old.as_raw().len();
+        }
+        while *bytes + size > self.budget {
+            match entries.pop_lru() {
+                Some((_, evicted)) => *bytes -= evicted.as_raw().len(),
+                None => break,
+            }
+        }
+        *bytes += size;
+        entries.put(key.clone(), image);
+        Ok(key)
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<image::RgbImage>> {
+        self.state.lock().ok()?.0.get(key).cloned()
+    }
+}

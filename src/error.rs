@@ -43,6 +43,15 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    #[error("the queue is full ({0} jobs waiting); retry later or on another replica")]
+    QueueFull(usize),
+
+    #[error("the server is shutting down and accepts no new work")]
+    ShuttingDown,
+
+    #[error("the deadline expired {0}")]
+    DeadlineExceeded(String),
+
     #[error("tensor backend: {0}")]
     Backend(#[from] candle_core::Error),
 }

@@ -42,6 +42,17 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<RgbImage> {
     Ok(decoded.into_rgb8())
 }
 
+/// Width and height from the image header, without decoding the pixels.
+pub fn dimensions(bytes: &[u8], name: &str) -> Result<(u32, u32)> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| image_error(name, e))?;
+    if reader.format().is_none() {
+        return Err(image_error(name, "not a PNG or JPEG image"));
+    }
+    reader.into_dimensions().map_err(|e| image_error(name, e))
+}
+
 /// Reads and decodes an image file.
 pub fn load(path: &Path) -> Result<RgbImage> {
     let name = path.display().to_string();

@@ -10,5 +10,8 @@ pub mod features;
 pub mod image_io;
 pub mod model;
 pub mod render;
+pub mod scheduler;
+pub mod server;
+pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -50,6 +50,8 @@ pub struct RenderOptions {
     pub preserve_colors: bool,
     /// Number of coarse-to-fine scales; each halves the size of the next.
     pub scales: usize,
+    /// Attach the current image to every Nth progress report (0: never).
+    pub preview_every: usize,
 }
 
 pub fn default_content_layers() -> Vec<(Layer, f64)> {
@@ -76,6 +78,7 @@ impl Default for RenderOptions {
             seed: 0,
             preserve_colors: false,
             scales: 1,
+            preview_every: 0,
         }
     }
 }
@@ -263,16 +266,20 @@ pub struct Rendered {
     pub stats: RenderStats,
 }
 
+/// Longest side a style is rendered at for a content scale of `longest` pixels.
+fn style_side(longest: u32, style_scale: f64) -> u32 {
+    ((longest as f64) * style_scale).round().max(1.0) as u32
+}
+
 /// Checks an image is large enough for the deepest layer (each pool halves it).
-fn check_fits(field: &str, image: &RgbImage, deepest: Layer) -> Result<()> {
+fn check_fits(field: &str, (width, height): (u32, u32), deepest: Layer) -> Result<()> {
     let min = 1u32 << (deepest.block() - 1);
-    if image.width() < min || image.height() < min {
+    if width < min || height < min {
         return Err(Error::invalid(
             field,
             format!(
                 "{}x{} is too small for {deepest}: each side needs at least {min} pixels at every scale",
-                image.width(),
-                image.height()
+                width, height
             ),
         ));
     }
@@ -298,15 +305,15 @@ pub fn prepare(
     let mut scales = Vec::new();
     for longest in options.scale_sizes() {
         let content = resize_longest(&request.content, longest);
-        check_fits("content", &content, deepest)?;
+        check_fits("content", content.dimensions(), deepest)?;
         let mut per_style = Vec::new();
         if !style_layers.is_empty() {
-            let style_side = ((longest as f64) * options.style_scale).round().max(1.0) as u32;
+            let side = style_side(longest, options.style_scale);
             for (k, style) in request.styles.iter().enumerate() {
-                let (w, h) = fit_longest(style.width(), style.height(), style_side);
-                check_fits(&format!("styles[{k}]"), &RgbImage::new(w, h), deepest)?;
+                let fitted = fit_longest(style.width(), style.height(), side);
+                check_fits(&format!("styles[{k}]"), fitted, deepest)?;
                 let (grams, lookup) =
-                    styles.grams(style, digests[k], style_side, &style_layers, convention)?;
+                    styles.grams(style, digests[k], side, &style_layers, convention)?;
                 lookups.push(lookup);
                 per_style.push(grams);
             }
@@ -338,7 +345,38 @@ pub fn prepare(
         weights: options.weights,
         optimizer: options.optimizer,
         init,
+        preview_every: options.preview_every,
     })
+}
+
+/// Precomputes one style's targets for every scale `options` would use (e.g. to warm the
+/// cache for a registered style). Returns how each scale was served.
+pub fn warm_style(
+    style: &RgbImage,
+    options: &RenderOptions,
+    styles: StyleSource<'_>,
+    convention: &InputConvention,
+) -> Result<Vec<Lookup>> {
+    let layers: Vec<Layer> = options.style_layers.iter().map(|(l, _)| *l).collect();
+    let deepest = layers
+        .iter()
+        .max()
+        .copied()
+        .ok_or_else(|| Error::invalid("style_layers", "no style layer given"))?;
+    let digest = image_digest(style);
+    options
+        .scale_sizes()
+        .into_iter()
+        .map(|longest| {
+            let side = style_side(longest, options.style_scale);
+            check_fits(
+                "image",
+                fit_longest(style.width(), style.height(), side),
+                deepest,
+            )?;
+            Ok(styles.grams(style, digest, side, &layers, convention)?.1)
+        })
+        .collect()
 }
 
 /// Runs a request to completion (or cancellation through `progress`).

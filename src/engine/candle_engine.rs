@@ -163,12 +163,18 @@ impl Engine for CandleEngine {
                     )));
                 }
                 iteration += 1;
+                let preview = if job.preview_every > 0 && iteration % job.preview_every == 0 {
+                    Some(self.download(&x)?)
+                } else {
+                    None
+                };
                 let report = Progress {
                     iteration,
                     total,
                     scale: scale_index,
                     losses: losses.clone(),
                     elapsed: start.elapsed(),
+                    preview,
                 };
                 last_losses = Some(losses);
                 if let ControlFlow::Break(()) = progress(&report) {

@@ -65,6 +65,8 @@ pub struct OptimiseJob {
     pub weights: TermWeights,
     pub optimizer: OptimizerKind,
     pub init: Init,
+    /// Attach the current image to every Nth progress report (0: never).
+    pub preview_every: usize,
 }
 
 impl OptimiseJob {
@@ -83,6 +85,8 @@ pub struct Progress {
     pub scale: usize,
     pub losses: LossBreakdown,
     pub elapsed: Duration,
+    /// The image being evaluated, on preview iterations only.
+    pub preview: Option<InputImage>,
 }
 
 /// The result of an optimisation.

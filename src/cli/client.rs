@@ -1,0 +1,235 @@
+//! `stylize submit` and `stylize register-style`: real clients of the gRPC service.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use stylize::image_io::Encoding;
+use stylize::server::proto::{self, stylizer_client::StylizerClient};
+
+use super::args::{JobArgs, OptimizerArg, loss_message, parse_layers, progress_bar};
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The server, e.g. http://127.0.0.1:50051.
+    #[arg(long, env = "STYLIZE_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Content image (PNG or JPEG).
+    #[arg(long)]
+    content: PathBuf,
+    /// Style image; repeat for a blend.
+    #[arg(long = "style")]
+    styles: Vec<PathBuf>,
+    /// Key of a registered style (from `stylize register-style`); repeatable.
+    #[arg(long = "style-key")]
+    style_keys: Vec<String>,
+    /// Blend weights, one per style (files first, then keys), comma-separated.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    blend: Vec<f64>,
+    #[command(flatten)]
+    job: JobArgs,
+    /// A progress event every N iterations.
+    #[arg(long, default_value_t = 1)]
+    progress_interval: u32,
+    /// Save a preview every N iterations into --previews.
+    #[arg(long, default_value_t = 0)]
+    preview_interval: u32,
+    /// Folder for previews (created if missing).
+    #[arg(long)]
+    previews: Option<PathBuf>,
+    /// Identifies the request in the server's logs.
+    #[arg(long, default_value = "")]
+    request_id: String,
+    /// Output file; .png or .jpg/.jpeg.
+    #[arg(long, default_value = "stylized.png")]
+    out: PathBuf,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+pub struct RegisterStyleArgs {
+    #[arg(long, env = "STYLIZE_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Style image (PNG or JPEG).
+    #[arg(long)]
+    style: PathBuf,
+    /// Precompute for this output size.
+    #[arg(long, default_value_t = 512)]
+    size: u32,
+    #[arg(long, default_value_t = 1.0)]
+    style_scale: f64,
+    #[arg(long, default_value_t = 1)]
+    scales: u32,
+    #[arg(long, default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")]
+    style_layers: String,
+}
+
+fn read(flag: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))
+}
+
+fn layer_weights(flag: &str, spec: &str) -> Result<Vec<proto::LayerWeight>> {
+    Ok(parse_layers(flag, spec)?
+        .into_iter()
+        .map(|(layer, weight)| proto::LayerWeight {
+            layer: layer.to_string(),
+            weight,
+        })
+        .collect())
+}
+
+fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
+    let (init, init_image) = match job.init.as_str() {
+        "content" => (proto::Init::Content, Vec::new()),
+        "noise" => (proto::Init::Noise, Vec::new()),
+        path => (proto::Init::Image, read("init", Path::new(path))?),
+    };
+    Ok(proto::Options {
+        size: job.size,
+        iterations: job.iterations as u32,
+        optimizer: match job.optimizer {
+            OptimizerArg::Lbfgs => proto::Optimizer::Lbfgs,
+            OptimizerArg::Adam => proto::Optimizer::Adam,
+        } as i32,
+        learning_rate: Some(job.lr),
+        content_weight: Some(job.content_weight),
+        style_weight: Some(job.style_weight),
+        tv_weight: Some(job.tv_weight),
+        content_layers: layer_weights("content-layers", &job.content_layers)?,
+        style_layers: layer_weights("style-layers", &job.style_layers)?,
+        init: init as i32,
+        init_image,
+        seed: job.seed,
+        preserve_colors: job.preserve_colors,
+        style_scale: Some(job.style_scale),
+        scales: job.scales as u32,
+        progress_interval: 0,
+        preview_interval: 0,
+        output_format: match format {
+            Encoding::Png => proto::ImageFormat::Png,
+            Encoding::Jpeg { .. } => proto::ImageFormat::Jpeg,
+        } as i32,
+        jpeg_quality: 0,
+    })
+}
+
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("server answered {:?}: {}", status.code(), status.message())
+}
+
+async fn connect(server: &str) -> Result<StylizerClient<tonic::transport::Channel>> {
+    let client = StylizerClient::connect(server.to_string())
+        .await
+        .with_context(|| format!("--server {server}: cannot connect"))?;
+    Ok(client
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn submit(args: SubmitArgs) -> Result<()> {
+    let format = Encoding::from_path(&args.out).context("--out")?;
+    if args.styles.is_empty() && args.style_keys.is_empty() {
+        bail!("--style or --style-key: at least one style is needed");
+    }
+    if args.preview_interval > 0 && args.previews.is_none() {
+        bail!("--previews: a folder is needed with --preview-interval");
+    }
+    let mut styles = Vec::new();
+    for path in &args.styles {
+        styles.push(proto::StyleInput {
+            source: Some(proto::style_input::Source::Image(read("style", path)?)),
+        });
+    }
+    for key in &args.style_keys {
+        styles.push(proto::StyleInput {
+            source: Some(proto::style_input::Source::Key(key.clone())),
+        });
+    }
+    let mut options = wire_options(&args.job, format)?;
+    options.progress_interval = args.progress_interval;
+    options.preview_interval = args.preview_interval;
+    let request = proto::StylizeRequest {
+        request_id: args.request_id.clone(),
+        content: read("content", &args.content)?,
+        styles,
+        blend: args.blend.clone(),
+        options: Some(options),
+    };
+    if let Some(dir) = &args.previews {
+        std::fs::create_dir_all(dir).with_context(|| format!("--previews: {}", dir.display()))?;
+    }
+    runtime()?.block_on(async {
+        let mut client = connect(&args.server).await?;
+        let mut stream = client.stylize(request).await.map_err(status_error)?.into_inner();
+        let total = (args.job.iterations * args.job.scales) as u64;
+        let bar = progress_bar(total, args.quiet)?;
+        while let Some(event) = stream.message().await.map_err(status_error)? {
+            use proto::stylize_event::Event;
+            match event.event {
+                Some(Event::Queued(q)) => bar.set_message(format!("queued at position {}", q.position)),
+                Some(Event::Started(s)) => bar.set_message(format!("started on {} ({})", s.worker, s.device)),
+                Some(Event::Progress(p)) => {
+                    bar.set_position(p.iteration as u64);
+                    let l = p.losses.unwrap_or_default();
+                    bar.set_message(loss_message(p.scale as usize, l.total, l.content, l.style, l.tv));
+                }
+                Some(Event::Preview(p)) => {
+                    if let Some(dir) = &args.previews {
+                        let ext = if p.format == proto::ImageFormat::Jpeg as i32 { "jpg" } else { "png" };
+                        let path = dir.join(format!("preview-{:05}.{ext}", p.iteration));
+                        std::fs::write(&path, &p.image).with_context(|| path.display().to_string())?;
+                    }
+                }
+                Some(Event::Result(result)) => {
+                    bar.finish();
+                    std::fs::write(&args.out, &result.image).with_context(|| format!("--out: {}", args.out.display()))?;
+                    let t = result.timings.unwrap_or_default();
+                    println!(
+                        "wrote {} ({}x{}) after {} iterations, final loss {:.4e}; queue {:.2}s precompute {:.2}s optimise {:.2}s encode {:.3}s",
+                        args.out.display(),
+                        result.width,
+                        result.height,
+                        result.iterations,
+                        result.losses.unwrap_or_default().total,
+                        t.queue_wait_seconds,
+                        t.style_precompute_seconds,
+                        t.optimise_seconds,
+                        t.encode_seconds
+                    );
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
+        bail!("the server closed the stream without a result")
+    })
+}
+
+pub fn register_style(args: RegisterStyleArgs) -> Result<()> {
+    let request = proto::RegisterStyleRequest {
+        image: read("style", &args.style)?,
+        size: args.size,
+        style_scale: Some(args.style_scale),
+        scales: args.scales,
+        style_layers: layer_weights("style-layers", &args.style_layers)?,
+    };
+    runtime()?.block_on(async {
+        let mut client = connect(&args.server).await?;
+        let response = client
+            .register_style(request)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        println!("{}", response.key);
+        eprintln!("precomputed in {:.2}s", response.precompute_seconds);
+        Ok(())
+    })
+}

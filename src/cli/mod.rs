@@ -1,0 +1,7 @@
+//! The binary's subcommands, one file each, over shared argument groups in `args`.
+
+pub mod args;
+pub mod bench;
+pub mod client;
+pub mod run;
+pub mod serve;

@@ -1,0 +1,101 @@
+//! `stylize serve`: the gRPC server, every setting a flag with an environment variable.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use stylize::cache::StyleCache;
+use stylize::scheduler::{self, SchedulerConfig};
+use stylize::server::{self, Limits, ServerConfig};
+use stylize::telemetry::shutdown;
+
+use super::args::BackendArgs;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// gRPC listen address (port 0 picks a free port; the bound address is printed).
+    #[arg(long, env = "STYLIZE_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: SocketAddr,
+    /// Prometheus `/metrics` listen address (its own port).
+    #[arg(long, env = "STYLIZE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// Disable the metrics listener.
+    #[arg(long, env = "STYLIZE_NO_METRICS")]
+    no_metrics: bool,
+    /// Worker threads (one per device; the CPU is one device).
+    #[arg(long, env = "STYLIZE_WORKERS", default_value_t = 1)]
+    workers: usize,
+    /// Jobs that may wait for a worker before RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STYLIZE_MAX_QUEUE", default_value_t = 16)]
+    max_queue: usize,
+    /// Largest image (decoded) and output, in pixels.
+    #[arg(long, env = "STYLIZE_MAX_PIXELS", default_value_t = 2048 * 2048)]
+    max_pixels: u64,
+    /// Largest iterations x scales per request.
+    #[arg(long, env = "STYLIZE_MAX_ITERATIONS", default_value_t = 10_000)]
+    max_iterations: usize,
+    /// Most styles per request.
+    #[arg(long, env = "STYLIZE_MAX_STYLES", default_value_t = 8)]
+    max_styles: usize,
+    /// Largest request or response message, bytes (tonic's default is 4 MiB).
+    #[arg(long, env = "STYLIZE_MAX_MESSAGE_BYTES", default_value_t = 64 << 20)]
+    max_message_bytes: usize,
+    /// Byte budget of the style-target cache.
+    #[arg(long, env = "STYLIZE_CACHE_BYTES", default_value_t = stylize::cache::DEFAULT_BUDGET_BYTES)]
+    cache_bytes: usize,
+    /// Byte budget for decoded images of registered styles.
+    #[arg(long, env = "STYLIZE_REGISTRY_BYTES", default_value_t = 256 << 20)]
+    registry_bytes: usize,
+    /// Seconds in-flight work may take to finish after SIGTERM before it is cancelled.
+    #[arg(long, env = "STYLIZE_GRACE_PERIOD_SECONDS", default_value_t = 60.0)]
+    grace_period_seconds: f64,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    if args.max_queue == 0 || args.workers == 0 {
+        anyhow::bail!("--max-queue and --workers must be at least 1");
+    }
+    if !(args.grace_period_seconds.is_finite() && args.grace_period_seconds >= 0.0) {
+        anyhow::bail!("--grace-period-seconds must be a number >= 0");
+    }
+    let backends = args.backend.build()?;
+    let config = ServerConfig {
+        listen: args.listen,
+        metrics_listen: (!args.no_metrics).then_some(args.metrics_listen),
+        scheduler: SchedulerConfig {
+            workers: args.workers,
+            max_queue: args.max_queue,
+        },
+        limits: Limits {
+            max_pixels: args.max_pixels,
+            max_iterations: args.max_iterations,
+            max_styles: args.max_styles,
+            max_message_bytes: args.max_message_bytes,
+        },
+        registry_bytes: args.registry_bytes,
+        grace_period: Duration::from_secs_f64(args.grace_period_seconds),
+    };
+    let backends = scheduler::Backends {
+        engine: backends.engine,
+        features: backends.features,
+        cache: Arc::new(StyleCache::new(args.cache_bytes)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(server::serve(
+        config,
+        backends,
+        shutdown::signal(),
+        |bound| {
+            println!("listening on {bound}");
+        },
+    ))?;
+    Ok(())
+}

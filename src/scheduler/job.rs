@@ -1,0 +1,67 @@
+//! What the scheduler accepts and what it reports back, in core types (no transport).
+
+use std::time::{Duration, Instant};
+
+use crate::cache::Lookup;
+use crate::engine::{LossBreakdown, Progress};
+use crate::error::Error;
+use crate::image_io::Encoding;
+use crate::render::RenderRequest;
+
+/// A validated request ready to queue.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub request_id: String,
+    pub request: RenderRequest,
+    pub output: Encoding,
+    /// A progress event every N iterations (at least 1).
+    pub progress_every: usize,
+    /// When the client's deadline expires.
+    pub deadline: Option<Instant>,
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    pub queue_wait: Duration,
+    pub precompute: Duration,
+    pub optimise: Duration,
+    pub encode: Duration,
+}
+
+/// The finished job.
+#[derive(Debug, Clone)]
+pub struct JobOutput {
+    pub image: Vec<u8>,
+    pub encoding: Encoding,
+    pub width: u32,
+    pub height: u32,
+    pub losses: LossBreakdown,
+    pub iterations: usize,
+    pub timings: Timings,
+    pub style_cache: Vec<Lookup>,
+}
+
+/// Events of one job, in order: `Queued`, `Started`, `Progress`/`Preview`..., then exactly
+/// one of `Finished` or `Failed`.
+#[derive(Debug)]
+pub enum JobEvent {
+    Queued {
+        position: usize,
+    },
+    Started {
+        worker: String,
+        device: String,
+    },
+    Progress {
+        progress: Progress,
+        eta: Duration,
+    },
+    Preview {
+        iteration: usize,
+        image: Vec<u8>,
+        encoding: Encoding,
+    },
+    Finished(Box<JobOutput>),
+    Failed(Error),
+}

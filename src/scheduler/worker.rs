@@ -1,0 +1,190 @@
+//! One worker thread: takes the oldest job, runs it, reports its events, repeats.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{JobEvent, JobOutput, QueuedJob, Shared, Timings};
+use crate::engine::Progress;
+use crate::error::Error;
+use crate::image_io::encode;
+use crate::render::{StyleSource, render};
+use crate::telemetry::metrics::{self as names, outcome};
+
+pub(super) fn run(index: usize, shared: &Shared) {
+    let worker = format!("worker-{index}");
+    loop {
+        let job = {
+            let mut queue = shared.lock();
+            loop {
+                if queue.stopped {
+                    return;
+                }
+                if let Some(job) = queue.jobs.pop_front() {
+                    queue.running.push(job.cancel.clone());
+                    metrics::gauge!(names::QUEUE_DEPTH).set(queue.jobs.len() as f64);
+                    metrics::gauge!(names::IN_FLIGHT).set(queue.running.len() as f64);
+                    break job;
+                }
+                queue = shared
+                    .changed
+                    .wait(queue)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let cancel = job.cancel.clone();
+        let span = job.span.clone();
+        span.in_scope(|| execute(&worker, shared, job));
+        let mut queue = shared.lock();
+        queue.running.retain(|flag| !Arc::ptr_eq(flag, &cancel));
+        metrics::gauge!(names::IN_FLIGHT).set(queue.running.len() as f64);
+        drop(queue);
+        shared.changed.notify_all();
+    }
+}
+
+/// Why a job stopped early, decided inside the progress callback.
+enum Stop {
+    Abandoned,
+    Deadline,
+}
+
+fn outcome_of(err: &Error) -> &'static str {
+    match err {
+        Error::Cancelled => outcome::CANCELLED,
+        Error::DeadlineExceeded(_) => outcome::DEADLINE_EXCEEDED,
+        Error::ShuttingDown => outcome::UNAVAILABLE,
+        Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
+            outcome::INVALID_ARGUMENT
+        }
+        _ => outcome::INTERNAL,
+    }
+}
+
+fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
+    let queue_wait = job.queued_at.elapsed();
+    metrics::histogram!(names::QUEUE_WAIT).record(queue_wait.as_secs_f64());
+    let result = if job.abandoned() {
+        Err(if job.cancel.load(Ordering::Relaxed) {
+            Error::ShuttingDown
+        } else {
+            Error::Cancelled
+        })
+    } else if job.spec.deadline.is_some_and(|d| Instant::now() >= d) {
+        Err(Error::DeadlineExceeded("while queued".into()))
+    } else {
+        let device = shared.backends.engine.name();
+        let _ = job.events.send(JobEvent::Started {
+            worker: worker.to_string(),
+            device,
+        });
+        tracing::info!(queue_wait_s = queue_wait.as_secs_f64(), "started");
+        run_job(shared, &job, queue_wait)
+    };
+    let duration = job.queued_at.elapsed();
+    metrics::histogram!(names::REQUEST_DURATION).record(duration.as_secs_f64());
+    names::publish_cache(&shared.backends.cache.stats());
+    match result {
+        Ok(output) => {
+            names::count_request(outcome::OK);
+            tracing::info!(
+                duration_s = duration.as_secs_f64(),
+                iterations = output.iterations,
+                "finished"
+            );
+            let _ = job.events.send(JobEvent::Finished(Box::new(output)));
+        }
+        Err(err) => {
+            names::count_request(outcome_of(&err));
+            match err {
+                // A client that left gets no event and no log noise.
+                Error::Cancelled => tracing::debug!("cancelled by the client"),
+                ref other => tracing::warn!(error = %other, "failed"),
+            }
+            let _ = job.events.send(JobEvent::Failed(err));
+        }
+    }
+}
+
+fn run_job(
+    shared: &Shared,
+    job: &QueuedJob,
+    queue_wait: Duration,
+) -> crate::error::Result<JobOutput> {
+    let spec = &job.spec;
+    let backends = &shared.backends;
+    let mut stop = None;
+    let mut last_iteration = Instant::now();
+    let encoding = spec.output;
+    let mut on_progress = |p: &Progress| {
+        metrics::counter!(names::ITERATIONS_TOTAL).increment(1);
+        metrics::histogram!(names::ITERATION_DURATION)
+            .record(last_iteration.elapsed().as_secs_f64());
+        last_iteration = Instant::now();
+        if job.abandoned() {
+            stop = Some(Stop::Abandoned);
+            return ControlFlow::Break(());
+        }
+        if spec.deadline.is_some_and(|d| Instant::now() >= d) {
+            stop = Some(Stop::Deadline);
+            return ControlFlow::Break(());
+        }
+        if let Some(preview) = &p.preview {
+            let rgb = backends.engine.convention().to_rgb(preview);
+            if let Ok(image) = encode(&rgb, encoding) {
+                let _ = job.events.send(JobEvent::Preview {
+                    iteration: p.iteration,
+                    image,
+                    encoding,
+                });
+            }
+        }
+        if p.iteration % spec.progress_every == 0 || p.iteration == p.total {
+            let per_iteration = p.elapsed.as_secs_f64() / p.iteration as f64;
+            let eta = Duration::from_secs_f64(per_iteration * (p.total - p.iteration) as f64);
+            let mut progress = p.clone();
+            progress.preview = None;
+            let _ = job.events.send(JobEvent::Progress { progress, eta });
+        }
+        ControlFlow::Continue(())
+    };
+    let source = StyleSource {
+        features: backends.features.as_ref(),
+        cache: Some(backends.cache.as_ref()),
+    };
+    let rendered = match render(
+        &spec.request,
+        backends.engine.as_ref(),
+        source,
+        &mut on_progress,
+    ) {
+        Ok(rendered) => rendered,
+        Err(Error::Cancelled) => {
+            return Err(match stop {
+                Some(Stop::Deadline) => Error::DeadlineExceeded("while optimising".into()),
+                _ if job.cancel.load(Ordering::Relaxed) => Error::ShuttingDown,
+                _ => Error::Cancelled,
+            });
+        }
+        Err(err) => return Err(err),
+    };
+    metrics::histogram!(names::PRECOMPUTE_DURATION).record(rendered.stats.precompute.as_secs_f64());
+    let started = Instant::now();
+    let image = encode(&rendered.image, encoding)?;
+    Ok(JobOutput {
+        image,
+        encoding,
+        width: rendered.image.width(),
+        height: rendered.image.height(),
+        losses: rendered.losses,
+        iterations: rendered.iterations,
+        timings: Timings {
+            queue_wait,
+            precompute: rendered.stats.precompute,
+            optimise: rendered.stats.optimise,
+            encode: started.elapsed(),
+        },
+        style_cache: rendered.stats.style_lookups,
+    })
+}

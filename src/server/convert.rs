@@ -1,0 +1,359 @@
+//! Conversion between the wire types and core types, with validation that names the
+//! offending request field. No maths here: images are decoded and options checked, nothing
+//! more.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+use super::proto;
+use crate::cache::{Lookup, StyleRegistry};
+use crate::engine::{LossBreakdown, OptimizerKind, TermWeights};
+use crate::error::{Error, Result};
+use crate::image_io::{self, Encoding};
+use crate::model::Layer;
+use crate::render::{
+    InitChoice, RenderOptions, RenderRequest, default_content_layers, default_style_layers,
+};
+use crate::scheduler::{JobEvent, JobSpec};
+
+/// Request limits checked before any work is queued.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest decoded image (content, style, init) and largest output, in pixels.
+    pub max_pixels: u64,
+    /// Largest iterations x scales.
+    pub max_iterations: usize,
+    pub max_styles: usize,
+    /// Largest request message.
+    pub max_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_pixels: 2048 * 2048,
+            max_iterations: 10_000,
+            max_styles: 8,
+            max_message_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Maps a core option name to the request field that carries it.
+fn request_field(field: &str) -> String {
+    let top = ["content", "styles", "blend", "request_id", "image"];
+    if top.iter().any(|t| field.starts_with(t)) {
+        field.to_string()
+    } else {
+        format!("options.{field}")
+    }
+}
+
+/// Renames an error's field from core names to request field paths.
+pub fn in_request(err: Error) -> Error {
+    match err {
+        Error::InvalidOption { field, reason } => Error::InvalidOption {
+            field: request_field(&field),
+            reason,
+        },
+        Error::UnknownLayer(name) => {
+            Error::invalid("options.layers", format!("unknown layer `{name}`"))
+        }
+        other => other,
+    }
+}
+
+/// Decodes one image field after checking its header against the pixel limit.
+pub fn decode_field(bytes: &[u8], field: &str, limits: &Limits) -> Result<RgbImage> {
+    if bytes.is_empty() {
+        return Err(Error::invalid(field, "no image bytes"));
+    }
+    let (width, height) = image_io::dimensions(bytes, field)?;
+    if width as u64 * height as u64 > limits.max_pixels {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{width}x{height} exceeds the limit of {} pixels",
+                limits.max_pixels
+            ),
+        ));
+    }
+    image_io::decode(bytes, field).map_err(|e| match e {
+        Error::Image { reason, .. } => Error::invalid(field, reason),
+        other => other,
+    })
+}
+
+fn layers(
+    field: &str,
+    given: &[proto::LayerWeight],
+    default: Vec<(Layer, f64)>,
+) -> Result<Vec<(Layer, f64)>> {
+    if given.is_empty() {
+        return Ok(default);
+    }
+    given
+        .iter()
+        .map(|lw| {
+            let layer = lw.layer.parse().map_err(|_| {
+                Error::invalid(
+                    field,
+                    format!("unknown layer `{}` (expected relu1_1 .. relu5_4)", lw.layer),
+                )
+            })?;
+            Ok((layer, lw.weight))
+        })
+        .collect()
+}
+
+/// Engine options from the wire, defaults filled in (init image handled by the caller).
+pub fn options(o: &proto::Options) -> Result<RenderOptions> {
+    let defaults = RenderOptions::default();
+    let optimizer = match proto::Optimizer::try_from(o.optimizer) {
+        Ok(proto::Optimizer::Unspecified | proto::Optimizer::Lbfgs) => {
+            OptimizerKind::Lbfgs { history: 100 }
+        }
+        Ok(proto::Optimizer::Adam) => OptimizerKind::Adam {
+            lr: o.learning_rate.unwrap_or(10.0),
+        },
+        Err(_) => {
+            return Err(Error::invalid(
+                "options.optimizer",
+                format!("unknown value {}", o.optimizer),
+            ));
+        }
+    };
+    let default_weights = TermWeights::default();
+    let pick = |v: u32, d: usize| if v == 0 { d } else { v as usize };
+    Ok(RenderOptions {
+        size: if o.size == 0 { defaults.size } else { o.size },
+        iterations: pick(o.iterations, defaults.iterations),
+        optimizer,
+        weights: TermWeights {
+            content: o.content_weight.unwrap_or(default_weights.content),
+            style: o.style_weight.unwrap_or(default_weights.style),
+            tv: o.tv_weight.unwrap_or(default_weights.tv),
+        },
+        content_layers: layers(
+            "options.content_layers",
+            &o.content_layers,
+            default_content_layers(),
+        )?,
+        style_layers: layers(
+            "options.style_layers",
+            &o.style_layers,
+            default_style_layers(),
+        )?,
+        style_scale: o.style_scale.unwrap_or(defaults.style_scale),
+        init: InitChoice::Content,
+        seed: o.seed,
+        preserve_colors: o.preserve_colors,
+        scales: pick(o.scales, defaults.scales),
+        preview_every: o.preview_interval as usize,
+    })
+}
+
+fn encoding(o: &proto::Options) -> Result<Encoding> {
+    match proto::ImageFormat::try_from(o.output_format) {
+        Ok(proto::ImageFormat::Unspecified | proto::ImageFormat::Png) => Ok(Encoding::Png),
+        Ok(proto::ImageFormat::Jpeg) => {
+            let quality = if o.jpeg_quality == 0 {
+                95
+            } else {
+                o.jpeg_quality
+            };
+            if quality > 100 {
+                return Err(Error::invalid(
+                    "options.jpeg_quality",
+                    format!("{quality} is outside 1..=100"),
+                ));
+            }
+            Ok(Encoding::Jpeg {
+                quality: quality as u8,
+            })
+        }
+        Err(_) => Err(Error::invalid(
+            "options.output_format",
+            format!("unknown value {}", o.output_format),
+        )),
+    }
+}
+
+/// Checks the size and iteration limits of `options`.
+pub fn check_limits(options: &RenderOptions, limits: &Limits) -> Result<()> {
+    if (options.size as u64).pow(2) > limits.max_pixels {
+        return Err(Error::invalid(
+            "options.size",
+            format!(
+                "{} squared exceeds the limit of {} pixels",
+                options.size, limits.max_pixels
+            ),
+        ));
+    }
+    let total = options.iterations.saturating_mul(options.scales);
+    if total > limits.max_iterations {
+        return Err(Error::invalid(
+            "options.iterations",
+            format!(
+                "{} iterations x {} scales exceeds the limit of {}",
+                options.iterations, options.scales, limits.max_iterations
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes and validates a request into a job. Runs on a blocking thread (decoding is CPU).
+pub fn job_spec(
+    request: proto::StylizeRequest,
+    request_id: String,
+    deadline: Option<Instant>,
+    limits: &Limits,
+    registry: &StyleRegistry,
+) -> Result<JobSpec> {
+    let wire = request.options.unwrap_or_default();
+    let mut options = options(&wire)?;
+    check_limits(&options, limits)?;
+    if request.styles.is_empty() {
+        return Err(Error::invalid("styles", "at least one style is needed"));
+    }
+    if request.styles.len() > limits.max_styles {
+        return Err(Error::invalid(
+            "styles",
+            format!(
+                "{} styles exceed the limit of {}",
+                request.styles.len(),
+                limits.max_styles
+            ),
+        ));
+    }
+    let content = decode_field(&request.content, "content", limits)?;
+    let styles = request
+        .styles
+        .iter()
+        .enumerate()
+        .map(|(k, style)| match &style.source {
+            Some(proto::style_input::Source::Image(bytes)) => {
+                decode_field(bytes, &format!("styles[{k}].image"), limits)
+            }
+            Some(proto::style_input::Source::Key(key)) => registry
+                .get(key)
+                .map(|image| Arc::unwrap_or_clone(image))
+                .ok_or_else(|| {
+                    Error::invalid(
+                        format!("styles[{k}].key"),
+                        format!("`{key}` is not registered (RegisterStyle first)"),
+                    )
+                }),
+            None => Err(Error::invalid(
+                format!("styles[{k}]"),
+                "neither image nor key is set",
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    options.init = match proto::Init::try_from(wire.init) {
+        Ok(proto::Init::Unspecified | proto::Init::Content) => InitChoice::Content,
+        Ok(proto::Init::Noise) => InitChoice::Noise,
+        Ok(proto::Init::Image) => InitChoice::Image(decode_field(
+            &wire.init_image,
+            "options.init_image",
+            limits,
+        )?),
+        Err(_) => {
+            return Err(Error::invalid(
+                "options.init",
+                format!("unknown value {}", wire.init),
+            ));
+        }
+    };
+    let output = encoding(&wire)?;
+    let render = RenderRequest {
+        content,
+        styles,
+        blend: request.blend,
+        options,
+    };
+    render.validate().map_err(in_request)?;
+    Ok(JobSpec {
+        request_id,
+        request: render,
+        output,
+        progress_every: (wire.progress_interval as usize).max(1),
+        deadline,
+    })
+}
+
+fn losses(l: &LossBreakdown) -> proto::Losses {
+    proto::Losses {
+        total: l.total,
+        content: l.content,
+        style: l.style,
+        tv: l.tv,
+    }
+}
+
+fn format(encoding: Encoding) -> i32 {
+    match encoding {
+        Encoding::Png => proto::ImageFormat::Png as i32,
+        Encoding::Jpeg { .. } => proto::ImageFormat::Jpeg as i32,
+    }
+}
+
+pub fn lookup(l: Lookup) -> i32 {
+    match l {
+        Lookup::Hit => proto::CacheLookup::Hit as i32,
+        Lookup::Miss => proto::CacheLookup::Miss as i32,
+        Lookup::Joined => proto::CacheLookup::Joined as i32,
+    }
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// The wire form of a scheduler event; a failure becomes the stream's final status.
+pub fn event(event: JobEvent) -> std::result::Result<proto::StylizeEvent, tonic::Status> {
+    use proto::stylize_event::Event;
+    let event = match event {
+        JobEvent::Queued { position } => Event::Queued(proto::Queued {
+            position: position as u32,
+        }),
+        JobEvent::Started { worker, device } => Event::Started(proto::Started { worker, device }),
+        JobEvent::Progress { progress, eta } => Event::Progress(proto::Progress {
+            iteration: progress.iteration as u32,
+            total: progress.total as u32,
+            scale: progress.scale as u32,
+            losses: Some(losses(&progress.losses)),
+            elapsed_seconds: seconds(progress.elapsed),
+            eta_seconds: seconds(eta),
+        }),
+        JobEvent::Preview {
+            iteration,
+            image,
+            encoding,
+        } => Event::Preview(proto::Preview {
+            iteration: iteration as u32,
+            image,
+            format: format(encoding),
+        }),
+        JobEvent::Finished(output) => Event::Result(proto::Result {
+            image: output.image,
+            format: format(output.encoding),
+            width: output.width,
+            height: output.height,
+            losses: Some(losses(&output.losses)),
+            iterations: output.iterations as u32,
+            timings: Some(proto::Timings {
+                queue_wait_seconds: seconds(output.timings.queue_wait),
+                style_precompute_seconds: seconds(output.timings.precompute),
+                optimise_seconds: seconds(output.timings.optimise),
+                encode_seconds: seconds(output.timings.encode),
+            }),
+            style_cache: output.style_cache.into_iter().map(lookup).collect(),
+        }),
+        JobEvent::Failed(err) => return Err(super::status(err)),
+    };
+    Ok(proto::StylizeEvent { event: Some(event) })
+}

@@ -1,0 +1,260 @@
+//! The gRPC router: a thin tonic service that validates and converts requests, hands them
+//! to the scheduler and streams its events back; plus health, reflection, the metrics
+//! listener and the drain sequence on shutdown.
+
+pub mod convert;
+pub mod deadline;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_stream::{Stream, StreamExt, wrappers::UnboundedReceiverStream};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+pub use convert::Limits;
+
+use crate::cache::StyleRegistry;
+use crate::error::Error;
+use crate::render::{StyleSource, warm_style};
+use crate::scheduler::{Backends, Scheduler, SchedulerConfig};
+use crate::telemetry::metrics::{self as names, outcome};
+
+/// Generated from `proto/stylize/v1/stylize.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("stylize.v1");
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/stylize_v1_descriptor.bin"));
+}
+
+use proto::stylizer_server::{Stylizer, StylizerServer};
+
+/// The gRPC status for a library error; the message names the field where there is one.
+pub fn status(err: Error) -> Status {
+    match err {
+        Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
+            Status::invalid_argument(convert::in_request(err).to_string())
+        }
+        Error::QueueFull(_) => Status::resource_exhausted(err.to_string()),
+        Error::ShuttingDown => Status::unavailable(err.to_string()),
+        Error::DeadlineExceeded(_) => Status::deadline_exceeded(err.to_string()),
+        Error::Cancelled => Status::cancelled(err.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn outcome_of(status: &Status) -> &'static str {
+    match status.code() {
+        tonic::Code::InvalidArgument => outcome::INVALID_ARGUMENT,
+        tonic::Code::ResourceExhausted => outcome::RESOURCE_EXHAUSTED,
+        tonic::Code::Unavailable => outcome::UNAVAILABLE,
+        tonic::Code::DeadlineExceeded => outcome::DEADLINE_EXCEEDED,
+        tonic::Code::Cancelled => outcome::CANCELLED,
+        _ => outcome::INTERNAL,
+    }
+}
+
+/// Everything `serve` needs besides the backends.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Where `/metrics` is served; `None` disables the exporter.
+    pub metrics_listen: Option<SocketAddr>,
+    pub scheduler: SchedulerConfig,
+    pub limits: Limits,
+    /// Bytes of decoded images kept for `RegisterStyle` keys.
+    pub registry_bytes: usize,
+    /// How long in-flight work may take to finish after SIGTERM before it is cancelled.
+    pub grace_period: Duration,
+}
+
+pub struct StylizeService {
+    scheduler: Scheduler,
+    registry: Arc<StyleRegistry>,
+    limits: Limits,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::StylizeEvent, Status>> + Send>>;
+
+fn request_id(given: &str) -> String {
+    if given.is_empty() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        format!("req-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    } else {
+        given.chars().take(128).collect()
+    }
+}
+
+/// Counts a request refused before it reached the scheduler.
+fn refused(status: Status) -> Status {
+    names::count_request(outcome_of(&status));
+    tracing::info!(code = ?status.code(), message = status.message(), "refused");
+    status
+}
+
+#[tonic::async_trait]
+impl Stylizer for StylizeService {
+    type StylizeStream = EventStream;
+
+    async fn stylize(
+        &self,
+        request: Request<proto::StylizeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let deadline =
+            deadline::from_metadata(request.metadata(), Instant::now()).map_err(refused)?;
+        let message = request.into_inner();
+        let id = request_id(&message.request_id);
+        let span = tracing::info_span!("stylize", request_id = %id);
+        let (limits, registry) = (self.limits.clone(), self.registry.clone());
+        let spec = tokio::task::spawn_blocking(move || {
+            convert::job_spec(message, id, deadline, &limits, &registry)
+        })
+        .instrument(span.clone())
+        .await
+        .map_err(|e| refused(Status::internal(format!("request decoding panicked: {e}"))))?
+        .map_err(|e| refused(status(e)))?;
+        let submitted = {
+            let _entered = span.enter();
+            self.scheduler
+                .submit(spec, span.clone())
+                .map_err(|e| refused(status(e)))?
+        };
+        let stream = UnboundedReceiverStream::new(submitted.events).map(convert::event);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn register_style(
+        &self,
+        request: Request<proto::RegisterStyleRequest>,
+    ) -> Result<Response<proto::RegisterStyleResponse>, Status> {
+        let message = request.into_inner();
+        let (limits, registry, scheduler) = (
+            self.limits.clone(),
+            self.registry.clone(),
+            self.scheduler.clone(),
+        );
+        let span = tracing::info_span!("register_style");
+        let work = move || -> crate::error::Result<proto::RegisterStyleResponse> {
+            let started = Instant::now();
+            let options = convert::options(&proto::Options {
+                size: message.size,
+                style_scale: message.style_scale,
+                scales: message.scales,
+                style_layers: message.style_layers.clone(),
+                ..Default::default()
+            })?;
+            convert::check_limits(&options, &limits)?;
+            options.validate().map_err(convert::in_request)?;
+            let image = convert::decode_field(&message.image, "image", &limits)?;
+            let image = Arc::new(image);
+            let key = registry.register(image.clone())?;
+            let backends = scheduler.backends();
+            let source = StyleSource {
+                features: backends.features.as_ref(),
+                cache: Some(backends.cache.as_ref()),
+            };
+            let lookups = warm_style(&image, &options, source, backends.engine.convention())
+                .map_err(convert::in_request)?;
+            names::publish_cache(&backends.cache.stats());
+            tracing::info!(%key, "style registered");
+            Ok(proto::RegisterStyleResponse {
+                key,
+                style_cache: lookups.into_iter().map(convert::lookup).collect(),
+                precompute_seconds: started.elapsed().as_secs_f64(),
+            })
+        };
+        let response = tokio::task::spawn_blocking(move || span.in_scope(work))
+            .await
+            .map_err(|e| Status::internal(format!("register_style panicked: {e}")))?
+            .map_err(status)?;
+        Ok(Response::new(response))
+    }
+}
+
+/// Runs the server until `shutdown` resolves, then drains: health flips to NOT_SERVING, new
+/// requests are refused (UNAVAILABLE), in-flight work gets `grace_period` to finish before
+/// it is cancelled. `on_listening` receives the bound address (useful with port 0).
+pub async fn serve(
+    config: ServerConfig,
+    backends: Backends,
+    shutdown: impl Future<Output = ()>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> crate::error::Result<()> {
+    if let Some(metrics_listen) = config.metrics_listen {
+        crate::telemetry::metrics::install(metrics_listen)?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::invalid("listen", format!("{}: {e}", config.listen)))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::invalid("listen", e.to_string()))?;
+
+    let scheduler = Scheduler::start(config.scheduler.clone(), backends);
+    let service = StylizeService {
+        scheduler: scheduler.clone(),
+        registry: Arc::new(StyleRegistry::new(config.registry_bytes)),
+        limits: config.limits.clone(),
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<StylizerServer<StylizeService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::invalid("reflection", e.to_string()))?;
+    let stylizer = StylizerServer::new(service)
+        .max_decoding_message_size(config.limits.max_message_bytes)
+        .max_encoding_message_size(config.limits.max_message_bytes);
+
+    let (stop_transport, transport_stopped) = tokio::sync::oneshot::channel::<()>();
+    let transport = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(stylizer)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                let _ = transport_stopped.await;
+            },
+        );
+    let transport = tokio::spawn(transport);
+    tracing::info!(listen = %bound, "serving");
+    on_listening(bound);
+
+    shutdown.await;
+    tracing::info!(grace_s = config.grace_period.as_secs_f64(), "draining");
+    health
+        .set_not_serving::<StylizerServer<StylizeService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    scheduler.stop_accepting();
+    let waiting = scheduler.clone();
+    let grace = config.grace_period;
+    let drained = tokio::task::spawn_blocking(move || waiting.wait_idle(grace))
+        .await
+        .unwrap_or(false);
+    if !drained {
+        tracing::warn!("grace period over; cancelling remaining work");
+    }
+    scheduler.cancel_all();
+    let waiting = scheduler.clone();
+    let _ = tokio::task::spawn_blocking(move || waiting.wait_idle(Duration::from_secs(10))).await;
+    let _ = stop_transport.send(());
+    match tokio::time::timeout(Duration::from_secs(5), transport).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "transport ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "transport task failed"),
+        Err(_) => tracing::warn!("connections still open after drain; closing"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Metric names (Prometheus conventions: base units, `_total` counters) and the exporter
+//! with histogram buckets chosen per metric for second-to-minute jobs.
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+use crate::error::{Error, Result};
+
+pub const REQUESTS_TOTAL: &str = "stylize_requests_total";
+pub const REQUEST_DURATION: &str = "stylize_request_duration_seconds";
+pub const QUEUE_DEPTH: &str = "stylize_queue_depth";
+pub const QUEUE_WAIT: &str = "stylize_queue_wait_seconds";
+pub const IN_FLIGHT: &str = "stylize_in_flight_requests";
+pub const ITERATIONS_TOTAL: &str = "stylize_iterations_total";
+pub const ITERATION_DURATION: &str = "stylize_iteration_duration_seconds";
+pub const PRECOMPUTE_DURATION: &str = "stylize_style_precompute_duration_seconds";
+pub const CACHE_HITS_TOTAL: &str = "stylize_style_cache_hits_total";
+pub const CACHE_MISSES_TOTAL: &str = "stylize_style_cache_misses_total";
+pub const CACHE_EVICTIONS_TOTAL: &str = "stylize_style_cache_evictions_total";
+pub const CACHE_BYTES: &str = "stylize_style_cache_bytes";
+pub const CACHE_ENTRIES: &str = "stylize_style_cache_entries";
+
+/// Every metric the server exports (for tests and dashboards).
+pub const ALL: [&str; 13] = [
+    REQUESTS_TOTAL,
+    REQUEST_DURATION,
+    QUEUE_DEPTH,
+    QUEUE_WAIT,
+    IN_FLIGHT,
+    ITERATIONS_TOTAL,
+    ITERATION_DURATION,
+    PRECOMPUTE_DURATION,
+    CACHE_HITS_TOTAL,
+    CACHE_MISSES_TOTAL,
+    CACHE_EVICTIONS_TOTAL,
+    CACHE_BYTES,
+    CACHE_ENTRIES,
+];
+
+/// Request outcomes, the `outcome` label of `stylize_requests_total`.
+pub mod outcome {
+    pub const OK: &str = "ok";
+    pub const INVALID_ARGUMENT: &str = "invalid_argument";
+    pub const RESOURCE_EXHAUSTED: &str = "resource_exhausted";
+    pub const UNAVAILABLE: &str = "unavailable";
+    pub const CANCELLED: &str = "cancelled";
+    pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
+    pub const INTERNAL: &str = "internal";
+}
+
+const JOB_SECONDS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0,
+];
+const WAIT_SECONDS: &[f64] = &[
+    0.005, 0.05, 0.25, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+const STEP_SECONDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Describes every metric and serves `/metrics` on `listen` (its own port).
+pub fn install(listen: SocketAddr) -> Result<()> {
+    let builder = PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), JOB_SECONDS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(QUEUE_WAIT.into()), WAIT_SECONDS))
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(ITERATION_DURATION.into()), STEP_SECONDS)
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(PRECOMPUTE_DURATION.into()), STEP_SECONDS)
+        })
+        .map_err(|e| Error::invalid("metrics", e.to_string()))?;
+    builder
+        .install()
+        .map_err(|e| Error::invalid("metrics_listen", format!("{listen}: {e}")))?;
+    describe();
+    Ok(())
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(REQUESTS_TOTAL, "Stylize requests by outcome");
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Admission to final event");
+    describe_gauge!(QUEUE_DEPTH, "Jobs waiting for a worker");
+    describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time a job waited for a worker");
+    describe_gauge!(IN_FLIGHT, "Jobs being optimised now");
+    describe_counter!(ITERATIONS_TOTAL, "Optimisation iterations run");
+    describe_histogram!(
+        ITERATION_DURATION,
+        Unit::Seconds,
+        "One optimisation iteration"
+    );
+    describe_histogram!(
+        PRECOMPUTE_DURATION,
+        Unit::Seconds,
+        "Style target precompute per job"
+    );
+    describe_counter!(CACHE_HITS_TOTAL, "Style cache hits");
+    describe_counter!(CACHE_MISSES_TOTAL, "Style cache misses");
+    describe_counter!(CACHE_EVICTIONS_TOTAL, "Style cache evictions");
+    describe_gauge!(CACHE_BYTES, Unit::Bytes, "Bytes held by the style cache");
+    describe_gauge!(CACHE_ENTRIES, "Styles held by the style cache");
+    // Zero-valued series exist from the start, so dashboards and alerts see them.
+    for outcome in [
+        outcome::OK,
+        outcome::INVALID_ARGUMENT,
+        outcome::RESOURCE_EXHAUSTED,
+        outcome::UNAVAILABLE,
+        outcome::CANCELLED,
+        outcome::DEADLINE_EXCEEDED,
+        outcome::INTERNAL,
+    ] {
+        metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    metrics::gauge!(QUEUE_DEPTH).set(0.0);
+    metrics::gauge!(IN_FLIGHT).set(0.0);
+    metrics::counter!(ITERATIONS_TOTAL).increment(0);
+    publish_cache(&crate::cache::CacheStats::default());
+}
+
+/// Mirrors the style cache's counters into the exporter.
+pub fn publish_cache(stats: &crate::cache::CacheStats) {
+    metrics::counter!(CACHE_HITS_TOTAL).absolute(stats.hits + stats.joined);
+    metrics::counter!(CACHE_MISSES_TOTAL).absolute(stats.misses);
+    metrics::counter!(CACHE_EVICTIONS_TOTAL).absolute(stats.evictions);
+    metrics::gauge!(CACHE_BYTES).set(stats.bytes as f64);
+    metrics::gauge!(CACHE_ENTRIES).set(stats.entries as f64);
+}
+
+pub fn count_request(outcome: &'static str) {
+    metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome).increment(1);
+}
