@@ -44,7 +44,13 @@ impl Default for Limits {
 /// Maps a core option name to the request field that carries it.
 fn request_field(field: &str) -> String {
     let top = ["content", "styles", "blend", "request_id", "image"];
-    if top.iter().any(|t| field.starts_with(t)) {
+    let is_top = |t: &&str| {
+        field == *t
+            || field
+                .strip_prefix(*t)
+                .is_some_and(|rest| rest.starts_with('[') || rest.starts_with('.'))
+    };
+    if top.iter().any(is_top) {
         field.to_string()
     } else {
         format!("options.{field}")

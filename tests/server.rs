@@ -1,0 +1,558 @@
+//! The gRPC service over real loopback connections, against a `stylize serve` process:
+//! event order, cache hits and metrics, cancellation, backpressure, deadlines, field
+//! validation, health, reflection, and the drain on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stylize::server::proto::{self, stylize_event::Event, stylizer_client::StylizerClient};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const CONTENT: &[u8] = include_bytes!("../assets/chelsea.png");
+const STYLE: &[u8] = include_bytes!("../assets/starry_night.jpg");
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    metrics_port: u16,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        common::weights();
+        common::ort_features(stylize::engine::Pooling::Max); // library in place
+        let metrics_port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stylize"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen"])
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .args(extra)
+            .env("STYLIZE_MODELS_DIR", common::models_dir())
+            .env("RUST_LOG", "stylize=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Server {
+            child,
+            addr,
+            metrics_port,
+        }
+    }
+
+    async fn client(&self) -> StylizerClient<Channel> {
+        StylizerClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    fn metrics(&self) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The value of one series (exact name with labels) in a scrape.
+    fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("series {series} missing"))
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request(iterations: u32) -> proto::StylizeRequest {
+    proto::StylizeRequest {
+        request_id: String::new(),
+        content: CONTENT.to_vec(),
+        styles: vec![proto::StyleInput {
+            source: Some(proto::style_input::Source::Image(STYLE.to_vec())),
+        }],
+        blend: vec![],
+        options: Some(proto::Options {
+            size: 32,
+            iterations,
+            optimizer: proto::Optimizer::Adam as i32,
+            ..Default::default()
+        }),
+    }
+}
+
+async fn collect(
+    client: &mut StylizerClient<Channel>,
+    request: proto::StylizeRequest,
+) -> Result<Vec<Event>, tonic::Status> {
+    let mut stream = client.stylize(request).await?.into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await? {
+        events.push(event.event.unwrap());
+    }
+    Ok(events)
+}
+
+/// Reads events until one matches, returning the stream for later use.
+async fn until(
+    stream: &mut tonic::Streaming<proto::StylizeEvent>,
+    want: fn(&Event) -> bool,
+) -> Event {
+    loop {
+        let event = stream
+            .message()
+            .await
+            .unwrap()
+            .expect("stream ended early")
+            .event
+            .unwrap();
+        if want(&event) {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_arrive_in_order_and_a_repeated_style_hits_the_cache() {
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    let mut first = request(4);
+    first.options.as_mut().unwrap().preview_interval = 2;
+    let events = collect(&mut client, first).await.unwrap();
+    assert!(
+        matches!(events[0], Event::Queued(proto::Queued { position: 0 })),
+        "{events:?}"
+    );
+    assert!(matches!(&events[1], Event::Started(s) if s.device == "candle-cpu"));
+    let progress: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress(p) => Some(p.iteration),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(progress, vec![1, 2, 3, 4]);
+    let previews: Vec<&proto::Preview> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Preview(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        previews.iter().map(|p| p.iteration).collect::<Vec<_>>(),
+        vec![2, 4]
+    );
+    assert!(image::load_from_memory(&previews[0].image).is_ok());
+    let Some(Event::Result(result)) = events.last() else {
+        panic!("no result last: {events:?}")
+    };
+    let decoded = image::load_from_memory(&result.image).unwrap();
+    assert_eq!(
+        (decoded.width(), decoded.height()),
+        (result.width, result.height)
+    );
+    assert_eq!(decoded.width(), 32);
+    assert_eq!(result.style_cache, vec![proto::CacheLookup::Miss as i32]);
+    let timings = result.timings.unwrap();
+    assert!(timings.optimise_seconds > 0.0 && timings.style_precompute_seconds > 0.0);
+
+    let hits_before = server.metric("stylize_style_cache_hits_total");
+    let events = collect(&mut client, request(2)).await.unwrap();
+    let Some(Event::Result(result)) = events.last() else {
+        panic!()
+    };
+    assert_eq!(result.style_cache, vec![proto::CacheLookup::Hit as i32]);
+    assert_eq!(
+        server.metric("stylize_style_cache_hits_total"),
+        hits_before + 1.0
+    );
+    assert_eq!(server.metric("stylize_requests_total{outcome=\"ok\"}"), 2.0);
+    assert_eq!(server.metric("stylize_iterations_total"), 6.0);
+
+    let scrape = server.metrics();
+    for name in stylize::telemetry::metrics::ALL {
+        assert!(
+            scrape.contains(&format!("# TYPE {name} ")),
+            "{name} not exported"
+        );
+    }
+    if let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(scrape.as_bytes())
+            .unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn registered_styles_are_used_by_key() {
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    let registered = client
+        .register_style(proto::RegisterStyleRequest {
+            image: STYLE.to_vec(),
+            size: 32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        registered.style_cache,
+        vec![proto::CacheLookup::Miss as i32]
+    );
+    let mut by_key = request(1);
+    by_key.styles = vec![proto::StyleInput {
+        source: Some(proto::style_input::Source::Key(registered.key.clone())),
+    }];
+    let events = collect(&mut client, by_key).await.unwrap();
+    let Some(Event::Result(result)) = events.last() else {
+        panic!()
+    };
+    assert_eq!(result.style_cache, vec![proto::CacheLookup::Hit as i32]);
+}
+
+#[tokio::test]
+async fn a_cancelled_request_frees_the_worker() {
+    let server = Server::start(&["--workers", "1", "--max-queue", "4"]);
+    let mut client = server.client().await;
+    let mut long = client.stylize(request(100_00)).await.unwrap().into_inner();
+    until(&mut long, |e| matches!(e, Event::Progress(_))).await;
+    let mut next = client.stylize(request(1)).await.unwrap().into_inner();
+    until(&mut next, |e| matches!(e, Event::Queued(_))).await;
+    let cancelled_at = Instant::now();
+    drop(long);
+    until(&mut next, |e| matches!(e, Event::Started(_))).await;
+    let waited = cancelled_at.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "queued job started {waited:?} after the cancel"
+    );
+    until(&mut next, |e| matches!(e, Event::Result(_))).await;
+    // The cancel is counted once the worker noticed it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"cancelled\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_resource_exhausted_at_once() {
+    let server = Server::start(&["--workers", "1", "--max-queue", "1"]);
+    let mut client = server.client().await;
+    let mut running = client.stylize(request(100_00)).await.unwrap().into_inner();
+    until(&mut running, |e| matches!(e, Event::Started(_))).await;
+    let mut queued = client.stylize(request(1)).await.unwrap().into_inner();
+    until(&mut queued, |e| matches!(e, Event::Queued(_))).await;
+    let started = Instant::now();
+    let err = client.stylize(request(1)).await.err().expect("refused");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"resource_exhausted\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn an_expired_deadline_answers_deadline_exceeded() {
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    let mut req = tonic::Request::new(request(100_00));
+    req.set_timeout(Duration::from_millis(1500));
+    let started = Instant::now();
+    let mut stream = client.stylize(req).await.unwrap().into_inner();
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended without the deadline"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        err.message().contains("deadline expired"),
+        "enforced by the server: {}",
+        err.message()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn each_bad_field_answers_invalid_argument_naming_it() {
+    let server = Server::start(&["--max-styles", "2", "--max-iterations", "1000"]);
+    let mut client = server.client().await;
+    let opts = |f: fn(&mut proto::Options)| {
+        let mut r = request(1);
+        f(r.options.as_mut().unwrap());
+        r
+    };
+    let style_image = |bytes: &[u8]| proto::StyleInput {
+        source: Some(proto::style_input::Source::Image(bytes.to_vec())),
+    };
+    let mut cases: Vec<(proto::StylizeRequest, &str)> = vec![
+        (
+            proto::StylizeRequest {
+                content: vec![],
+                ..request(1)
+            },
+            "content",
+        ),
+        (
+            proto::StylizeRequest {
+                content: b"garbage".to_vec(),
+                ..request(1)
+            },
+            "content",
+        ),
+        (
+            proto::StylizeRequest {
+                styles: vec![],
+                ..request(1)
+            },
+            "styles",
+        ),
+        (
+            proto::StylizeRequest {
+                styles: vec![style_image(b"nope")],
+                ..request(1)
+            },
+            "styles[0].image",
+        ),
+        (
+            proto::StylizeRequest {
+                styles: vec![style_image(STYLE); 3],
+                ..request(1)
+            },
+            "styles",
+        ),
+        (
+            proto::StylizeRequest {
+                styles: vec![proto::StyleInput {
+                    source: Some(proto::style_input::Source::Key("unknown".into())),
+                }],
+                ..request(1)
+            },
+            "styles[0].key",
+        ),
+        (
+            proto::StylizeRequest {
+                styles: vec![proto::StyleInput { source: None }],
+                ..request(1)
+            },
+            "styles[0]",
+        ),
+        (
+            proto::StylizeRequest {
+                blend: vec![0.5, 0.5],
+                ..request(1)
+            },
+            "blend",
+        ),
+        (opts(|o| o.size = 100_000), "options.size"),
+        (opts(|o| o.size = 8), "options.size"),
+        (opts(|o| o.iterations = 5000), "options.iterations"),
+        (
+            opts(|o| o.style_weight = Some(-1.0)),
+            "options.style_weight",
+        ),
+        (
+            opts(|o| o.content_weight = Some(f64::NAN)),
+            "options.content_weight",
+        ),
+        (
+            opts(|o| o.learning_rate = Some(0.0)),
+            "options.learning_rate",
+        ),
+        (opts(|o| o.style_scale = Some(-2.0)), "options.style_scale"),
+        (opts(|o| o.scales = 99), "options.scales"),
+        (opts(|o| o.optimizer = 42), "options.optimizer"),
+        (opts(|o| o.output_format = 9), "options.output_format"),
+        (
+            opts(|o| {
+                o.output_format = proto::ImageFormat::Jpeg as i32;
+                o.jpeg_quality = 101
+            }),
+            "options.jpeg_quality",
+        ),
+        (
+            opts(|o| o.init = proto::Init::Image as i32),
+            "options.init_image",
+        ),
+        (
+            opts(|o| {
+                o.style_layers = vec![proto::LayerWeight {
+                    layer: "relu9_1".into(),
+                    weight: 1.0,
+                }]
+            }),
+            "options.style_layers",
+        ),
+        (
+            opts(|o| {
+                o.content_layers = vec![proto::LayerWeight {
+                    layer: "relu4_2".into(),
+                    weight: -3.0,
+                }]
+            }),
+            "options.content_layers",
+        ),
+    ];
+    for (request, field) in cases.drain(..) {
+        let err = collect(&mut client, request).await.expect_err(field);
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert!(err.message().contains(field), "{field}: {}", err.message());
+    }
+    let bad_register = client
+        .register_style(proto::RegisterStyleRequest {
+            image: b"nope".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_register.code(), Code::InvalidArgument);
+    assert!(
+        bad_register.message().contains("image"),
+        "{}",
+        bad_register.message()
+    );
+}
+
+#[tokio::test]
+async fn health_and_reflection_work_and_sigterm_drains_in_flight_work() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut server = Server::start(&["--workers", "1", "--grace-period-seconds", "60"]);
+    let channel = server.channel().await;
+
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(vec![ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"stylize.v1.Stylizer".to_string()),
+        "{names:?}"
+    );
+
+    let mut health = HealthClient::new(channel.clone());
+    let check = |service: &str| HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let status = health
+        .check(check("stylize.v1.Stylizer"))
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let mut client = StylizerClient::new(channel.clone());
+    let mut in_flight = client.stylize(request(60)).await.unwrap().into_inner();
+    until(&mut in_flight, |e| matches!(e, Event::Progress(_))).await;
+    server.terminate();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = health
+            .check(check("stylize.v1.Stylizer"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "health never flipped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = collect(&mut client, request(1)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    let last = until(&mut in_flight, |e| matches!(e, Event::Result(_))).await;
+    assert!(matches!(last, Event::Result(r) if r.iterations == 60));
+    drop((in_flight, client, health, reflection, answers, channel));
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
