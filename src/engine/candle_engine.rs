@@ -103,7 +103,7 @@ impl Engine for CandleEngine {
     fn optimise(&self, job: &OptimiseJob, progress: &mut ProgressSink<'_>) -> Result<Optimised> {
         let start = Instant::now();
         let total = job.total_iterations();
-        let mut iteration = 0;
+        let mut iteration: usize = 0;
         let mut current: Option<InputImage> = None;
         let mut last_losses = None;
         for (scale_index, scale) in job.scales.iter().enumerate() {
@@ -163,11 +163,12 @@ impl Engine for CandleEngine {
                     )));
                 }
                 iteration += 1;
-                let preview = if job.preview_every > 0 && iteration % job.preview_every == 0 {
-                    Some(self.download(&x)?)
-                } else {
-                    None
-                };
+                let preview =
+                    if job.preview_every > 0 && iteration.is_multiple_of(job.preview_every) {
+                        Some(self.download(&x)?)
+                    } else {
+                        None
+                    };
                 let report = Progress {
                     iteration,
                     total,

@@ -140,7 +140,7 @@ fn run_job(
                 });
             }
         }
-        if p.iteration % spec.progress_every == 0 || p.iteration == p.total {
+        if p.iteration.is_multiple_of(spec.progress_every) || p.iteration == p.total {
             let per_iteration = p.elapsed.as_secs_f64() / p.iteration as f64;
             let eta = Duration::from_secs_f64(per_iteration * (p.total - p.iteration) as f64);
             let mut progress = p.clone();

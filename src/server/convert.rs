@@ -244,15 +244,14 @@ pub fn job_spec(
             Some(proto::style_input::Source::Image(bytes)) => {
                 decode_field(bytes, &format!("styles[{k}].image"), limits)
             }
-            Some(proto::style_input::Source::Key(key)) => registry
-                .get(key)
-                .map(|image| Arc::unwrap_or_clone(image))
-                .ok_or_else(|| {
+            Some(proto::style_input::Source::Key(key)) => {
+                registry.get(key).map(Arc::unwrap_or_clone).ok_or_else(|| {
                     Error::invalid(
                         format!("styles[{k}].key"),
                         format!("`{key}` is not registered (RegisterStyle first)"),
                     )
-                }),
+                })
+            }
             None => Err(Error::invalid(
                 format!("styles[{k}]"),
                 "neither image nor key is set",
