@@ -9,6 +9,7 @@ pub mod error;
 pub mod features;
 pub mod image_io;
 pub mod model;
+pub mod onnx;
 pub mod render;
 pub mod scheduler;
 pub mod server;

@@ -602,6 +602,101 @@ fn check_onnxruntime(case: &Case, report: &mut Report) {
     }
 }
 
+/// The ONNX Runtime engine: loss, gradient and the Adam run, against the fixtures.
+fn check_ort_engine(case: &Case, report: &mut Report) {
+    use stylize::engine::{Init, OptimiseJob, OptimizerKind, OrtEngine, ScaleTargets};
+    let setup = Setup::new(case, DType::F32);
+    let ort = std::sync::Arc::new(common::ort_features(Pooling::Max));
+    let environment = stylize::features::ort_runtime::environment(
+        &stylize::features::ort_runtime::ensure(&common::models_dir()).unwrap(),
+    )
+    .unwrap();
+    let engine = OrtEngine::new(environment, common::shared_weights(), ort.clone(), 0);
+    let host = |t: &Tensor| {
+        let (_, _, height, width) = t.dims4().unwrap();
+        InputImage {
+            height,
+            width,
+            data: t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        }
+    };
+    let style_layers: Vec<Layer> = setup.style.iter().map(|(l, _)| *l).collect();
+    let per_style: Vec<Vec<stylize::features::Gram>> = setup
+        .styles
+        .iter()
+        .map(|s| ort.grams(&host(s), &style_layers).unwrap())
+        .collect();
+    let parts: Vec<&[stylize::features::Gram]> = per_style.iter().map(Vec::as_slice).collect();
+    let blended = blend(&parts, &setup.blend);
+    let iterations = case.f64_list(&["adam", "losses"]).len();
+    let scale = ScaleTargets {
+        content: host(&setup.p),
+        style: setup
+            .style
+            .iter()
+            .zip(blended)
+            .map(|(&(l, w), g)| (l, w, g))
+            .collect(),
+        iterations,
+    };
+    let job = OptimiseJob {
+        scales: vec![scale.clone()],
+        content_layers: setup.content.clone(),
+        weights: setup.weights,
+        optimizer: OptimizerKind::Adam {
+            lr: case.f64_at(&["config", "adam", "lr"]),
+        },
+        init: Init::Image(host(&setup.x0)),
+        preview_every: 0,
+    };
+    let (losses, grad) = engine
+        .objective(&job, &scale)
+        .unwrap()
+        .evaluate(&setup.x0)
+        .unwrap();
+    for (key, ours) in [
+        ("L", losses.total),
+        ("L_c", losses.content),
+        ("L_s", losses.style),
+        ("TV", losses.tv),
+    ] {
+        report.check(
+            &format!("ort engine at_x0.{key}"),
+            rel(ours, case.f64_at(&["at_x0", key])),
+            TOL_LOSS,
+        );
+    }
+    report.check(
+        "ort engine grad_x0",
+        rel_l2(&grad, &case.tensor("grad_x0", DType::F32)),
+        TOL_GRAD,
+    );
+    let mut seen = Vec::new();
+    let mut sink = |p: &stylize::engine::Progress| {
+        seen.push(p.losses.total);
+        std::ops::ControlFlow::Continue(())
+    };
+    use stylize::engine::Engine;
+    let result = engine.optimise(&job, &mut sink).unwrap();
+    for (k, (ours, theirs)) in seen
+        .iter()
+        .zip(case.f64_list(&["adam", "losses"]))
+        .enumerate()
+    {
+        report.check(
+            &format!("ort engine adam.losses[{k}]"),
+            rel(*ours, theirs),
+            TOL_ADAM,
+        );
+    }
+    let x10 = Tensor::from_vec(result.image.data, setup.x0.shape(), &Device::Cpu).unwrap();
+    report.check(
+        "ort engine adam_x10",
+        rel_l2(&x10, &case.tensor("adam_x10", DType::F32)),
+        TOL_ADAM,
+    );
+}
+
 /// One `LBFGS.step(closure)` of `n` iterations: losses at each evaluation, the end point,
 /// and the optimiser (for its diagnostics).
 fn run_lbfgs(objective: &Objective<'_>, x0: &Tensor, n: usize) -> (Vec<f64>, Tensor, Lbfgs) {
@@ -721,6 +816,7 @@ fn every_fixture_case_matches_the_reference() {
             check_images(&case, &mut report);
             check_float32(&case, &mut report);
             check_onnxruntime(&case, &mut report);
+            check_ort_engine(&case, &mut report);
             if names.iter().any(|n| n == "lbfgs_x10") {
                 check_float64_lbfgs(&case, &mut report);
             }

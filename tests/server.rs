@@ -280,14 +280,22 @@ async fn registered_styles_are_used_by_key() {
     assert_eq!(result.style_cache, vec![proto::CacheLookup::Hit as i32]);
 }
 
-#[tokio::test]
-async fn a_cancelled_request_frees_the_worker() {
-    let server = Server::start(&["--workers", "1", "--max-queue", "4"]);
-    let mut client = server.client().await;
+type Events = tonic::Streaming<proto::StylizeEvent>;
+
+/// Starts a long job (until it runs) and queues a short one behind it.
+async fn occupy_worker_and_queue(client: &mut StylizerClient<Channel>) -> (Events, Events) {
     let mut long = client.stylize(request(10_000)).await.unwrap().into_inner();
     until(&mut long, |e| matches!(e, Event::Progress(_))).await;
     let mut next = client.stylize(request(1)).await.unwrap().into_inner();
     until(&mut next, |e| matches!(e, Event::Queued(_))).await;
+    (long, next)
+}
+
+#[tokio::test]
+async fn a_cancelled_request_frees_the_worker() {
+    let server = Server::start(&["--workers", "1", "--max-queue", "4"]);
+    let mut client = server.client().await;
+    let (long, mut next) = occupy_worker_and_queue(&mut client).await;
     let cancelled_at = Instant::now();
     drop(long);
     until(&mut next, |e| matches!(e, Event::Started(_))).await;
@@ -309,10 +317,7 @@ async fn a_cancelled_request_frees_the_worker() {
 async fn a_full_queue_answers_resource_exhausted_at_once() {
     let server = Server::start(&["--workers", "1", "--max-queue", "1"]);
     let mut client = server.client().await;
-    let mut running = client.stylize(request(10_000)).await.unwrap().into_inner();
-    until(&mut running, |e| matches!(e, Event::Started(_))).await;
-    let mut queued = client.stylize(request(1)).await.unwrap().into_inner();
-    until(&mut queued, |e| matches!(e, Event::Queued(_))).await;
+    let _busy = occupy_worker_and_queue(&mut client).await;
     let started = Instant::now();
     let err = client.stylize(request(1)).await.expect_err("refused");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");

@@ -2,8 +2,11 @@
 //! progress it reports, and the candle implementation (CPU now, CUDA through the same code).
 
 pub mod candle_engine;
+pub mod driver;
 pub mod loss;
+pub mod onnx_loss;
 pub mod optim;
+pub mod ort_engine;
 pub mod vgg;
 
 use std::ops::ControlFlow;
@@ -11,6 +14,7 @@ use std::time::Duration;
 
 pub use candle_engine::CandleEngine;
 pub use loss::{LossBreakdown, TermWeights};
+pub use ort_engine::OrtEngine;
 pub use vgg::Pooling;
 
 use crate::error::Result;

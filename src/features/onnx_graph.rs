@@ -2,25 +2,10 @@
 //! operators only (Conv, Relu, MaxPool/AveragePool, Reshape, MatMul, ...), with the Gram
 //! matrices computed inside the graph so only C x C tensors cross back to the caller.
 
-use prost::Message;
-
 use crate::engine::Pooling;
 use crate::model::{Layer, Vgg19Weights};
+use crate::onnx::{Dim, GraphBuilder, ints};
 
-/// The prost types generated from `proto/onnx/onnx_subset.proto`.
-#[allow(clippy::all, missing_docs)]
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/stylize.onnx.rs"));
-}
-
-use proto::attribute_proto::AttributeType;
-use proto::tensor_proto::DataType;
-use proto::tensor_shape_proto::{Dimension, dimension};
-use proto::type_proto;
-
-/// ONNX opset the graph is written against (supported by every current runtime).
-pub const OPSET: i64 = 17;
-const IR_VERSION: i64 = 8;
 /// The graph's only input: a 1x3xHxW image in the weights' input space.
 pub const INPUT: &str = "image";
 
@@ -42,200 +27,108 @@ pub struct GraphSpec {
     pub pooling: Pooling,
 }
 
-impl GraphSpec {
-    fn deepest(&self) -> Option<Layer> {
-        self.gram_layers
-            .iter()
-            .chain(&self.feature_layers)
-            .copied()
-            .max()
-    }
+/// The image input's dimensions.
+pub fn image_dims() -> [Dim; 4] {
+    [
+        Dim::Fixed(1),
+        Dim::Fixed(3),
+        Dim::Named("height"),
+        Dim::Named("width"),
+    ]
 }
 
-fn ints(name: &str, values: &[i64]) -> proto::AttributeProto {
-    proto::AttributeProto {
-        name: name.to_string(),
-        ints: values.to_vec(),
-        r#type: AttributeType::Ints as i32,
-        ..Default::default()
-    }
-}
-
-fn int(name: &str, value: i64) -> proto::AttributeProto {
-    proto::AttributeProto {
-        name: name.to_string(),
-        i: value,
-        r#type: AttributeType::Int as i32,
-        ..Default::default()
-    }
-}
-
-fn node(
-    op: &str,
-    inputs: &[&str],
-    output: &str,
-    attribute: Vec<proto::AttributeProto>,
-) -> proto::NodeProto {
-    proto::NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.to_string()],
-        name: output.to_string(),
-        op_type: op.to_string(),
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> proto::TensorProto {
-    proto::TensorProto {
-        dims: dims.to_vec(),
-        data_type: DataType::Float as i32,
-        name: name.to_string(),
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
-}
-
-fn int64_tensor(name: &str, values: &[i64]) -> proto::TensorProto {
-    proto::TensorProto {
-        dims: vec![values.len() as i64],
-        data_type: DataType::Int64 as i32,
-        name: name.to_string(),
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
-}
-
-fn value_info(name: &str, dims: &[dimension::Value]) -> proto::ValueInfoProto {
-    proto::ValueInfoProto {
-        name: name.to_string(),
-        r#type: Some(proto::TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(proto::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(d.clone()),
-                        })
-                        .collect(),
-                }),
-            })),
-        }),
-    }
-}
-
-/// Encodes the ONNX model for `spec` with the given weights.
-pub fn build(weights: &Vgg19Weights, spec: &GraphSpec) -> Vec<u8> {
-    use dimension::Value::{DimParam, DimValue};
-    let mut graph = proto::GraphProto {
-        name: "stylize_vgg19_features".into(),
-        ..Default::default()
-    };
-    graph.input.push(value_info(
-        INPUT,
-        &[
-            DimValue(1),
-            DimValue(3),
-            DimParam("height".into()),
-            DimParam("width".into()),
-        ],
-    ));
-    let Some(deepest) = spec.deepest() else {
-        return model(graph);
-    };
-    let mut current = INPUT.to_string();
+/// Adds VGG19's stack up to `deepest` reading `input`; returns each ReLU output's name and,
+/// for max pooling, the pool indices before each block (for gradients).
+pub fn add_vgg(
+    b: &mut GraphBuilder,
+    weights: &Vgg19Weights,
+    input: &str,
+    deepest: Layer,
+    pooling: Pooling,
+    with_indices: bool,
+) -> (Vec<String>, Vec<Option<String>>) {
+    let mut relus = Vec::new();
+    let mut indices = Vec::new();
+    let mut current = input.to_string();
     for (layer, conv) in Layer::all()
         .zip(&weights.convs)
         .take(deepest.conv_position() + 1)
     {
         let (out, inp) = (layer.channels() as i64, layer.in_channels() as i64);
+        let mut index = None;
         if layer.pooled_before() {
-            let pooled = format!("pool_before_{layer}");
-            let op = match spec.pooling {
-                Pooling::Max => "MaxPool",
-                Pooling::Average => "AveragePool",
+            let attrs = || vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
+            current = match (pooling, with_indices) {
+                (Pooling::Max, true) => {
+                    let (pooled, idx) = (
+                        format!("pool_before_{layer}"),
+                        format!("pool_index_{layer}"),
+                    );
+                    b.op_into("MaxPool", &[&current], attrs(), &[&pooled, &idx]);
+                    index = Some(idx);
+                    pooled
+                }
+                (Pooling::Max, false) => b.op("MaxPool", &[&current], attrs(), "pool"),
+                (Pooling::Average, _) => b.op("AveragePool", &[&current], attrs(), "pool"),
             };
-            let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
-            graph.node.push(node(op, &[&current], &pooled, attrs));
-            current = pooled;
         }
-        let (w, b) = (format!("{layer}.weight"), format!("{layer}.bias"));
-        graph
-            .initializer
-            .push(float_tensor(&w, &[out, inp, 3, 3], &conv.weight));
-        graph.initializer.push(float_tensor(&b, &[out], &conv.bias));
-        let conv_out = format!("conv_{layer}");
+        let w = b.floats(&format!("{layer}.weight"), &[out, inp, 3, 3], &conv.weight);
+        let bias = b.floats(&format!("{layer}.bias"), &[out], &conv.bias);
         let attrs = vec![
             ints("kernel_shape", &[3, 3]),
             ints("pads", &[1, 1, 1, 1]),
             ints("strides", &[1, 1]),
         ];
-        graph
-            .node
-            .push(node("Conv", &[&current, &w, &b], &conv_out, attrs));
-        let relu = layer.to_string();
-        graph.node.push(node("Relu", &[&conv_out], &relu, vec![]));
-
-        if spec.feature_layers.contains(&layer) {
-            let name = features_output(layer);
-            graph.node.push(node("Identity", &[&relu], &name, vec![]));
-            let dims = [
-                DimValue(1),
-                DimValue(out),
-                DimParam("fh".into()),
-                DimParam("fw".into()),
-            ];
-            graph.output.push(value_info(&name, &dims));
-        }
-        if spec.gram_layers.contains(&layer) {
-            let shape = format!("{layer}_flat_shape");
-            graph.initializer.push(int64_tensor(&shape, &[out, -1]));
-            let flat = format!("{layer}_flat");
-            graph
-                .node
-                .push(node("Reshape", &[&relu, &shape], &flat, vec![]));
-            let flat_t = format!("{layer}_flat_t");
-            graph.node.push(node(
-                "Transpose",
-                &[&flat],
-                &flat_t,
-                vec![ints("perm", &[1, 0])],
-            ));
-            let product = format!("{layer}_product");
-            graph
-                .node
-                .push(node("MatMul", &[&flat, &flat_t], &product, vec![]));
-            let count = format!("{layer}_count");
-            graph.node.push(node("Size", &[&relu], &count, vec![]));
-            let count_f = format!("{layer}_count_f");
-            graph.node.push(node(
-                "Cast",
-                &[&count],
-                &count_f,
-                vec![int("to", DataType::Float as i64)],
-            ));
-            let name = gram_output(layer);
-            graph
-                .node
-                .push(node("Div", &[&product, &count_f], &name, vec![]));
-            graph
-                .output
-                .push(value_info(&name, &[DimValue(out), DimValue(out)]));
-        }
-        current = relu;
+        let z = b.op("Conv", &[&current, &w, &bias], attrs, "conv");
+        current = b.op("Relu", &[&z], vec![], &layer.to_string());
+        relus.push(current.clone());
+        indices.push(index);
     }
-    model(graph)
+    (relus, indices)
 }
 
-fn model(graph: proto::GraphProto) -> Vec<u8> {
-    proto::ModelProto {
-        ir_version: IR_VERSION,
-        producer_name: "stylize".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(graph),
-        opset_import: vec![proto::OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
+/// `F F^T / (C H W)` of a ReLU output inside the graph; also returns the flattened `F` and
+/// the element count, which gradient graphs reuse.
+pub fn add_gram(b: &mut GraphBuilder, relu: &str, channels: i64) -> (String, String, String) {
+    let shape = b.int64s(&[channels, -1]);
+    let flat = b.op("Reshape", &[relu, &shape], vec![], "flat");
+    let flat_t = b.op("Transpose", &[&flat], vec![ints("perm", &[1, 0])], "flat_t");
+    let product = b.op("MatMul", &[&flat, &flat_t], vec![], "product");
+    let count = b.count(relu);
+    let gram = b.op("Div", &[&product, &count], vec![], "gram");
+    (gram, flat, count)
+}
+
+/// Encodes the ONNX model for `spec` with the given weights.
+pub fn build(weights: &Vgg19Weights, spec: &GraphSpec) -> Vec<u8> {
+    let mut b = GraphBuilder::new("stylize_vgg19_features");
+    b.input(INPUT, &image_dims());
+    let Some(deepest) = spec
+        .gram_layers
+        .iter()
+        .chain(&spec.feature_layers)
+        .copied()
+        .max()
+    else {
+        return b.finish();
+    };
+    let (relus, _) = add_vgg(&mut b, weights, INPUT, deepest, spec.pooling, false);
+    for layer in Layer::all().take(deepest.conv_position() + 1) {
+        let relu = relus[layer.conv_position()].clone();
+        let c = layer.channels() as i64;
+        if spec.feature_layers.contains(&layer) {
+            let dims = [
+                Dim::Fixed(1),
+                Dim::Fixed(c),
+                Dim::Named("fh"),
+                Dim::Named("fw"),
+            ];
+            b.output(&relu, &features_output(layer), &dims);
+        }
+        if spec.gram_layers.contains(&layer) {
+            let (gram, _, _) = add_gram(&mut b, &relu, c);
+            b.output(&gram, &gram_output(layer), &[Dim::Fixed(c), Dim::Fixed(c)]);
+        }
     }
-    .encode_to_vec()
+    b.finish()
 }

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
 use super::onnx_graph::{self, GraphSpec};
+use super::ort_runtime;
 use super::{FeatureExtractor, Gram, TargetIdentity};
 use crate::engine::Pooling;
 use crate::error::{Error, Result};
@@ -34,17 +34,6 @@ pub struct OrtFeatures {
 
 fn ort_error(context: &str, err: impl std::fmt::Display) -> Error {
     Error::OnnxRuntime(format!("{context}: {err}"))
-}
-
-fn new_session(environment: &Environment, model: &[u8], threads: usize) -> ort::Result<Session> {
-    Session::builder(environment)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(ort::Error::<()>::from)?
-        .with_intra_threads(threads)
-        .map_err(ort::Error::<()>::from)?
-        .with_intra_op_spinning(false)
-        .map_err(ort::Error::<()>::from)?
-        .commit_from_memory(model)
 }
 
 impl OrtFeatures {
@@ -79,8 +68,7 @@ impl OrtFeatures {
             return Ok(session.clone());
         }
         let model = onnx_graph::build(&self.weights, spec);
-        let session = new_session(self.environment, &model, self.threads)
-            .map_err(|e| ort_error("building the VGG19 session", e))?;
+        let session = ort_runtime::cpu_session(self.environment, &model, self.threads, false)?;
         let session = Arc::new(Mutex::new(session));
         sessions.insert(spec.clone(), session.clone());
         Ok(session)

@@ -99,3 +99,25 @@ pub fn environment(path: &Path) -> Result<&'static Environment> {
         .map_err(|e| runtime_error(format!("creating the ONNX Runtime environment: {e}")))?;
     Ok(ENVIRONMENT.get_or_init(|| env))
 }
+
+/// Builds a CPU session for `model` with `threads` intra-op threads. Spinning threads cut
+/// latency for back-to-back runs (the optimisation loop) at the cost of idle CPU.
+pub fn cpu_session(
+    environment: &Environment,
+    model: &[u8],
+    threads: usize,
+    spinning: bool,
+) -> Result<ort::session::Session> {
+    use ort::session::builder::GraphOptimizationLevel;
+    let build = || -> ort::Result<ort::session::Session> {
+        ort::session::Session::builder(environment)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(ort::Error::<()>::from)?
+            .with_intra_threads(threads)
+            .map_err(ort::Error::<()>::from)?
+            .with_intra_op_spinning(spinning)
+            .map_err(ort::Error::<()>::from)?
+            .commit_from_memory(model)
+    };
+    build().map_err(|e| runtime_error(format!("building a session: {e}")))
+}

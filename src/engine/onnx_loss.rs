@@ -1,0 +1,226 @@
+//! The loss-and-gradient graph for ONNX Runtime, written in Rust: VGG19's forward pass, the
+//! content, style and total-variation terms, and the hand-derived backward pass to the image
+//! (ReLU masks, flipped-kernel convolutions for the input gradient, max-pool gradients
+//! scattered through the pool's argmax indices), all as standard opset-17 operators.
+
+use crate::engine::TermWeights;
+use crate::features::onnx_graph::{add_gram, add_vgg, image_dims};
+use crate::model::{Layer, Vgg19Weights};
+use crate::onnx::{Dim, GraphBuilder, int, ints, to_float};
+
+use super::Pooling;
+
+pub const IMAGE: &str = "image";
+pub const GRAD: &str = "grad";
+pub const TV: &str = "tv";
+
+pub fn content_input(layer: Layer) -> String {
+    format!("content_target_{layer}")
+}
+
+pub fn style_input(layer: Layer) -> String {
+    format!("style_target_{layer}")
+}
+
+pub fn content_loss(layer: Layer) -> String {
+    format!("content_loss_{layer}")
+}
+
+pub fn style_loss(layer: Layer) -> String {
+    format!("style_loss_{layer}")
+}
+
+/// What one loss graph computes. Targets are graph inputs; weights are baked in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossSpec {
+    pub content: Vec<(Layer, f64)>,
+    pub style: Vec<(Layer, f64)>,
+    pub weights: TermWeights,
+}
+
+impl LossSpec {
+    /// A hashable identity (weights as bit patterns).
+    pub fn key(&self) -> String {
+        format!("{:?}|{:?}|{:?}", self.content, self.style, self.weights)
+    }
+}
+
+fn flipped(weight: &[f32], out: usize, inp: usize) -> Vec<f32> {
+    let mut flipped = vec![0f32; weight.len()];
+    for o in 0..out {
+        for i in 0..inp {
+            for k in 0..9 {
+                flipped[(i * out + o) * 9 + (8 - k)] = weight[(o * inp + i) * 9 + k];
+            }
+        }
+    }
+    flipped
+}
+
+/// The gradient of a 2x2/stride-2 max pool: `grad` scattered to the argmax `indices` of
+/// `input` (flat indices into the whole tensor, as ONNX MaxPool reports them).
+fn max_pool_backward(b: &mut GraphBuilder, grad: &str, indices: &str, input: &str) -> String {
+    let shape = b.op("Shape", &[input], vec![], "pool_in_shape");
+    let zeros = b.op("ConstantOfShape", &[&shape], vec![], "zeros");
+    let flat = b.int64s(&[-1]);
+    let zeros_flat = b.op("Reshape", &[&zeros, &flat], vec![], "zeros_flat");
+    let indices_flat = b.op("Reshape", &[indices, &flat], vec![], "indices_flat");
+    let grad_flat = b.op("Reshape", &[grad, &flat], vec![], "grad_flat");
+    let scattered = b.op(
+        "ScatterElements",
+        &[&zeros_flat, &indices_flat, &grad_flat],
+        vec![int("axis", 0)],
+        "scattered",
+    );
+    b.op("Reshape", &[&scattered, &shape], vec![], "pool_grad")
+}
+
+/// Total variation of `x` (an output) and its gradient times `gamma`.
+fn total_variation(b: &mut GraphBuilder, x: &str, gamma: f64) -> (String, String) {
+    let mut tv: Option<String> = None;
+    let mut grad: Option<String> = None;
+    let twice_gamma = b.scalar((2.0 * gamma) as f32);
+    for axis in [2i64, 3] {
+        let (one, zero, end, minus_one, axes) = (
+            b.int64s(&[1]),
+            b.int64s(&[0]),
+            b.int64s(&[i64::MAX]),
+            b.int64s(&[-1]),
+            b.int64s(&[axis]),
+        );
+        let later = b.op("Slice", &[x, &one, &end, &axes], vec![], "later");
+        let earlier = b.op("Slice", &[x, &zero, &minus_one, &axes], vec![], "earlier");
+        let diff = b.op("Sub", &[&later, &earlier], vec![], "diff");
+        let squared = b.op("Mul", &[&diff, &diff], vec![], "diff_sq");
+        let sum = b.op(
+            "ReduceSum",
+            &[&squared],
+            vec![int("keepdims", 0)],
+            "tv_part",
+        );
+        tv = Some(match tv {
+            Some(acc) => b.op("Add", &[&acc, &sum], vec![], "tv_sum"),
+            None => sum,
+        });
+        let scaled = b.op("Mul", &[&diff, &twice_gamma], vec![], "tv_scaled");
+        let mut before = [0i64; 8];
+        before[axis as usize] = 1;
+        let mut after = [0i64; 8];
+        after[4 + axis as usize] = 1;
+        let (before, after) = (b.int64s(&before), b.int64s(&after));
+        let plus = b.op("Pad", &[&scaled, &before], vec![], "tv_plus");
+        let minus = b.op("Pad", &[&scaled, &after], vec![], "tv_minus");
+        let part = b.op("Sub", &[&plus, &minus], vec![], "tv_grad_part");
+        grad = Some(match grad {
+            Some(acc) => b.op("Add", &[&acc, &part], vec![], "tv_grad"),
+            None => part,
+        });
+    }
+    (tv.expect("two axes"), grad.expect("two axes"))
+}
+
+/// Encodes the loss-and-gradient model for `spec` (max pooling only).
+pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
+    let mut b = GraphBuilder::new("stylize_vgg19_loss_and_gradient");
+    b.input(IMAGE, &image_dims());
+    let deepest = spec
+        .content
+        .iter()
+        .chain(&spec.style)
+        .map(|(l, _)| *l)
+        .max();
+    let mut image_grad: Option<String> = None;
+    if let Some(deepest) = deepest {
+        let (relus, indices) = add_vgg(&mut b, weights, IMAGE, deepest, Pooling::Max, true);
+        let mut tap_grads: Vec<Vec<String>> = vec![Vec::new(); relus.len()];
+        for &(layer, weight) in &spec.content {
+            let relu = &relus[layer.conv_position()];
+            let c = layer.channels() as i64;
+            let target = b.input(
+                &content_input(layer),
+                &[
+                    Dim::Fixed(1),
+                    Dim::Fixed(c),
+                    Dim::Named("fh"),
+                    Dim::Named("fw"),
+                ],
+            );
+            let diff = b.op("Sub", &[relu, &target], vec![], "content_diff");
+            let squared = b.op("Mul", &[&diff, &diff], vec![], "content_sq");
+            let loss = b.op(
+                "ReduceMean",
+                &[&squared],
+                vec![int("keepdims", 0)],
+                "content_loss",
+            );
+            b.output(&loss, &content_loss(layer), &[]);
+            let count = b.count(relu);
+            let coef = b.scalar((2.0 * spec.weights.content * weight) as f32);
+            let coef = b.op("Div", &[&coef, &count], vec![], "content_coef");
+            let grad = b.op("Mul", &[&diff, &coef], vec![], "content_grad");
+            tap_grads[layer.conv_position()].push(grad);
+        }
+        for &(layer, weight) in &spec.style {
+            let relu = relus[layer.conv_position()].clone();
+            let c = layer.channels() as i64;
+            let target = b.input(&style_input(layer), &[Dim::Fixed(c), Dim::Fixed(c)]);
+            let (gram, flat, count) = add_gram(&mut b, &relu, c);
+            let diff = b.op("Sub", &[&gram, &target], vec![], "style_diff");
+            let squared = b.op("Mul", &[&diff, &diff], vec![], "style_sq");
+            let loss = b.op(
+                "ReduceMean",
+                &[&squared],
+                vec![int("keepdims", 0)],
+                "style_loss",
+            );
+            b.output(&loss, &style_loss(layer), &[]);
+            let coef = b.scalar((4.0 * spec.weights.style * weight / (c * c) as f64) as f32);
+            let coef = b.op("Div", &[&coef, &count], vec![], "style_coef");
+            let product = b.op("MatMul", &[&diff, &flat], vec![], "style_grad_flat");
+            let scaled = b.op("Mul", &[&product, &coef], vec![], "style_grad_scaled");
+            let shape = b.op("Shape", &[&relu], vec![], "relu_shape");
+            let grad = b.op("Reshape", &[&scaled, &shape], vec![], "style_grad");
+            tap_grads[layer.conv_position()].push(grad);
+        }
+        let zero = b.scalar(0.0);
+        let mut grad: Option<String> = None;
+        for position in (0..relus.len()).rev() {
+            let layer = Layer::at_position(position);
+            for tap in &tap_grads[position] {
+                grad = Some(match grad {
+                    Some(acc) => b.op("Add", &[&acc, tap], vec![], "tap_sum"),
+                    None => tap.clone(),
+                });
+            }
+            let Some(g) = grad.take() else { continue };
+            let positive = b.op("Greater", &[&relus[position], &zero], vec![], "relu_on");
+            let mask = b.op("Cast", &[&positive], vec![to_float()], "relu_mask");
+            let masked = b.op("Mul", &[&g, &mask], vec![], "pre_relu_grad");
+            let (out, inp) = (layer.channels(), layer.in_channels());
+            let kernel = b.floats(
+                &format!("{layer}.weight_flipped"),
+                &[inp as i64, out as i64, 3, 3],
+                &flipped(&weights.convs[position].weight, out, inp),
+            );
+            let attrs = vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("pads", &[1, 1, 1, 1]),
+                ints("strides", &[1, 1]),
+            ];
+            let input_grad = b.op("Conv", &[&masked, &kernel], attrs, "conv_input_grad");
+            grad = Some(match &indices[position] {
+                Some(idx) => max_pool_backward(&mut b, &input_grad, idx, &relus[position - 1]),
+                None => input_grad,
+            });
+        }
+        image_grad = grad;
+    }
+    let (tv, tv_grad) = total_variation(&mut b, IMAGE, spec.weights.tv);
+    b.output(&tv, TV, &[]);
+    let total_grad = match image_grad {
+        Some(g) => b.op("Add", &[&g, &tv_grad], vec![], "image_grad"),
+        None => tv_grad,
+    };
+    b.output(&total_grad, GRAD, &image_dims());
+    b.finish()
+}

@@ -1,0 +1,190 @@
+//! Writing ONNX models in Rust: the prost types of the project's ONNX subset
+//! (`proto/onnx/onnx_subset.proto`) and a small graph builder over them. Graph builders for
+//! particular networks (the feature extractor, the loss-and-gradient graph) use this.
+
+use prost::Message;
+
+/// The prost types generated from `proto/onnx/onnx_subset.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/stylize.onnx.rs"));
+}
+
+use proto::attribute_proto::AttributeType;
+use proto::tensor_proto::DataType;
+use proto::tensor_shape_proto::{Dimension, dimension};
+use proto::type_proto;
+
+/// ONNX opset the graphs are written against (supported by every current runtime).
+pub const OPSET: i64 = 17;
+const IR_VERSION: i64 = 8;
+
+/// A dimension of a graph input or output.
+#[derive(Debug, Clone)]
+pub enum Dim {
+    Fixed(i64),
+    Named(&'static str),
+}
+
+pub fn ints(name: &str, values: &[i64]) -> proto::AttributeProto {
+    proto::AttributeProto {
+        name: name.to_string(),
+        ints: values.to_vec(),
+        r#type: AttributeType::Ints as i32,
+        ..Default::default()
+    }
+}
+
+pub fn int(name: &str, value: i64) -> proto::AttributeProto {
+    proto::AttributeProto {
+        name: name.to_string(),
+        i: value,
+        r#type: AttributeType::Int as i32,
+        ..Default::default()
+    }
+}
+
+/// The `to` attribute of a Cast to float32.
+pub fn to_float() -> proto::AttributeProto {
+    int("to", DataType::Float as i64)
+}
+
+fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> proto::ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Dim::Fixed(v) => dimension::Value::DimValue(*v),
+                Dim::Named(n) => dimension::Value::DimParam(n.to_string()),
+            }),
+        })
+        .collect();
+    proto::ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(proto::TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(proto::TensorShapeProto { dim }),
+            })),
+        }),
+    }
+}
+
+/// Accumulates nodes, initializers, inputs and outputs; names intermediate values.
+pub struct GraphBuilder {
+    graph: proto::GraphProto,
+    next: usize,
+}
+
+impl GraphBuilder {
+    pub fn new(name: &str) -> Self {
+        Self {
+            graph: proto::GraphProto {
+                name: name.to_string(),
+                ..Default::default()
+            },
+            next: 0,
+        }
+    }
+
+    fn fresh(&mut self, hint: &str) -> String {
+        self.next += 1;
+        format!("{hint}_{}", self.next)
+    }
+
+    /// Adds a node with one output named after `hint`; returns the output's name.
+    pub fn op(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<proto::AttributeProto>,
+        hint: &str,
+    ) -> String {
+        let output = self.fresh(hint);
+        self.op_into(op, inputs, attrs, &[&output]);
+        output
+    }
+
+    /// Adds a node writing the given output names.
+    pub fn op_into(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<proto::AttributeProto>,
+        outputs: &[&str],
+    ) {
+        self.graph.node.push(proto::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            name: outputs.first().map(|s| s.to_string()).unwrap_or_default(),
+            op_type: op.to_string(),
+            attribute: attrs,
+            ..Default::default()
+        });
+    }
+
+    /// A float32 initializer.
+    pub fn floats(&mut self, name: &str, dims: &[i64], values: &[f32]) -> String {
+        self.graph.initializer.push(proto::TensorProto {
+            dims: dims.to_vec(),
+            data_type: DataType::Float as i32,
+            name: name.to_string(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        name.to_string()
+    }
+
+    /// A float32 scalar constant.
+    pub fn scalar(&mut self, value: f32) -> String {
+        let name = self.fresh("scalar");
+        self.floats(&name, &[], &[value])
+    }
+
+    /// A 1-D int64 initializer.
+    pub fn int64s(&mut self, values: &[i64]) -> String {
+        let name = self.fresh("ints");
+        self.graph.initializer.push(proto::TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: DataType::Int64 as i32,
+            name: name.clone(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        name
+    }
+
+    pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
+        self.graph
+            .input
+            .push(value_info(name, DataType::Float, dims));
+        name.to_string()
+    }
+
+    /// Exposes `value` as the graph output `name` (through an Identity node).
+    pub fn output(&mut self, value: &str, name: &str, dims: &[Dim]) {
+        self.op_into("Identity", &[value], vec![], &[name]);
+        self.graph
+            .output
+            .push(value_info(name, DataType::Float, dims));
+    }
+
+    /// `Cast(Size(x))`: the element count of `x` as a float32 scalar.
+    pub fn count(&mut self, x: &str) -> String {
+        let size = self.op("Size", &[x], vec![], "size");
+        self.op("Cast", &[&size], vec![to_float()], "count")
+    }
+
+    /// Encodes the model.
+    pub fn finish(self) -> Vec<u8> {
+        proto::ModelProto {
+            ir_version: IR_VERSION,
+            producer_name: "stylize".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            graph: Some(self.graph),
+            opset_import: vec![proto::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+        }
+        .encode_to_vec()
+    }
+}
