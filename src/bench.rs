@@ -7,11 +7,13 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use crate::cache::{StyleCache, StyleKey, image_digest};
+use crate::engine::driver::Evaluate;
 use crate::engine::loss::{LayerTarget, Objective, TermWeights, gram};
 use crate::engine::optim::{Adam, Optimizer};
 use crate::engine::vgg::{Pooling, VggNet};
+use crate::engine::{Init, OptimiseJob, OptimizerKind, OrtEngine, ScaleTargets};
 use crate::error::Result;
-use crate::features::{FeatureExtractor, OrtFeatures};
+use crate::features::{FeatureExtractor, Gram, OrtFeatures};
 use crate::model::{InputImage, Layer, Vgg19Weights};
 use crate::render::{default_content_layers, default_style_layers};
 
@@ -25,8 +27,10 @@ pub struct BenchRow {
     pub ort_precompute_s: Option<f64>,
     /// Median seconds of a style-cache hit: hashing the decoded style image plus lookup.
     pub cache_hit_s: f64,
-    /// Median seconds of one step: loss, gradient and Adam update.
+    /// Median seconds of one candle step: loss, gradient and Adam update.
     pub step_s: f64,
+    /// The same step through ONNX Runtime's loss-and-gradient graph.
+    pub ort_step_s: Option<f64>,
     /// Peak resident memory of the process so far (`VmHWM`), if the OS reports it.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -61,7 +65,7 @@ pub fn run(
     sizes: &[usize],
     repeats: usize,
     device: &Device,
-    ort: Option<&OrtFeatures>,
+    ort: Option<(&OrtFeatures, &OrtEngine)>,
 ) -> Result<Vec<BenchRow>> {
     let net = VggNet::new(
         weights,
@@ -91,7 +95,7 @@ pub fn run(
             data: style.flatten_all()?.to_vec1::<f32>()?,
         };
         let ort_precompute_s = match ort {
-            Some(ort) => Some(time_repeats(repeats, || {
+            Some((ort, _)) => Some(time_repeats(repeats, || {
                 ort.grams(&style_host, &style_taps)?;
                 Ok(())
             })?),
@@ -125,25 +129,68 @@ pub fn run(
                 .collect::<Result<_>>()?,
             weights: TermWeights::default(),
         };
-        let mut adam = Adam::new(10.0);
-        let mut x = (&image + 1.0)?;
-        let step_s = time_repeats(repeats, || {
-            let (_, grad) = objective.evaluate(&x)?;
-            if let Some(next) = adam.step(&x, &grad)? {
-                x = next;
+        let start = (&image + 1.0)?;
+        let step_s = time_steps(&objective, &start, repeats)?;
+        let ort_step_s = match ort {
+            Some((_, engine)) => {
+                let host = |t: &Tensor| -> Result<InputImage> {
+                    Ok(InputImage {
+                        height: size,
+                        width: size,
+                        data: t.flatten_all()?.to_vec1::<f32>()?,
+                    })
+                };
+                let style = objective
+                    .style
+                    .iter()
+                    .map(|t| {
+                        let channels = t.layer.channels();
+                        let data = t.target.flatten_all()?.to_vec1::<f32>()?;
+                        Ok((t.layer, t.weight, Gram { channels, data }))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let scale = ScaleTargets {
+                    content: host(&image)?,
+                    style,
+                    iterations: 1,
+                };
+                let job = OptimiseJob {
+                    scales: vec![scale.clone()],
+                    content_layers: content_layers.clone(),
+                    weights: TermWeights::default(),
+                    optimizer: OptimizerKind::Adam { lr: 10.0 },
+                    init: Init::Content,
+                    preview_every: 0,
+                };
+                let evaluate = engine.objective(&job, &scale)?;
+                Some(time_steps(evaluate.as_ref(), &start, repeats)?)
             }
-            Ok(())
-        })?;
+            None => None,
+        };
         rows.push(BenchRow {
             size,
             forward_s,
             ort_precompute_s,
             cache_hit_s,
             step_s,
+            ort_step_s,
             peak_rss_bytes: peak_rss_bytes(),
         });
     }
     Ok(rows)
+}
+
+/// Median seconds of one full step (loss, gradient, Adam update) from `start`.
+fn time_steps(objective: &dyn Evaluate, start: &Tensor, repeats: usize) -> Result<f64> {
+    let mut adam = Adam::new(10.0);
+    let mut x = start.clone();
+    time_repeats(repeats, || {
+        let (_, grad) = objective.evaluate(&x)?;
+        if let Some(next) = adam.step(&x, &grad)? {
+            x = next;
+        }
+        Ok(())
+    })
 }
 
 /// A cache hit as a request sees it: digest of the decoded style image, then the lookup.

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use candle_core::Device;
 use clap::Args;
 
-use stylize::engine::Pooling;
+use stylize::engine::{OrtEngine, Pooling};
 use stylize::features::select;
 
 use super::args::WeightsArgs;
@@ -29,7 +29,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     let weights = Arc::new(args.weights.load()?);
     let ort = match select::ort_features(&args.weights.models_dir, weights.clone(), Pooling::Max) {
-        Ok(ort) => Some(ort),
+        Ok(ort) => {
+            let ort = Arc::new(ort);
+            let engine = OrtEngine::new(ort.environment(), weights.clone(), ort.clone(), 0);
+            Some((ort, engine))
+        }
         Err(err) => {
             println!("ONNX Runtime unavailable ({err}); its column is empty");
             None
@@ -41,12 +45,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         args.repeats
     );
     println!(
-        "{:>6} {:>14} {:>14} {:>8} {:>14} {:>13} {:>13}",
+        "{:>6} {:>13} {:>13} {:>8} {:>13} {:>11} {:>8} {:>12} {:>12}",
         "size",
         "candle fwd s",
         "ort precomp s",
         "ort/cnd",
         "candle step s",
+        "ort step s",
+        "ort/cnd",
         "cache hit ms",
         "peak RSS MiB"
     );
@@ -55,7 +61,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         &args.sizes,
         args.repeats,
         &Device::Cpu,
-        ort.as_ref(),
+        ort.as_ref().map(|(f, e)| (f.as_ref(), e)),
     )?;
     for row in rows {
         let peak = row.peak_rss_bytes.map_or("n/a".to_string(), |b| {
@@ -65,13 +71,19 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             Some(s) => (format!("{s:.3}"), format!("{:.2}", s / row.forward_s)),
             None => ("n/a".into(), "n/a".into()),
         };
+        let (ort_step, step_ratio) = match row.ort_step_s {
+            Some(s) => (format!("{s:.3}"), format!("{:.2}", s / row.step_s)),
+            None => ("n/a".into(), "n/a".into()),
+        };
         println!(
-            "{:>6} {:>14.3} {:>14} {:>8} {:>14.3} {:>13.4} {:>13}",
+            "{:>6} {:>13.3} {:>13} {:>8} {:>13.3} {:>11} {:>8} {:>12.4} {:>12}",
             row.size,
             row.forward_s,
             ort_s,
             ratio,
             row.step_s,
+            ort_step,
+            step_ratio,
             row.cache_hit_s * 1e3,
             peak
         );

@@ -6,7 +6,7 @@
 use crate::engine::TermWeights;
 use crate::features::onnx_graph::{add_gram, add_vgg, image_dims};
 use crate::model::{Layer, Vgg19Weights};
-use crate::onnx::{Dim, GraphBuilder, int, ints, to_float};
+use crate::onnx::{Dim, GraphBuilder, int, ints};
 
 use super::Pooling;
 
@@ -194,8 +194,7 @@ pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
             }
             let Some(g) = grad.take() else { continue };
             let positive = b.op("Greater", &[&relus[position], &zero], vec![], "relu_on");
-            let mask = b.op("Cast", &[&positive], vec![to_float()], "relu_mask");
-            let masked = b.op("Mul", &[&g, &mask], vec![], "pre_relu_grad");
+            let masked = b.op("Where", &[&positive, &g, &zero], vec![], "pre_relu_grad");
             let (out, inp) = (layer.channels(), layer.in_channels());
             let kernel = b.floats(
                 &format!("{layer}.weight_flipped"),

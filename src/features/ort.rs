@@ -59,6 +59,11 @@ impl OrtFeatures {
         }
     }
 
+    /// The ONNX Runtime environment this extractor's sessions live in.
+    pub fn environment(&self) -> &'static Environment {
+        self.environment
+    }
+
     fn session(&self, spec: &GraphSpec) -> Result<Arc<Mutex<Session>>> {
         let mut sessions = self
             .sessions
@@ -68,7 +73,7 @@ impl OrtFeatures {
             return Ok(session.clone());
         }
         let model = onnx_graph::build(&self.weights, spec);
-        let session = ort_runtime::cpu_session(self.environment, &model, self.threads, false)?;
+        let session = ort_runtime::cpu_session(self.environment, &model, self.threads, true)?;
         let session = Arc::new(Mutex::new(session));
         sessions.insert(spec.clone(), session.clone());
         Ok(session)

@@ -111,7 +111,7 @@ pub fn cpu_session(
     use ort::session::builder::GraphOptimizationLevel;
     let build = || -> ort::Result<ort::session::Session> {
         ort::session::Session::builder(environment)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(ort::Error::<()>::from)?
             .with_intra_threads(threads)
             .map_err(ort::Error::<()>::from)?
