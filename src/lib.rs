@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: `render` (and later the server) -> `engine` / `features` -> `model`.
 
+pub mod backends;
 pub mod bench;
 pub mod cache;
 pub mod engine;

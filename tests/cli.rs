@@ -12,6 +12,7 @@ fn stylize(args: &[&str]) -> Output {
 
 fn stylize_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     common::weights(); // make sure the default weights are in place
+    common::ort_features(stylize::engine::Pooling::Max); // and the ONNX Runtime library
     Command::new(env!("CARGO_BIN_EXE_stylize"))
         .args(args)
         .env("STYLIZE_MODELS_DIR", common::models_dir())
@@ -167,7 +168,46 @@ fn onnxruntime_library_problems_are_errors_or_a_logged_fallback() {
             result.status.success(),
             "{library}: auto falls back:\n{stderr}"
         );
-        assert!(stderr.contains("falls back to candle"), "{stderr}");
+        assert!(stderr.contains("falling back to candle"), "{stderr}");
     }
     fails_naming(&["run", "--precompute", "gpu"], &["--precompute", "gpu"]);
+    fails_naming(&["run", "--engine", "gpu"], &["--engine", "gpu"]);
+    fails_naming(
+        &["run", "--engine", "ort", "--pooling", "avg"],
+        &["--engine", "max pooling only"],
+    );
+}
+
+#[test]
+fn both_engines_run_and_agree_on_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut finals = Vec::new();
+    for engine in ["candle", "ort"] {
+        let out = dir.path().join(format!("{engine}.png"));
+        let args = [
+            "run",
+            "--size",
+            "48",
+            "--iterations",
+            "5",
+            "--optimizer",
+            "adam",
+            "--quiet",
+            "--engine",
+            engine,
+        ];
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--out", out.to_str().unwrap()]);
+        let result = stylize(&all);
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        assert!(
+            result.status.success(),
+            "{engine}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        let loss: f64 = stdout.trim().rsplit(' ').next().unwrap().parse().unwrap();
+        finals.push(loss);
+    }
+    let relative = (finals[0] - finals[1]).abs() / finals[0];
+    assert!(relative < 1e-3, "candle {} vs ort {}", finals[0], finals[1]);
 }

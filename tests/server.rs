@@ -169,7 +169,10 @@ async fn events_arrive_in_order_and_a_repeated_style_hits_the_cache() {
         matches!(events[0], Event::Queued(proto::Queued { position: 0 })),
         "{events:?}"
     );
-    assert!(matches!(&events[1], Event::Started(s) if s.device == "candle-cpu"));
+    assert!(
+        matches!(&events[1], Event::Started(s) if s.device == "onnxruntime-cpu"),
+        "the CPU default: {events:?}"
+    );
     let progress: Vec<u32> = events
         .iter()
         .filter_map(|e| match e {

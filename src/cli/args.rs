@@ -4,12 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 
-use stylize::engine::{CandleEngine, OptimizerKind, Pooling, TermWeights};
-use stylize::features::FeatureExtractor;
-use stylize::features::select::{self, PrecomputeBackend};
+use stylize::backends::{self, Backends};
+use stylize::engine::{OptimizerKind, Pooling, TermWeights};
+use stylize::features::select::PrecomputeBackend;
 use stylize::image_io;
 use stylize::model::{Layer, Vgg19Weights, fetch};
 use stylize::render::{InitChoice, RenderOptions};
@@ -46,12 +45,9 @@ pub struct BackendArgs {
     /// Style precompute backend: auto (ONNX Runtime if available), ort, or candle.
     #[arg(long, env = "STYLIZE_PRECOMPUTE", default_value = "auto")]
     pub precompute: String,
-}
-
-/// A loaded engine and the style-precompute extractor chosen for it.
-pub struct Backends {
-    pub engine: Arc<CandleEngine>,
-    pub features: Arc<dyn FeatureExtractor>,
+    /// Optimisation engine: auto (ONNX Runtime on CPU if available, max pooling), ort, or candle.
+    #[arg(long, env = "STYLIZE_ENGINE", default_value = "auto")]
+    pub engine: String,
 }
 
 impl BackendArgs {
@@ -59,33 +55,22 @@ impl BackendArgs {
         self.pooling.parse().context("--pooling")
     }
 
-    pub fn precompute(&self) -> Result<PrecomputeBackend> {
-        self.precompute.parse().context("--precompute")
-    }
-
-    /// Loads the weights onto the CPU engine and picks the precompute backend.
+    /// Loads the weights and picks the engine and the precompute backend.
     pub fn build(&self) -> Result<Backends> {
         let pooling = self.pooling()?;
-        let precompute = self.precompute()?;
+        let precompute: PrecomputeBackend = self.precompute.parse().context("--precompute")?;
+        let engine: PrecomputeBackend = self.engine.parse().map_err(|_| {
+            anyhow::anyhow!("--engine: `{}` is not auto, ort or candle", self.engine)
+        })?;
         let weights = Arc::new(self.weights.load()?);
-        let engine = Arc::new(CandleEngine::new(
-            &weights,
-            pooling,
-            &Device::Cpu,
-            DType::F32,
-        )?);
-        let features = select::choose(
+        backends::choose(
+            engine,
             precompute,
             &self.weights.models_dir,
             weights,
             pooling,
-            || engine.features(),
         )
-        .context("--precompute")?;
-        Ok(Backends {
-            engine,
-            features: Arc::from(features),
-        })
+        .context("--engine/--precompute")
     }
 }
 

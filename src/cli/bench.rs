@@ -19,14 +19,68 @@ pub struct BenchArgs {
     /// Timed repetitions per measurement (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Also run the identical step in PyTorch (scripts/torch_step.py) and print the ratios;
+    /// uses `$STYLIZE_PYTHON` (default python3), which needs `torch` installed.
+    #[arg(long)]
+    compare_torch: bool,
     #[command(flatten)]
     weights: WeightsArgs,
+}
+
+const TORCH_SCRIPT: &str = include_str!("../../scripts/torch_step.py");
+
+/// One size measured by PyTorch.
+#[derive(serde::Deserialize)]
+struct TorchRow {
+    size: usize,
+    forward_s: f64,
+    step_s: f64,
+    peak_rss_mib: f64,
+}
+
+/// Runs the PyTorch reference, or explains why it cannot.
+fn torch_rows(sizes: &[usize], repeats: usize) -> Result<Vec<TorchRow>, String> {
+    let python = std::env::var("STYLIZE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&python)
+        .args(["-c", "import torch"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        return Err(format!(
+            "PyTorch is not importable by `{python}` (pip install torch, or set STYLIZE_PYTHON)"
+        ));
+    }
+    let script = std::env::temp_dir().join(format!("stylize-torch-step-{}.py", std::process::id()));
+    std::fs::write(&script, TORCH_SCRIPT).map_err(|e| e.to_string())?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let output = std::process::Command::new(&python)
+        .arg(&script)
+        .args(sizes.iter().map(|s| s.to_string()))
+        .args([
+            "--repeats",
+            &repeats.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .output();
+    let _ = std::fs::remove_file(&script);
+    let output = output.map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).map_err(|e| format!("{e}: {line}")))
+        .collect()
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     if args.sizes.iter().any(|&s| !(16..=4096).contains(&s)) {
         bail!("--sizes: each size must be within 16..=4096");
     }
+    // PyTorch runs first, while this process is idle (no ONNX Runtime threads spinning).
+    let torch = args
+        .compare_torch
+        .then(|| torch_rows(&args.sizes, args.repeats));
     let weights = Arc::new(args.weights.load()?);
     let ort = match select::ort_features(&args.weights.models_dir, weights.clone(), Pooling::Max) {
         Ok(ort) => {
@@ -63,6 +117,16 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         &Device::Cpu,
         ort.as_ref().map(|(f, e)| (f.as_ref(), e)),
     )?;
+    let ours: Vec<(usize, f64, f64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.size,
+                r.ort_step_s.unwrap_or(r.step_s),
+                r.ort_precompute_s.unwrap_or(r.forward_s),
+            )
+        })
+        .collect();
     for row in rows {
         let peak = row.peak_rss_bytes.map_or("n/a".to_string(), |b| {
             format!("{:.0}", b as f64 / (1 << 20) as f64)
@@ -88,5 +152,48 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             peak
         );
     }
+    if let Some(torch) = torch {
+        compare_torch(&ours, torch);
+    }
     Ok(())
+}
+
+/// Prints our step and precompute against PyTorch's, measured now on this machine.
+fn compare_torch(ours: &[(usize, f64, f64)], torch: Result<Vec<TorchRow>, String>) {
+    let torch = match torch {
+        Ok(rows) => rows,
+        Err(reason) => {
+            println!("no PyTorch comparison: {reason}");
+            return;
+        }
+    };
+    println!(
+        "against PyTorch (same step: VGG19 to relu5_1, content + 5 Grams + TV, Adam), same threads:"
+    );
+    println!(
+        "{:>6} {:>10} {:>10} {:>8} {:>14} {:>14} {:>8} {:>14}",
+        "size",
+        "our step",
+        "torch step",
+        "ratio",
+        "our precompute",
+        "torch forward",
+        "ratio",
+        "torch RSS MiB"
+    );
+    for (size, step, precompute) in ours {
+        if let Some(t) = torch.iter().find(|t| t.size == *size) {
+            println!(
+                "{:>6} {:>10.3} {:>10.3} {:>8.2} {:>14.3} {:>14.3} {:>8.2} {:>14.0}",
+                size,
+                step,
+                t.step_s,
+                step / t.step_s,
+                precompute,
+                t.forward_s,
+                precompute / t.forward_s,
+                t.peak_rss_mib
+            );
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use stylize::engine::{Engine, Progress};
+use stylize::engine::Progress;
 use stylize::image_io;
 use stylize::render::{self, RenderRequest, StyleSource};
 

