@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 use serde_json::Value;
-use stylize::engine::loss::{LayerTarget, Objective, TermWeights, gram};
+use stylize::engine::loss::{LayerTarget, LossBreakdown, Objective, TermWeights, gram};
 use stylize::engine::optim::{Adam, Lbfgs, Optimizer};
 use stylize::engine::vgg::{Pooling, VggNet};
 use stylize::features::{CandleFeatures, FeatureExtractor, blend};
@@ -390,20 +390,7 @@ fn check_float32(case: &Case, report: &mut Report) {
     let per_style: Vec<_> = setup
         .styles
         .iter()
-        .map(|s| {
-            let (_, _, h, w) = s.dims4().unwrap();
-            let data = s.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            extractor
-                .grams(
-                    &InputImage {
-                        height: h,
-                        width: w,
-                        data,
-                    },
-                    &style_layers,
-                )
-                .unwrap()
-        })
+        .map(|s| extractor.grams(&host(s), &style_layers).unwrap())
         .collect();
     let parts: Vec<&[stylize::features::Gram]> = per_style.iter().map(Vec::as_slice).collect();
     let blended = blend(&parts, &setup.blend);
@@ -443,18 +430,7 @@ fn check_float32(case: &Case, report: &mut Report) {
     // Losses and gradients at x0.
     let objective = setup.objective(setup.weights);
     let (losses, grad) = objective.evaluate(&setup.x0).unwrap();
-    for (key, ours) in [
-        ("L", losses.total),
-        ("L_c", losses.content),
-        ("L_s", losses.style),
-        ("TV", losses.tv),
-    ] {
-        report.check(
-            &format!("at_x0.{key}"),
-            rel(ours, case.f64_at(&["at_x0", key])),
-            TOL_LOSS,
-        );
-    }
+    check_losses_at_x0(case, report, "", &losses);
     for (key, ours, layers) in [
         (
             "content_per_layer",
@@ -547,15 +523,6 @@ fn check_onnxruntime(case: &Case, report: &mut Report) {
         .iter()
         .filter_map(|n| n.strip_prefix("F_x0_").map(|l| l.parse().unwrap()))
         .collect();
-    let host = |t: &Tensor| {
-        let (_, _, height, width) = t.dims4().unwrap();
-        let data = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        InputImage {
-            height,
-            width,
-            data,
-        }
-    };
     let gram_tensor = |g: &stylize::features::Gram| {
         Tensor::from_slice(&g.data, (g.channels, g.channels), &Device::Cpu).unwrap()
     };
@@ -612,14 +579,6 @@ fn check_ort_engine(case: &Case, report: &mut Report) {
     )
     .unwrap();
     let engine = OrtEngine::new(environment, common::shared_weights(), ort.clone(), 0);
-    let host = |t: &Tensor| {
-        let (_, _, height, width) = t.dims4().unwrap();
-        InputImage {
-            height,
-            width,
-            data: t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        }
-    };
     let style_layers: Vec<Layer> = setup.style.iter().map(|(l, _)| *l).collect();
     let per_style: Vec<Vec<stylize::features::Gram>> = setup
         .styles
@@ -654,18 +613,7 @@ fn check_ort_engine(case: &Case, report: &mut Report) {
         .unwrap()
         .evaluate(&setup.x0)
         .unwrap();
-    for (key, ours) in [
-        ("L", losses.total),
-        ("L_c", losses.content),
-        ("L_s", losses.style),
-        ("TV", losses.tv),
-    ] {
-        report.check(
-            &format!("ort engine at_x0.{key}"),
-            rel(ours, case.f64_at(&["at_x0", key])),
-            TOL_LOSS,
-        );
-    }
+    check_losses_at_x0(case, report, "ort engine ", &losses);
     report.check(
         "ort engine grad_x0",
         rel_l2(&grad, &case.tensor("grad_x0", DType::F32)),
@@ -695,6 +643,33 @@ fn check_ort_engine(case: &Case, report: &mut Report) {
         rel_l2(&x10, &case.tensor("adam_x10", DType::F32)),
         TOL_ADAM,
     );
+}
+
+/// The four loss values at x0 against `at_x0`.
+fn check_losses_at_x0(case: &Case, report: &mut Report, label: &str, losses: &LossBreakdown) {
+    for (key, ours) in [
+        ("L", losses.total),
+        ("L_c", losses.content),
+        ("L_s", losses.style),
+        ("TV", losses.tv),
+    ] {
+        report.check(
+            &format!("{label}at_x0.{key}"),
+            rel(ours, case.f64_at(&["at_x0", key])),
+            TOL_LOSS,
+        );
+    }
+}
+
+/// A 1x3xHxW float32 tensor as a host input image.
+fn host(t: &Tensor) -> InputImage {
+    let (_, _, height, width) = t.dims4().unwrap();
+    let data = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    InputImage {
+        height,
+        width,
+        data,
+    }
 }
 
 /// One `LBFGS.step(closure)` of `n` iterations: losses at each evaluation, the end point,

@@ -45,18 +45,6 @@ impl LossSpec {
     }
 }
 
-fn flipped(weight: &[f32], out: usize, inp: usize) -> Vec<f32> {
-    let mut flipped = vec![0f32; weight.len()];
-    for o in 0..out {
-        for i in 0..inp {
-            for k in 0..9 {
-                flipped[(i * out + o) * 9 + (8 - k)] = weight[(o * inp + i) * 9 + k];
-            }
-        }
-    }
-    flipped
-}
-
 /// The gradient of a 2x2/stride-2 max pool: `grad` scattered to the argmax `indices` of
 /// `input` (flat indices into the whole tensor, as ONNX MaxPool reports them).
 fn max_pool_backward(b: &mut GraphBuilder, grad: &str, indices: &str, input: &str) -> String {
@@ -199,7 +187,7 @@ pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
             let kernel = b.floats(
                 &format!("{layer}.weight_flipped"),
                 &[inp as i64, out as i64, 3, 3],
-                &flipped(&weights.convs[position].weight, out, inp),
+                &weights.convs[position].input_gradient_kernel(out, inp),
             );
             let attrs = vec![
                 ints("kernel_shape", &[3, 3]),

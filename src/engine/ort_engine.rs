@@ -37,11 +37,7 @@ impl OrtEngine {
         features: Arc<OrtFeatures>,
         threads: usize,
     ) -> Self {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+        let threads = ort_runtime::intra_threads(threads);
         Self {
             environment,
             weights,

@@ -65,18 +65,6 @@ impl Activations {
     }
 }
 
-fn flipped_kernel(weight: &[f32], out: usize, inp: usize) -> Vec<f32> {
-    let mut flipped = vec![0f32; weight.len()];
-    for o in 0..out {
-        for i in 0..inp {
-            for k in 0..9 {
-                flipped[(i * out + o) * 9 + (8 - k)] = weight[(o * inp + i) * 9 + k];
-            }
-        }
-    }
-    flipped
-}
-
 impl VggNet {
     /// Uploads the convolutions up to and including `deepest` (all 16 when `None`).
     pub fn new(
@@ -98,7 +86,7 @@ impl VggNet {
                 Ok(Conv {
                     weight: upload(&params.weight, (out, inp, 3, 3))?,
                     weight_flipped: upload(
-                        &flipped_kernel(&params.weight, out, inp),
+                        &params.input_gradient_kernel(out, inp),
                         (inp, out, 3, 3),
                     )?,
                     bias: upload(&params.bias, (1, out, 1, 1))?,

@@ -44,11 +44,7 @@ impl OrtFeatures {
         pooling: Pooling,
         threads: usize,
     ) -> Self {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+        let threads = ort_runtime::intra_threads(threads);
         Self {
             environment,
             identity: TargetIdentity::new(&weights, pooling),

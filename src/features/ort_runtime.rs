@@ -121,3 +121,12 @@ pub fn cpu_session(
     };
     build().map_err(|e| runtime_error(format!("building a session: {e}")))
 }
+
+/// `threads`, or one per available core when 0.
+pub fn intra_threads(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
+}

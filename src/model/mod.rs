@@ -25,6 +25,22 @@ pub struct ConvParams {
     pub bias: Vec<f32>,
 }
 
+impl ConvParams {
+    /// The kernel of this convolution's input gradient: flipped in both spatial axes with
+    /// in/out channels swapped, `[in, out, 3, 3]` (for 3x3, stride 1, padding 1).
+    pub fn input_gradient_kernel(&self, out: usize, inp: usize) -> Vec<f32> {
+        let mut flipped = vec![0f32; self.weight.len()];
+        for o in 0..out {
+            for i in 0..inp {
+                for k in 0..9 {
+                    flipped[(i * out + o) * 9 + (8 - k)] = self.weight[(o * inp + i) * 9 + k];
+                }
+            }
+        }
+        flipped
+    }
+}
+
 /// The 16 convolutions of VGG19's feature stack and the input space they expect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vgg19Weights {
