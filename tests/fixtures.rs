@@ -320,26 +320,20 @@ impl Setup {
         let content_layers: Vec<Layer> = self.content.iter().map(|(l, _)| *l).collect();
         let content_features = self.features(&self.p, &content_layers);
         let style_targets = self.style_targets();
+        let targets = |layers: &[(Layer, f64)], by_layer: &BTreeMap<Layer, Tensor>| {
+            layers
+                .iter()
+                .map(|&(layer, weight)| LayerTarget {
+                    layer,
+                    weight,
+                    target: by_layer[&layer].clone(),
+                })
+                .collect()
+        };
         Objective {
             net: &self.net,
-            content: self
-                .content
-                .iter()
-                .map(|&(layer, weight)| LayerTarget {
-                    layer,
-                    weight,
-                    target: content_features[&layer].clone(),
-                })
-                .collect(),
-            style: self
-                .style
-                .iter()
-                .map(|&(layer, weight)| LayerTarget {
-                    layer,
-                    weight,
-                    target: style_targets[&layer].clone(),
-                })
-                .collect(),
+            content: targets(&self.content, &content_features),
+            style: targets(&self.style, &style_targets),
             weights,
         }
     }

@@ -52,7 +52,7 @@ impl FeatureExtractor for CandleFeatures {
 }
 
 /// Puts an input image on the network's device in its dtype, as 1x3xHxW.
-pub fn upload(image: &InputImage, net: &VggNet) -> Result<Tensor> {
+fn upload(image: &InputImage, net: &VggNet) -> Result<Tensor> {
     Ok(Tensor::from_slice(&image.data, image.shape(), net.device())?.to_dtype(net.dtype())?)
 }
 
