@@ -1,6 +1,6 @@
-//! `stylize bench`: seconds per forward pass (to relu5_1) in candle and in ONNX Runtime
-//! (the style precompute), per full optimisation step (forward + backward + Adam update),
-//! and per style-cache hit, at given sizes, plus the process's peak memory.
+//! `stylize bench`'s measurements: seconds per style precompute (forward pass to relu5_1
+//! with the Grams) and per full optimisation step (forward + backward + Adam update) in ONNX
+//! Runtime and in candle, per style-cache hit, and the process's peak memory.
 
 use std::time::Instant;
 
@@ -13,26 +13,24 @@ use crate::engine::optim::{Adam, Optimizer};
 use crate::engine::vgg::{Pooling, VggNet};
 use crate::engine::{Init, OptimiseJob, OptimizerKind, OrtEngine, ScaleTargets};
 use crate::error::Result;
-use crate::features::{FeatureExtractor, Gram, OrtFeatures};
+use crate::features::{FeatureExtractor, OrtFeatures};
 use crate::model::{InputImage, Layer, Vgg19Weights};
 use crate::render::{default_content_layers, default_style_layers};
 
-/// Timings at one square size.
-#[derive(Debug, Clone)]
-pub struct BenchRow {
-    pub size: usize,
-    /// Median seconds of a candle forward pass to relu5_1 with the style Grams.
-    pub forward_s: f64,
-    /// Median seconds of the same precompute in ONNX Runtime, when it is available.
-    pub ort_precompute_s: Option<f64>,
-    /// Median seconds of a style-cache hit: hashing the decoded style image plus lookup.
-    pub cache_hit_s: f64,
-    /// Median seconds of one candle step: loss, gradient and Adam update.
+/// The ONNX Runtime path at one square size: what a request on a CPU node runs.
+#[derive(Debug, Clone, Copy)]
+pub struct OrtTimes {
+    /// Median seconds of the style precompute (forward pass to relu5_1 and the five Grams).
+    pub precompute_s: f64,
+    /// Median seconds of one full step: loss-and-gradient graph plus the Adam update.
     pub step_s: f64,
-    /// The same step through ONNX Runtime's loss-and-gradient graph.
-    pub ort_step_s: Option<f64>,
-    /// Peak resident memory of the process so far (`VmHWM`), if the OS reports it.
-    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The same work in candle (the CUDA path's code, here on the CPU).
+#[derive(Debug, Clone, Copy)]
+pub struct CandleTimes {
+    pub forward_s: f64,
+    pub step_s: f64,
 }
 
 /// Peak resident set size of this process, from `/proc/self/status`.
@@ -59,125 +57,115 @@ fn time_repeats(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64
     Ok(median(samples))
 }
 
-/// Measures each size in turn, smallest first (peak memory is cumulative).
-pub fn run(
+/// A seeded random image in input space (standard deviation 60, like centred pixels).
+fn random_image(size: usize, seed: u64) -> Result<InputImage> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0f32, 60.0).expect("a positive standard deviation");
+    Ok(InputImage {
+        height: size,
+        width: size,
+        data: (0..3 * size * size)
+            .map(|_| normal.sample(&mut rng))
+            .collect(),
+    })
+}
+
+fn style_taps() -> Vec<Layer> {
+    default_style_layers().iter().map(|(l, _)| *l).collect()
+}
+
+/// Times the ONNX Runtime precompute and step at `size`.
+pub fn measure_ort(
+    features: &OrtFeatures,
+    engine: &OrtEngine,
+    size: usize,
+    repeats: usize,
+) -> Result<OrtTimes> {
+    let (content, style) = (random_image(size, 1)?, random_image(size, 2)?);
+    let taps = style_taps();
+    let precompute_s = time_repeats(repeats, || features.grams(&style, &taps).map(drop))?;
+    let grams = features.grams(&style, &taps)?;
+    let scale = ScaleTargets {
+        content: content.clone(),
+        style: default_style_layers()
+            .into_iter()
+            .zip(grams)
+            .map(|((layer, weight), gram)| (layer, weight, gram))
+            .collect(),
+        iterations: 1,
+    };
+    let job = OptimiseJob {
+        scales: vec![scale.clone()],
+        content_layers: default_content_layers(),
+        weights: TermWeights::default(),
+        optimizer: OptimizerKind::Adam { lr: 10.0 },
+        init: Init::Content,
+        preview_every: 0,
+    };
+    let evaluate = engine.objective(&job, &scale)?;
+    let start = (Tensor::from_slice(&content.data, (1, 3, size, size), &Device::Cpu)? + 1.0)?;
+    let step_s = time_steps(evaluate.as_ref(), &start, repeats)?;
+    Ok(OrtTimes {
+        precompute_s,
+        step_s,
+    })
+}
+
+/// Times candle's forward pass (with the Grams) and step at `size` on `device`.
+pub fn measure_candle(
     weights: &Vgg19Weights,
-    sizes: &[usize],
+    size: usize,
     repeats: usize,
     device: &Device,
-    ort: Option<(&OrtFeatures, &OrtEngine)>,
-) -> Result<Vec<BenchRow>> {
-    let net = VggNet::new(
-        weights,
-        Some(Layer::new(5, 1)?),
-        Pooling::Max,
-        device,
-        DType::F32,
-    )?;
-    let content_layers = default_content_layers();
-    let style_layers = default_style_layers();
-    let style_taps: Vec<Layer> = style_layers.iter().map(|(l, _)| *l).collect();
+) -> Result<CandleTimes> {
     let deepest = Layer::new(5, 1)?;
-    let mut rows = Vec::new();
-    for &size in sizes {
-        let image = Tensor::randn(0f32, 60.0, (1, 3, size, size), device)?;
-        let style = Tensor::randn(0f32, 60.0, (1, 3, size, size), device)?;
-        let forward_s = time_repeats(repeats, || {
-            let acts = net.forward(&style, deepest, &style_taps, false)?;
-            for layer in &style_taps {
-                gram(acts.get(*layer).expect("tapped layer is kept"))?.to_vec2::<f32>()?;
-            }
-            Ok(())
-        })?;
-        let style_host = InputImage {
-            height: size,
-            width: size,
-            data: style.flatten_all()?.to_vec1::<f32>()?,
+    let net = VggNet::new(weights, Some(deepest), Pooling::Max, device, DType::F32)?;
+    let taps = style_taps();
+    let upload = |image: &InputImage| {
+        Tensor::from_slice(&image.data, (1, 3, size, size), device).map_err(crate::Error::from)
+    };
+    let (image, style) = (
+        upload(&random_image(size, 1)?)?,
+        upload(&random_image(size, 2)?)?,
+    );
+    let forward_s = time_repeats(repeats, || {
+        let acts = net.forward(&style, deepest, &taps, false)?;
+        for layer in &taps {
+            gram(acts.get(*layer).expect("tapped layer is kept"))?.to_vec2::<f32>()?;
+        }
+        Ok(())
+    })?;
+    let style_acts = net.forward(&style, deepest, &taps, false)?;
+    let content_acts = net.forward(&image, deepest, &[Layer::new(4, 2)?], false)?;
+    let target =
+        |acts: &crate::engine::vgg::Activations, layer: Layer, weight: f64, as_gram: bool| {
+            let features = acts.get(layer).expect("tapped layer is kept");
+            Ok::<_, crate::Error>(LayerTarget {
+                layer,
+                weight,
+                target: if as_gram {
+                    gram(features)?
+                } else {
+                    features.clone()
+                },
+            })
         };
-        let ort_precompute_s = match ort {
-            Some((ort, _)) => Some(time_repeats(repeats, || {
-                ort.grams(&style_host, &style_taps)?;
-                Ok(())
-            })?),
-            None => None,
-        };
-        let cache_hit_s = time_cache_hit(size, &style_taps)?;
-        let style_acts = net.forward(&style, deepest, &style_taps, false)?;
-        let content_acts = net.forward(&image, deepest, &[Layer::new(4, 2)?], false)?;
-        let target =
-            |acts: &crate::engine::vgg::Activations, layer: Layer, weight: f64, as_gram: bool| {
-                let features = acts.get(layer).expect("tapped layer is kept");
-                Ok::<_, crate::Error>(LayerTarget {
-                    layer,
-                    weight,
-                    target: if as_gram {
-                        gram(features)?
-                    } else {
-                        features.clone()
-                    },
-                })
-            };
-        let objective = Objective {
-            net: &net,
-            content: content_layers
-                .iter()
-                .map(|&(l, w)| target(&content_acts, l, w, false))
-                .collect::<Result<_>>()?,
-            style: style_layers
-                .iter()
-                .map(|&(l, w)| target(&style_acts, l, w, true))
-                .collect::<Result<_>>()?,
-            weights: TermWeights::default(),
-        };
-        let start = (&image + 1.0)?;
-        let step_s = time_steps(&objective, &start, repeats)?;
-        let ort_step_s = match ort {
-            Some((_, engine)) => {
-                let host = |t: &Tensor| -> Result<InputImage> {
-                    Ok(InputImage {
-                        height: size,
-                        width: size,
-                        data: t.flatten_all()?.to_vec1::<f32>()?,
-                    })
-                };
-                let style = objective
-                    .style
-                    .iter()
-                    .map(|t| {
-                        let channels = t.layer.channels();
-                        let data = t.target.flatten_all()?.to_vec1::<f32>()?;
-                        Ok((t.layer, t.weight, Gram { channels, data }))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let scale = ScaleTargets {
-                    content: host(&image)?,
-                    style,
-                    iterations: 1,
-                };
-                let job = OptimiseJob {
-                    scales: vec![scale.clone()],
-                    content_layers: content_layers.clone(),
-                    weights: TermWeights::default(),
-                    optimizer: OptimizerKind::Adam { lr: 10.0 },
-                    init: Init::Content,
-                    preview_every: 0,
-                };
-                let evaluate = engine.objective(&job, &scale)?;
-                Some(time_steps(evaluate.as_ref(), &start, repeats)?)
-            }
-            None => None,
-        };
-        rows.push(BenchRow {
-            size,
-            forward_s,
-            ort_precompute_s,
-            cache_hit_s,
-            step_s,
-            ort_step_s,
-            peak_rss_bytes: peak_rss_bytes(),
-        });
-    }
-    Ok(rows)
+    let objective = Objective {
+        net: &net,
+        content: default_content_layers()
+            .iter()
+            .map(|&(l, w)| target(&content_acts, l, w, false))
+            .collect::<Result<_>>()?,
+        style: default_style_layers()
+            .iter()
+            .map(|&(l, w)| target(&style_acts, l, w, true))
+            .collect::<Result<_>>()?,
+        weights: TermWeights::default(),
+    };
+    let step_s = time_steps(&objective, &(&image + 1.0)?, repeats)?;
+    Ok(CandleTimes { forward_s, step_s })
 }
 
 /// Median seconds of one full step (loss, gradient, Adam update) from `start`.
@@ -194,7 +182,7 @@ fn time_steps(objective: &dyn Evaluate, start: &Tensor, repeats: usize) -> Resul
 }
 
 /// A cache hit as a request sees it: digest of the decoded style image, then the lookup.
-fn time_cache_hit(size: usize, layers: &[Layer]) -> Result<f64> {
+pub fn time_cache_hit(size: usize, layers: &[Layer]) -> Result<f64> {
     let image = image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
         image::Rgb([x as u8, y as u8, 7])
     });

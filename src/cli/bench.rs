@@ -23,6 +23,14 @@ pub struct BenchArgs {
     /// uses `$STYLIZE_PYTHON` (default python3), which needs `torch` installed.
     #[arg(long)]
     compare_torch: bool,
+    /// Measure this many times; with --compare-torch, PyTorch and stylize alternate each
+    /// round and the median of the per-round ratios is printed.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Also time candle (the CUDA path's code) on the CPU: slow, and its memory is not
+    /// counted in the peak printed for the ONNX Runtime path.
+    #[arg(long)]
+    with_candle: bool,
     #[command(flatten)]
     weights: WeightsArgs,
 }
@@ -73,14 +81,32 @@ fn torch_rows(sizes: &[usize], repeats: usize) -> Result<Vec<TorchRow>, String> 
         .collect()
 }
 
+/// One round: our figures, then PyTorch's (measured just before) when asked for.
+struct Round {
+    ours: Vec<OurRow>,
+    torch: Option<Result<Vec<TorchRow>, String>>,
+}
+
+/// Our figures at one size in one round.
+struct OurRow {
+    size: usize,
+    precompute_s: f64,
+    step_s: f64,
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".to_string(), |b| {
+        format!("{:.0}", b as f64 / (1 << 20) as f64)
+    })
+}
+
 pub fn bench(args: BenchArgs) -> Result<()> {
     if args.sizes.iter().any(|&s| !(16..=4096).contains(&s)) {
         bail!("--sizes: each size must be within 16..=4096");
     }
-    // PyTorch runs first, while this process is idle (no ONNX Runtime threads spinning).
-    let torch = args
-        .compare_torch
-        .then(|| torch_rows(&args.sizes, args.repeats));
+    if !(1..=20).contains(&args.rounds) {
+        bail!("--rounds: must be within 1..=20");
+    }
     let weights = Arc::new(args.weights.load()?);
     let ort = match select::ort_features(&args.weights.models_dir, weights.clone(), Pooling::Max) {
         Ok(ort) => {
@@ -89,111 +115,137 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             Some((ort, engine))
         }
         Err(err) => {
-            println!("ONNX Runtime unavailable ({err}); its column is empty");
+            println!("ONNX Runtime unavailable ({err}); measuring candle only");
             None
         }
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "stylize bench: f32, VGG19 to relu5_1 (5 style Grams), {threads} threads, median of {} runs",
+        "stylize bench: f32, VGG19 to relu5_1 (content + 5 style Grams + TV, Adam), {threads} threads, median of {} runs per figure",
         args.repeats
     );
-    println!(
-        "{:>6} {:>13} {:>13} {:>8} {:>13} {:>11} {:>8} {:>12} {:>12}",
-        "size",
-        "candle fwd s",
-        "ort precomp s",
-        "ort/cnd",
-        "candle step s",
-        "ort step s",
-        "ort/cnd",
-        "cache hit ms",
-        "peak RSS MiB"
-    );
-    let rows = stylize::bench::run(
-        &weights,
-        &args.sizes,
-        args.repeats,
-        &Device::Cpu,
-        ort.as_ref().map(|(f, e)| (f.as_ref(), e)),
-    )?;
-    let ours: Vec<(usize, f64, f64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.size,
-                r.ort_step_s.unwrap_or(r.step_s),
-                r.ort_precompute_s.unwrap_or(r.forward_s),
-            )
-        })
-        .collect();
-    for row in rows {
-        let peak = row.peak_rss_bytes.map_or("n/a".to_string(), |b| {
-            format!("{:.0}", b as f64 / (1 << 20) as f64)
-        });
-        let (ort_s, ratio) = match row.ort_precompute_s {
-            Some(s) => (format!("{s:.3}"), format!("{:.2}", s / row.forward_s)),
-            None => ("n/a".into(), "n/a".into()),
-        };
-        let (ort_step, step_ratio) = match row.ort_step_s {
-            Some(s) => (format!("{s:.3}"), format!("{:.2}", s / row.step_s)),
-            None => ("n/a".into(), "n/a".into()),
-        };
+    let mut rounds: Vec<Round> = Vec::new();
+    if let Some((features, engine)) = &ort {
+        for round in 1..=args.rounds {
+            // PyTorch runs first, while this process is idle (no ONNX Runtime threads spinning).
+            let torch = args
+                .compare_torch
+                .then(|| torch_rows(&args.sizes, args.repeats));
+            let mut ours = Vec::new();
+            for &size in &args.sizes {
+                let t = stylize::bench::measure_ort(features, engine, size, args.repeats)?;
+                ours.push(OurRow {
+                    size,
+                    precompute_s: t.precompute_s,
+                    step_s: t.step_s,
+                });
+            }
+            print_round(round, &ours, torch.as_ref());
+            rounds.push(Round { ours, torch });
+        }
         println!(
-            "{:>6} {:>13.3} {:>13} {:>8} {:>13.3} {:>11} {:>8} {:>12.4} {:>12}",
-            row.size,
-            row.forward_s,
-            ort_s,
-            ratio,
-            row.step_s,
-            ort_step,
-            step_ratio,
-            row.cache_hit_s * 1e3,
-            peak
+            "peak RSS of this process (ONNX Runtime path only): {} MiB",
+            mib(stylize::bench::peak_rss_bytes())
         );
+        if args.compare_torch {
+            print_summary(&args.sizes, &rounds);
+        }
     }
-    if let Some(torch) = torch {
-        compare_torch(&ours, torch);
+    let cache_hits: Vec<String> = args
+        .sizes
+        .iter()
+        .map(|&size| {
+            let layers = stylize::render::default_style_layers();
+            let layers: Vec<_> = layers.iter().map(|(l, _)| *l).collect();
+            let hit = stylize::bench::time_cache_hit(size, &layers)?;
+            Ok(format!("{size}²: {:.3} ms", hit * 1e3))
+        })
+        .collect::<Result<_>>()?;
+    println!(
+        "style-cache hit (hash the decoded image + lookup): {}",
+        cache_hits.join(", ")
+    );
+    if args.with_candle || ort.is_none() {
+        println!("candle (the CUDA path's code) on this CPU:");
+        println!("{:>6} {:>14} {:>12}", "size", "forward s", "step s");
+        for &size in &args.sizes {
+            let t = stylize::bench::measure_candle(&weights, size, args.repeats, &Device::Cpu)?;
+            println!("{size:>6} {:>14.3} {:>12.3}", t.forward_s, t.step_s);
+        }
     }
     Ok(())
 }
 
-/// Prints our step and precompute against PyTorch's, measured now on this machine.
-fn compare_torch(ours: &[(usize, f64, f64)], torch: Result<Vec<TorchRow>, String>) {
+fn print_round(round: usize, ours: &[OurRow], torch: Option<&Result<Vec<TorchRow>, String>>) {
+    println!("round {round}:");
     let torch = match torch {
-        Ok(rows) => rows,
-        Err(reason) => {
-            println!("no PyTorch comparison: {reason}");
-            return;
+        Some(Ok(rows)) => Some(rows),
+        Some(Err(reason)) => {
+            println!("  no PyTorch comparison: {reason}");
+            None
         }
+        None => None,
     };
     println!(
-        "against PyTorch (same step: VGG19 to relu5_1, content + 5 Grams + TV, Adam), same threads:"
-    );
-    println!(
-        "{:>6} {:>10} {:>10} {:>8} {:>14} {:>14} {:>8} {:>14}",
+        "{:>6} {:>14} {:>14} {:>8} {:>10} {:>10} {:>8} {:>16}",
         "size",
-        "our step",
-        "torch step",
-        "ratio",
         "our precompute",
         "torch forward",
         "ratio",
-        "torch RSS MiB"
+        "our step",
+        "torch step",
+        "ratio",
+        "torch peak MiB"
     );
-    for (size, step, precompute) in ours {
-        if let Some(t) = torch.iter().find(|t| t.size == *size) {
-            println!(
-                "{:>6} {:>10.3} {:>10.3} {:>8.2} {:>14.3} {:>14.3} {:>8.2} {:>14.0}",
-                size,
-                step,
-                t.step_s,
-                step / t.step_s,
-                precompute,
-                t.forward_s,
-                precompute / t.forward_s,
-                t.peak_rss_mib
-            );
+    for row in ours {
+        let t = torch.and_then(|rows| rows.iter().find(|t| t.size == row.size));
+        let cell = |ours: f64, theirs: Option<f64>| match theirs {
+            Some(v) => (format!("{v:.3}"), format!("{:.2}", ours / v)),
+            None => ("-".into(), "-".into()),
+        };
+        let (fwd, fwd_ratio) = cell(row.precompute_s, t.map(|t| t.forward_s));
+        let (step, step_ratio) = cell(row.step_s, t.map(|t| t.step_s));
+        println!(
+            "{:>6} {:>14.3} {:>14} {:>8} {:>10.3} {:>10} {:>8} {:>16}",
+            row.size,
+            row.precompute_s,
+            fwd,
+            fwd_ratio,
+            row.step_s,
+            step,
+            step_ratio,
+            t.map_or("-".into(), |t| format!("{:.0}", t.peak_rss_mib))
+        );
+    }
+}
+
+/// The median over rounds of each per-round ratio (each round's figures are measured
+/// minutes apart at most, so slow spells on a shared machine hit both sides alike).
+fn print_summary(sizes: &[usize], rounds: &[Round]) {
+    for &size in sizes {
+        let mut step = Vec::new();
+        let mut precompute = Vec::new();
+        for Round { ours, torch } in rounds {
+            let (Some(o), Some(Ok(torch))) = (ours.iter().find(|r| r.size == size), torch) else {
+                continue;
+            };
+            if let Some(t) = torch.iter().find(|t| t.size == size) {
+                step.push(o.step_s / t.step_s);
+                precompute.push(o.precompute_s / t.forward_s);
+            }
         }
+        if step.is_empty() {
+            continue;
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "{size}²: median over {} rounds: step {:.2}x PyTorch, precompute {:.2}x PyTorch's forward",
+            step.len(),
+            median(step),
+            median(precompute)
+        );
     }
 }

@@ -50,7 +50,20 @@ impl CandleEngine {
         CandleFeatures::new(self.net.clone())
     }
 
-    fn objective(
+    fn placement(&self) -> Placement<'_> {
+        Placement {
+            device: self.net.device(),
+            dtype: self.net.dtype(),
+            convention: &self.convention,
+        }
+    }
+
+    /// The loss-and-gradient evaluator for one scale of `job` (as the optimisation uses it).
+    pub fn objective(&self, job: &OptimiseJob, scale: &ScaleTargets) -> Result<Objective<'_>> {
+        self.scale_objective(job, scale, &self.placement())
+    }
+
+    fn scale_objective(
         &self,
         job: &OptimiseJob,
         scale: &ScaleTargets,
@@ -111,13 +124,9 @@ impl Engine for CandleEngine {
     }
 
     fn optimise(&self, job: &OptimiseJob, progress: &mut ProgressSink<'_>) -> Result<Optimised> {
-        let placement = Placement {
-            device: self.net.device(),
-            dtype: self.net.dtype(),
-            convention: &self.convention,
-        };
+        let placement = self.placement();
         driver::optimise(job, progress, &placement, |scale| {
-            Ok(Box::new(self.objective(job, scale, &placement)?) as Box<dyn Evaluate + '_>)
+            Ok(Box::new(self.scale_objective(job, scale, &placement)?) as Box<dyn Evaluate + '_>)
         })
     }
 }

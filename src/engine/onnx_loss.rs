@@ -1,12 +1,12 @@
 //! The loss-and-gradient graph for ONNX Runtime, written in Rust: VGG19's forward pass, the
 //! content, style and total-variation terms, and the hand-derived backward pass to the image
 //! (ReLU masks, flipped-kernel convolutions for the input gradient, max-pool gradients
-//! scattered through the pool's argmax indices), all as standard opset-17 operators.
+//! placed at the pool's argmax indices), all as standard opset-17 operators.
 
 use crate::engine::TermWeights;
 use crate::features::onnx_graph::{add_gram, add_vgg, image_dims};
 use crate::model::{Layer, Vgg19Weights};
-use crate::onnx::{Dim, GraphBuilder, int, ints};
+use crate::onnx::{Dim, GraphBuilder, int, ints, to_float};
 
 use super::Pooling;
 
@@ -45,22 +45,12 @@ impl LossSpec {
     }
 }
 
-/// The gradient of a 2x2/stride-2 max pool: `grad` scattered to the argmax `indices` of
-/// `input` (flat indices into the whole tensor, as ONNX MaxPool reports them).
+/// The gradient of a 2x2/stride-2 max pool: `grad` placed at the argmax `indices` of
+/// `input` (as ONNX MaxPool reports them) and zero elsewhere, which is what MaxUnpool does.
 fn max_pool_backward(b: &mut GraphBuilder, grad: &str, indices: &str, input: &str) -> String {
     let shape = b.op("Shape", &[input], vec![], "pool_in_shape");
-    let zeros = b.op("ConstantOfShape", &[&shape], vec![], "zeros");
-    let flat = b.int64s(&[-1]);
-    let zeros_flat = b.op("Reshape", &[&zeros, &flat], vec![], "zeros_flat");
-    let indices_flat = b.op("Reshape", &[indices, &flat], vec![], "indices_flat");
-    let grad_flat = b.op("Reshape", &[grad, &flat], vec![], "grad_flat");
-    let scattered = b.op(
-        "ScatterElements",
-        &[&zeros_flat, &indices_flat, &grad_flat],
-        vec![int("axis", 0)],
-        "scattered",
-    );
-    b.op("Reshape", &[&scattered, &shape], vec![], "pool_grad")
+    let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
+    b.op("MaxUnpool", &[grad, indices, &shape], attrs, "pool_grad")
 }
 
 /// Total variation of `x` (an output) and its gradient times `gamma`.
@@ -182,7 +172,8 @@ pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
             }
             let Some(g) = grad.take() else { continue };
             let positive = b.op("Greater", &[&relus[position], &zero], vec![], "relu_on");
-            let masked = b.op("Where", &[&positive, &g, &zero], vec![], "pre_relu_grad");
+            let positive = b.op("Cast", &[&positive], vec![to_float()], "relu_mask");
+            let masked = b.op("Mul", &[&g, &positive], vec![], "pre_relu_grad");
             let (out, inp) = (layer.channels(), layer.in_channels());
             let kernel = b.floats(
                 &format!("{layer}.weight_flipped"),

@@ -117,6 +117,10 @@ pub fn cpu_session(
             .map_err(ort::Error::<()>::from)?
             .with_intra_op_spinning(spinning)
             .map_err(ort::Error::<()>::from)?
+            // Planning one block for every intermediate (the memory pattern) raised the
+            // 512² step's peak from 0.9 to 1.6 GiB and bought no speed.
+            .with_memory_pattern(false)
+            .map_err(ort::Error::<()>::from)?
             .commit_from_memory(model)
     };
     build().map_err(|e| runtime_error(format!("building a session: {e}")))

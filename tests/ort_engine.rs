@@ -1,0 +1,122 @@
+//! The ONNX Runtime engine's loss and gradient against candle's in float64, on an image
+//! whose odd sides make every pool drop a row or column and whose flat patch makes pooling
+//! windows tie (the gradient must go to the first maximum, as in PyTorch).
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use stylize::engine::{
+    CandleEngine, Init, OptimiseJob, OptimizerKind, OrtEngine, Pooling, ScaleTargets, TermWeights,
+};
+use stylize::features::FeatureExtractor;
+use stylize::model::InputImage;
+use stylize::render::{default_content_layers, default_style_layers};
+
+use common::{rel, rel_l2};
+
+/// A 38x45 input-space image: a smooth random-looking pattern with a flat block.
+fn image(height: usize, width: usize, seed: f32) -> InputImage {
+    let mut data = Vec::with_capacity(3 * height * width);
+    for c in 0..3 {
+        for y in 0..height {
+            for x in 0..width {
+                let flat = (8..20).contains(&y) && (10..30).contains(&x);
+                let value = if flat {
+                    40.0 - 30.0 * c as f32
+                } else {
+                    let t = seed + 0.37 * x as f32 + 0.61 * y as f32 + 1.3 * c as f32;
+                    90.0 * (t.sin() * (0.5 * t).cos()) + 20.0 * ((x * y) as f32 * 0.11).sin()
+                };
+                data.push(value);
+            }
+        }
+    }
+    InputImage {
+        height,
+        width,
+        data,
+    }
+}
+
+#[test]
+fn ort_gradient_matches_candle_f64_on_odd_sizes_with_ties() {
+    let (height, width) = (38, 45);
+    let ort = std::sync::Arc::new(common::ort_features(Pooling::Max));
+    let environment = stylize::features::ort_runtime::environment(
+        &stylize::features::ort_runtime::ensure(&common::models_dir()).unwrap(),
+    )
+    .unwrap();
+    let engine = OrtEngine::new(environment, common::shared_weights(), ort.clone(), 0);
+    let reference =
+        CandleEngine::new(common::weights(), Pooling::Max, &Device::Cpu, DType::F64).unwrap();
+    let taps: Vec<_> = default_style_layers().iter().map(|(l, _)| *l).collect();
+    let style = image(height, width, 2.0);
+    let grams = reference.features().grams(&style, &taps).unwrap();
+    let scale = ScaleTargets {
+        content: image(height, width, 0.0),
+        style: default_style_layers()
+            .into_iter()
+            .zip(grams)
+            .map(|((layer, weight), gram)| (layer, weight, gram))
+            .collect(),
+        iterations: 1,
+    };
+    let job = OptimiseJob {
+        scales: vec![scale.clone()],
+        content_layers: default_content_layers(),
+        weights: TermWeights::default(),
+        optimizer: OptimizerKind::Adam { lr: 10.0 },
+        init: Init::Content,
+        preview_every: 0,
+    };
+    let x = image(height, width, 1.0);
+    let x = Tensor::from_slice(&x.data, (1, 3, height, width), &Device::Cpu).unwrap();
+    let (ort_losses, ort_grad) = engine
+        .objective(&job, &scale)
+        .unwrap()
+        .evaluate(&x)
+        .unwrap();
+    let (losses, grad) = reference
+        .objective(&job, &scale)
+        .unwrap()
+        .evaluate(&x.to_dtype(DType::F64).unwrap())
+        .unwrap();
+    assert!(
+        rel(ort_losses.total, losses.total) < 1e-5,
+        "total loss: ONNX Runtime {} vs candle f64 {}",
+        ort_losses.total,
+        losses.total
+    );
+    let error = rel_l2(&ort_grad, &grad);
+    assert!(error < 1e-5, "gradient relative error {error:.3e}");
+    assert!(
+        tied_windows(&reference, &x) > 0,
+        "the flat block should make pooling windows tie"
+    );
+}
+
+/// 2x2 windows before the first pool whose positive maximum occurs more than once.
+fn tied_windows(reference: &CandleEngine, x: &Tensor) -> usize {
+    let layer = stylize::model::Layer::new(1, 2).unwrap();
+    let acts = reference
+        .net()
+        .forward(&x.to_dtype(DType::F64).unwrap(), layer, &[layer], false)
+        .unwrap();
+    let relu = acts.get(layer).unwrap().to_dtype(DType::F32).unwrap();
+    let (_, channels, height, width) = relu.dims4().unwrap();
+    let values = relu.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut tied = 0;
+    for c in 0..channels {
+        for y in (0..height - 1).step_by(2) {
+            for x in (0..width - 1).step_by(2) {
+                let at = |dy: usize, dx: usize| values[(c * height + y + dy) * width + x + dx];
+                let window = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                let max = window.iter().copied().fold(f32::MIN, f32::max);
+                if max > 0.0 && window.iter().filter(|&&v| v == max).count() > 1 {
+                    tied += 1;
+                }
+            }
+        }
+    }
+    tied
+}
