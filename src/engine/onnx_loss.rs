@@ -4,9 +4,9 @@
 //! placed at the pool's argmax indices), all as standard opset-17 operators.
 
 use crate::engine::TermWeights;
-use crate::features::onnx_graph::{add_gram, add_vgg, image_dims};
+use crate::features::onnx_graph::{add_gram, add_vgg, conv3x3_attrs, image_dims};
 use crate::model::{Layer, Vgg19Weights};
-use crate::onnx::{Dim, GraphBuilder, int, ints, to_float};
+use crate::onnx::{Dim, GraphBuilder, int, ints, to_float, winograd};
 
 use super::Pooling;
 
@@ -175,17 +175,33 @@ pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
             let positive = b.op("Cast", &[&positive], vec![to_float()], "relu_mask");
             let masked = b.op("Mul", &[&g, &positive], vec![], "pre_relu_grad");
             let (out, inp) = (layer.channels(), layer.in_channels());
-            let kernel = b.floats(
-                &format!("{layer}.weight_flipped"),
-                &[inp as i64, out as i64, 3, 3],
-                &weights.convs[position].input_gradient_kernel(out, inp),
-            );
-            let attrs = vec![
-                ints("kernel_shape", &[3, 3]),
-                ints("pads", &[1, 1, 1, 1]),
-                ints("strides", &[1, 1]),
-            ];
-            let input_grad = b.op("Conv", &[&masked, &kernel], attrs, "conv_input_grad");
+            let flipped = weights.convs[position].input_gradient_kernel(out, inp);
+            let name = format!("{layer}.weight_flipped");
+            let input_grad = if winograd::worthwhile(out) {
+                let zeros = b.floats(
+                    &format!("{layer}.zero_bias"),
+                    &[inp as i64],
+                    &vec![0.0; inp],
+                );
+                let kernels = (flipped.as_slice(), inp, out);
+                winograd::add_conv(
+                    &mut b,
+                    &masked,
+                    &name,
+                    kernels,
+                    &zeros,
+                    false,
+                    "conv_input_grad",
+                )
+            } else {
+                let kernel = b.floats(&name, &[inp as i64, out as i64, 3, 3], &flipped);
+                b.op(
+                    "Conv",
+                    &[&masked, &kernel],
+                    conv3x3_attrs(),
+                    "conv_input_grad",
+                )
+            };
             grad = Some(match &indices[position] {
                 Some(idx) => max_pool_backward(&mut b, &input_grad, idx, &relus[position - 1]),
                 None => input_grad,

@@ -4,7 +4,7 @@
 
 use crate::engine::Pooling;
 use crate::model::{Layer, Vgg19Weights};
-use crate::onnx::{Dim, GraphBuilder, ints};
+use crate::onnx::{Dim, GraphBuilder, ints, winograd};
 
 /// The graph's only input: a 1x3xHxW image in the weights' input space.
 pub const INPUT: &str = "image";
@@ -34,6 +34,15 @@ pub fn image_dims() -> [Dim; 4] {
         Dim::Fixed(3),
         Dim::Named("height"),
         Dim::Named("width"),
+    ]
+}
+
+/// The attributes of VGG's 3x3, stride-1, pad-1 convolutions.
+pub fn conv3x3_attrs() -> Vec<crate::onnx::proto::AttributeProto> {
+    vec![
+        ints("kernel_shape", &[3, 3]),
+        ints("pads", &[1, 1, 1, 1]),
+        ints("strides", &[1, 1]),
     ]
 }
 
@@ -72,15 +81,16 @@ pub fn add_vgg(
                 (Pooling::Average, _) => b.op("AveragePool", &[&current], attrs(), "pool"),
             };
         }
-        let w = b.floats(&format!("{layer}.weight"), &[out, inp, 3, 3], &conv.weight);
         let bias = b.floats(&format!("{layer}.bias"), &[out], &conv.bias);
-        let attrs = vec![
-            ints("kernel_shape", &[3, 3]),
-            ints("pads", &[1, 1, 1, 1]),
-            ints("strides", &[1, 1]),
-        ];
-        let z = b.op("Conv", &[&current, &w, &bias], attrs, "conv");
-        current = b.op("Relu", &[&z], vec![], &layer.to_string());
+        current = if winograd::worthwhile(inp as usize) {
+            let kernels = (conv.weight.as_slice(), out as usize, inp as usize);
+            let name = layer.to_string();
+            winograd::add_conv(b, &current, &name, kernels, &bias, true, &name)
+        } else {
+            let w = b.floats(&format!("{layer}.weight"), &[out, inp, 3, 3], &conv.weight);
+            let z = b.op("Conv", &[&current, &w, &bias], conv3x3_attrs(), "conv");
+            b.op("Relu", &[&z], vec![], &layer.to_string())
+        };
         relus.push(current.clone());
         indices.push(index);
     }

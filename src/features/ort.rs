@@ -99,8 +99,15 @@ impl OrtFeatures {
         let (_, _, h, w) = image.shape();
         let input = Tensor::from_array((vec![1i64, 3, h as i64, w as i64], image.data.clone()))
             .map_err(|e| ort_error("input tensor", e))?;
+        // One pass per style: hand the arena's memory back afterwards rather than holding
+        // the largest image's activations next to the optimisation's.
+        let mut options =
+            ort::session::RunOptions::new().map_err(|e| ort_error("run options", e))?;
+        options
+            .set("memory.enable_memory_arena_shrinkage", "cpu:0")
+            .map_err(|e| ort_error("run options", e))?;
         let outputs = session
-            .run(ort::inputs![onnx_graph::INPUT => input])
+            .run_with_options(ort::inputs![onnx_graph::INPUT => input], &options)
             .map_err(|e| ort_error("running the VGG19 graph", e))?;
         let fetch = |name: String| -> Result<FeatureMap> {
             let value = outputs

@@ -4,6 +4,8 @@
 
 use prost::Message;
 
+pub mod winograd;
+
 /// The prost types generated from `proto/onnx/onnx_subset.proto`.
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
@@ -74,6 +76,8 @@ fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> proto::ValueInfoProto
 pub struct GraphBuilder {
     graph: proto::GraphProto,
     next: usize,
+    /// Custom operator domains the graph uses (each at version 1).
+    custom_domains: Vec<String>,
 }
 
 impl GraphBuilder {
@@ -84,6 +88,7 @@ impl GraphBuilder {
                 ..Default::default()
             },
             next: 0,
+            custom_domains: Vec::new(),
         }
     }
 
@@ -121,6 +126,25 @@ impl GraphBuilder {
             attribute: attrs,
             ..Default::default()
         });
+    }
+
+    /// Adds a node of a custom operator (registered on the session by the caller).
+    pub fn custom_op(
+        &mut self,
+        domain: &str,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<proto::AttributeProto>,
+        hint: &str,
+    ) -> String {
+        let output = self.op(op, inputs, attrs, hint);
+        if let Some(node) = self.graph.node.last_mut() {
+            node.domain = domain.to_string();
+        }
+        if !self.custom_domains.iter().any(|d| d == domain) {
+            self.custom_domains.push(domain.to_string());
+        }
+        output
     }
 
     /// A float32 initializer.
@@ -180,10 +204,16 @@ impl GraphBuilder {
             producer_name: "stylize".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             graph: Some(self.graph),
-            opset_import: vec![proto::OperatorSetIdProto {
+            opset_import: std::iter::once(proto::OperatorSetIdProto {
                 domain: String::new(),
                 version: OPSET,
-            }],
+            })
+            .chain(
+                self.custom_domains
+                    .into_iter()
+                    .map(|domain| proto::OperatorSetIdProto { domain, version: 1 }),
+            )
+            .collect(),
         }
         .encode_to_vec()
     }
