@@ -107,6 +107,8 @@ pub fn measure_ort(
     let evaluate = engine.objective(&job, &scale)?;
     let start = (Tensor::from_slice(&content.data, (1, 3, size, size), &Device::Cpu)? + 1.0)?;
     let step_s = time_steps(evaluate.as_ref(), &start, repeats)?;
+    // A job's last iteration hands the loss graph's working memory back; so does this.
+    evaluate.evaluate_and_release(&start)?;
     Ok(OrtTimes {
         precompute_s,
         step_s,

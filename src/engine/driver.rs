@@ -21,6 +21,12 @@ use crate::model::{InputConvention, InputImage};
 /// Loss and gradient at a point, for one scale's targets.
 pub trait Evaluate {
     fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)>;
+
+    /// `evaluate`, then hand back working memory kept for the next evaluation (called on a
+    /// scale's last iteration, so an idle server does not hold its largest job's buffers).
+    fn evaluate_and_release(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
+        self.evaluate(x)
+    }
 }
 
 /// Where the image lives while it is optimised.
@@ -92,8 +98,12 @@ pub fn optimise<'o>(
             OptimizerKind::Adam { lr } => Box::new(Adam::new(lr)),
             OptimizerKind::Lbfgs { history } => Box::new(Lbfgs::new(1.0, history)),
         };
-        for _ in 0..scale.iterations {
-            let (losses, grad) = objective.evaluate(&x)?;
+        for step in 0..scale.iterations {
+            let (losses, grad) = if step + 1 == scale.iterations {
+                objective.evaluate_and_release(&x)?
+            } else {
+                objective.evaluate(&x)?
+            };
             if !losses.is_finite() {
                 return Err(Error::NonFinite(format!(
                     "loss is {} at iteration {}",

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use ort::environment::Environment;
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::Tensor as OrtTensor;
 
 use super::driver::{self, Evaluate, Placement};
@@ -112,6 +112,17 @@ struct OrtObjective {
 
 impl Evaluate for OrtObjective {
     fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
+        self.run(x, false)
+    }
+
+    fn evaluate_and_release(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
+        self.run(x, true)
+    }
+}
+
+impl OrtObjective {
+    /// One pass of the loss graph; `release` shrinks the session's memory arena afterwards.
+    fn run(&self, x: &Tensor, release: bool) -> Result<(LossBreakdown, Tensor)> {
         let (n, c, h, w) = x.dims4()?;
         let data = x.flatten_all()?.to_vec1::<f32>()?;
         let image = OrtTensor::from_array((vec![n as i64, c as i64, h as i64, w as i64], data))
@@ -125,8 +136,14 @@ impl Evaluate for OrtObjective {
             .session
             .lock()
             .map_err(|_| ort_error("session", "lock poisoned"))?;
+        let mut options = RunOptions::new().map_err(|e| ort_error("run options", e))?;
+        if release {
+            options
+                .set(ort_runtime::SHRINK_ARENA, ort_runtime::CPU_ARENA)
+                .map_err(|e| ort_error("run options", e))?;
+        }
         let outputs = session
-            .run(inputs)
+            .run_with_options(inputs, &options)
             .map_err(|e| ort_error("running the loss graph", e))?;
         let scalar = |name: &str| -> Result<f64> {
             let value = outputs

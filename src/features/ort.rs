@@ -104,7 +104,7 @@ impl OrtFeatures {
         let mut options =
             ort::session::RunOptions::new().map_err(|e| ort_error("run options", e))?;
         options
-            .set("memory.enable_memory_arena_shrinkage", "cpu:0")
+            .set(ort_runtime::SHRINK_ARENA, ort_runtime::CPU_ARENA)
             .map_err(|e| ort_error("run options", e))?;
         let outputs = session
             .run_with_options(ort::inputs![onnx_graph::INPUT => input], &options)

@@ -136,6 +136,11 @@ pub fn cpu_session(
     build().map_err(|e| runtime_error(format!("building a session: {e}")))
 }
 
+/// Run option that returns a session's unused arena memory to the system after the run...
+pub const SHRINK_ARENA: &str = "memory.enable_memory_arena_shrinkage";
+/// ...for the CPU arena.
+pub const CPU_ARENA: &str = "cpu:0";
+
 /// Environment variable naming a file prefix for ONNX Runtime's per-operator profile.
 pub const PROFILE_ENV: &str = "STYLIZE_ORT_PROFILE";
 
