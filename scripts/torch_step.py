@@ -3,8 +3,9 @@
 Same network (VGG19's 16 convolutions, max pooling, to relu5_1), same losses (content at
 relu4_2, Grams at relu1_1..relu5_1, total variation, weights 5 / 100 / 1e-3) and an Adam
 update, float32 on the CPU. Weights are random: speed does not depend on their values.
-Prints one JSON object per size: {"size", "forward_s", "step_s", "peak_rss_mib"}.
-Usage: torch_step.py SIZE [SIZE ...] [--repeats N] [--threads N]
+Prints one JSON object per size: {"size", "forward_s", "step_s", "peak_rss_mib"}, plus
+"peak_gpu_mib" (the caching allocator's peak reservation) on a GPU.
+Usage: torch_step.py SIZE [SIZE ...] [--repeats N] [--threads N] [--device cpu|cuda:N]
 """
 import argparse
 import json
@@ -16,12 +17,12 @@ import torch.nn.functional as F
 BLOCKS = [(64, 2), (128, 2), (256, 4), (512, 4), (512, 4)]
 
 
-def make_convs():
+def make_convs(device):
     convs, c_in = [], 3
     for c_out, n in BLOCKS:
         for _ in range(n):
             w = torch.randn(c_out, c_in, 3, 3) * (2.0 / (9 * c_in)) ** 0.5
-            convs.append((w, torch.zeros(c_out)))
+            convs.append((w.to(device), torch.zeros(c_out, device=device)))
             c_in = c_out
     return convs
 
@@ -64,9 +65,14 @@ def median(samples):
     return sorted(samples)[len(samples) // 2]
 
 
-def measure(size, repeats, convs):
-    p = torch.randn(1, 3, size, size) * 60
-    s = torch.randn(1, 3, size, size) * 60
+def measure(size, repeats, convs, device):
+    p = (torch.randn(1, 3, size, size) * 60).to(device)
+    s = (torch.randn(1, 3, size, size) * 60).to(device)
+    on_gpu = device.type == "cuda"
+
+    def sync():
+        if on_gpu:
+            torch.cuda.synchronize(device)
     with torch.no_grad():
         target_p = features(p, convs)["relu4_2"]
         target_s = {k: gram(v) for k, v in features(s, convs).items() if k in STYLE}
@@ -91,19 +97,24 @@ def measure(size, repeats, convs):
 
     def timed(fn):
         fn()
+        sync()
         samples = []
         for _ in range(repeats):
             start = time.perf_counter()
             fn()
+            sync()
             samples.append(time.perf_counter() - start)
         return median(samples)
 
-    return {
+    row = {
         "size": size,
         "forward_s": timed(forward),
         "step_s": timed(step),
         "peak_rss_mib": peak_rss_mib(),
     }
+    if on_gpu:
+        row["peak_gpu_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
+    return row
 
 
 def main():
@@ -111,13 +122,15 @@ def main():
     parser.add_argument("sizes", type=int, nargs="+")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    convs = make_convs()
+    device = torch.device(args.device)
+    convs = make_convs(device)
     for size in args.sizes:
-        print(json.dumps(measure(size, args.repeats, convs)), flush=True)
+        print(json.dumps(measure(size, args.repeats, convs, device)), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-//! Choosing the engine (the optimisation) and the feature extractor (the style precompute)
-//! for this machine: ONNX Runtime where its library loads, candle otherwise, with a logged
-//! warning on every fallback. Both share one set of weights.
+//! Choosing the device, the engine (the optimisation) and the feature extractor (the style
+//! precompute) for this machine: on a GPU, candle on CUDA for both; on the CPU, ONNX Runtime
+//! where its library loads and candle otherwise, with a logged warning on every fallback.
+//! All share one set of weights.
 
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use candle_core::{DType, Device};
@@ -13,30 +15,96 @@ use crate::features::select::{BackendChoice, ort_features};
 use crate::features::{FeatureExtractor, OrtFeatures};
 use crate::model::Vgg19Weights;
 
+/// Where candle runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The first GPU when this build has CUDA and one is usable, else the CPU (logged).
+    Auto,
+    Cpu,
+    /// The GPU with this ordinal, or an error.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::invalid("device", format!("`{s}` is not auto, cpu, cuda or cuda:N"));
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(bad),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// Opens the device. Without the `cuda` feature, asking for a GPU is an error.
+    pub fn open(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(ordinal) => open_cuda(ordinal),
+            Self::Auto if cfg!(feature = "cuda") => match open_cuda(0) {
+                Ok(device) => Ok(device),
+                Err(err) => {
+                    tracing::warn!(%err, "no usable GPU; running on the CPU");
+                    Ok(Device::Cpu)
+                }
+            },
+            Self::Auto => Ok(Device::Cpu),
+        }
+    }
+}
+
+fn open_cuda(ordinal: usize) -> Result<Device> {
+    if !cfg!(feature = "cuda") {
+        return Err(Error::invalid(
+            "device",
+            "this build has no CUDA support (build with scripts/build-cuda.sh)",
+        ));
+    }
+    Device::new_cuda(ordinal).map_err(|e| Error::invalid("device", format!("cuda:{ordinal}: {e}")))
+}
+
 /// The engine and extractor a process runs with.
 pub struct Backends {
     pub engine: Arc<dyn Engine>,
     pub features: Arc<dyn FeatureExtractor>,
 }
 
-/// Builds the backends. `engine` and `precompute` take the same choices (auto, ort,
-/// candle); the ONNX Runtime engine supports max pooling only.
+/// Builds the backends on `device`. `engine` and `precompute` take the same choices (auto,
+/// ort, candle). ONNX Runtime here is the CPU build: its engine (max pooling only) runs on
+/// the CPU only; on a GPU, `auto` means candle on that GPU for both.
 pub fn choose(
     engine: BackendChoice,
     precompute: BackendChoice,
     models_dir: &Path,
     weights: Arc<Vgg19Weights>,
     pooling: Pooling,
+    device: &Device,
 ) -> Result<Backends> {
     use BackendChoice::{Auto, Candle, Ort};
+    let on_gpu = !device.is_cpu();
     if engine == Ort && pooling != Pooling::Max {
         return Err(Error::invalid(
             "engine",
             "the ONNX Runtime engine supports max pooling only",
         ));
     }
-    let wants_ort = engine != Candle || precompute != Candle;
-    let ort: Option<Arc<OrtFeatures>> = if wants_ort {
+    if engine == Ort && on_gpu {
+        return Err(Error::invalid(
+            "engine",
+            "the ONNX Runtime engine runs on the CPU; use the candle engine on a GPU",
+        ));
+    }
+    let ort_engine_wanted = engine != Candle && !on_gpu;
+    let ort_precompute_wanted = precompute == Ort || (precompute == Auto && !on_gpu);
+    let ort: Option<Arc<OrtFeatures>> = if ort_engine_wanted || ort_precompute_wanted {
         match ort_features(models_dir, weights.clone(), pooling) {
             Ok(features) => Some(Arc::new(features)),
             Err(err) if engine != Ort && precompute != Ort => {
@@ -48,21 +116,19 @@ pub fn choose(
     } else {
         None
     };
-    let ort_engine = match (&ort, engine) {
-        (Some(ort), Ort | Auto) if pooling == Pooling::Max => Some(Arc::new(OrtEngine::new(
-            ort.environment(),
-            weights.clone(),
-            ort.clone(),
-            0,
-        ))),
+    let ort_engine = match &ort {
+        Some(ort) if ort_engine_wanted && pooling == Pooling::Max => Some(Arc::new(
+            OrtEngine::new(ort.environment(), weights.clone(), ort.clone(), 0),
+        )),
         _ => None,
     };
-    let candle = match (&ort_engine, &ort, precompute) {
-        (Some(_), Some(_), Auto | Ort) => None,
+    let ort_precompute = ort.filter(|_| ort_precompute_wanted);
+    let candle = match (&ort_engine, &ort_precompute) {
+        (Some(_), Some(_)) => None,
         _ => Some(Arc::new(CandleEngine::new(
             &weights,
             pooling,
-            &Device::Cpu,
+            device,
             DType::F32,
         )?)),
     };
@@ -71,11 +137,39 @@ pub fn choose(
         (None, Some(c)) => c.clone(),
         (None, None) => unreachable!("a candle engine is built whenever ONNX Runtime's is not"),
     };
-    let features: Arc<dyn FeatureExtractor> = match (ort, precompute, &candle) {
-        (Some(ort), Auto | Ort, _) => ort,
-        (_, _, Some(c)) => Arc::new(c.features()),
-        (None, _, None) => unreachable!("no ONNX Runtime means a candle engine"),
-        (Some(_), Candle, None) => unreachable!("candle precompute builds a candle engine"),
+    let features: Arc<dyn FeatureExtractor> = match (ort_precompute, &candle) {
+        (Some(ort), _) => ort,
+        (None, Some(c)) => Arc::new(c.features()),
+        (None, None) => unreachable!("no ONNX Runtime precompute means a candle engine"),
     };
     Ok(Backends { engine, features })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_choices_parse_and_reject_the_rest() {
+        assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
+        assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!(
+            "cuda".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(0)
+        );
+        assert_eq!(
+            "cuda:3".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(3)
+        );
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", ""] {
+            let err = bad.parse::<DeviceChoice>().unwrap_err().to_string();
+            assert!(err.contains("device"), "{bad}: {err}");
+        }
+        assert!(DeviceChoice::Cpu.open().unwrap().is_cpu());
+        if !cfg!(feature = "cuda") {
+            assert!(DeviceChoice::Auto.open().unwrap().is_cpu());
+            let err = DeviceChoice::Cuda(0).open().unwrap_err().to_string();
+            assert!(err.contains("no CUDA support"), "{err}");
+        }
+    }
 }

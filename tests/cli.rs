@@ -123,6 +123,13 @@ fn bad_options_name_the_flag() {
     fails_naming(&["run", "--optimizer", "sgd"], &["--optimizer"]);
     fails_naming(&["run", "--pooling", "min"], &["--pooling"]);
     fails_naming(&["run", "--optimizer", "adam", "--lr", "0"], &["--lr"]);
+    fails_naming(&["run", "--device", "gpu"], &["--device", "gpu"]);
+    if !cfg!(feature = "cuda") {
+        fails_naming(
+            &["run", "--device", "cuda:0"],
+            &["--device", "no CUDA support"],
+        );
+    }
 }
 
 #[test]

@@ -17,7 +17,7 @@ use stylize::features::{CandleFeatures, FeatureExtractor, blend};
 use stylize::image_io;
 use stylize::model::{ChannelOrder, InputConvention, InputImage, Layer};
 
-use common::{rel, rel_l2, sum_sq, weights};
+use common::{device, rel, rel_l2, sum_sq, weights};
 
 const TOL_PREPROCESS_ABS: f64 = 2e-5;
 const TOL_FEATURES: f64 = 1e-4;
@@ -190,6 +190,11 @@ impl Case {
     }
 }
 
+/// `t` moved to the test device.
+fn on_device(t: Tensor) -> Tensor {
+    t.to_device(device()).unwrap()
+}
+
 fn input_tensor(image: &InputImage, dtype: DType) -> Tensor {
     Tensor::from_slice(&image.data, image.shape(), &Device::Cpu)
         .unwrap()
@@ -271,7 +276,7 @@ impl Setup {
             Some(true)
         );
         Self {
-            net: VggNet::new(weights(), None, Pooling::Max, &Device::Cpu, dtype).unwrap(),
+            net: VggNet::new(weights(), None, Pooling::Max, device(), dtype).unwrap(),
             content: case.layers("content_layers"),
             style: case.layers("style_layers"),
             weights: TermWeights {
@@ -279,10 +284,13 @@ impl Setup {
                 style: case.f64_at(&["config", "beta"]),
                 tv: case.f64_at(&["config", "gamma"]),
             },
-            p: case.tensor("p", dtype),
-            styles: style_keys.iter().map(|k| case.tensor(k, dtype)).collect(),
+            p: on_device(case.tensor("p", dtype)),
+            styles: style_keys
+                .iter()
+                .map(|k| on_device(case.tensor(k, dtype)))
+                .collect(),
             blend: case.f64_list(&["config", "blend_weights_raw"]),
-            x0: case.tensor("x0", dtype),
+            x0: on_device(case.tensor("x0", dtype)),
         }
     }
 
@@ -379,7 +387,7 @@ fn check_float32(case: &Case, report: &mut Report) {
     let fp = setup.features(&setup.p, &all_layers);
     let style_layers: Vec<Layer> = setup.style.iter().map(|(l, _)| *l).collect();
     let extractor = CandleFeatures::new(std::sync::Arc::new(
-        VggNet::new(weights(), None, Pooling::Max, &Device::Cpu, DType::F32).unwrap(),
+        VggNet::new(weights(), None, Pooling::Max, device(), DType::F32).unwrap(),
     ));
     let per_style: Vec<_> = setup
         .styles

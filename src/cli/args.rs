@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use stylize::backends::{self, Backends};
+use stylize::backends::{self, Backends, DeviceChoice};
 use stylize::engine::{OptimizerKind, Pooling, TermWeights};
 use stylize::features::select::BackendChoice;
 use stylize::image_io;
@@ -48,6 +48,10 @@ pub struct BackendArgs {
     /// Optimisation engine: auto (ONNX Runtime on CPU if available, max pooling), ort, or candle.
     #[arg(long, env = "STYLIZE_ENGINE", default_value = "auto")]
     pub engine: String,
+    /// Where candle runs: auto (the first GPU in a CUDA build, else the CPU), cpu, cuda or
+    /// cuda:N.
+    #[arg(long, env = "STYLIZE_DEVICE", default_value = "auto")]
+    pub device: String,
 }
 
 impl BackendArgs {
@@ -62,6 +66,8 @@ impl BackendArgs {
         let engine: BackendChoice = self.engine.parse().map_err(|_| {
             anyhow::anyhow!("--engine: `{}` is not auto, ort or candle", self.engine)
         })?;
+        let device: DeviceChoice = self.device.parse().context("--device")?;
+        let device = device.open().context("--device")?;
         let weights = Arc::new(self.weights.load()?);
         backends::choose(
             engine,
@@ -69,6 +75,7 @@ impl BackendArgs {
             &self.weights.models_dir,
             weights,
             pooling,
+            &device,
         )
         .context("--engine/--precompute")
     }

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::Args;
 
+use stylize::backends::DeviceChoice;
 use stylize::engine::{OrtEngine, Pooling};
 use stylize::features::select;
 
@@ -31,6 +32,10 @@ pub struct BenchArgs {
     /// counted in the peak printed for the ONNX Runtime path.
     #[arg(long)]
     with_candle: bool,
+    /// Where to run: on a GPU (cuda / cuda:N) "ours" is candle on that GPU and PyTorch runs
+    /// there too; on the CPU it is the ONNX Runtime path.
+    #[arg(long, env = "STYLIZE_DEVICE", default_value = "cpu")]
+    device: String,
     #[command(flatten)]
     weights: WeightsArgs,
 }
@@ -44,10 +49,12 @@ struct TorchRow {
     forward_s: f64,
     step_s: f64,
     peak_rss_mib: f64,
+    #[serde(default)]
+    peak_gpu_mib: Option<f64>,
 }
 
 /// Runs the PyTorch reference, or explains why it cannot.
-fn torch_rows(sizes: &[usize], repeats: usize) -> Result<Vec<TorchRow>, String> {
+fn torch_rows(sizes: &[usize], repeats: usize, device: &str) -> Result<Vec<TorchRow>, String> {
     let python = std::env::var("STYLIZE_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = std::process::Command::new(&python)
         .args(["-c", "import torch"])
@@ -68,6 +75,8 @@ fn torch_rows(sizes: &[usize], repeats: usize) -> Result<Vec<TorchRow>, String> 
             &repeats.to_string(),
             "--threads",
             &threads.to_string(),
+            "--device",
+            device,
         ])
         .output();
     let _ = std::fs::remove_file(&script);
@@ -107,49 +116,72 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if !(1..=20).contains(&args.rounds) {
         bail!("--rounds: must be within 1..=20");
     }
+    let device_choice: DeviceChoice = args.device.parse().context("--device")?;
+    let device = device_choice.open().context("--device")?;
+    let torch_device = match device_choice {
+        DeviceChoice::Cuda(n) => format!("cuda:{n}"),
+        _ if device.is_cuda() => "cuda:0".to_string(),
+        _ => "cpu".to_string(),
+    };
     let weights = Arc::new(args.weights.load()?);
-    let ort = match select::ort_features(&args.weights.models_dir, weights.clone(), Pooling::Max) {
-        Ok(ort) => {
-            let ort = Arc::new(ort);
-            let engine = OrtEngine::new(ort.environment(), weights.clone(), ort.clone(), 0);
-            Some((ort, engine))
+    let ort = if device.is_cpu() {
+        match select::ort_features(&args.weights.models_dir, weights.clone(), Pooling::Max) {
+            Ok(ort) => {
+                let ort = Arc::new(ort);
+                let engine = OrtEngine::new(ort.environment(), weights.clone(), ort.clone(), 0);
+                Some((ort, engine))
+            }
+            Err(err) => {
+                println!("ONNX Runtime unavailable ({err}); measuring candle only");
+                None
+            }
         }
-        Err(err) => {
-            println!("ONNX Runtime unavailable ({err}); measuring candle only");
-            None
-        }
+    } else {
+        None
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let path = match (&ort, device.is_cpu()) {
+        (Some(_), _) => "ONNX Runtime on the CPU".to_string(),
+        (None, true) => "candle on the CPU".to_string(),
+        (None, false) => format!("candle on {torch_device}"),
+    };
     println!(
-        "stylize bench: f32, VGG19 to relu5_1 (content + 5 style Grams + TV, Adam), {threads} threads, median of {} runs per figure",
+        "stylize bench ({path}): f32, VGG19 to relu5_1 (content + 5 style Grams + TV, Adam), {threads} threads, median of {} runs per figure",
         args.repeats
     );
     let mut rounds: Vec<Round> = Vec::new();
-    if let Some((features, engine)) = &ort {
-        for round in 1..=args.rounds {
-            // PyTorch runs first, while this process is idle (no ONNX Runtime threads spinning).
-            let torch = args
-                .compare_torch
-                .then(|| torch_rows(&args.sizes, args.repeats));
-            let mut ours = Vec::new();
-            for &size in &args.sizes {
-                let t = stylize::bench::measure_ort(features, engine, size, args.repeats)?;
-                ours.push(OurRow {
-                    size,
-                    precompute_s: t.precompute_s,
-                    step_s: t.step_s,
-                });
-            }
-            print_round(round, &ours, torch.as_ref());
-            rounds.push(Round { ours, torch });
+    for round in 1..=args.rounds {
+        // PyTorch runs first, while this process is idle (no ONNX Runtime threads spinning).
+        let torch = args
+            .compare_torch
+            .then(|| torch_rows(&args.sizes, args.repeats, &torch_device));
+        let mut ours = Vec::new();
+        for &size in &args.sizes {
+            let (precompute_s, step_s) = match &ort {
+                Some((features, engine)) => {
+                    let t = stylize::bench::measure_ort(features, engine, size, args.repeats)?;
+                    (t.precompute_s, t.step_s)
+                }
+                None => {
+                    let t = stylize::bench::measure_candle(&weights, size, args.repeats, &device)?;
+                    (t.forward_s, t.step_s)
+                }
+            };
+            ours.push(OurRow {
+                size,
+                precompute_s,
+                step_s,
+            });
         }
-        println!(
-            "peak RSS of this process (ONNX Runtime path only): {} MiB",
-            mib(stylize::bench::peak_rss_bytes())
-        );
-        if args.compare_torch {
-            print_summary(&args.sizes, &rounds);
-        }
+        print_round(round, &ours, torch.as_ref());
+        rounds.push(Round { ours, torch });
+    }
+    println!(
+        "peak RSS of this process: {} MiB",
+        mib(stylize::bench::peak_rss_bytes())
+    );
+    if args.compare_torch {
+        print_summary(&args.sizes, &rounds);
     }
     let cache_hits: Vec<String> = args
         .sizes
@@ -165,7 +197,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         "style-cache hit (hash the decoded image + lookup): {}",
         cache_hits.join(", ")
     );
-    if args.with_candle || ort.is_none() {
+    if args.with_candle && ort.is_some() {
         println!("candle (the CUDA path's code) on this CPU:");
         println!("{:>6} {:>14} {:>12}", "size", "forward s", "step s");
         for &size in &args.sizes {
@@ -214,7 +246,10 @@ fn print_round(round: usize, ours: &[OurRow], torch: Option<&Result<Vec<TorchRow
             row.step_s,
             step,
             step_ratio,
-            t.map_or("-".into(), |t| format!("{:.0}", t.peak_rss_mib))
+            t.map_or("-".into(), |t| format!(
+                "{:.0}",
+                t.peak_gpu_mib.unwrap_or(t.peak_rss_mib)
+            ))
         );
     }
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use stylize::engine::Pooling;
 use stylize::features::{OrtFeatures, ort_runtime};
 use stylize::model::{Vgg19Weights, fetch};
@@ -47,17 +47,36 @@ pub fn ort_features(pooling: Pooling) -> OrtFeatures {
     OrtFeatures::new(environment, shared_weights(), pooling, 0)
 }
 
-/// Sum of squares of all elements, in float64.
+/// Where the candle parts of reference tests run: `$STYLIZE_TEST_DEVICE` (cpu, cuda, cuda:N;
+/// default cpu), opened once so every tensor shares it. ONNX Runtime parts stay on the CPU.
+pub fn device() -> &'static Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE.get_or_init(|| {
+        let choice = std::env::var("STYLIZE_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+        choice
+            .parse::<stylize::backends::DeviceChoice>()
+            .and_then(|c| c.open())
+            .unwrap_or_else(|e| panic!("STYLIZE_TEST_DEVICE={choice}: {e}"))
+    })
+}
+
+/// Sum of squares of all elements, in float64 (on the CPU).
 pub fn sum_sq(t: &Tensor) -> f64 {
-    t.to_dtype(DType::F64)
+    t.to_device(&Device::Cpu)
+        .and_then(|t| t.to_dtype(DType::F64))
         .and_then(|t| t.sqr()?.sum_all()?.to_scalar::<f64>())
         .unwrap()
 }
 
-/// ||a - b|| / ||b|| over all elements, in float64.
+/// ||a - b|| / ||b|| over all elements, in float64 (on the CPU, wherever a and b live).
 pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap();
-    let b = b.to_dtype(DType::F64).unwrap();
+    let cpu = |t: &Tensor| {
+        t.to_device(&Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+    };
+    let (a, b) = (cpu(a), cpu(b));
     (sum_sq(&(&a - &b).unwrap()) / sum_sq(&b)).sqrt()
 }
 
