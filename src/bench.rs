@@ -7,15 +7,15 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use crate::cache::{StyleCache, StyleKey, image_digest};
+use crate::engine::OrtEngine;
 use crate::engine::driver::Evaluate;
 use crate::engine::loss::{LayerTarget, Objective, TermWeights, gram};
 use crate::engine::optim::{Adam, Optimizer};
 use crate::engine::vgg::{Pooling, VggNet};
-use crate::engine::{Init, OptimiseJob, OptimizerKind, OrtEngine, ScaleTargets};
 use crate::error::Result;
 use crate::features::{FeatureExtractor, OrtFeatures};
 use crate::model::{InputImage, Layer, Vgg19Weights};
-use crate::render::{default_content_layers, default_style_layers};
+use crate::render::{default_content_layers, default_style_layers, single_step_job};
 
 /// The ONNX Runtime path at one square size: what a request on a CPU node runs.
 #[derive(Debug, Clone, Copy)]
@@ -87,24 +87,8 @@ pub fn measure_ort(
     let taps = style_taps();
     let precompute_s = time_repeats(repeats, || features.grams(&style, &taps).map(drop))?;
     let grams = features.grams(&style, &taps)?;
-    let scale = ScaleTargets {
-        content: content.clone(),
-        style: default_style_layers()
-            .into_iter()
-            .zip(grams)
-            .map(|((layer, weight), gram)| (layer, weight, gram))
-            .collect(),
-        iterations: 1,
-    };
-    let job = OptimiseJob {
-        scales: vec![scale.clone()],
-        content_layers: default_content_layers(),
-        weights: TermWeights::default(),
-        optimizer: OptimizerKind::Adam { lr: 10.0 },
-        init: Init::Content,
-        preview_every: 0,
-    };
-    let evaluate = engine.objective(&job, &scale)?;
+    let job = single_step_job(content.clone(), grams);
+    let evaluate = engine.objective(&job, &job.scales[0])?;
     let start = (Tensor::from_slice(&content.data, (1, 3, size, size), &Device::Cpu)? + 1.0)?;
     let step_s = time_steps(evaluate.as_ref(), &start, repeats)?;
     // A job's last iteration hands the loss graph's working memory back; so does this.

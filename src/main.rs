@@ -41,6 +41,8 @@ enum Command {
     Submit(Box<cli::client::SubmitArgs>),
     /// Precompute a style on a server and print its key.
     RegisterStyle(cli::client::RegisterStyleArgs),
+    /// Check a server's gRPC health (exit 0 when serving), for container health checks.
+    Probe(cli::client::ProbeArgs),
     /// Manage the VGG19 weights.
     Weights {
         #[command(subcommand)]
@@ -87,6 +89,7 @@ fn dispatch() -> Result<()> {
         Command::Serve(args) => cli::serve::serve(*args),
         Command::Submit(args) => cli::client::submit(*args),
         Command::RegisterStyle(args) => cli::client::register_style(args),
+        Command::Probe(args) => cli::client::probe(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::Weights {
             action: FetchAction::Fetch { models_dir },

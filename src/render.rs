@@ -15,7 +15,7 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use crate::features::{FeatureExtractor, Gram, blend};
 use crate::image_io::{fit_longest, resize_longest, transfer_luminance};
-use crate::model::{InputConvention, Layer};
+use crate::model::{InputConvention, InputImage, Layer};
 
 /// Largest output side accepted.
 pub const MAX_SIZE: u32 = 4096;
@@ -62,6 +62,29 @@ pub fn default_style_layers() -> Vec<(Layer, f64)> {
     (1..=5)
         .map(|block| (Layer::new(block, 1).expect("reluB_1 exists"), 1.0))
         .collect()
+}
+
+/// A one-scale, one-iteration Adam job on `content` with the default layers and loss weights;
+/// `style_grams` are per default style layer, in order. What the benchmark times and the
+/// engines' cross-checks evaluate.
+pub fn single_step_job(content: InputImage, style_grams: Vec<Gram>) -> OptimiseJob {
+    let scale = ScaleTargets {
+        content,
+        style: default_style_layers()
+            .into_iter()
+            .zip(style_grams)
+            .map(|((layer, weight), gram)| (layer, weight, gram))
+            .collect(),
+        iterations: 1,
+    };
+    OptimiseJob {
+        scales: vec![scale],
+        content_layers: default_content_layers(),
+        weights: TermWeights::default(),
+        optimizer: OptimizerKind::Adam { lr: 10.0 },
+        init: Init::Content,
+        preview_every: 0,
+    }
 }
 
 impl Default for RenderOptions {

@@ -5,12 +5,10 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use stylize::engine::{
-    CandleEngine, Init, OptimiseJob, OptimizerKind, OrtEngine, Pooling, ScaleTargets, TermWeights,
-};
+use stylize::engine::{CandleEngine, OrtEngine, Pooling};
 use stylize::features::FeatureExtractor;
 use stylize::model::InputImage;
-use stylize::render::{default_content_layers, default_style_layers};
+use stylize::render::{default_style_layers, single_step_job};
 
 use common::{rel, rel_l2};
 
@@ -52,32 +50,13 @@ fn ort_gradient_matches_candle_f64_on_odd_sizes_with_ties() {
     let taps: Vec<_> = default_style_layers().iter().map(|(l, _)| *l).collect();
     let style = image(height, width, 2.0);
     let grams = reference.features().grams(&style, &taps).unwrap();
-    let scale = ScaleTargets {
-        content: image(height, width, 0.0),
-        style: default_style_layers()
-            .into_iter()
-            .zip(grams)
-            .map(|((layer, weight), gram)| (layer, weight, gram))
-            .collect(),
-        iterations: 1,
-    };
-    let job = OptimiseJob {
-        scales: vec![scale.clone()],
-        content_layers: default_content_layers(),
-        weights: TermWeights::default(),
-        optimizer: OptimizerKind::Adam { lr: 10.0 },
-        init: Init::Content,
-        preview_every: 0,
-    };
+    let job = single_step_job(image(height, width, 0.0), grams);
+    let scale = &job.scales[0];
     let x = image(height, width, 1.0);
     let x = Tensor::from_slice(&x.data, (1, 3, height, width), &Device::Cpu).unwrap();
-    let (ort_losses, ort_grad) = engine
-        .objective(&job, &scale)
-        .unwrap()
-        .evaluate(&x)
-        .unwrap();
+    let (ort_losses, ort_grad) = engine.objective(&job, scale).unwrap().evaluate(&x).unwrap();
     let (losses, grad) = reference
-        .objective(&job, &scale)
+        .objective(&job, scale)
         .unwrap()
         .evaluate(&x.to_dtype(DType::F64).unwrap())
         .unwrap();

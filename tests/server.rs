@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -253,6 +254,56 @@ async fn events_arrive_in_order_and_a_repeated_style_hits_the_cache() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // Every metric the alerts, the dashboard, the autoscaler and its adapter use is one this
+    // live server exports (histograms by their _bucket/_sum/_count series).
+    let exported: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let used = deploy_metric_names();
+    assert!(used.len() >= 10, "too few metric names found: {used:?}");
+    for (file, name) in used {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| exported.contains(base))
+            .unwrap_or(&name);
+        assert!(
+            exported.contains(base),
+            "{file} uses {name}, which the server does not export"
+        );
+    }
+}
+
+/// `(file, metric)` for every `stylize_*` metric name in the deploy manifests that query
+/// Prometheus.
+fn deploy_metric_names() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let files = [
+        "k8s/base/prometheusrule.yaml",
+        "k8s/base/hpa.yaml",
+        "monitoring/grafana-dashboard.json",
+        "monitoring/prometheus-adapter.yaml",
+    ];
+    let mut names = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("stylize_") {
+            let before = rest[..at].chars().next_back();
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                names.push((file.to_string(), tail[..end].to_string()));
+            }
+            rest = &tail[end.max(1)..];
+        }
+    }
+    names
 }
 
 #[tokio::test]
@@ -543,6 +594,16 @@ async fn health_and_reflection_work_and_sigterm_drains_in_flight_work() {
         .into_inner()
         .status;
     assert_eq!(status, ServingStatus::Serving as i32);
+    // The container health check's view of the same.
+    let addr = server.addr;
+    let probe = move || {
+        Command::new(env!("CARGO_BIN_EXE_stylize"))
+            .args(["probe", "--server", &format!("http://{addr}")])
+            .output()
+            .unwrap()
+    };
+    let serving = probe();
+    assert!(serving.status.success(), "{serving:?}");
 
     let mut client = StylizerClient::new(channel.clone());
     let mut in_flight = client.stylize(request(60)).await.unwrap().into_inner();
@@ -562,6 +623,12 @@ async fn health_and_reflection_work_and_sigterm_drains_in_flight_work() {
         assert!(Instant::now() < deadline, "health never flipped");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let draining = probe();
+    assert!(!draining.status.success());
+    assert!(
+        String::from_utf8_lossy(&draining.stderr).contains("not serving"),
+        "{draining:?}"
+    );
     let refused = collect(&mut client, request(1)).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     let last = until(&mut in_flight, |e| matches!(e, Event::Result(_))).await;

@@ -7,6 +7,7 @@ use clap::Args;
 
 use stylize::image_io::Encoding;
 use stylize::server::proto::{self, stylizer_client::StylizerClient};
+use stylize::server::routing::{STYLE_KEY_HEADER, style_routing_key};
 
 use super::args::{JobArgs, OptimizerArg, loss_message, parse_layers, progress_bar};
 
@@ -156,13 +157,21 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     let mut options = wire_options(&args.job, format)?;
     options.progress_interval = args.progress_interval;
     options.preview_interval = args.preview_interval;
-    let request = proto::StylizeRequest {
+    let routing_key = style_routing_key(&styles);
+    let mut request = tonic::Request::new(proto::StylizeRequest {
         request_id: args.request_id.clone(),
         content: read("content", &args.content)?,
         styles,
         blend: args.blend.clone(),
         options: Some(options),
-    };
+    });
+    if let Some(key) = routing_key {
+        // For a load balancer's style affinity (deploy/envoy); the server ignores it.
+        let value = key
+            .parse()
+            .context("--style-key: not a valid header value")?;
+        request.metadata_mut().insert(STYLE_KEY_HEADER, value);
+    }
     if let Some(dir) = &args.previews {
         std::fs::create_dir_all(dir).with_context(|| format!("--previews: {}", dir.display()))?;
     }
@@ -231,5 +240,52 @@ pub fn register_style(args: RegisterStyleArgs) -> Result<()> {
         println!("{}", response.key);
         eprintln!("precomputed in {:.2}s", response.precompute_seconds);
         Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Seconds before the probe gives up.
+    #[arg(long, default_value_t = 3.0)]
+    timeout_seconds: f64,
+}
+
+/// Asks the server's grpc.health.v1 service whether it is serving; exits non-zero when it
+/// is not, does not answer, or is draining (for container health checks).
+pub fn probe(args: ProbeArgs) -> Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    if !(args.timeout_seconds.is_finite() && args.timeout_seconds > 0.0) {
+        bail!("--timeout-seconds must be a number > 0");
+    }
+    let timeout = std::time::Duration::from_secs_f64(args.timeout_seconds);
+    runtime()?.block_on(async {
+        let check = async {
+            let channel = tonic::transport::Endpoint::from_shared(args.server.clone())
+                .with_context(|| format!("--server {}: not a URL", args.server))?
+                .connect()
+                .await
+                .with_context(|| format!("--server {}: cannot connect", args.server))?;
+            let mut client = HealthClient::new(channel);
+            let response = client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(status_error)?;
+            Ok::<_, anyhow::Error>(response.into_inner().status)
+        };
+        let status = tokio::time::timeout(timeout, check)
+            .await
+            .with_context(|| format!("--server {}: no answer within {timeout:?}", args.server))??;
+        if status == ServingStatus::Serving as i32 {
+            println!("serving");
+            Ok(())
+        } else {
+            bail!("not serving (status {status})")
+        }
     })
 }

@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod deadline;
+pub mod routing;
 
 use std::future::Future;
 use std::net::SocketAddr;

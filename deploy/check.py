@@ -1,0 +1,247 @@
+"""Offline validation of deploy/ (run by scripts/check-deploy.sh, part of scripts/test).
+
+- Renders the kustomize overlays (resources, labels, images and strategic-merge patches: the
+  subset deploy/k8s uses) and validates every object against the Kubernetes schemas with
+  kubernetes-validate --strict; custom resources (ServiceMonitor, PrometheusRule, Istio) get
+  structural checks instead.
+- promtool check rules and promtool test rules on the PrometheusRule's groups.
+- The Grafana dashboard is valid JSON whose every panel queries Prometheus.
+- Envoy hashes the documented header with ring_hash and a bounded load; Istio hashes it too.
+- The Dockerfiles are multi-stage, run as a non-root user, declare a health check and fetch
+  nothing at run time.
+Metric names are checked against a live server's /metrics by tests/server.rs.
+"""
+import argparse
+import copy
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+DEPLOY = pathlib.Path(__file__).resolve().parent
+STYLE_KEY_HEADER = "x-stylize-style-key"
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "DestinationRule"}
+failures = []
+
+
+def fail(message):
+    failures.append(message)
+    print(f"FAIL {message}")
+
+
+def ok(message):
+    print(f"ok   {message}")
+
+
+def load_all(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def merge(base, patch):
+    """Strategic merge, as kustomize does for the fields used here: maps merge, lists of
+    named maps (containers, env, ports) merge by name, other lists are replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for key, value in patch.items():
+            out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    if (isinstance(base, list) and isinstance(patch, list)
+            and all(isinstance(x, dict) and "name" in x for x in base + patch)):
+        out = [copy.deepcopy(x) for x in base]
+        for item in patch:
+            match = next((i for i, x in enumerate(out) if x["name"] == item["name"]), None)
+            if match is None:
+                out.append(copy.deepcopy(item))
+            else:
+                out[match] = merge(out[match], item)
+        return out
+    return copy.deepcopy(patch)
+
+
+def render(directory):
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    docs = []
+    for resource in kustomization.get("resources", []):
+        path = (directory / resource).resolve()
+        docs += render(path) if path.is_dir() else load_all(path)
+    for entry in kustomization.get("labels", []):
+        for doc in docs:
+            doc.setdefault("metadata", {}).setdefault("labels", {}).update(entry["pairs"])
+    for entry in kustomization.get("patches", []):
+        patch = yaml.safe_load((directory / entry["path"]).read_text())
+        targets = [i for i, d in enumerate(docs)
+                   if d["kind"] == patch["kind"] and d["metadata"]["name"] == patch["metadata"]["name"]]
+        if len(targets) != 1:
+            fail(f"{directory}: patch {entry['path']} matches {len(targets)} objects")
+            continue
+        docs[targets[0]] = merge(docs[targets[0]], patch)
+    for image in kustomization.get("images", []):
+        for doc in docs:
+            for container in containers(doc):
+                name, _, tag = container["image"].partition(":")
+                if name == image["name"]:
+                    container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
+    return docs
+
+
+def containers(doc):
+    return doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+
+
+def check_kubernetes(validator):
+    for overlay in sorted((DEPLOY / "k8s" / "overlays").iterdir()):
+        docs = render(overlay)
+        kinds = sorted(d["kind"] for d in docs)
+        with tempfile.TemporaryDirectory() as tmp:
+            files = []
+            for doc in docs:
+                if doc["kind"] in CUSTOM_KINDS:
+                    continue
+                path = pathlib.Path(tmp) / f"{doc['kind']}-{doc['metadata']['name']}.yaml"
+                path.write_text(yaml.safe_dump(doc))
+                files.append(str(path))
+            result = subprocess.run([validator, "--strict", "--quiet", *files],
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                fail(f"k8s/overlays/{overlay.name}: {result.stdout}{result.stderr}")
+            else:
+                ok(f"k8s/overlays/{overlay.name}: {', '.join(kinds)} valid")
+        check_workload(overlay.name, docs)
+
+
+def check_workload(overlay, docs):
+    by_kind = {d["kind"]: d for d in docs}
+    deployment = by_kind["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    grace = float(env.get("STYLIZE_GRACE_PERIOD_SECONDS", "60"))
+    pre_stop = 5
+    if pod.get("terminationGracePeriodSeconds", 30) < grace + pre_stop:
+        fail(f"{overlay}: terminationGracePeriodSeconds below the server's drain + preStop")
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        if container.get(probe, {}).get("grpc", {}).get("port") != 50051:
+            fail(f"{overlay}: {probe} is not a gRPC health probe on 50051")
+    if by_kind["Service"]["spec"].get("clusterIP") != "None":
+        fail(f"{overlay}: the gRPC Service must be headless")
+    if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
+        fail(f"{overlay}: pods must run as non-root")
+    hpa_metric = by_kind["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    if hpa_metric != "stylize_queue_depth":
+        fail(f"{overlay}: the HPA scales on {hpa_metric}")
+    gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
+    if overlay == "gpu":
+        if gpus != "1" or not pod.get("tolerations") or not pod.get("nodeSelector"):
+            fail("gpu: needs nvidia.com/gpu: 1, a node selector and tolerations")
+        if env.get("STYLIZE_DEVICE") != "cuda:0":
+            fail("gpu: STYLIZE_DEVICE must be cuda:0")
+    elif gpus is not None:
+        fail(f"{overlay}: requests a GPU")
+    ok(f"{overlay}: probes, drain timing, headless Service, HPA metric, placement")
+
+
+def check_rules():
+    rule = next(d for d in load_all(DEPLOY / "k8s" / "base" / "prometheusrule.yaml"))
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            fail("promtool missing (CI installs Debian's prometheus package)")
+        else:
+            print("skip promtool checks: promtool not installed (apt install prometheus)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        rules = pathlib.Path(tmp) / "rules.yaml"
+        rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+        shutil.copy(DEPLOY / "monitoring" / "alerts-test.yaml", tmp)
+        for args in (["check", "rules", "rules.yaml"], ["test", "rules", "alerts-test.yaml"]):
+            result = subprocess.run([promtool, *args], cwd=tmp, capture_output=True, text=True)
+            if result.returncode != 0:
+                fail(f"promtool {' '.join(args)}: {result.stdout}{result.stderr}")
+            else:
+                ok(f"promtool {' '.join(args[:2])}")
+
+
+def check_dashboard():
+    path = DEPLOY / "monitoring" / "grafana-dashboard.json"
+    try:
+        dashboard = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        fail(f"{path.name}: {e}")
+        return
+    panels = dashboard.get("panels", [])
+    empty = [p.get("title") for p in panels if not all(t.get("expr") for t in p.get("targets", [None]) if t)]
+    if not panels or empty:
+        fail(f"{path.name}: panels without queries: {empty}")
+    else:
+        ok(f"{path.name}: {len(panels)} panels")
+    adapter = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-adapter.yaml").read_text())
+    if not any(r["name"]["as"] == "stylize_queue_depth" for r in adapter["rules"]["custom"]):
+        fail("prometheus-adapter.yaml does not expose stylize_queue_depth")
+
+
+def check_routing():
+    envoy = yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text())
+    (cluster,) = envoy["static_resources"]["clusters"]
+    hcm = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    headers = [h["header"]["header_name"] for h in route.get("hash_policy", [])]
+    factor = cluster.get("common_lb_config", {}).get("consistent_hashing_lb_config", {}).get("hash_balance_factor")
+    if cluster.get("lb_policy") != "RING_HASH" or headers != [STYLE_KEY_HEADER] or not factor or factor < 100:
+        fail("envoy.yaml: expected RING_HASH on the style key header with a hash_balance_factor >= 100")
+    else:
+        ok(f"envoy.yaml: ring_hash on {STYLE_KEY_HEADER}, hash_balance_factor {factor}")
+    (rule,) = load_all(DEPLOY / "istio" / "destinationrule.yaml")
+    hashed = rule["spec"]["trafficPolicy"]["loadBalancer"]["consistentHash"].get("httpHeaderName")
+    if hashed != STYLE_KEY_HEADER:
+        fail(f"istio: hashes {hashed}")
+    else:
+        ok("istio DestinationRule: consistentHash on the same header")
+
+
+def check_dockerfiles():
+    for path in sorted((DEPLOY / "docker").glob("Dockerfile*")):
+        lines = [l.strip() for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
+        instructions = [l.split()[0].upper() for l in lines if not l.startswith(("&&", "-", "CMD [\"stylize\""))]
+        froms = [l for l in lines if l.upper().startswith("FROM ")]
+        final = lines[lines.index(froms[-1]):]
+        problems = []
+        if len(froms) < 2:
+            problems.append("not multi-stage")
+        user = [l for l in final if l.upper().startswith("USER ")]
+        if not user or user[-1].split()[1].split(":")[0] in ("root", "0"):
+            problems.append("final stage does not switch to a non-root user")
+        if "HEALTHCHECK" not in instructions:
+            problems.append("no HEALTHCHECK")
+        if any(l.upper().startswith("ADD ") and "://" in l for l in lines):
+            problems.append("ADD from a URL")
+        if "fetch" not in path.read_text():
+            problems.append("weights are not fetched at build time")
+        if problems:
+            fail(f"{path.name}: {'; '.join(problems)}")
+        else:
+            ok(f"{path.name}: multi-stage, non-root, health-checked")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kubernetes-validate", default="kubernetes-validate")
+    args = parser.parse_args()
+    check_kubernetes(args.kubernetes_validate)
+    check_rules()
+    check_dashboard()
+    check_routing()
+    check_dockerfiles()
+    if failures:
+        print(f"{len(failures)} deploy check(s) failed")
+        sys.exit(1)
+    print("deploy checks passed")
+
+
+if __name__ == "__main__":
+    main()
