@@ -732,3 +732,100 @@ async fn the_cli_client_registers_a_style_and_submits_with_previews() {
         "{stderr}"
     );
 }
+
+/// CRC-32 (PNG's chunk checksum).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A 60-byte PNG whose header declares `width x height` RGB pixels: a decompression bomb
+/// if a decoder allocates from the header.
+fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+        out
+    };
+    let mut header = width.to_be_bytes().to_vec();
+    header.extend_from_slice(&height.to_be_bytes());
+    header.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &header));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+/// Peak resident memory of a process, from `/proc/PID/status`.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn decompression_bombs_are_refused_from_the_header_without_allocating() {
+    let server = Server::start(&[]);
+    let mut client = StylizerClient::new(server.channel().await);
+    let bomb = png_declaring(60_000, 60_000);
+    assert!(bomb.len() < 100);
+    // Warm up so the baseline includes the loaded model.
+    collect(&mut client, request(1)).await.unwrap();
+    let baseline = peak_rss_kib(server.child.id());
+    let as_content = proto::StylizeRequest {
+        content: bomb.clone(),
+        ..request(1)
+    };
+    let as_style = proto::StylizeRequest {
+        styles: vec![proto::StyleInput {
+            source: Some(proto::style_input::Source::Image(bomb.clone())),
+        }],
+        ..request(1)
+    };
+    let mut as_init = request(1);
+    if let Some(options) = as_init.options.as_mut() {
+        options.init = proto::Init::Image as i32;
+        options.init_image = bomb.clone();
+    }
+    let mut truncated = CONTENT.to_vec();
+    truncated.truncate(CONTENT.len() / 3);
+    let as_truncated = proto::StylizeRequest {
+        content: truncated,
+        ..request(1)
+    };
+    for (request, field) in [
+        (as_content, "content"),
+        (as_style, "styles"),
+        (as_init, "options.init_image"),
+        (as_truncated, "content"),
+    ] {
+        let started = Instant::now();
+        let err = collect(&mut client, request).await.expect_err(field);
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert!(err.message().contains(field), "{field}: {}", err.message());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{field}: slow refusal"
+        );
+    }
+    // 60000 x 60000 RGB would be 10 GB; allow 64 MiB of noise.
+    let grown = peak_rss_kib(server.child.id()).saturating_sub(baseline);
+    assert!(grown < 64 * 1024, "peak memory grew by {grown} KiB");
+}
