@@ -15,7 +15,9 @@ use crate::engine::vgg::{Pooling, VggNet};
 use crate::error::Result;
 use crate::features::{FeatureExtractor, OrtFeatures};
 use crate::model::{InputImage, Layer, Vgg19Weights};
-use crate::render::{default_content_layers, default_style_layers, single_step_job};
+use crate::render::{
+    default_content_layers, default_style_layers, default_style_taps, single_step_job,
+};
 
 /// The ONNX Runtime path at one square size: what a request on a CPU node runs.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +43,8 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
+/// The middle value (the upper one of an even count).
+pub fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
@@ -72,10 +75,6 @@ fn random_image(size: usize, seed: u64) -> Result<InputImage> {
     })
 }
 
-fn style_taps() -> Vec<Layer> {
-    default_style_layers().iter().map(|(l, _)| *l).collect()
-}
-
 /// Times the ONNX Runtime precompute and step at `size`.
 pub fn measure_ort(
     features: &OrtFeatures,
@@ -84,7 +83,7 @@ pub fn measure_ort(
     repeats: usize,
 ) -> Result<OrtTimes> {
     let (content, style) = (random_image(size, 1)?, random_image(size, 2)?);
-    let taps = style_taps();
+    let taps = default_style_taps();
     let precompute_s = time_repeats(repeats, || features.grams(&style, &taps).map(drop))?;
     let grams = features.grams(&style, &taps)?;
     let job = single_step_job(content.clone(), grams);
@@ -108,7 +107,7 @@ pub fn measure_candle(
 ) -> Result<CandleTimes> {
     let deepest = Layer::new(5, 1)?;
     let net = VggNet::new(weights, Some(deepest), Pooling::Max, device, DType::F32)?;
-    let taps = style_taps();
+    let taps = default_style_taps();
     let upload = |image: &InputImage| {
         Tensor::from_slice(&image.data, (1, 3, size, size), device).map_err(crate::Error::from)
     };

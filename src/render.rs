@@ -58,6 +58,11 @@ pub fn default_content_layers() -> Vec<(Layer, f64)> {
     vec![(Layer::new(4, 2).expect("relu4_2 exists"), 1.0)]
 }
 
+/// The default style layers without their weights.
+pub fn default_style_taps() -> Vec<Layer> {
+    default_style_layers().iter().map(|(l, _)| *l).collect()
+}
+
 pub fn default_style_layers() -> Vec<(Layer, f64)> {
     (1..=5)
         .map(|block| (Layer::new(block, 1).expect("reluB_1 exists"), 1.0))

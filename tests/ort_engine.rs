@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use stylize::engine::{CandleEngine, OrtEngine, Pooling};
 use stylize::features::FeatureExtractor;
 use stylize::model::InputImage;
-use stylize::render::{default_style_layers, single_step_job};
+use stylize::render::{default_style_taps, single_step_job};
 
 use common::{rel, rel_l2};
 
@@ -47,7 +47,7 @@ fn ort_gradient_matches_candle_f64_on_odd_sizes_with_ties() {
     let engine = OrtEngine::new(environment, common::shared_weights(), ort.clone(), 0);
     let reference =
         CandleEngine::new(common::weights(), Pooling::Max, &Device::Cpu, DType::F64).unwrap();
-    let taps: Vec<_> = default_style_layers().iter().map(|(l, _)| *l).collect();
+    let taps = default_style_taps();
     let style = image(height, width, 2.0);
     let grams = reference.features().grams(&style, &taps).unwrap();
     let job = single_step_job(image(height, width, 0.0), grams);

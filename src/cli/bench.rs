@@ -187,8 +187,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         .sizes
         .iter()
         .map(|&size| {
-            let layers = stylize::render::default_style_layers();
-            let layers: Vec<_> = layers.iter().map(|(l, _)| *l).collect();
+            let layers = stylize::render::default_style_taps();
             let hit = stylize::bench::time_cache_hit(size, &layers)?;
             Ok(format!("{size}²: {:.3} ms", hit * 1e3))
         })
@@ -272,15 +271,11 @@ fn print_summary(sizes: &[usize], rounds: &[Round]) {
         if step.is_empty() {
             continue;
         }
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         println!(
             "{size}²: median over {} rounds: step {:.2}x PyTorch, precompute {:.2}x PyTorch's forward",
             step.len(),
-            median(step),
-            median(precompute)
+            stylize::bench::median(step),
+            stylize::bench::median(precompute)
         );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use ort::environment::Environment;
-use ort::session::{RunOptions, Session};
+use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 
 use super::driver::{self, Evaluate, Placement};
@@ -136,12 +136,7 @@ impl OrtObjective {
             .session
             .lock()
             .map_err(|_| ort_error("session", "lock poisoned"))?;
-        let mut options = RunOptions::new().map_err(|e| ort_error("run options", e))?;
-        if release {
-            options
-                .set(ort_runtime::SHRINK_ARENA, ort_runtime::CPU_ARENA)
-                .map_err(|e| ort_error("run options", e))?;
-        }
+        let options = ort_runtime::run_options(release)?;
         let outputs = session
             .run_with_options(inputs, &options)
             .map_err(|e| ort_error("running the loss graph", e))?;

@@ -101,11 +101,7 @@ impl OrtFeatures {
             .map_err(|e| ort_error("input tensor", e))?;
         // One pass per style: hand the arena's memory back afterwards rather than holding
         // the largest image's activations next to the optimisation's.
-        let mut options =
-            ort::session::RunOptions::new().map_err(|e| ort_error("run options", e))?;
-        options
-            .set(ort_runtime::SHRINK_ARENA, ort_runtime::CPU_ARENA)
-            .map_err(|e| ort_error("run options", e))?;
+        let options = ort_runtime::run_options(true)?;
         let outputs = session
             .run_with_options(ort::inputs![onnx_graph::INPUT => input], &options)
             .map_err(|e| ort_error("running the VGG19 graph", e))?;

@@ -136,10 +136,18 @@ pub fn cpu_session(
     build().map_err(|e| runtime_error(format!("building a session: {e}")))
 }
 
-/// Run option that returns a session's unused arena memory to the system after the run...
-pub const SHRINK_ARENA: &str = "memory.enable_memory_arena_shrinkage";
-/// ...for the CPU arena.
-pub const CPU_ARENA: &str = "cpu:0";
+/// Options for one run; `release_arena` hands the session's unused CPU arena memory back to
+/// the system after the run.
+pub fn run_options(release_arena: bool) -> Result<ort::session::RunOptions> {
+    let fail = |e: ort::Error| runtime_error(format!("run options: {e}"));
+    let mut options = ort::session::RunOptions::new().map_err(fail)?;
+    if release_arena {
+        options
+            .set("memory.enable_memory_arena_shrinkage", "cpu:0")
+            .map_err(fail)?;
+    }
+    Ok(options)
+}
 
 /// Environment variable naming a file prefix for ONNX Runtime's per-operator profile.
 pub const PROFILE_ENV: &str = "STYLIZE_ORT_PROFILE";
