@@ -220,8 +220,17 @@ def check_dockerfiles():
             problems.append("no HEALTHCHECK")
         if any(l.upper().startswith("ADD ") and "://" in l for l in lines):
             problems.append("ADD from a URL")
-        if "fetch" not in path.read_text():
-            problems.append("weights are not fetched at build time")
+        text = path.read_text()
+        if "weights fetch" not in text or "onnxruntime fetch" not in text:
+            problems.append("weights or the ONNX Runtime library are not fetched at build time")
+        if path.name.endswith(".cuda"):
+            if "--flavor cuda" not in text:
+                problems.append("ships ONNX Runtime's CPU library, not onnxruntime-gpu's")
+            # What libonnxruntime_providers_cuda.so links (readelf -d) and cuDNN, which it
+            # opens at run time; the driver's libcuda comes from the node.
+            for lib in ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10", "libcudnn"):
+                if lib not in text:
+                    problems.append(f"runtime stage lacks {lib}")
         if problems:
             fail(f"{path.name}: {'; '.join(problems)}")
         else:

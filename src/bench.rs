@@ -75,6 +75,17 @@ fn random_image(size: usize, seed: u64) -> Result<InputImage> {
     })
 }
 
+/// Times one style precompute (the default layers' Grams) at `size` with `features`.
+pub fn measure_precompute(
+    features: &dyn FeatureExtractor,
+    size: usize,
+    repeats: usize,
+) -> Result<f64> {
+    let style = random_image(size, 2)?;
+    let taps = default_style_taps();
+    time_repeats(repeats, || features.grams(&style, &taps).map(drop))
+}
+
 /// Times the ONNX Runtime precompute and step at `size`.
 pub fn measure_ort(
     features: &OrtFeatures,
@@ -82,10 +93,9 @@ pub fn measure_ort(
     size: usize,
     repeats: usize,
 ) -> Result<OrtTimes> {
-    let (content, style) = (random_image(size, 1)?, random_image(size, 2)?);
-    let taps = default_style_taps();
-    let precompute_s = time_repeats(repeats, || features.grams(&style, &taps).map(drop))?;
-    let grams = features.grams(&style, &taps)?;
+    let precompute_s = measure_precompute(features, size, repeats)?;
+    let content = random_image(size, 1)?;
+    let grams = features.grams(&random_image(size, 2)?, &default_style_taps())?;
     let job = single_step_job(content.clone(), grams);
     let evaluate = engine.objective(&job, &job.scales[0])?;
     let start = (Tensor::from_slice(&content.data, (1, 3, size, size), &Device::Cpu)? + 1.0)?;

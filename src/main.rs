@@ -5,10 +5,10 @@ mod cli;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use stylize::features::ort_runtime;
+use stylize::features::ort_library::{self, Flavor};
 use stylize::model::fetch;
 use stylize::telemetry::logging::{self, LogFormat};
 
@@ -51,7 +51,7 @@ enum Command {
     /// Manage the ONNX Runtime library used for the style precompute.
     Onnxruntime {
         #[command(subcommand)]
-        action: FetchAction,
+        action: OrtAction,
     },
     /// Time the precompute, a full optimisation step and a cache hit.
     Bench(cli::bench::BenchArgs),
@@ -63,6 +63,19 @@ enum FetchAction {
     Fetch {
         #[arg(long, env = "STYLIZE_MODELS_DIR", default_value = "models")]
         models_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrtAction {
+    /// Download the pinned wheel from PyPI, verify every sha256, and install the library
+    /// into the models directory (`libs/`, or `libs/cuda/` for the cuda flavour).
+    Fetch {
+        #[arg(long, env = "STYLIZE_MODELS_DIR", default_value = "models")]
+        models_dir: PathBuf,
+        /// cpu (`onnxruntime`) or cuda (`onnxruntime-gpu`, CUDA 13); default: this build's.
+        #[arg(long)]
+        flavor: Option<String>,
     },
 }
 
@@ -101,9 +114,16 @@ fn dispatch() -> Result<()> {
             Ok(())
         }
         Command::Onnxruntime {
-            action: FetchAction::Fetch { models_dir },
+            action: OrtAction::Fetch { models_dir, flavor },
         } => {
-            println!("wrote {}", ort_runtime::fetch(&models_dir)?.display());
+            let flavor = match flavor {
+                Some(name) => name.parse::<Flavor>().context("--flavor")?,
+                None => Flavor::for_build(),
+            };
+            println!(
+                "wrote {}",
+                ort_library::fetch(&models_dir, flavor)?.display()
+            );
             Ok(())
         }
     }

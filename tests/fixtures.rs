@@ -515,7 +515,9 @@ fn check_float32(case: &Case, report: &mut Report) {
 /// ONNX Runtime's Grams and features against the fixtures and against candle's.
 fn check_onnxruntime(case: &Case, report: &mut Report) {
     let setup = Setup::new(case, DType::F32);
-    let ort = common::ort_features(Pooling::Max);
+    // On a GPU test device, ONNX Runtime's CUDA provider when the library has it.
+    let provider = stylize::features::ort_runtime::Provider::for_device(common::device());
+    let ort = common::ort_features_on(Pooling::Max, provider);
     let candle = CandleFeatures::new(std::sync::Arc::new(
         VggNet::new(weights(), None, Pooling::Max, &Device::Cpu, DType::F32).unwrap(),
     ));
@@ -576,11 +578,7 @@ fn check_ort_engine(case: &Case, report: &mut Report) {
     use stylize::engine::{Init, OptimiseJob, OptimizerKind, OrtEngine, ScaleTargets};
     let setup = Setup::new(case, DType::F32);
     let ort = std::sync::Arc::new(common::ort_features(Pooling::Max));
-    let environment = stylize::features::ort_runtime::environment(
-        &stylize::features::ort_runtime::ensure(&common::models_dir()).unwrap(),
-    )
-    .unwrap();
-    let engine = OrtEngine::new(environment, common::shared_weights(), ort.clone(), 0);
+    let engine = OrtEngine::new(ort.environment(), common::shared_weights(), ort.clone(), 0);
     let style_layers: Vec<Layer> = setup.style.iter().map(|(l, _)| *l).collect();
     let per_style: Vec<Vec<stylize::features::Gram>> = setup
         .styles

@@ -40,11 +40,7 @@ fn image(height: usize, width: usize, seed: f32) -> InputImage {
 fn ort_gradient_matches_candle_f64_on_odd_sizes_with_ties() {
     let (height, width) = (38, 45);
     let ort = std::sync::Arc::new(common::ort_features(Pooling::Max));
-    let environment = stylize::features::ort_runtime::environment(
-        &stylize::features::ort_runtime::ensure(&common::models_dir()).unwrap(),
-    )
-    .unwrap();
-    let engine = OrtEngine::new(environment, common::shared_weights(), ort.clone(), 0);
+    let engine = OrtEngine::new(ort.environment(), common::shared_weights(), ort.clone(), 0);
     let reference =
         CandleEngine::new(common::weights(), Pooling::Max, &Device::Cpu, DType::F64).unwrap();
     let taps = default_style_taps();
@@ -98,4 +94,47 @@ fn tied_windows(reference: &CandleEngine, x: &Tensor) -> usize {
         }
     }
     tied
+}
+
+/// Asking ONNX Runtime for the CUDA provider either gets it (a GPU and onnxruntime-gpu's
+/// library) or says so once and computes on the CPU; both give the CPU provider's Grams.
+/// With `STYLIZE_TEST_DEVICE=cuda…` and a CUDA-capable library, the GPU is required.
+#[test]
+fn a_cuda_precompute_runs_on_cuda_or_falls_back_to_the_cpu_with_equal_grams() {
+    use stylize::features::ort_runtime::{self, Provider};
+    let cpu = common::ort_features(Pooling::Max);
+    let cuda = common::ort_features_on(Pooling::Max, Provider::Cuda(0));
+    let taps = default_style_taps();
+    let gpu_required = std::env::var("STYLIZE_TEST_DEVICE").is_ok_and(|d| d.starts_with("cuda"))
+        && ort_runtime::cuda_compiled_in();
+    for (height, width) in [(38, 45), (64, 48)] {
+        let style = image(height, width, 2.5);
+        let want = cpu.grams(&style, &taps).unwrap();
+        let got = cuda.grams(&style, &taps).unwrap();
+        let tolerance = match cuda.provider() {
+            Provider::Cuda(0) => {
+                assert!(ort_runtime::cuda_compiled_in());
+                assert_eq!(cuda.name(), "onnxruntime-cuda");
+                1e-5
+            }
+            Provider::Cpu => {
+                assert!(!gpu_required, "the CUDA provider did not start on a GPU");
+                assert_eq!(cuda.name(), "onnxruntime-cpu");
+                1e-6
+            }
+            other => panic!("asked for cuda:0, running on {other:?}"),
+        };
+        for ((layer, ours), theirs) in taps.iter().zip(&got).zip(&want) {
+            assert_eq!(ours.channels, theirs.channels);
+            let a = Tensor::from_slice(&ours.data, ours.data.len(), &Device::Cpu).unwrap();
+            let b = Tensor::from_slice(&theirs.data, theirs.data.len(), &Device::Cpu).unwrap();
+            let error = rel_l2(&a, &b);
+            assert!(error < tolerance, "{layer} at {height}x{width}: {error:e}");
+        }
+    }
+    println!(
+        "cuda:0 requested, ran on {:?}; library has the CUDA provider: {}",
+        cuda.provider(),
+        ort_runtime::cuda_compiled_in()
+    );
 }

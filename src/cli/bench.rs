@@ -8,7 +8,9 @@ use clap::Args;
 
 use stylize::backends::DeviceChoice;
 use stylize::engine::{OrtEngine, Pooling};
-use stylize::features::select;
+use stylize::features::ort_runtime::Provider;
+use stylize::features::{OrtFeatures, select};
+use stylize::model::Vgg19Weights;
 
 use super::args::WeightsArgs;
 
@@ -124,8 +126,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         _ => "cpu".to_string(),
     };
     let weights = Arc::new(args.weights.load()?);
+    let provider = Provider::for_device(&device);
     let ort = if device.is_cpu() {
-        match select::ort_features(&args.weights.models_dir, weights.clone(), Pooling::Max) {
+        match select::ort_features(
+            &args.weights.models_dir,
+            weights.clone(),
+            Pooling::Max,
+            provider,
+        ) {
             Ok(ort) => {
                 let ort = Arc::new(ort);
                 let engine = OrtEngine::new(ort.environment(), weights.clone(), ort.clone(), 0);
@@ -139,11 +147,20 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     } else {
         None
     };
+    // On a GPU the server precomputes with ONNX Runtime's CUDA provider when it starts.
+    let ort_gpu = if device.is_cpu() {
+        None
+    } else {
+        gpu_precompute(&args.weights.models_dir, &weights, provider)
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let path = match (&ort, device.is_cpu()) {
-        (Some(_), _) => "ONNX Runtime on the CPU".to_string(),
-        (None, true) => "candle on the CPU".to_string(),
-        (None, false) => format!("candle on {torch_device}"),
+    let path = match (&ort, &ort_gpu, device.is_cpu()) {
+        (Some(_), _, _) => "ONNX Runtime on the CPU".to_string(),
+        (None, _, true) => "candle on the CPU".to_string(),
+        (None, Some(_), false) => {
+            format!("candle on {torch_device}, precompute by ONNX Runtime's CUDA provider")
+        }
+        (None, None, false) => format!("candle on {torch_device}"),
     };
     println!(
         "stylize bench ({path}): f32, VGG19 to relu5_1 (content + 5 style Grams + TV, Adam), {threads} threads, median of {} runs per figure",
@@ -164,7 +181,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 }
                 None => {
                     let t = stylize::bench::measure_candle(&weights, size, args.repeats, &device)?;
-                    (t.forward_s, t.step_s)
+                    let precompute_s = match &ort_gpu {
+                        Some(features) => {
+                            stylize::bench::measure_precompute(features, size, args.repeats)?
+                        }
+                        None => t.forward_s,
+                    };
+                    (precompute_s, t.step_s)
                 }
             };
             ours.push(OurRow {
@@ -205,6 +228,33 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// ONNX Runtime's extractor on the GPU, if its CUDA provider starts (else candle's forward
+/// pass stands for the precompute, as it does in the server).
+fn gpu_precompute(
+    models_dir: &std::path::Path,
+    weights: &Arc<Vgg19Weights>,
+    provider: Provider,
+) -> Option<OrtFeatures> {
+    let features = match select::ort_features(models_dir, weights.clone(), Pooling::Max, provider) {
+        Ok(features) => features,
+        Err(err) => {
+            println!("ONNX Runtime unavailable ({err}); the precompute is candle's");
+            return None;
+        }
+    };
+    match stylize::bench::measure_precompute(&features, 32, 1) {
+        Ok(_) if features.provider() == provider => Some(features),
+        Ok(_) => {
+            println!("ONNX Runtime's CUDA provider did not start; the precompute is candle's");
+            None
+        }
+        Err(err) => {
+            println!("ONNX Runtime precompute failed ({err}); the precompute is candle's");
+            None
+        }
+    }
 }
 
 fn print_round(round: usize, ours: &[OurRow], torch: Option<&Result<Vec<TorchRow>, String>>) {

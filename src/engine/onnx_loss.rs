@@ -109,7 +109,7 @@ pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
         .max();
     let mut image_grad: Option<String> = None;
     if let Some(deepest) = deepest {
-        let (relus, indices) = add_vgg(&mut b, weights, IMAGE, deepest, Pooling::Max, true);
+        let (relus, indices) = add_vgg(&mut b, weights, IMAGE, deepest, Pooling::Max, true, true);
         let mut tap_grads: Vec<Vec<String>> = vec![Vec::new(); relus.len()];
         for &(layer, weight) in &spec.content {
             let relu = &relus[layer.conv_position()];

@@ -14,7 +14,8 @@ use super::driver::{self, Evaluate, Placement};
 use super::onnx_loss::{self, LossSpec};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
-use crate::features::{OrtFeatures, ort_runtime};
+use crate::features::OrtFeatures;
+use crate::features::ort_runtime::{self, Provider};
 use crate::model::{InputConvention, Layer, Vgg19Weights};
 
 fn ort_error(context: &str, err: impl std::fmt::Display) -> Error {
@@ -56,11 +57,13 @@ impl OrtEngine {
             return Ok(session.clone());
         }
         let model = onnx_loss::build(&self.weights, spec);
-        let session = Arc::new(Mutex::new(ort_runtime::cpu_session(
+        // The loss graph's Winograd operators are CPU kernels: this engine runs on the CPU.
+        let session = Arc::new(Mutex::new(ort_runtime::session(
             self.environment,
             &model,
             self.threads,
             true,
+            Provider::Cpu,
         )?));
         sessions.insert(spec.key(), session.clone());
         Ok(session)
@@ -136,7 +139,7 @@ impl OrtObjective {
             .session
             .lock()
             .map_err(|_| ort_error("session", "lock poisoned"))?;
-        let options = ort_runtime::run_options(release)?;
+        let options = ort_runtime::run_options(release, Provider::Cpu)?;
         let outputs = session
             .run_with_options(inputs, &options)
             .map_err(|e| ort_error("running the loss graph", e))?;

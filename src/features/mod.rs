@@ -4,6 +4,7 @@
 pub mod candle;
 pub mod onnx_graph;
 pub mod ort;
+pub mod ort_library;
 pub mod ort_runtime;
 pub mod select;
 

@@ -25,6 +25,9 @@ pub struct GraphSpec {
     pub gram_layers: Vec<Layer>,
     pub feature_layers: Vec<Layer>,
     pub pooling: Pooling,
+    /// Wide convolutions through the Winograd operators; they are CPU kernels, so a graph
+    /// for the CUDA provider leaves them out.
+    pub winograd: bool,
 }
 
 /// The image input's dimensions.
@@ -47,7 +50,8 @@ pub fn conv3x3_attrs() -> Vec<crate::onnx::proto::AttributeProto> {
 }
 
 /// Adds VGG19's stack up to `deepest` reading `input`; returns each ReLU output's name and,
-/// for max pooling, the pool indices before each block (for gradients).
+/// for max pooling, the pool indices before each block (for gradients). `winograd` lets
+/// wide convolutions use the (CPU) Winograd operators.
 pub fn add_vgg(
     b: &mut GraphBuilder,
     weights: &Vgg19Weights,
@@ -55,6 +59,7 @@ pub fn add_vgg(
     deepest: Layer,
     pooling: Pooling,
     with_indices: bool,
+    winograd: bool,
 ) -> (Vec<String>, Vec<Option<String>>) {
     let mut relus = Vec::new();
     let mut indices = Vec::new();
@@ -82,7 +87,7 @@ pub fn add_vgg(
             };
         }
         let bias = b.floats(&format!("{layer}.bias"), &[out], &conv.bias);
-        current = if winograd::worthwhile(inp as usize) {
+        current = if winograd && winograd::worthwhile(inp as usize) {
             let kernels = (conv.weight.as_slice(), out as usize, inp as usize);
             let name = layer.to_string();
             winograd::add_conv(b, &current, &name, kernels, &bias, true, &name)
@@ -122,7 +127,15 @@ pub fn build(weights: &Vgg19Weights, spec: &GraphSpec) -> Vec<u8> {
     else {
         return b.finish();
     };
-    let (relus, _) = add_vgg(&mut b, weights, INPUT, deepest, spec.pooling, false);
+    let (relus, _) = add_vgg(
+        &mut b,
+        weights,
+        INPUT,
+        deepest,
+        spec.pooling,
+        false,
+        spec.winograd,
+    );
     for layer in Layer::all().take(deepest.conv_position() + 1) {
         let relu = relus[layer.conv_position()].clone();
         let c = layer.channels() as i64;

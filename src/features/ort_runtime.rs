@@ -1,72 +1,16 @@
-//! ONNX Runtime's shared library: fetching it from PyPI (the `onnxruntime` wheel, pinned by
-//! sha256), finding it (`$ORT_DYLIB_PATH` or the models directory), and loading it once per
-//! process with `ort::init_from`, so a missing or wrong library is an error, never a panic.
+//! ONNX Runtime in this process: loading the library once with `ort::init_from` (a missing
+//! or wrong library is an error, never a panic), and building sessions on the CPU or on the
+//! CUDA execution provider. The files themselves are `ort_library`'s.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
 
 use crate::error::{Error, Result};
-use crate::model::fetch::{PinnedWheel, download_wheel, downloads_dir, wheel_member};
-
-pub const ONNXRUNTIME_WHEEL: PinnedWheel = PinnedWheel {
-    requirement: "onnxruntime==1.31.1",
-    sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
-    platform_args: &[
-        "--python-version",
-        "3.11",
-        "--implementation",
-        "cp",
-        "--abi",
-        "cp311",
-        "--platform",
-        "manylinux_2_28_x86_64",
-    ],
-};
-const LIBRARY_MEMBER: &str = "onnxruntime/capi/libonnxruntime.so.1.31.1";
-const LIBRARY_SHA256: &str = "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3";
-/// File name of the extracted library inside `models/libs/`.
-pub const LIBRARY_FILE: &str = "libonnxruntime.so.1.31.1";
 
 fn runtime_error(reason: impl std::fmt::Display) -> Error {
     Error::OnnxRuntime(reason.to_string())
-}
-
-/// Where `fetch` puts the library.
-pub fn bundled_library(models_dir: &Path) -> PathBuf {
-    models_dir.join("libs").join(LIBRARY_FILE)
-}
-
-/// The library to load: `$ORT_DYLIB_PATH` when set, else the fetched copy if present.
-pub fn locate(models_dir: &Path) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
-        return Some(PathBuf::from(path));
-    }
-    let bundled = bundled_library(models_dir);
-    bundled.exists().then_some(bundled)
-}
-
-/// Downloads the pinned wheel (or reuses a verified cached copy), checks the library's
-/// sha256 and writes it to `models/libs/`.
-pub fn fetch(models_dir: &Path) -> Result<PathBuf> {
-    let wheel = download_wheel(&ONNXRUNTIME_WHEEL, &downloads_dir(models_dir))?;
-    let library = wheel_member(&wheel, LIBRARY_MEMBER, LIBRARY_SHA256)?;
-    let path = bundled_library(models_dir);
-    let dir = path.parent().expect("library path has a parent");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let partial = path.with_extension(format!("partial.{}", std::process::id()));
-    std::fs::write(&partial, library).map_err(|e| Error::io(&partial, e))?;
-    std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))?;
-    Ok(path)
-}
-
-/// The library if present, else fetched.
-pub fn ensure(models_dir: &Path) -> Result<PathBuf> {
-    match locate(models_dir) {
-        Some(path) => Ok(path),
-        None => fetch(models_dir),
-    }
 }
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
@@ -100,13 +44,48 @@ pub fn environment(path: &Path) -> Result<&'static Environment> {
     Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
-/// Builds a CPU session for `model` with `threads` intra-op threads. Spinning threads cut
-/// latency for back-to-back runs (the optimisation loop) at the cost of idle CPU.
-pub fn cpu_session(
+/// Where a session's kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider on the GPU with this ordinal.
+    Cuda(i32),
+}
+
+impl Provider {
+    /// The provider matching where candle runs.
+    pub fn for_device(device: &candle_core::Device) -> Self {
+        match device.location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => Self::Cuda(gpu_id as i32),
+            _ => Self::Cpu,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda(_) => "cuda",
+        }
+    }
+}
+
+/// Whether the loaded library was built with the CUDA execution provider (`onnxruntime-gpu`).
+/// It may still fail to start on a machine without a driver; `session` reports that.
+pub fn cuda_compiled_in() -> bool {
+    use ort::ep::ExecutionProvider;
+    ort::ep::CUDA::is_available().unwrap_or(false)
+}
+
+/// Builds a session for `model` on `provider` with `threads` intra-op threads (the CPU's
+/// share of the work). Spinning threads cut latency for back-to-back runs (the optimisation
+/// loop) at the cost of idle CPU. On CUDA, failing to register the provider is an error,
+/// not a silent fall back to the CPU: the caller decides what to do.
+pub fn session(
     environment: &Environment,
     model: &[u8],
     threads: usize,
     spinning: bool,
+    provider: Provider,
 ) -> Result<ort::session::Session> {
     use ort::session::builder::GraphOptimizationLevel;
     let build = || -> ort::Result<ort::session::Session> {
@@ -116,6 +95,11 @@ pub fn cpu_session(
         if let Some(prefix) = std::env::var_os(PROFILE_ENV) {
             builder = builder
                 .with_profiling(prefix)
+                .map_err(ort::Error::<()>::from)?;
+        }
+        if let Provider::Cuda(ordinal) = provider {
+            builder = builder
+                .with_execution_providers([cuda_provider(ordinal)])
                 .map_err(ort::Error::<()>::from)?;
         }
         builder
@@ -133,17 +117,34 @@ pub fn cpu_session(
             .map_err(ort::Error::<()>::from)?
             .commit_from_memory(model)
     };
-    build().map_err(|e| runtime_error(format!("building a session: {e}")))
+    build().map_err(|e| runtime_error(format!("building a {} session: {e}", provider.name())))
 }
 
-/// Options for one run; `release_arena` hands the session's unused CPU arena memory back to
-/// the system after the run.
-pub fn run_options(release_arena: bool) -> Result<ort::session::RunOptions> {
+/// The CUDA provider as stylize runs it: full float32 (no TF32, which would break the
+/// numerical contract), cuDNN's heuristic algorithm choice (every new image size would
+/// otherwise pay an exhaustive benchmark), and an error rather than a silent CPU fallback.
+fn cuda_provider(ordinal: i32) -> ort::ep::ExecutionProviderDispatch {
+    ort::ep::CUDA::default()
+        .with_device_id(ordinal)
+        .with_tf32(false)
+        .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Heuristic)
+        .build()
+        .error_on_failure()
+}
+
+/// Options for one run; `release_arena` hands the session's unused arena memory (the host's,
+/// or the GPU's on CUDA) back after the run.
+pub fn run_options(release_arena: bool, provider: Provider) -> Result<ort::session::RunOptions> {
     let fail = |e: ort::Error| runtime_error(format!("run options: {e}"));
     let mut options = ort::session::RunOptions::new().map_err(fail)?;
     if release_arena {
+        let arenas = match provider {
+            Provider::Cpu => "cpu:0".to_string(),
+            // The GPU arena is the one worth returning: candle allocates from the same GPU.
+            Provider::Cuda(ordinal) => format!("gpu:{ordinal}"),
+        };
         options
-            .set("memory.enable_memory_arena_shrinkage", "cpu:0")
+            .set("memory.enable_memory_arena_shrinkage", arenas)
             .map_err(fail)?;
     }
     Ok(options)

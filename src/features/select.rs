@@ -5,7 +5,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::{OrtFeatures, ort_runtime};
+use super::OrtFeatures;
+use super::ort_library::{self, Flavor};
+use super::ort_runtime::{self, Provider};
 use crate::engine::Pooling;
 use crate::error::{Error, Result};
 use crate::model::Vgg19Weights;
@@ -36,13 +38,15 @@ impl FromStr for BackendChoice {
     }
 }
 
-/// An ONNX Runtime extractor, fetching the library when it is not there yet.
+/// An ONNX Runtime extractor on `provider`, fetching this build's library flavour when it is
+/// not there yet.
 pub fn ort_features(
     models_dir: &Path,
     weights: Arc<Vgg19Weights>,
     pooling: Pooling,
+    provider: Provider,
 ) -> Result<OrtFeatures> {
-    let library = ort_runtime::ensure(models_dir)?;
+    let library = ort_library::ensure(models_dir, Flavor::for_build())?;
     let environment = ort_runtime::environment(&library)?;
-    Ok(OrtFeatures::new(environment, weights, pooling, 0))
+    Ok(OrtFeatures::new(environment, weights, pooling, 0, provider))
 }

@@ -7,7 +7,9 @@ use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
 use stylize::engine::Pooling;
-use stylize::features::{OrtFeatures, ort_runtime};
+use stylize::features::OrtFeatures;
+use stylize::features::ort_library::{self, Flavor};
+use stylize::features::ort_runtime::{self, Provider};
 use stylize::model::{Vgg19Weights, fetch};
 
 pub fn models_dir() -> PathBuf {
@@ -35,20 +37,25 @@ pub fn shared_weights() -> std::sync::Arc<Vgg19Weights> {
         .clone()
 }
 
-/// An ONNX Runtime extractor on the default weights; the library is fetched from PyPI on
-/// first use, exactly as `stylize onnxruntime fetch` does.
+/// An ONNX Runtime extractor on the default weights on the CPU; the library is fetched
+/// from PyPI on first use, exactly as `stylize onnxruntime fetch` does.
 pub fn ort_features(pooling: Pooling) -> OrtFeatures {
+    ort_features_on(pooling, Provider::Cpu)
+}
+
+/// The same on `provider` (`$ORT_DYLIB_PATH` picks another library, e.g. onnxruntime-gpu's).
+pub fn ort_features_on(pooling: Pooling, provider: Provider) -> OrtFeatures {
     static FETCH: Mutex<()> = Mutex::new(());
     let library = {
         let _guard = FETCH.lock().unwrap();
-        ort_runtime::ensure(&models_dir()).expect("fetch ONNX Runtime")
+        ort_library::ensure(&models_dir(), Flavor::Cpu).expect("fetch ONNX Runtime")
     };
     let environment = ort_runtime::environment(&library).expect("load ONNX Runtime");
-    OrtFeatures::new(environment, shared_weights(), pooling, 0)
+    OrtFeatures::new(environment, shared_weights(), pooling, 0, provider)
 }
 
 /// Where the candle parts of reference tests run: `$STYLIZE_TEST_DEVICE` (cpu, cuda, cuda:N;
-/// default cpu), opened once so every tensor shares it. ONNX Runtime parts stay on the CPU.
+/// default cpu), opened once so every tensor shares it. ONNX Runtime engine parts stay on the CPU.
 pub fn device() -> &'static Device {
     static DEVICE: OnceLock<Device> = OnceLock::new();
     DEVICE.get_or_init(|| {
