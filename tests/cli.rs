@@ -218,3 +218,59 @@ fn both_engines_run_and_agree_on_the_loss() {
     let relative = (finals[0] - finals[1]).abs() / finals[0];
     assert!(relative < 1e-3, "candle {} vs ort {}", finals[0], finals[1]);
 }
+
+/// `serve` checks everything it needs before it listens: a missing or corrupt weights file
+/// or an ONNX Runtime library that will not load ends it at once with one clear line and
+/// exit status 1, having bound nothing.
+#[test]
+fn serve_refuses_to_start_without_its_weights_or_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"not weights at all").unwrap();
+    let missing = dir.path().join("missing.safetensors");
+    let (garbage, missing) = (garbage.to_str().unwrap(), missing.to_str().unwrap());
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let cases: [(&[&str], &[(&str, &str)], &[&str]); 3] = [
+        (
+            &["--weights", missing],
+            &[],
+            &[missing, "stylize weights fetch"],
+        ),
+        (&["--weights", garbage], &[], &[garbage]),
+        (
+            &["--precompute", "ort"],
+            &[("ORT_DYLIB_PATH", "/no/such/libonnxruntime.so")],
+            &["--precompute", "/no/such/libonnxruntime.so"],
+        ),
+    ];
+    for (flags, env, needles) in cases {
+        let args: Vec<&str> = serve.iter().chain(flags).copied().collect();
+        let started = std::time::Instant::now();
+        let out = stylize_with(&args, env);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1), "{flags:?}:\n{stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{flags:?}"
+        );
+        assert!(!stdout.contains("listening"), "{flags:?} started: {stdout}");
+        let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(error_lines.len(), 1, "{flags:?}:\n{stderr}");
+        for needle in needles {
+            assert!(
+                error_lines[0].contains(needle),
+                "{flags:?}: lacks {needle}:\n{stderr}"
+            );
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -21,6 +21,8 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     metrics_port: u16,
+    /// The server's stderr (its log), printed if the test fails.
+    log: tempfile::NamedTempFile,
 }
 
 impl Server {
@@ -32,6 +34,7 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
+        let log = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_stylize"))
             .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen"])
             .arg(format!("127.0.0.1:{metrics_port}"))
@@ -39,7 +42,7 @@ impl Server {
             .env("STYLIZE_MODELS_DIR", common::models_dir())
             .env("RUST_LOG", "stylize=warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -56,7 +59,13 @@ impl Server {
             child,
             addr,
             metrics_port,
+            log,
         }
+    }
+
+    /// What the server has logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
     }
 
     async fn client(&self) -> StylizerClient<Channel> {
@@ -108,6 +117,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}", self.log());
+        }
     }
 }
 
@@ -364,6 +376,12 @@ async fn a_cancelled_request_frees_the_worker() {
     assert_eq!(
         server.metric("stylize_requests_total{outcome=\"cancelled\"}"),
         1.0
+    );
+    // A client hanging up is routine: nothing at warning level or above (RUST_LOG=warn).
+    let log = server.log();
+    assert!(
+        !log.contains("WARN") && !log.contains("ERROR"),
+        "a disconnect was logged as a problem:\n{log}"
     );
 }
 
@@ -828,4 +846,93 @@ async fn decompression_bombs_are_refused_from_the_header_without_allocating() {
     // 60000 x 60000 RGB would be 10 GB; allow 64 MiB of noise.
     let grown = peak_rss_kib(server.child.id()).saturating_sub(baseline);
     assert!(grown < 64 * 1024, "peak memory grew by {grown} KiB");
+}
+
+#[tokio::test]
+async fn a_diverging_job_stops_with_internal_and_a_message() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut client = server.client().await;
+    let mut diverging = request(5);
+    // Finite, so it passes validation; the weighted style loss overflows float32.
+    diverging.options.as_mut().unwrap().style_weight = Some(1e37);
+    let mut stream = client.stylize(diverging).await.unwrap().into_inner();
+    let mut events = Vec::new();
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(event)) => events.push(event.event.unwrap()),
+            Ok(None) => panic!("the stream ended without an error: {events:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(
+        err.message().contains("diverged") && err.message().contains("iteration 1"),
+        "{err:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Progress(_) | Event::Preview(_) | Event::Result(_))),
+        "streamed before the fault was caught: {events:?}"
+    );
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"internal\"}"),
+        1.0
+    );
+    // The worker is free and healthy for the next job.
+    let events = collect(&mut client, request(2)).await.unwrap();
+    assert!(matches!(events.last(), Some(Event::Result(_))));
+}
+
+/// A distinct style image: the painting with its channels rotated `n` times and its
+/// brightness scaled, encoded as PNG.
+fn style_variant(n: usize) -> Vec<u8> {
+    let mut image = image::load_from_memory(STYLE).unwrap().to_rgb8();
+    image = image::imageops::resize(&image, 96, 76, image::imageops::FilterType::Triangle);
+    for pixel in image.pixels_mut() {
+        pixel.0.rotate_left(n % 3);
+        let scale = 1.0 - 0.15 * (n / 3) as f32;
+        pixel.0 = pixel.0.map(|v| (v as f32 * scale) as u8);
+    }
+    let mut png = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png
+}
+
+#[tokio::test]
+async fn a_tiny_style_cache_stays_within_budget_and_results_stay_right() {
+    // One style's five Grams take 2.4 MB whatever the size: room for two.
+    let budget = 5_000_000;
+    let server = Server::start(&["--workers", "1", "--cache-bytes", &budget.to_string()]);
+    let mut client = server.client().await;
+    let styles: Vec<Vec<u8>> = (0..5).map(style_variant).collect();
+    let mut first_losses = Vec::new();
+    for round in 0..2 {
+        for (n, style) in styles.iter().enumerate() {
+            let mut request = request(3);
+            request.styles[0].source = Some(proto::style_input::Source::Image(style.clone()));
+            let events = collect(&mut client, request).await.unwrap();
+            let Some(Event::Result(result)) = events.last() else {
+                panic!("style {n}: no result: {events:?}");
+            };
+            let loss = result.losses.as_ref().unwrap().total;
+            if round == 0 {
+                first_losses.push(loss);
+            } else {
+                let first = first_losses[n];
+                assert!(
+                    ((loss - first) / first).abs() < 1e-5,
+                    "style {n} recomputed after eviction: {loss} vs {first}"
+                );
+            }
+            let bytes = server.metric("stylize_style_cache_bytes");
+            assert!(bytes <= budget as f64, "{bytes} bytes cached");
+        }
+    }
+    assert!(server.metric("stylize_style_cache_entries") <= 2.0);
+    // Round-robin over five styles with room for two: every lookup misses.
+    assert_eq!(server.metric("stylize_style_cache_misses_total"), 10.0);
+    assert!(server.metric("stylize_style_cache_evictions_total") >= 8.0);
 }

@@ -111,6 +111,16 @@ pub fn optimise<'o>(
                     iteration + 1
                 )));
             }
+            // A finite loss can still come with an overflowed gradient (huge loss weights
+            // in float32); stepping along it would stream a garbage image.
+            let grad_sum = grad.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !grad_sum.is_finite() {
+                return Err(Error::NonFinite(format!(
+                    "the gradient is not finite at iteration {} (loss {:e}); lower the loss weights",
+                    iteration + 1,
+                    losses.total
+                )));
+            }
             iteration += 1;
             let preview = if job.preview_every > 0 && iteration.is_multiple_of(job.preview_every) {
                 Some(placement.download(&x)?)
