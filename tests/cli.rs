@@ -236,7 +236,9 @@ fn serve_refuses_to_start_without_its_weights_or_library() {
         "--metrics-listen",
         "127.0.0.1:0",
     ];
-    let cases: [(&[&str], &[(&str, &str)], &[&str]); 3] = [
+    /// Extra flags, extra environment, what the error line must name.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 3] = [
         (
             &["--weights", missing],
             &[],
