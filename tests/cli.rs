@@ -219,9 +219,9 @@ fn both_engines_run_and_agree_on_the_loss() {
     assert!(relative < 1e-3, "candle {} vs ort {}", finals[0], finals[1]);
 }
 
-/// `serve` checks everything it needs before it listens: a missing or corrupt weights file
-/// or an ONNX Runtime library that will not load ends it at once with one clear line and
-/// exit status 1, having bound nothing.
+/// `serve` checks everything it needs before it listens: a missing or corrupt weights file,
+/// an ONNX Runtime library that will not load, an unreadable or invalid TLS identity or
+/// token file ends it at once with one clear line and exit status 1, having bound nothing.
 #[test]
 fn serve_refuses_to_start_without_its_weights_or_library() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,13 +238,28 @@ fn serve_refuses_to_start_without_its_weights_or_library() {
     ];
     /// Extra flags, extra environment, what the error line must name.
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
-    let cases: [Case; 3] = [
+    let cases: [Case; 6] = [
         (
             &["--weights", missing],
             &[],
             &[missing, "stylize weights fetch"],
         ),
         (&["--weights", garbage], &[], &[garbage]),
+        (
+            &["--tls-cert", garbage, "--tls-key", garbage],
+            &[],
+            &["tls-cert"],
+        ),
+        (
+            &["--tls-cert", missing, "--tls-key", garbage],
+            &[],
+            &["--tls-cert", missing],
+        ),
+        (
+            &["--auth-token-file", missing],
+            &[],
+            &["--auth-token-file", missing],
+        ),
         (
             &["--precompute", "ort"],
             &[("ORT_DYLIB_PATH", "/no/such/libonnxruntime.so")],

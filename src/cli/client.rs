@@ -1,4 +1,5 @@
-//! `stylize submit` and `stylize register-style`: real clients of the gRPC service.
+//! `stylize submit`, `stylize register-style` and `stylize probe`: real clients of the gRPC
+//! service.
 
 use std::path::{Path, PathBuf};
 
@@ -10,12 +11,12 @@ use stylize::server::proto::{self, stylizer_client::StylizerClient};
 use stylize::server::routing::{STYLE_KEY_HEADER, style_routing_key};
 
 use super::args::{JobArgs, OptimizerArg, loss_message, parse_layers, progress_bar};
+use super::connect::ConnectArgs;
 
 #[derive(Args)]
 pub struct SubmitArgs {
-    /// The server, e.g. http://127.0.0.1:50051.
-    #[arg(long, env = "STYLIZE_SERVER", default_value = "http://127.0.0.1:50051")]
-    server: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Content image (PNG or JPEG).
     #[arg(long)]
     content: PathBuf,
@@ -51,8 +52,8 @@ pub struct SubmitArgs {
 
 #[derive(Args)]
 pub struct RegisterStyleArgs {
-    #[arg(long, env = "STYLIZE_SERVER", default_value = "http://127.0.0.1:50051")]
-    server: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Style image (PNG or JPEG).
     #[arg(long)]
     style: PathBuf,
@@ -120,11 +121,8 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("server answered {:?}: {}", status.code(), status.message())
 }
 
-async fn connect(server: &str) -> Result<StylizerClient<tonic::transport::Channel>> {
-    let client = StylizerClient::connect(server.to_string())
-        .await
-        .with_context(|| format!("--server {server}: cannot connect"))?;
-    Ok(client
+async fn connect(args: &ConnectArgs) -> Result<StylizerClient<tonic::transport::Channel>> {
+    Ok(StylizerClient::new(args.channel().await?)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
 }
@@ -172,11 +170,12 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
             .context("--style-key: not a valid header value")?;
         request.metadata_mut().insert(STYLE_KEY_HEADER, value);
     }
+    args.connect.authorize(&mut request)?;
     if let Some(dir) = &args.previews {
         std::fs::create_dir_all(dir).with_context(|| format!("--previews: {}", dir.display()))?;
     }
     runtime()?.block_on(async {
-        let mut client = connect(&args.server).await?;
+        let mut client = connect(&args.connect).await?;
         let mut stream = client.stylize(request).await.map_err(status_error)?.into_inner();
         let total = (args.job.iterations * args.job.scales) as u64;
         let bar = progress_bar(total, args.quiet)?;
@@ -223,15 +222,16 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
 }
 
 pub fn register_style(args: RegisterStyleArgs) -> Result<()> {
-    let request = proto::RegisterStyleRequest {
+    let mut request = tonic::Request::new(proto::RegisterStyleRequest {
         image: read("style", &args.style)?,
         size: args.size,
         style_scale: Some(args.style_scale),
         scales: args.scales,
         style_layers: layer_weights("style-layers", &args.style_layers)?,
-    };
+    });
+    args.connect.authorize(&mut request)?;
     runtime()?.block_on(async {
-        let mut client = connect(&args.server).await?;
+        let mut client = connect(&args.connect).await?;
         let response = client
             .register_style(request)
             .await
@@ -245,9 +245,8 @@ pub fn register_style(args: RegisterStyleArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct ProbeArgs {
-    /// Server address.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    server: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Seconds before the probe gives up.
     #[arg(long, default_value_t = 3.0)]
     timeout_seconds: f64,
@@ -264,11 +263,7 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
     let timeout = std::time::Duration::from_secs_f64(args.timeout_seconds);
     runtime()?.block_on(async {
         let check = async {
-            let channel = tonic::transport::Endpoint::from_shared(args.server.clone())
-                .with_context(|| format!("--server {}: not a URL", args.server))?
-                .connect()
-                .await
-                .with_context(|| format!("--server {}: cannot connect", args.server))?;
+            let channel = args.connect.channel().await?;
             let mut client = HealthClient::new(channel);
             let response = client
                 .check(HealthCheckRequest {
@@ -280,7 +275,12 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         };
         let status = tokio::time::timeout(timeout, check)
             .await
-            .with_context(|| format!("--server {}: no answer within {timeout:?}", args.server))??;
+            .with_context(|| {
+                format!(
+                    "--server {}: no answer within {timeout:?}",
+                    args.connect.server
+                )
+            })??;
         if status == ServingStatus::Serving as i32 {
             println!("serving");
             Ok(())

@@ -3,5 +3,6 @@
 pub mod args;
 pub mod bench;
 pub mod client;
+pub mod connect;
 pub mod run;
 pub mod serve;

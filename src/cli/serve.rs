@@ -1,15 +1,17 @@
 //! `stylize serve`: the gRPC server, every setting a flag with an environment variable.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use stylize::cache::StyleCache;
 use stylize::scheduler::{self, SchedulerConfig};
-use stylize::server::{self, Limits, ServerConfig};
+use stylize::server::auth::TokenGate;
+use stylize::server::{self, Limits, ServerConfig, TlsIdentity};
 use stylize::telemetry::shutdown;
 
 use super::args::BackendArgs;
@@ -52,8 +54,22 @@ pub struct ServeArgs {
     /// Seconds in-flight work may take to finish after SIGTERM before it is cancelled.
     #[arg(long, env = "STYLIZE_GRACE_PERIOD_SECONDS", default_value_t = 60.0)]
     grace_period_seconds: f64,
+    /// PEM certificate chain for TLS on the gRPC port (with --tls-key); plaintext without.
+    #[arg(long, env = "STYLIZE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "STYLIZE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// File holding a bearer token every stylize and reflection call must carry
+    /// (`authorization: Bearer <token>`); health stays open for probes.
+    #[arg(long, env = "STYLIZE_AUTH_TOKEN_FILE")]
+    auth_token_file: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
+}
+
+fn read_flag(flag: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -63,6 +79,21 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     if !(args.grace_period_seconds.is_finite() && args.grace_period_seconds >= 0.0) {
         anyhow::bail!("--grace-period-seconds must be a number >= 0");
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsIdentity {
+            cert_pem: read_flag("tls-cert", cert)?,
+            key_pem: read_flag("tls-key", key)?,
+        }),
+        _ => None,
+    };
+    let gate = match &args.auth_token_file {
+        Some(path) => {
+            let token = String::from_utf8(read_flag("auth-token-file", path)?)
+                .with_context(|| format!("--auth-token-file: {}: not UTF-8", path.display()))?;
+            TokenGate::bearer(&token, "auth-token-file")?
+        }
+        None => TokenGate::open(),
+    };
     let backends = args.backend.build()?;
     let config = ServerConfig {
         listen: args.listen,
@@ -79,6 +110,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         },
         registry_bytes: args.registry_bytes,
         grace_period: Duration::from_secs_f64(args.grace_period_seconds),
+        tls,
+        gate,
     };
     let backends = scheduler::Backends {
         engine: backends.engine,

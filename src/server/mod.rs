@@ -2,6 +2,7 @@
 //! to the scheduler and streams its events back; plus health, reflection, the metrics
 //! listener and the drain sequence on shutdown.
 
+pub mod auth;
 pub mod convert;
 pub mod deadline;
 pub mod routing;
@@ -34,6 +35,18 @@ pub mod proto {
 }
 
 use proto::stylizer_server::{Stylizer, StylizerServer};
+use tonic::service::interceptor::InterceptedService;
+
+/// The error and its causes, on one line (rustls's reason is in the source).
+fn tls_reason(err: &dyn std::error::Error) -> String {
+    let mut reason = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        reason.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    reason
+}
 
 /// The gRPC status for a library error; the message names the field where there is one.
 pub fn status(err: Error) -> Status {
@@ -72,6 +85,23 @@ pub struct ServerConfig {
     pub registry_bytes: usize,
     /// How long in-flight work may take to finish after SIGTERM before it is cancelled.
     pub grace_period: Duration,
+    /// TLS on the gRPC port; `None` serves plaintext (e.g. behind a TLS-terminating proxy).
+    pub tls: Option<TlsIdentity>,
+    /// Who may call the stylize service and reflection (health is always open).
+    pub gate: auth::TokenGate,
+}
+
+/// The server's certificate chain and private key, PEM-encoded.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsIdentity { .. }")
+    }
 }
 
 pub struct StylizeService {
@@ -214,11 +244,18 @@ pub async fn serve(
         .max_decoding_message_size(config.limits.max_message_bytes)
         .max_encoding_message_size(config.limits.max_message_bytes);
 
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = &config.tls {
+        let identity = tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::invalid("tls-cert/tls-key", tls_reason(&e)))?;
+    }
     let (stop_transport, transport_stopped) = tokio::sync::oneshot::channel::<()>();
-    let transport = tonic::transport::Server::builder()
+    let transport = builder
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(stylizer)
+        .add_service(InterceptedService::new(reflection, config.gate.clone()))
+        .add_service(InterceptedService::new(stylizer, config.gate.clone()))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             async {

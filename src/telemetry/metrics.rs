@@ -47,6 +47,7 @@ pub mod outcome {
     pub const CANCELLED: &str = "cancelled";
     pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
     pub const INTERNAL: &str = "internal";
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
 }
 
 const JOB_SECONDS: &[f64] = &[
