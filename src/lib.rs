@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod features;
 pub mod image_io;
+pub mod loadgen;
 pub mod model;
 pub mod onnx;
 pub mod render;

@@ -55,6 +55,8 @@ enum Command {
     },
     /// Time the precompute, a full optimisation step and a cache hit.
     Bench(cli::bench::BenchArgs),
+    /// Drive N concurrent clients against a server and tally what they saw.
+    Loadgen(cli::loadgen::LoadgenArgs),
 }
 
 #[derive(Subcommand)]
@@ -104,6 +106,7 @@ fn dispatch() -> Result<()> {
         Command::RegisterStyle(args) => cli::client::register_style(args),
         Command::Probe(args) => cli::client::probe(args),
         Command::Bench(args) => cli::bench::bench(args),
+        Command::Loadgen(args) => cli::loadgen::loadgen(args),
         Command::Weights {
             action: FetchAction::Fetch { models_dir },
         } => {

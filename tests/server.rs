@@ -792,10 +792,15 @@ fn png_declaring(width: u32, height: u32) -> Vec<u8> {
 }
 
 /// Peak resident memory of a process, from `/proc/PID/status`.
-fn peak_rss_kib(pid: u32) -> u64 {
+/// A memory figure of process `pid` from /proc (`VmHWM`: peak, `VmRSS`: now), in KiB.
+fn memory_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    memory_kib(pid, "VmHWM:")
 }
 
 #[tokio::test]
@@ -1110,5 +1115,66 @@ async fn a_bearer_token_guards_the_service_but_not_health() {
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"),
         "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_capacity_is_refused_promptly_completes_the_rest_and_leaks_nothing() {
+    use stylize::loadgen::{self, LoadPlan, LoadReport};
+    // Room for three jobs at once (one running, two queued); eight clients keep asking.
+    let server = Server::start(&["--workers", "1", "--max-queue", "2"]);
+    let channel = server.channel().await;
+    let plan = |requests| LoadPlan {
+        clients: 8,
+        requests,
+        request: request(2),
+        token: None,
+    };
+    let mut seen = LoadReport::default();
+    // The first jobs build sessions and grow the allocator's pools: the baseline is after.
+    let warm = loadgen::run(channel.clone(), plan(24)).await;
+    seen.merge(warm);
+    let pid = server.child.id();
+    let baseline = memory_kib(pid, "VmRSS:");
+    let mut after_each = Vec::new();
+    for burst in 0..3 {
+        let report = loadgen::run(channel.clone(), plan(60)).await;
+        assert_eq!(report.total(), 60, "burst {burst}: {report:?}");
+        assert_eq!(report.failures(), 0, "burst {burst}: {:?}", report.outcomes);
+        assert!(
+            report.count("ok") >= 3,
+            "burst {burst}: {:?}",
+            report.outcomes
+        );
+        assert!(
+            report.count("resource_exhausted") > 0,
+            "burst {burst}: eight clients never overflowed a queue of two: {:?}",
+            report.outcomes
+        );
+        let slowest = loadgen::quantile(&report.refused_seconds, 1.0).unwrap();
+        assert!(slowest < 1.0, "burst {burst}: a refusal took {slowest:.3}s");
+        seen.merge(report);
+        after_each.push(memory_kib(pid, "VmRSS:"));
+    }
+    let last = *after_each.last().unwrap();
+    assert!(
+        last < baseline + 48 * 1024,
+        "resident memory grew from {baseline} KiB to {after_each:?} KiB over the bursts"
+    );
+    // What the server counted is what the clients saw.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for outcome in ["ok", "resource_exhausted"] {
+        assert_eq!(
+            server.metric(&format!("stylize_requests_total{{outcome=\"{outcome}\"}}")),
+            seen.count(outcome) as f64,
+            "{outcome}: clients saw {:?}",
+            seen.outcomes
+        );
+    }
+    assert_eq!(server.metric("stylize_queue_depth"), 0.0);
+    assert_eq!(server.metric("stylize_in_flight_requests"), 0.0);
+    println!(
+        "clients saw {:?}; resident memory {baseline} KiB after warm-up, {after_each:?} KiB after each burst",
+        seen.outcomes
     );
 }

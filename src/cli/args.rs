@@ -13,6 +13,10 @@ use stylize::image_io;
 use stylize::model::{Layer, Vgg19Weights, fetch};
 use stylize::render::{InitChoice, RenderOptions};
 
+/// The embedded demo images (`assets/`, licences in `assets/LICENSES.md`).
+pub const DEMO_CONTENT: &[u8] = include_bytes!("../../assets/chelsea.png");
+pub const DEMO_STYLE: &[u8] = include_bytes!("../../assets/starry_night.jpg");
+
 #[derive(Args)]
 pub struct WeightsArgs {
     /// VGG19 weights: the project's safetensors, or torchvision's `.pth` / `.safetensors`.

@@ -48,19 +48,24 @@ impl ConnectArgs {
             .with_context(|| format!("--server {server}: cannot connect"))
     }
 
-    /// Adds the bearer token, when one is configured, to `request`.
-    pub fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<()> {
+    /// The bearer token from --token-file, if one is given.
+    pub fn token(&self) -> Result<Option<String>> {
         let Some(path) = &self.token_file else {
-            return Ok(());
+            return Ok(None);
         };
         let token = std::fs::read_to_string(path)
             .with_context(|| format!("--token-file: {}", path.display()))?;
-        let value: MetadataValue<_> =
-            format!("Bearer {}", token.trim())
-                .parse()
-                .with_context(|| {
-                    format!("--token-file: {}: not a valid header value", path.display())
-                })?;
+        Ok(Some(token.trim().to_string()))
+    }
+
+    /// Adds the bearer token, when one is configured, to `request`.
+    pub fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<()> {
+        let Some(token) = self.token()? else {
+            return Ok(());
+        };
+        let value: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .context("--token-file: not a valid header value")?;
         request.metadata_mut().insert("authorization", value);
         Ok(())
     }

@@ -4,5 +4,6 @@ pub mod args;
 pub mod bench;
 pub mod client;
 pub mod connect;
+pub mod loadgen;
 pub mod run;
 pub mod serve;

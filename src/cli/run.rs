@@ -10,10 +10,10 @@ use stylize::engine::Progress;
 use stylize::image_io;
 use stylize::render::{self, RenderRequest, StyleSource};
 
-use super::args::{BackendArgs, JobArgs, flag_error, loss_message, progress_bar, read_image};
-
-const DEMO_CONTENT: &[u8] = include_bytes!("../../assets/chelsea.png");
-const DEMO_STYLE: &[u8] = include_bytes!("../../assets/starry_night.jpg");
+use super::args::{
+    BackendArgs, DEMO_CONTENT, DEMO_STYLE, JobArgs, flag_error, loss_message, progress_bar,
+    read_image,
+};
 
 #[derive(Args)]
 pub struct RunArgs {

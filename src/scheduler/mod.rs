@@ -111,6 +111,20 @@ impl Scheduler {
         &self.shared.backends
     }
 
+    /// Whether a job submitted now would be queued: the cheap check a request makes before
+    /// decoding its images, so overload is refused without spending CPU on it. `submit`
+    /// decides for good.
+    pub fn admits(&self) -> Result<()> {
+        let queue = self.shared.lock();
+        if !queue.accepting {
+            return Err(Error::ShuttingDown);
+        }
+        if queue.jobs.len() >= self.shared.config.max_queue {
+            return Err(Error::QueueFull(queue.jobs.len()));
+        }
+        Ok(())
+    }
+
     /// Queues a job, or refuses it at once: `QueueFull` or `ShuttingDown`.
     pub fn submit(&self, spec: JobSpec, span: tracing::Span) -> Result<Submitted> {
         let (events, receiver) = mpsc::unbounded_channel();

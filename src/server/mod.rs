@@ -139,6 +139,7 @@ impl Stylizer for StylizeService {
     ) -> Result<Response<EventStream>, Status> {
         let deadline =
             deadline::from_metadata(request.metadata(), Instant::now()).map_err(refused)?;
+        self.scheduler.admits().map_err(|e| refused(status(e)))?;
         let message = request.into_inner();
         let id = request_id(&message.request_id);
         let span = tracing::info_span!("stylize", request_id = %id);

@@ -112,6 +112,7 @@ fn describe() {
         outcome::CANCELLED,
         outcome::DEADLINE_EXCEEDED,
         outcome::INTERNAL,
+        outcome::UNAUTHENTICATED,
     ] {
         metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome).increment(0);
     }
