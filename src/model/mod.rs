@@ -128,18 +128,24 @@ impl Vgg19Weights {
             }
             Err(e) => return Err(Error::io(path, e)),
         };
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Reads weights from a file's bytes, telling the formats apart by content; `path` only
+    /// names the file in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let corrupt = |reason: String| Error::WeightsCorrupt {
             path: path.to_path_buf(),
             reason,
         };
         let weights = if bytes.starts_with(b"PK\x03\x04") {
-            torchvision::from_pth(&bytes).map_err(corrupt)?
-        } else if pastiche::is_legacy_torch(&bytes) {
-            pastiche::from_legacy_torch(&bytes).map_err(corrupt)?
-        } else if store::is_stylize_safetensors(&bytes) {
-            store::from_safetensors(&bytes).map_err(corrupt)?
+            torchvision::from_pth(bytes).map_err(corrupt)?
+        } else if pastiche::is_legacy_torch(bytes) {
+            pastiche::from_legacy_torch(bytes).map_err(corrupt)?
+        } else if store::is_stylize_safetensors(bytes) {
+            store::from_safetensors(bytes).map_err(corrupt)?
         } else {
-            torchvision::from_safetensors(&bytes).map_err(corrupt)?
+            torchvision::from_safetensors(bytes).map_err(corrupt)?
         };
         weights.validate(path)?;
         Ok(weights)
