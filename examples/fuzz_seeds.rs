@@ -32,7 +32,10 @@ fn images() -> Vec<(&'static str, Vec<u8>)> {
     let style = image::load_from_memory(STYLE).expect("demo style");
     let small = |image: &DynamicImage, w, h| image.resize_exact(w, h, FilterType::Triangle);
     vec![
-        ("rgb16.png", encode(&small(&content, 16, 16), ImageFormat::Png)),
+        (
+            "rgb16.png",
+            encode(&small(&content, 16, 16), ImageFormat::Png),
+        ),
         (
             "gray12x9.png",
             encode(&small(&content, 12, 9).grayscale(), ImageFormat::Png),
@@ -44,7 +47,10 @@ fn images() -> Vec<(&'static str, Vec<u8>)> {
                 ImageFormat::Png,
             ),
         ),
-        ("rgb16.jpg", encode(&small(&style, 16, 16), ImageFormat::Jpeg)),
+        (
+            "rgb16.jpg",
+            encode(&small(&style, 16, 16), ImageFormat::Jpeg),
+        ),
         (
             "gray9x12.jpg",
             encode(&small(&style, 9, 12).grayscale(), ImageFormat::Jpeg),
@@ -102,7 +108,7 @@ fn requests(content: &[u8], style: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
 /// Tiny tensors under torchvision's VGG19 names (shapes wrong on purpose: the reader's
 /// checks are what the fuzzer should reach).
 fn safetensors_seed() -> Vec<u8> {
-    let data = vec![0u8; 4 * 18];
+    let data = [0u8; 4 * 18];
     let names = ["features.0.weight", "features.0.bias", "features.2.weight"];
     let shapes = [vec![2, 1, 3, 3], vec![2], vec![1, 2, 3, 3]];
     let views: Vec<(String, TensorView<'_>)> = names
