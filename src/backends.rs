@@ -156,7 +156,7 @@ pub fn choose(
 /// `ort` when its CUDA provider runs the default style layers (which also builds their
 /// session before the first request), else `None` with a warning: on a GPU, candle there
 /// beats ONNX Runtime on the CPU.
-fn gpu_precompute_starts(ort: Arc<OrtFeatures>) -> Result<Option<Arc<OrtFeatures>>> {
+pub fn gpu_precompute_starts(ort: Arc<OrtFeatures>) -> Result<Option<Arc<OrtFeatures>>> {
     let side = 32;
     let probe = crate::model::InputImage {
         height: side,

@@ -182,9 +182,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 None => {
                     let t = stylize::bench::measure_candle(&weights, size, args.repeats, &device)?;
                     let precompute_s = match &ort_gpu {
-                        Some(features) => {
-                            stylize::bench::measure_precompute(features, size, args.repeats)?
-                        }
+                        Some(features) => stylize::bench::measure_precompute(
+                            features.as_ref(),
+                            size,
+                            args.repeats,
+                        )?,
                         None => t.forward_s,
                     };
                     (precompute_s, t.step_s)
@@ -236,22 +238,17 @@ fn gpu_precompute(
     models_dir: &std::path::Path,
     weights: &Arc<Vgg19Weights>,
     provider: Provider,
-) -> Option<OrtFeatures> {
-    let features = match select::ort_features(models_dir, weights.clone(), Pooling::Max, provider) {
-        Ok(features) => features,
-        Err(err) => {
-            println!("ONNX Runtime unavailable ({err}); the precompute is candle's");
-            return None;
-        }
-    };
-    match stylize::bench::measure_precompute(&features, 32, 1) {
-        Ok(_) if features.provider() == provider => Some(features),
-        Ok(_) => {
+) -> Option<Arc<OrtFeatures>> {
+    let started = select::ort_features(models_dir, weights.clone(), Pooling::Max, provider)
+        .and_then(|features| stylize::backends::gpu_precompute_starts(Arc::new(features)));
+    match started {
+        Ok(Some(features)) => Some(features),
+        Ok(None) => {
             println!("ONNX Runtime's CUDA provider did not start; the precompute is candle's");
             None
         }
         Err(err) => {
-            println!("ONNX Runtime precompute failed ({err}); the precompute is candle's");
+            println!("ONNX Runtime unavailable ({err}); the precompute is candle's");
             None
         }
     }
