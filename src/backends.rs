@@ -128,7 +128,7 @@ pub fn choose(
         _ => None,
     };
     let ort_precompute = match ort.filter(|_| ort_precompute_wanted) {
-        Some(ort) if on_gpu && precompute == Auto => gpu_precompute_starts(ort)?,
+        Some(ort) if on_gpu && precompute == Auto => gpu_precompute_starts(ort),
         other => other,
     };
     let candle = match (&ort_engine, &ort_precompute) {
@@ -155,21 +155,21 @@ pub fn choose(
 
 /// `ort` when its CUDA provider runs the default style layers (which also builds their
 /// session before the first request), else `None` with a warning: on a GPU, candle there
-/// beats ONNX Runtime on the CPU.
-pub fn gpu_precompute_starts(ort: Arc<OrtFeatures>) -> Result<Option<Arc<OrtFeatures>>> {
+/// beats ONNX Runtime on the CPU, and `auto` never fails a start over ONNX Runtime.
+pub fn gpu_precompute_starts(ort: Arc<OrtFeatures>) -> Option<Arc<OrtFeatures>> {
     let side = 32;
     let probe = crate::model::InputImage {
         height: side,
         width: side,
         data: vec![0.0; 3 * side * side],
     };
-    ort.grams(&probe, &crate::render::default_style_taps())?;
-    if matches!(ort.provider(), Provider::Cuda(_)) {
-        Ok(Some(ort))
-    } else {
-        tracing::warn!("the style precompute runs as candle on the GPU");
-        Ok(None)
+    match ort.grams(&probe, &crate::render::default_style_taps()) {
+        Ok(_) if matches!(ort.provider(), Provider::Cuda(_)) => return Some(ort),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(%err, "ONNX Runtime's precompute failed on the GPU"),
     }
+    tracing::warn!("the style precompute runs as candle on the GPU");
+    None
 }
 
 #[cfg(test)]

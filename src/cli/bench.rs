@@ -239,13 +239,13 @@ fn gpu_precompute(
     weights: &Arc<Vgg19Weights>,
     provider: Provider,
 ) -> Option<Arc<OrtFeatures>> {
-    let started = select::ort_features(models_dir, weights.clone(), Pooling::Max, provider)
-        .and_then(|features| stylize::backends::gpu_precompute_starts(Arc::new(features)));
-    match started {
-        Ok(Some(features)) => Some(features),
-        Ok(None) => {
-            println!("ONNX Runtime's CUDA provider did not start; the precompute is candle's");
-            None
+    match select::ort_features(models_dir, weights.clone(), Pooling::Max, provider) {
+        Ok(features) => {
+            let started = stylize::backends::gpu_precompute_starts(Arc::new(features));
+            if started.is_none() {
+                println!("ONNX Runtime's CUDA provider did not start; the precompute is candle's");
+            }
+            started
         }
         Err(err) => {
             println!("ONNX Runtime unavailable ({err}); the precompute is candle's");
