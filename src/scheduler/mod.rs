@@ -115,7 +115,11 @@ impl Scheduler {
     /// decoding its images, so overload is refused without spending CPU on it. `submit`
     /// decides for good.
     pub fn admits(&self) -> Result<()> {
-        let queue = self.shared.lock();
+        self.room_in(&self.shared.lock())
+    }
+
+    /// `ShuttingDown` or `QueueFull` when `queue` takes no more jobs.
+    fn room_in(&self, queue: &Queue) -> Result<()> {
         if !queue.accepting {
             return Err(Error::ShuttingDown);
         }
@@ -130,12 +134,7 @@ impl Scheduler {
         let (events, receiver) = mpsc::unbounded_channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let mut queue = self.shared.lock();
-        if !queue.accepting {
-            return Err(Error::ShuttingDown);
-        }
-        if queue.jobs.len() >= self.shared.config.max_queue {
-            return Err(Error::QueueFull(queue.jobs.len()));
-        }
+        self.room_in(&queue)?;
         let position = queue.jobs.len();
         let _ = events.send(JobEvent::Queued { position });
         queue.jobs.push_back(QueuedJob {
