@@ -203,6 +203,17 @@ pub fn flag_error(err: stylize::Error) -> anyhow::Error {
 }
 
 /// Reads an image flag, or decodes the embedded default when the flag is absent.
+/// The bytes of the file a flag names; errors name the flag and the file.
+pub fn read_flag_file(flag: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))
+}
+
+/// The same as UTF-8 text (a token file, say).
+pub fn read_flag_text(flag: &str, path: &Path) -> Result<String> {
+    String::from_utf8(read_flag_file(flag, path)?)
+        .with_context(|| format!("--{flag}: {}: not UTF-8", path.display()))
+}
+
 pub fn read_image(
     flag: &str,
     path: Option<&Path>,

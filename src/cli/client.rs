@@ -10,7 +10,9 @@ use stylize::image_io::Encoding;
 use stylize::server::proto::{self, stylizer_client::StylizerClient};
 use stylize::server::routing::{STYLE_KEY_HEADER, style_routing_key};
 
-use super::args::{JobArgs, OptimizerArg, loss_message, parse_layers, progress_bar};
+use super::args::{
+    JobArgs, OptimizerArg, loss_message, parse_layers, progress_bar, read_flag_file,
+};
 use super::connect::ConnectArgs;
 
 #[derive(Args)]
@@ -68,10 +70,6 @@ pub struct RegisterStyleArgs {
     style_layers: String,
 }
 
-fn read(flag: &str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))
-}
-
 fn layer_weights(flag: &str, spec: &str) -> Result<Vec<proto::LayerWeight>> {
     Ok(parse_layers(flag, spec)?
         .into_iter()
@@ -86,7 +84,7 @@ fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
     let (init, init_image) = match job.init.as_str() {
         "content" => (proto::Init::Content, Vec::new()),
         "noise" => (proto::Init::Noise, Vec::new()),
-        path => (proto::Init::Image, read("init", Path::new(path))?),
+        path => (proto::Init::Image, read_flag_file("init", Path::new(path))?),
     };
     Ok(proto::Options {
         size: job.size,
@@ -144,7 +142,9 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     let mut styles = Vec::new();
     for path in &args.styles {
         styles.push(proto::StyleInput {
-            source: Some(proto::style_input::Source::Image(read("style", path)?)),
+            source: Some(proto::style_input::Source::Image(read_flag_file(
+                "style", path,
+            )?)),
         });
     }
     for key in &args.style_keys {
@@ -158,7 +158,7 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     let routing_key = style_routing_key(&styles);
     let mut request = tonic::Request::new(proto::StylizeRequest {
         request_id: args.request_id.clone(),
-        content: read("content", &args.content)?,
+        content: read_flag_file("content", &args.content)?,
         styles,
         blend: args.blend.clone(),
         options: Some(options),
@@ -223,7 +223,7 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
 
 pub fn register_style(args: RegisterStyleArgs) -> Result<()> {
     let mut request = tonic::Request::new(proto::RegisterStyleRequest {
-        image: read("style", &args.style)?,
+        image: read_flag_file("style", &args.style)?,
         size: args.size,
         style_scale: Some(args.style_scale),
         scales: args.scales,

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+
+use super::args::{read_flag_file, read_flag_text};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -29,8 +31,7 @@ impl ConnectArgs {
             .with_context(|| format!("--server {server}: not a URL"))?;
         match (server.starts_with("https://"), &self.ca_cert) {
             (true, Some(path)) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("--ca-cert: {}", path.display()))?;
+                let pem = read_flag_file("ca-cert", path)?;
                 let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
                 endpoint = endpoint
                     .tls_config(tls)
@@ -53,9 +54,7 @@ impl ConnectArgs {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        let token = std::fs::read_to_string(path)
-            .with_context(|| format!("--token-file: {}", path.display()))?;
-        Ok(Some(token.trim().to_string()))
+        Ok(Some(read_flag_text("token-file", path)?.trim().to_string()))
     }
 
     /// Adds the bearer token, when one is configured, to `request`.

@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use stylize::loadgen::{self, LoadPlan, LoadReport};
 use stylize::server::proto;
 
-use super::args::{DEMO_CONTENT, DEMO_STYLE};
+use super::args::{DEMO_CONTENT, DEMO_STYLE, read_flag_file};
 use super::connect::ConnectArgs;
 
 #[derive(Args)]
@@ -38,7 +38,7 @@ pub struct LoadgenArgs {
 
 fn image(flag: &str, path: &Option<PathBuf>, demo: &[u8]) -> Result<Vec<u8>> {
     match path {
-        Some(path) => std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display())),
+        Some(path) => read_flag_file(flag, path),
         None => Ok(demo.to_vec()),
     }
 }

@@ -1,11 +1,11 @@
 //! `stylize serve`: the gRPC server, every setting a flag with an environment variable.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use stylize::cache::StyleCache;
@@ -14,7 +14,7 @@ use stylize::server::auth::TokenGate;
 use stylize::server::{self, Limits, ServerConfig, TlsIdentity};
 use stylize::telemetry::shutdown;
 
-use super::args::BackendArgs;
+use super::args::{BackendArgs, read_flag_file, read_flag_text};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -68,10 +68,6 @@ pub struct ServeArgs {
     backend: BackendArgs,
 }
 
-fn read_flag(flag: &str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))
-}
-
 pub fn serve(args: ServeArgs) -> Result<()> {
     if args.max_queue == 0 || args.workers == 0 {
         anyhow::bail!("--max-queue and --workers must be at least 1");
@@ -81,15 +77,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsIdentity {
-            cert_pem: read_flag("tls-cert", cert)?,
-            key_pem: read_flag("tls-key", key)?,
+            cert_pem: read_flag_file("tls-cert", cert)?,
+            key_pem: read_flag_file("tls-key", key)?,
         }),
         _ => None,
     };
     let gate = match &args.auth_token_file {
         Some(path) => {
-            let token = String::from_utf8(read_flag("auth-token-file", path)?)
-                .with_context(|| format!("--auth-token-file: {}: not UTF-8", path.display()))?;
+            let token = read_flag_text("auth-token-file", path)?;
             TokenGate::bearer(&token, "auth-token-file")?
         }
         None => TokenGate::open(),
