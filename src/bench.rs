@@ -44,9 +44,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 /// The middle value (the upper one of an even count).
-pub fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+pub fn median(samples: Vec<f64>) -> f64 {
+    quantile(&samples, 0.5).expect("a median of at least one sample")
+}
+
+/// The `q` quantile (0..=1) of `samples` by nearest rank (halves round up); `None` when
+/// there are none.
+pub fn quantile(samples: &[f64], q: f64) -> Option<f64> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[((last as f64) * q.clamp(0.0, 1.0)).round() as usize])
 }
 
 fn time_repeats(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -211,4 +219,20 @@ pub fn time_cache_hit(size: usize, layers: &[Layer]) -> Result<f64> {
         Ok(())
     })?;
     Ok(total / runs as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank_and_the_upper_median() {
+        let samples = [5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(quantile(&samples, 0.0), Some(1.0));
+        assert_eq!(quantile(&samples, 0.5), Some(3.0));
+        assert_eq!(quantile(&samples, 1.0), Some(5.0));
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(median(samples.to_vec()), 3.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 3.0);
+    }
 }

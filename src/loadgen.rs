@@ -1,6 +1,6 @@
 //! A load generator for the gRPC service: N concurrent clients share a fixed number of
 //! requests, each read to its end, and every outcome is tallied by gRPC code with its
-//! latency. What `stylize loadgen` prints and what the load test checks.
+//! latency (`bench::quantile` summarises them). What `stylize loadgen` prints and what the load test checks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,14 +58,6 @@ impl LoadReport {
         self.completed_seconds.extend(other.completed_seconds);
         self.refused_seconds.extend(other.refused_seconds);
     }
-}
-
-/// The `q` quantile (0..=1) of `samples` by nearest rank; `None` when there are none.
-pub fn quantile(samples: &[f64], q: f64) -> Option<f64> {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let last = sorted.len().checked_sub(1)?;
-    Some(sorted[((last as f64) * q.clamp(0.0, 1.0)).round() as usize])
 }
 
 /// The lower-case, underscored name of a gRPC code (`ResourceExhausted` → `resource_exhausted`).
@@ -156,15 +148,6 @@ async fn one_request(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantiles_by_nearest_rank() {
-        let samples = [5.0, 1.0, 4.0, 2.0, 3.0];
-        assert_eq!(quantile(&samples, 0.0), Some(1.0));
-        assert_eq!(quantile(&samples, 0.5), Some(3.0));
-        assert_eq!(quantile(&samples, 1.0), Some(5.0));
-        assert_eq!(quantile(&[], 0.5), None);
-    }
 
     #[test]
     fn code_names_match_the_metrics_outcome_labels() {

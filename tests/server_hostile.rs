@@ -222,7 +222,7 @@ async fn a_burst_beyond_capacity_is_refused_promptly_completes_the_rest_and_leak
             "burst {burst}: eight clients never overflowed a queue of two: {:?}",
             report.outcomes
         );
-        let slowest = loadgen::quantile(&report.refused_seconds, 1.0).unwrap();
+        let slowest = stylize::bench::quantile(&report.refused_seconds, 1.0).unwrap();
         assert!(slowest < 1.0, "burst {burst}: a refusal took {slowest:.3}s");
         seen.merge(report);
         after_each.push(memory_kib(pid, "VmRSS:"));

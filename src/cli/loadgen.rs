@@ -101,7 +101,9 @@ fn print_report(report: &LoadReport) {
         println!("  {outcome:<20} {count}");
     }
     let line = |label: &str, samples: &[f64]| {
-        let q = |p| loadgen::quantile(samples, p).map_or("-".to_string(), |s| format!("{s:.3}s"));
+        let q = |p| {
+            stylize::bench::quantile(samples, p).map_or("-".to_string(), |s| format!("{s:.3}s"))
+        };
         println!(
             "  {label:<20} p50 {}  p95 {}  max {}",
             q(0.5),
