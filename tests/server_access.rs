@@ -44,21 +44,26 @@ impl TestPki {
     }
 }
 
-#[tokio::test]
-async fn tls_serves_trusting_clients_only() {
+/// A TLS channel to `url` trusting only the authority `ca_pem` (the configuration must be
+/// valid; only connecting may fail).
+async fn trusting(url: &str, ca_pem: &str) -> Result<Channel, tonic::transport::Error> {
     use tonic::transport::{Certificate, ClientTlsConfig};
-    let pki = TestPki::new();
-    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let server = Server::start(&["--workers", "1", "--tls-cert", &cert, "--tls-key", &key]);
-    let url = format!("https://localhost:{}", server.addr.port());
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem));
-    let channel = Channel::from_shared(url.clone())
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    Channel::from_shared(url.to_string())
         .unwrap()
         .tls_config(tls)
         .unwrap()
         .connect()
         .await
-        .unwrap();
+}
+
+#[tokio::test]
+async fn tls_serves_trusting_clients_only() {
+    let pki = TestPki::new();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let server = Server::start(&["--workers", "1", "--tls-cert", &cert, "--tls-key", &key]);
+    let url = format!("https://localhost:{}", server.addr.port());
+    let channel = trusting(&url, &pki.ca_pem).await.unwrap();
     let events = collect(&mut StylizerClient::new(channel), request(2))
         .await
         .unwrap();
@@ -78,13 +83,7 @@ async fn tls_serves_trusting_clients_only() {
     }
     // A client trusting another authority refuses the server's certificate.
     let stranger = TestPki::new();
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&stranger.ca_pem));
-    let untrusted = Channel::from_shared(url.clone())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await;
+    let untrusted = trusting(&url, &stranger.ca_pem).await;
     assert!(untrusted.is_err(), "an untrusted certificate was accepted");
 
     // The CLI's health probe over TLS.
