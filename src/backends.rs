@@ -12,10 +12,10 @@ use candle_core::{DType, Device};
 
 use crate::engine::{CandleEngine, Engine, OrtEngine, Pooling};
 use crate::error::{Error, Result};
-use crate::features::ort_runtime::Provider;
 use crate::features::select::{BackendChoice, ort_features};
 use crate::features::{FeatureExtractor, OrtFeatures};
 use crate::model::Vgg19Weights;
+use crate::runtime::Provider;
 
 /// Where candle runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

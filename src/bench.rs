@@ -9,12 +9,14 @@ use candle_core::{DType, Device, Tensor};
 use crate::cache::{StyleCache, StyleKey, image_digest};
 use crate::engine::OrtEngine;
 use crate::engine::driver::Evaluate;
-use crate::engine::loss::{LayerTarget, Objective, TermWeights, gram};
+use crate::engine::loss::{LayerTarget, Objective, TermWeights};
 use crate::engine::optim::{Adam, Optimizer};
-use crate::engine::vgg::{Pooling, VggNet};
 use crate::error::Result;
 use crate::features::{FeatureExtractor, OrtFeatures};
 use crate::model::{InputImage, Layer, Vgg19Weights};
+use crate::net::Pooling;
+use crate::net::gram;
+use crate::net::vgg::VggNet;
 use crate::render::{
     default_content_layers, default_style_layers, default_style_taps, single_step_job,
 };
@@ -142,19 +144,18 @@ pub fn measure_candle(
     })?;
     let style_acts = net.forward(&style, deepest, &taps, false)?;
     let content_acts = net.forward(&image, deepest, &[Layer::new(4, 2)?], false)?;
-    let target =
-        |acts: &crate::engine::vgg::Activations, layer: Layer, weight: f64, as_gram: bool| {
-            let features = acts.get(layer).expect("tapped layer is kept");
-            Ok::<_, crate::Error>(LayerTarget {
-                layer,
-                weight,
-                target: if as_gram {
-                    gram(features)?
-                } else {
-                    features.clone()
-                },
-            })
-        };
+    let target = |acts: &crate::net::vgg::Activations, layer: Layer, weight: f64, as_gram: bool| {
+        let features = acts.get(layer).expect("tapped layer is kept");
+        Ok::<_, crate::Error>(LayerTarget {
+            layer,
+            weight,
+            target: if as_gram {
+                gram(features)?
+            } else {
+                features.clone()
+            },
+        })
+    };
     let objective = Objective {
         net: &net,
         content: default_content_layers()
@@ -190,10 +191,10 @@ pub fn time_cache_hit(size: usize, layers: &[Layer]) -> Result<f64> {
         image::Rgb([x as u8, y as u8, 7])
     });
     let cache = StyleCache::new(crate::cache::DEFAULT_BUDGET_BYTES);
-    let identity = crate::features::TargetIdentity {
+    let identity = crate::net::TargetIdentity {
         weights: "bench".into(),
         pooling: Pooling::Max,
-        gram_normalisation: crate::features::GRAM_NORMALISATION,
+        gram_normalisation: crate::net::GRAM_NORMALISATION,
     };
     let key = |digest| StyleKey {
         image_sha256: digest,
@@ -203,7 +204,7 @@ pub fn time_cache_hit(size: usize, layers: &[Layer]) -> Result<f64> {
     };
     let grams: Vec<_> = layers
         .iter()
-        .map(|l| crate::features::Gram {
+        .map(|l| crate::net::Gram {
             channels: l.channels(),
             data: vec![0.5; l.channels() * l.channels()],
         })

@@ -10,8 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::features::{Gram, TargetIdentity};
 use crate::model::Layer;
+use crate::net::{Gram, TargetIdentity};
 
 /// Default byte budget (512 MiB: ~200 styles' Grams at the default layers).
 pub const DEFAULT_BUDGET_BYTES: usize = 512 << 20;

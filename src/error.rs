@@ -46,6 +46,9 @@ pub enum Error {
     #[error("the queue is full ({0} jobs waiting); retry later or on another replica")]
     QueueFull(usize),
 
+    #[error("not enough memory: {0}")]
+    MemoryExhausted(String),
+
     #[error("the server is shutting down and accepts no new work")]
     ShuttingDown,
 

@@ -1,6 +1,7 @@
 //! stylize: neural style transfer (Gatys et al.) on VGG19, exact to a float64 reference.
 //!
-//! Data flows one way: `render` (and later the server) -> `engine` / `features` -> `model`.
+//! Data flows one way: `server` -> `scheduler` -> `render` -> `engine` / `features` ->
+//! `net` / `runtime` -> `model`; `cache` is shared.
 
 pub mod backends;
 pub mod bench;
@@ -10,9 +11,12 @@ pub mod error;
 pub mod features;
 pub mod image_io;
 pub mod loadgen;
+pub mod memory;
 pub mod model;
+pub mod net;
 pub mod onnx;
 pub mod render;
+pub mod runtime;
 pub mod scheduler;
 pub mod server;
 pub mod telemetry;

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use stylize::features::ort_library::{self, Flavor};
 use stylize::model::fetch;
+use stylize::runtime::library::{self as ort_library, Flavor};
 use stylize::telemetry::logging::{self, LogFormat};
 
 #[derive(Parser)]

@@ -34,6 +34,13 @@ impl<F: FeatureExtractor> FeatureExtractor for Counting<F> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.grams(image, layers)
     }
+    fn maps(
+        &self,
+        image: &InputImage,
+        layers: &[Layer],
+    ) -> stylize::Result<Vec<candle_core::Tensor>> {
+        self.inner.maps(image, layers)
+    }
 }
 
 fn demo_request(style_scale: f64) -> RenderRequest {
@@ -60,7 +67,7 @@ fn key(n: u8, side: u32) -> StyleKey {
         identity: TargetIdentity {
             weights: "test".into(),
             pooling: Pooling::Max,
-            gram_normalisation: stylize::features::GRAM_NORMALISATION,
+            gram_normalisation: stylize::net::GRAM_NORMALISATION,
         },
     }
 }
@@ -84,6 +91,7 @@ fn a_repeated_style_is_computed_once() {
     let source = StyleSource {
         features: &features,
         cache: Some(&cache),
+        tile_side: None,
     };
     let mut sink = |_: &Progress| ControlFlow::Continue(());
     let first = render(&demo_request(1.0), &engine, source, &mut sink).unwrap();

@@ -9,12 +9,14 @@ use std::ops::ControlFlow;
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 use stylize::Error;
-use stylize::engine::loss::{LayerTarget, Objective, TermWeights, gram};
-use stylize::engine::vgg::{Pooling, VggNet};
+use stylize::engine::loss::{LayerTarget, Objective, TermWeights};
 use stylize::engine::{CandleEngine, OptimizerKind, Progress};
 use stylize::features::CandleFeatures;
 use stylize::image_io;
 use stylize::model::Layer;
+use stylize::net::Pooling;
+use stylize::net::gram;
+use stylize::net::vgg::VggNet;
 use stylize::render::{InitChoice, RenderOptions, RenderRequest, StyleSource, render};
 
 use common::weights;
@@ -52,6 +54,7 @@ fn source(features: &CandleFeatures) -> StyleSource<'_> {
     StyleSource {
         features,
         cache: None,
+        tile_side: None,
     }
 }
 

@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 use serde_json::Value;
-use stylize::engine::loss::{LayerTarget, LossBreakdown, Objective, TermWeights, gram};
+use stylize::engine::loss::{LayerTarget, LossBreakdown, Objective, TermWeights};
 use stylize::engine::optim::{Adam, Lbfgs, Optimizer};
-use stylize::engine::vgg::{Pooling, VggNet};
 use stylize::features::{CandleFeatures, FeatureExtractor, blend};
 use stylize::image_io;
 use stylize::model::{ChannelOrder, InputConvention, InputImage, Layer};
+use stylize::net::Pooling;
+use stylize::net::gram;
+use stylize::net::vgg::VggNet;
 
 use common::{device, rel, rel_l2, sum_sq, weights};
 
@@ -516,7 +518,7 @@ fn check_float32(case: &Case, report: &mut Report) {
 fn check_onnxruntime(case: &Case, report: &mut Report) {
     let setup = Setup::new(case, DType::F32);
     // On a GPU test device, ONNX Runtime's CUDA provider when the library has it.
-    let provider = stylize::features::ort_runtime::Provider::for_device(common::device());
+    let provider = stylize::runtime::Provider::for_device(common::device());
     let ort = common::ort_features_on(Pooling::Max, provider);
     let candle = CandleFeatures::new(std::sync::Arc::new(
         VggNet::new(weights(), None, Pooling::Max, &Device::Cpu, DType::F32).unwrap(),
@@ -607,6 +609,7 @@ fn check_ort_engine(case: &Case, report: &mut Report) {
         },
         init: Init::Image(host(&setup.x0)),
         preview_every: 0,
+        tile_side: None,
     };
     let (losses, grad) = engine
         .objective(&job, &scale)

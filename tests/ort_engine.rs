@@ -7,34 +7,9 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use stylize::engine::{CandleEngine, OrtEngine, Pooling};
 use stylize::features::FeatureExtractor;
-use stylize::model::InputImage;
 use stylize::render::{default_style_taps, single_step_job};
 
-use common::{rel, rel_l2};
-
-/// A 38x45 input-space image: a smooth random-looking pattern with a flat block.
-fn image(height: usize, width: usize, seed: f32) -> InputImage {
-    let mut data = Vec::with_capacity(3 * height * width);
-    for c in 0..3 {
-        for y in 0..height {
-            for x in 0..width {
-                let flat = (8..20).contains(&y) && (10..30).contains(&x);
-                let value = if flat {
-                    40.0 - 30.0 * c as f32
-                } else {
-                    let t = seed + 0.37 * x as f32 + 0.61 * y as f32 + 1.3 * c as f32;
-                    90.0 * (t.sin() * (0.5 * t).cos()) + 20.0 * ((x * y) as f32 * 0.11).sin()
-                };
-                data.push(value);
-            }
-        }
-    }
-    InputImage {
-        height,
-        width,
-        data,
-    }
-}
+use common::{pattern_image as image, rel, rel_l2};
 
 #[test]
 fn ort_gradient_matches_candle_f64_on_odd_sizes_with_ties() {
@@ -101,7 +76,7 @@ fn tied_windows(reference: &CandleEngine, x: &Tensor) -> usize {
 /// With `STYLIZE_TEST_DEVICE=cuda…` and a CUDA-capable library, the GPU is required.
 #[test]
 fn a_cuda_precompute_runs_on_cuda_or_falls_back_to_the_cpu_with_equal_grams() {
-    use stylize::features::ort_runtime::{self, Provider};
+    use stylize::runtime::{self as ort_runtime, Provider};
     let cpu = common::ort_features(Pooling::Max);
     let cuda = common::ort_features_on(Pooling::Max, Provider::Cuda(0));
     let taps = default_style_taps();

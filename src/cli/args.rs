@@ -132,6 +132,13 @@ pub struct JobArgs {
     /// Coarse-to-fine scales: optimise at size/2^(n-1) first, doubling up to size.
     #[arg(long, default_value_t = 1)]
     pub scales: usize,
+    /// L-BFGS curvature pairs kept (0: up to 100, fewer when memory requires).
+    #[arg(long, default_value_t = 0)]
+    pub lbfgs_history: usize,
+    /// Evaluate in tiles with cores of at most this many pixels a side (default: tile only
+    /// when a whole frame does not fit the memory budget). The result is the same.
+    #[arg(long)]
+    pub tile_size: Option<u32>,
 }
 
 pub fn parse_layers(flag: &str, spec: &str) -> Result<Vec<(Layer, f64)>> {
@@ -167,7 +174,9 @@ impl JobArgs {
             iterations: self.iterations,
             optimizer: match self.optimizer {
                 OptimizerArg::Adam => OptimizerKind::Adam { lr: self.lr },
-                OptimizerArg::Lbfgs => OptimizerKind::Lbfgs { history: 100 },
+                OptimizerArg::Lbfgs => OptimizerKind::Lbfgs {
+                    history: self.lbfgs_history,
+                },
             },
             weights: TermWeights {
                 content: self.content_weight,
@@ -182,8 +191,18 @@ impl JobArgs {
             preserve_colors: self.preserve_colors,
             scales: self.scales,
             preview_every: 0,
+            tile_size: self.tile_size,
         })
     }
+}
+
+/// The memory budget from `--memory-budget` (a byte count like `6GiB`), else detected.
+pub fn memory_budget(flag: Option<&str>) -> Result<stylize::memory::Budget> {
+    let bytes = flag
+        .map(stylize::memory::parse_bytes)
+        .transpose()
+        .map_err(flag_error)?;
+    stylize::memory::Budget::detect(bytes).map_err(flag_error)
 }
 
 /// Turns an option error's field name (`style_weight`) into the CLI flag (`--style-weight`).

@@ -8,9 +8,9 @@ use clap::Args;
 
 use stylize::backends::DeviceChoice;
 use stylize::engine::{OrtEngine, Pooling};
-use stylize::features::ort_runtime::Provider;
 use stylize::features::{OrtFeatures, select};
 use stylize::model::Vgg19Weights;
+use stylize::runtime::Provider;
 
 use super::args::WeightsArgs;
 

@@ -112,6 +112,8 @@ fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
             Encoding::Jpeg { .. } => proto::ImageFormat::Jpeg,
         } as i32,
         jpeg_quality: 0,
+        tile_size: job.tile_size.unwrap_or(0),
+        lbfgs_history: job.lbfgs_history as u32,
     })
 }
 
@@ -183,7 +185,13 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
             use proto::stylize_event::Event;
             match event.event {
                 Some(Event::Queued(q)) => bar.set_message(format!("queued at position {}", q.position)),
-                Some(Event::Started(s)) => bar.set_message(format!("started on {} ({})", s.worker, s.device)),
+                Some(Event::Started(s)) => bar.set_message(format!(
+                    "started on {} ({}), {} tile(s), ~{} MiB",
+                    s.worker,
+                    s.device,
+                    s.tiles,
+                    s.memory_estimate_bytes >> 20
+                )),
                 Some(Event::Progress(p)) => {
                     bar.set_position(p.iteration as u64);
                     let l = p.losses.unwrap_or_default();

@@ -11,8 +11,8 @@ use stylize::image_io;
 use stylize::render::{self, RenderRequest, StyleSource};
 
 use super::args::{
-    BackendArgs, DEMO_CONTENT, DEMO_STYLE, JobArgs, flag_error, loss_message, progress_bar,
-    read_image,
+    BackendArgs, DEMO_CONTENT, DEMO_STYLE, JobArgs, flag_error, loss_message, memory_budget,
+    progress_bar, read_image,
 };
 
 #[derive(Args)]
@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Memory this run may use, e.g. `3GiB` (default: the cgroup's limit, else physical
+    /// memory, less 512 MiB); frames that do not fit are evaluated in tiles.
+    #[arg(long)]
+    memory_budget: Option<String>,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -61,10 +65,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         options: args.job.options()?,
     };
     request.validate().map_err(flag_error)?;
+    let budget = memory_budget(args.memory_budget.as_deref())?;
     let backends = args.backend.build()?;
+    let footprint = backends.engine.footprint();
+    let for_job = budget.bytes.saturating_sub(footprint.resident);
+    let plan = render::plan_memory(&request, &footprint, Some(for_job)).map_err(flag_error)?;
     let source = StyleSource {
         features: backends.features.as_ref(),
         cache: None,
+        tile_side: None,
     };
     let total = request.options.iterations * request.options.scales;
     let bar = progress_bar(total as u64, args.quiet)?;
@@ -78,10 +87,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         engine = %backends.engine.name(),
         precompute = %backends.features.name(),
         size = request.options.size,
+        tiles = plan.tiles,
+        lbfgs_history = plan.history,
+        memory_estimate_mib = plan.estimate >> 20,
+        budget_mib = budget.bytes >> 20,
         "stylising"
     );
-    let rendered = render::render(&request, backends.engine.as_ref(), source, &mut on_progress)
-        .map_err(flag_error)?;
+    let rendered = render::render_planned(
+        &request,
+        backends.engine.as_ref(),
+        source,
+        &plan,
+        &mut on_progress,
+    )
+    .map_err(flag_error)?;
     bar.finish();
     image_io::save(&rendered.image, &args.out).context("--out")?;
     println!(

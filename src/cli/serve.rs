@@ -10,6 +10,8 @@ use clap::Args;
 
 use stylize::cache::StyleCache;
 use stylize::scheduler::{self, SchedulerConfig};
+
+use super::args::memory_budget;
 use stylize::server::auth::TokenGate;
 use stylize::server::{self, Limits, ServerConfig, TlsIdentity};
 use stylize::telemetry::shutdown;
@@ -64,6 +66,11 @@ pub struct ServeArgs {
     /// (`authorization: Bearer <token>`); health stays open for probes.
     #[arg(long, env = "STYLIZE_AUTH_TOKEN_FILE")]
     auth_token_file: Option<PathBuf>,
+    /// Memory this process may use, e.g. `6GiB` (default: the cgroup's limit, else physical
+    /// memory, less 512 MiB). Jobs are tiled to fit it, wait for running jobs' memory, or are
+    /// refused with RESOURCE_EXHAUSTED when they can never fit.
+    #[arg(long, env = "STYLIZE_MEMORY_BUDGET")]
+    memory_budget: Option<String>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -89,6 +96,16 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
         None => TokenGate::open(),
     };
+    let budget = memory_budget(args.memory_budget.as_deref())?;
+    // The style cache and the registry hold up to their byte limits beside the jobs.
+    let held = (args.cache_bytes + args.registry_bytes) as u64;
+    let for_jobs = budget.bytes.saturating_sub(held);
+    tracing::info!(
+        budget_mib = budget.bytes >> 20,
+        source = budget.source.name(),
+        caches_mib = held >> 20,
+        "memory budget"
+    );
     let backends = args.backend.build()?;
     let config = ServerConfig {
         listen: args.listen,
@@ -96,6 +113,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         scheduler: SchedulerConfig {
             workers: args.workers,
             max_queue: args.max_queue,
+            memory_budget: Some(for_jobs),
         },
         limits: Limits {
             max_pixels: args.max_pixels,

@@ -8,12 +8,15 @@ use candle_core::{DType, Device, Tensor};
 
 use super::driver::{self, Evaluate, Placement};
 use super::loss::{LayerTarget, Objective};
-use super::vgg::{Pooling, VggNet};
+use super::tiled::{TapTerm, TilePasses, TiledObjective, frame_features};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
 use crate::features::CandleFeatures;
 use crate::features::candle::device_name;
-use crate::model::{InputConvention, Vgg19Weights};
+use crate::model::{InputConvention, Layer, Vgg19Weights};
+use crate::net::Pooling;
+use crate::net::tiling::{TilePlan, Window};
+use crate::net::vgg::VggNet;
 
 pub struct CandleEngine {
     net: Arc<VggNet>,
@@ -23,6 +26,64 @@ pub struct CandleEngine {
 impl Evaluate for Objective<'_> {
     fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
         Objective::evaluate(self, x)
+    }
+}
+
+/// candle's per-tile passes: the shared network's forward, and its hand-written backward.
+pub struct CandlePasses<'a> {
+    pub net: &'a VggNet,
+}
+
+fn deepest_of(layers: impl IntoIterator<Item = Layer>) -> Result<Layer> {
+    layers
+        .into_iter()
+        .max()
+        .ok_or_else(|| Error::invalid("layers", "no content or style layer given"))
+}
+
+impl TilePasses for CandlePasses<'_> {
+    fn features(&self, tile_image: &Tensor, layers: &[Layer]) -> Result<Vec<Tensor>> {
+        let acts = self.net.forward(
+            tile_image,
+            deepest_of(layers.iter().copied())?,
+            layers,
+            false,
+        )?;
+        layers
+            .iter()
+            .map(|&l| {
+                acts.get(l)
+                    .cloned()
+                    .ok_or_else(|| Error::invalid("layers", format!("{l} not computed")))
+            })
+            .collect()
+    }
+
+    fn gradient(&self, tile_image: &Tensor, cores: &[Window], terms: &[TapTerm]) -> Result<Tensor> {
+        let layers: Vec<Layer> = terms.iter().map(TapTerm::layer).collect();
+        let acts = self.net.forward(
+            tile_image,
+            deepest_of(layers.iter().copied())?,
+            &layers,
+            true,
+        )?;
+        let tap_grads = terms
+            .iter()
+            .zip(cores)
+            .map(|(term, &core)| {
+                let features = acts.get(term.layer()).ok_or_else(|| {
+                    Error::invalid("layers", format!("{} not computed", term.layer()))
+                })?;
+                Ok((term.layer(), term.gradient(features, core)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.net.backward(&acts, &tap_grads)
+    }
+}
+
+impl<P: TilePasses> Evaluate for TiledObjective<P> {
+    fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
+        TiledObjective::evaluate(self, x)
     }
 }
 
@@ -58,29 +119,75 @@ impl CandleEngine {
         }
     }
 
-    /// The loss-and-gradient evaluator for one scale of `job` (as the optimisation uses it).
+    /// The untiled loss-and-gradient evaluator for one scale of `job`.
     pub fn objective(&self, job: &OptimiseJob, scale: &ScaleTargets) -> Result<Objective<'_>> {
-        self.scale_objective(job, scale, &self.placement())
+        let plan = TilePlan::new(
+            scale.content.height,
+            scale.content.width,
+            Layer::at_position(0),
+            None,
+        );
+        let (content, style) = self.targets(job, scale, &plan, &self.placement())?;
+        Ok(Objective {
+            net: &self.net,
+            content,
+            style,
+            weights: job.weights,
+        })
     }
 
-    fn scale_objective(
+    /// The evaluator the optimisation uses for one scale of `job`: tiled when the job's plan
+    /// cuts the frame, else the untiled objective.
+    pub fn evaluator(
+        &self,
+        job: &OptimiseJob,
+        scale: &ScaleTargets,
+    ) -> Result<Box<dyn Evaluate + '_>> {
+        self.evaluator_on(job, scale, &self.placement())
+    }
+
+    fn evaluator_on(
         &self,
         job: &OptimiseJob,
         scale: &ScaleTargets,
         placement: &Placement<'_>,
-    ) -> Result<Objective<'_>> {
+    ) -> Result<Box<dyn Evaluate + '_>> {
+        let plan = job.tile_plan(scale)?;
+        let (content, style) = self.targets(job, scale, &plan, placement)?;
+        Ok(if plan.is_whole() {
+            Box::new(Objective {
+                net: &self.net,
+                content,
+                style,
+                weights: job.weights,
+            })
+        } else {
+            Box::new(TiledObjective {
+                passes: CandlePasses { net: &self.net },
+                plan,
+                content,
+                style,
+                weights: job.weights,
+            })
+        })
+    }
+
+    /// Content targets (the frame's feature maps, computed tile by tile under `plan`) and
+    /// style targets (the Grams, on the device).
+    fn targets(
+        &self,
+        job: &OptimiseJob,
+        scale: &ScaleTargets,
+        plan: &TilePlan,
+        placement: &Placement<'_>,
+    ) -> Result<(Vec<LayerTarget>, Vec<LayerTarget>)> {
         let p = placement.upload(&scale.content)?;
         let content_taps: Vec<_> = job.content_layers.iter().map(|(l, _)| *l).collect();
         let mut content = Vec::new();
-        if let Some(&deepest) = content_taps.iter().max() {
-            let acts = self.net.forward(&p, deepest, &content_taps, false)?;
-            for &(layer, weight) in &job.content_layers {
-                let target = acts
-                    .get(layer)
-                    .ok_or_else(|| {
-                        Error::invalid("content_layers", format!("{layer} not computed"))
-                    })?
-                    .clone();
+        if !content_taps.is_empty() {
+            let passes = CandlePasses { net: &self.net };
+            let maps = frame_features(&passes, &p, plan, &content_taps)?;
+            for (&(layer, weight), target) in job.content_layers.iter().zip(maps) {
                 content.push(LayerTarget {
                     layer,
                     weight,
@@ -105,12 +212,7 @@ impl CandleEngine {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Objective {
-            net: &self.net,
-            content,
-            style,
-            weights: job.weights,
-        })
+        Ok((content, style))
     }
 }
 
@@ -123,10 +225,14 @@ impl Engine for CandleEngine {
         &self.convention
     }
 
+    fn footprint(&self) -> super::footprint::Footprint {
+        super::footprint::Footprint::CANDLE_CPU
+    }
+
     fn optimise(&self, job: &OptimiseJob, progress: &mut ProgressSink<'_>) -> Result<Optimised> {
         let placement = self.placement();
         driver::optimise(job, progress, &placement, |scale| {
-            Ok(Box::new(self.scale_objective(job, scale, &placement)?) as Box<dyn Evaluate + '_>)
+            self.evaluator_on(job, scale, &placement)
         })
     }
 }

@@ -4,16 +4,10 @@
 
 use candle_core::{DType, Tensor};
 
-use super::vgg::VggNet;
 use crate::error::{Error, Result};
 use crate::model::Layer;
-
-/// `F F^T / (C H W)` for a 1xCxHxW feature map.
-pub fn gram(features: &Tensor) -> Result<Tensor> {
-    let (_, c, h, w) = features.dims4()?;
-    let flat = features.reshape((c, h * w))?;
-    Ok((flat.matmul(&flat.t()?)? / (c * h * w) as f64)?)
-}
+use crate::net::gram;
+use crate::net::vgg::VggNet;
 
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)

@@ -3,23 +3,25 @@
 
 pub mod candle_engine;
 pub mod driver;
+pub mod footprint;
 pub mod loss;
 pub mod onnx_loss;
 pub mod optim;
 pub mod ort_engine;
-pub mod vgg;
+pub mod tiled;
 
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+pub use crate::net::Pooling;
 pub use candle_engine::CandleEngine;
 pub use loss::{LossBreakdown, TermWeights};
 pub use ort_engine::OrtEngine;
-pub use vgg::Pooling;
 
 use crate::error::Result;
-use crate::features::Gram;
 use crate::model::{InputConvention, InputImage, Layer};
+use crate::net::Gram;
+use crate::net::tiling::TilePlan;
 
 /// Which optimiser drives the image.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,11 +73,29 @@ pub struct OptimiseJob {
     pub init: Init,
     /// Attach the current image to every Nth progress report (0: never).
     pub preview_every: usize,
+    /// Evaluate in tiles whose cores are at most this many pixels on a side (`None`: each
+    /// scale in one piece). Tiling bounds memory; the loss and gradient stay exact.
+    pub tile_side: Option<usize>,
 }
 
 impl OptimiseJob {
     pub fn total_iterations(&self) -> usize {
         self.scales.iter().map(|s| s.iterations).sum()
+    }
+
+    /// The deepest layer any term reads.
+    pub fn deepest_layer(&self) -> Option<Layer> {
+        let style = self.scales.iter().flat_map(|s| s.style.iter().map(|t| t.0));
+        self.content_layers.iter().map(|t| t.0).chain(style).max()
+    }
+
+    /// How `scale`'s frame is cut for evaluation.
+    pub fn tile_plan(&self, scale: &ScaleTargets) -> Result<TilePlan> {
+        let deepest = self
+            .deepest_layer()
+            .ok_or_else(|| crate::error::Error::invalid("layers", "no content or style layer"))?;
+        let (h, w) = (scale.content.height, scale.content.width);
+        Ok(TilePlan::new(h, w, deepest, self.tile_side))
     }
 }
 
@@ -111,5 +131,7 @@ pub trait Engine: Send + Sync {
     fn name(&self) -> String;
     /// The input convention of the loaded weights.
     fn convention(&self) -> &InputConvention;
+    /// The memory model of a job on this engine (with its paired precompute).
+    fn footprint(&self) -> footprint::Footprint;
     fn optimise(&self, job: &OptimiseJob, progress: &mut ProgressSink<'_>) -> Result<Optimised>;
 }

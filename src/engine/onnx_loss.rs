@@ -1,14 +1,15 @@
-//! The loss-and-gradient graph for ONNX Runtime, written in Rust: VGG19's forward pass, the
+//! The loss-and-gradient graphs for ONNX Runtime, written in Rust: VGG19's forward pass, the
 //! content, style and total-variation terms, and the hand-derived backward pass to the image
 //! (ReLU masks, flipped-kernel convolutions for the input gradient, max-pool gradients
-//! placed at the pool's argmax indices), all as standard opset-17 operators.
+//! placed at the pool's argmax indices), all as standard opset-17 operators. One graph
+//! evaluates a whole frame; another gives one tile's gradient for the tiled evaluation.
+//! Weights are inputs, never constants, so sessions depend on the layers alone.
 
-use crate::engine::TermWeights;
-use crate::features::onnx_graph::{add_gram, add_vgg, conv3x3_attrs, image_dims};
 use crate::model::{Layer, Vgg19Weights};
-use crate::onnx::{Dim, GraphBuilder, int, ints, to_float, winograd};
+use crate::net::onnx_vgg::{add_gram, add_vgg, conv3x3_attrs, image_dims};
+use crate::onnx::{Dim, GraphBuilder, int, ints, to_double, to_float, winograd};
 
-use super::Pooling;
+use crate::net::Pooling;
 
 pub const IMAGE: &str = "image";
 pub const GRAD: &str = "grad";
@@ -30,18 +31,40 @@ pub fn style_loss(layer: Layer) -> String {
     format!("style_loss_{layer}")
 }
 
-/// What one loss graph computes. Targets are graph inputs; weights are baked in.
-#[derive(Debug, Clone, PartialEq)]
+/// Input name of a content layer's coefficient (dL/dF = coef · (F - P)).
+pub fn content_coef(layer: Layer) -> String {
+    format!("content_coef_{layer}")
+}
+
+/// Input name of a style layer's coefficient (dL/dF = coef · (G - A) F).
+pub fn style_coef(layer: Layer) -> String {
+    format!("style_coef_{layer}")
+}
+
+/// Input name of the tile gradient graph's `coef · (G - A)` at a style layer.
+pub fn style_matrix(layer: Layer) -> String {
+    format!("style_matrix_{layer}")
+}
+
+/// Input name of the tile gradient graph's core mask at a layer (1 on the tile's core).
+pub fn core_mask(layer: Layer) -> String {
+    format!("core_mask_{layer}")
+}
+
+/// Input name of the total-variation coefficient (`2 gamma`).
+pub const TV_COEF: &str = "tv_coef";
+
+/// What one loss graph computes: its structure only. Every weight (the terms', the layers')
+/// enters as an input, so one session serves every weighting of the same layers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LossSpec {
-    pub content: Vec<(Layer, f64)>,
-    pub style: Vec<(Layer, f64)>,
-    pub weights: TermWeights,
+    pub content: Vec<Layer>,
+    pub style: Vec<Layer>,
 }
 
 impl LossSpec {
-    /// A hashable identity (weights as bit patterns).
-    pub fn key(&self) -> String {
-        format!("{:?}|{:?}|{:?}", self.content, self.style, self.weights)
+    fn deepest(&self) -> Option<Layer> {
+        self.content.iter().chain(&self.style).copied().max()
     }
 }
 
@@ -53,11 +76,11 @@ fn max_pool_backward(b: &mut GraphBuilder, grad: &str, indices: &str, input: &st
     b.op("MaxUnpool", &[grad, indices, &shape], attrs, "pool_grad")
 }
 
-/// Total variation of `x` (an output) and its gradient times `gamma`.
-fn total_variation(b: &mut GraphBuilder, x: &str, gamma: f64) -> (String, String) {
+/// Total variation of `x` (an output) and its gradient times `gamma` (`twice_gamma` is the
+/// name of a scalar holding `2 gamma`).
+fn total_variation(b: &mut GraphBuilder, x: &str, twice_gamma: &str) -> (String, String) {
     let mut tv: Option<String> = None;
     let mut grad: Option<String> = None;
-    let twice_gamma = b.scalar((2.0 * gamma) as f32);
     for axis in [2i64, 3] {
         let (one, zero, end, minus_one, axes) = (
             b.int64s(&[1]),
@@ -69,18 +92,12 @@ fn total_variation(b: &mut GraphBuilder, x: &str, gamma: f64) -> (String, String
         let later = b.op("Slice", &[x, &one, &end, &axes], vec![], "later");
         let earlier = b.op("Slice", &[x, &zero, &minus_one, &axes], vec![], "earlier");
         let diff = b.op("Sub", &[&later, &earlier], vec![], "diff");
-        let squared = b.op("Mul", &[&diff, &diff], vec![], "diff_sq");
-        let sum = b.op(
-            "ReduceSum",
-            &[&squared],
-            vec![int("keepdims", 0)],
-            "tv_part",
-        );
+        let sum = squared_reduction(b, &diff, "ReduceSum");
         tv = Some(match tv {
             Some(acc) => b.op("Add", &[&acc, &sum], vec![], "tv_sum"),
             None => sum,
         });
-        let scaled = b.op("Mul", &[&diff, &twice_gamma], vec![], "tv_scaled");
+        let scaled = b.op("Mul", &[&diff, twice_gamma], vec![], "tv_scaled");
         let mut before = [0i64; 8];
         before[axis as usize] = 1;
         let mut after = [0i64; 8];
@@ -97,124 +114,175 @@ fn total_variation(b: &mut GraphBuilder, x: &str, gamma: f64) -> (String, String
     (tv.expect("two axes"), grad.expect("two axes"))
 }
 
-/// Encodes the loss-and-gradient model for `spec` (max pooling only).
+/// `reduce(diff²)` over every element, summed in float64 (a float32 sum over millions of
+/// elements loses the digits the fixtures check).
+fn squared_reduction(b: &mut GraphBuilder, diff: &str, reduce: &str) -> String {
+    let wide = b.op("Cast", &[diff], vec![to_double()], "diff_f64");
+    let squared = b.op("Mul", &[&wide, &wide], vec![], "diff_sq");
+    b.op(reduce, &[&squared], vec![int("keepdims", 0)], "reduced")
+}
+
+fn scalar_input(b: &mut GraphBuilder, name: &str) -> String {
+    b.input(name, &[])
+}
+
+fn map_dims(channels: i64) -> [Dim; 4] {
+    [
+        Dim::Fixed(1),
+        Dim::Fixed(channels),
+        Dim::Named("fh"),
+        Dim::Named("fw"),
+    ]
+}
+
+/// Back-propagates the tap gradients (`tap_grads[position]`, summed per layer) through the
+/// stack to the image: ReLU masks, flipped-kernel convolutions, max-pool gradients.
+fn add_backward(
+    b: &mut GraphBuilder,
+    weights: &Vgg19Weights,
+    relus: &[String],
+    indices: &[Option<String>],
+    tap_grads: &[Vec<String>],
+) -> Option<String> {
+    let zero = b.scalar(0.0);
+    let mut grad: Option<String> = None;
+    for position in (0..relus.len()).rev() {
+        let layer = Layer::at_position(position);
+        for tap in &tap_grads[position] {
+            grad = Some(match grad {
+                Some(acc) => b.op("Add", &[&acc, tap], vec![], "tap_sum"),
+                None => tap.clone(),
+            });
+        }
+        let Some(g) = grad.take() else { continue };
+        let positive = b.op("Greater", &[&relus[position], &zero], vec![], "relu_on");
+        let positive = b.op("Cast", &[&positive], vec![to_float()], "relu_mask");
+        let masked = b.op("Mul", &[&g, &positive], vec![], "pre_relu_grad");
+        let (out, inp) = (layer.channels(), layer.in_channels());
+        let flipped = weights.convs[position].input_gradient_kernel(out, inp);
+        let name = format!("{layer}.weight_flipped");
+        let input_grad = if winograd::worthwhile(out) {
+            let zeros = b.floats(
+                &format!("{layer}.zero_bias"),
+                &[inp as i64],
+                &vec![0.0; inp],
+            );
+            let kernels = (flipped.as_slice(), inp, out);
+            winograd::add_conv(b, &masked, &name, kernels, &zeros, false, "conv_input_grad")
+        } else {
+            let kernel = b.floats(&name, &[inp as i64, out as i64, 3, 3], &flipped);
+            b.op(
+                "Conv",
+                &[&masked, &kernel],
+                conv3x3_attrs(),
+                "conv_input_grad",
+            )
+        };
+        grad = Some(match &indices[position] {
+            Some(idx) => max_pool_backward(b, &input_grad, idx, &relus[position - 1]),
+            None => input_grad,
+        });
+    }
+    grad
+}
+
+/// `coef · (G - A) F` reshaped to F's map, for a style layer (`flat` is F as C x N).
+fn style_tap(b: &mut GraphBuilder, matrix: &str, flat: &str, relu: &str) -> String {
+    let product = b.op("MatMul", &[matrix, flat], vec![], "style_grad_flat");
+    let shape = b.op("Shape", &[relu], vec![], "relu_shape");
+    b.op("Reshape", &[&product, &shape], vec![], "style_grad")
+}
+
+/// Encodes the loss-and-gradient model for `spec` (max pooling only): the whole frame in
+/// one pass. Inputs: the image, content and style targets, and every coefficient; outputs:
+/// each term's loss and the gradient (total variation included).
 pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
     let mut b = GraphBuilder::new("stylize_vgg19_loss_and_gradient");
     b.input(IMAGE, &image_dims());
-    let deepest = spec
-        .content
-        .iter()
-        .chain(&spec.style)
-        .map(|(l, _)| *l)
-        .max();
     let mut image_grad: Option<String> = None;
-    if let Some(deepest) = deepest {
+    if let Some(deepest) = spec.deepest() {
         let (relus, indices) = add_vgg(&mut b, weights, IMAGE, deepest, Pooling::Max, true, true);
         let mut tap_grads: Vec<Vec<String>> = vec![Vec::new(); relus.len()];
-        for &(layer, weight) in &spec.content {
+        for &layer in &spec.content {
             let relu = &relus[layer.conv_position()];
-            let c = layer.channels() as i64;
-            let target = b.input(
-                &content_input(layer),
-                &[
-                    Dim::Fixed(1),
-                    Dim::Fixed(c),
-                    Dim::Named("fh"),
-                    Dim::Named("fw"),
-                ],
-            );
+            let target = b.input(&content_input(layer), &map_dims(layer.channels() as i64));
             let diff = b.op("Sub", &[relu, &target], vec![], "content_diff");
-            let squared = b.op("Mul", &[&diff, &diff], vec![], "content_sq");
-            let loss = b.op(
-                "ReduceMean",
-                &[&squared],
-                vec![int("keepdims", 0)],
-                "content_loss",
-            );
-            b.output(&loss, &content_loss(layer), &[]);
+            let loss = squared_reduction(&mut b, &diff, "ReduceMean");
+            b.output_double_scalar(&loss, &content_loss(layer));
             let count = b.count(relu);
-            let coef = b.scalar((2.0 * spec.weights.content * weight) as f32);
+            let coef = scalar_input(&mut b, &content_coef(layer));
             let coef = b.op("Div", &[&coef, &count], vec![], "content_coef");
             let grad = b.op("Mul", &[&diff, &coef], vec![], "content_grad");
             tap_grads[layer.conv_position()].push(grad);
         }
-        for &(layer, weight) in &spec.style {
+        for &layer in &spec.style {
             let relu = relus[layer.conv_position()].clone();
             let c = layer.channels() as i64;
             let target = b.input(&style_input(layer), &[Dim::Fixed(c), Dim::Fixed(c)]);
             let (gram, flat, count) = add_gram(&mut b, &relu, c);
             let diff = b.op("Sub", &[&gram, &target], vec![], "style_diff");
-            let squared = b.op("Mul", &[&diff, &diff], vec![], "style_sq");
-            let loss = b.op(
-                "ReduceMean",
-                &[&squared],
-                vec![int("keepdims", 0)],
-                "style_loss",
-            );
-            b.output(&loss, &style_loss(layer), &[]);
-            let coef = b.scalar((4.0 * spec.weights.style * weight / (c * c) as f64) as f32);
+            let loss = squared_reduction(&mut b, &diff, "ReduceMean");
+            b.output_double_scalar(&loss, &style_loss(layer));
+            let coef = scalar_input(&mut b, &style_coef(layer));
             let coef = b.op("Div", &[&coef, &count], vec![], "style_coef");
-            let product = b.op("MatMul", &[&diff, &flat], vec![], "style_grad_flat");
-            let scaled = b.op("Mul", &[&product, &coef], vec![], "style_grad_scaled");
-            let shape = b.op("Shape", &[&relu], vec![], "relu_shape");
-            let grad = b.op("Reshape", &[&scaled, &shape], vec![], "style_grad");
+            let matrix = b.op("Mul", &[&diff, &coef], vec![], "style_matrix");
+            let grad = style_tap(&mut b, &matrix, &flat, &relu);
             tap_grads[layer.conv_position()].push(grad);
         }
-        let zero = b.scalar(0.0);
-        let mut grad: Option<String> = None;
-        for position in (0..relus.len()).rev() {
-            let layer = Layer::at_position(position);
-            for tap in &tap_grads[position] {
-                grad = Some(match grad {
-                    Some(acc) => b.op("Add", &[&acc, tap], vec![], "tap_sum"),
-                    None => tap.clone(),
-                });
-            }
-            let Some(g) = grad.take() else { continue };
-            let positive = b.op("Greater", &[&relus[position], &zero], vec![], "relu_on");
-            let positive = b.op("Cast", &[&positive], vec![to_float()], "relu_mask");
-            let masked = b.op("Mul", &[&g, &positive], vec![], "pre_relu_grad");
-            let (out, inp) = (layer.channels(), layer.in_channels());
-            let flipped = weights.convs[position].input_gradient_kernel(out, inp);
-            let name = format!("{layer}.weight_flipped");
-            let input_grad = if winograd::worthwhile(out) {
-                let zeros = b.floats(
-                    &format!("{layer}.zero_bias"),
-                    &[inp as i64],
-                    &vec![0.0; inp],
-                );
-                let kernels = (flipped.as_slice(), inp, out);
-                winograd::add_conv(
-                    &mut b,
-                    &masked,
-                    &name,
-                    kernels,
-                    &zeros,
-                    false,
-                    "conv_input_grad",
-                )
-            } else {
-                let kernel = b.floats(&name, &[inp as i64, out as i64, 3, 3], &flipped);
-                b.op(
-                    "Conv",
-                    &[&masked, &kernel],
-                    conv3x3_attrs(),
-                    "conv_input_grad",
-                )
-            };
-            grad = Some(match &indices[position] {
-                Some(idx) => max_pool_backward(&mut b, &input_grad, idx, &relus[position - 1]),
-                None => input_grad,
-            });
-        }
-        image_grad = grad;
+        image_grad = add_backward(&mut b, weights, &relus, &indices, &tap_grads);
     }
-    let (tv, tv_grad) = total_variation(&mut b, IMAGE, spec.weights.tv);
-    b.output(&tv, TV, &[]);
+    let twice_gamma = scalar_input(&mut b, TV_COEF);
+    let (tv, tv_grad) = total_variation(&mut b, IMAGE, &twice_gamma);
+    b.output_double_scalar(&tv, TV);
     let total_grad = match image_grad {
         Some(g) => b.op("Add", &[&g, &tv_grad], vec![], "image_grad"),
         None => tv_grad,
     };
     b.output(&total_grad, GRAD, &image_dims());
+    b.finish()
+}
+
+/// Encodes the gradient model of one tile (max pooling only; see `engine::tiled`). Inputs:
+/// the tile's image; per content layer its target over the tile's map and its coefficient;
+/// per style layer `coef · (G - A)` with the frame's Gram; per tapped layer a mask of the
+/// tile's core. Output: the gradient over the tile, total variation excluded.
+pub fn build_tile_gradient(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
+    let mut b = GraphBuilder::new("stylize_vgg19_tile_gradient");
+    b.input(IMAGE, &image_dims());
+    let Some(deepest) = spec.deepest() else {
+        return b.finish();
+    };
+    let (relus, indices) = add_vgg(&mut b, weights, IMAGE, deepest, Pooling::Max, true, true);
+    let mut tap_grads: Vec<Vec<String>> = vec![Vec::new(); relus.len()];
+    let mut masks: Vec<Option<String>> = vec![None; relus.len()];
+    let mut mask_of = |b: &mut GraphBuilder, layer: Layer| {
+        masks[layer.conv_position()]
+            .get_or_insert_with(|| b.input(&core_mask(layer), &map_dims(1)))
+            .clone()
+    };
+    for &layer in &spec.content {
+        let relu = &relus[layer.conv_position()];
+        let target = b.input(&content_input(layer), &map_dims(layer.channels() as i64));
+        let coef = scalar_input(&mut b, &content_coef(layer));
+        let mask = mask_of(&mut b, layer);
+        let diff = b.op("Sub", &[relu, &target], vec![], "content_diff");
+        let scaled = b.op("Mul", &[&diff, &coef], vec![], "content_scaled");
+        let grad = b.op("Mul", &[&scaled, &mask], vec![], "content_grad");
+        tap_grads[layer.conv_position()].push(grad);
+    }
+    for &layer in &spec.style {
+        let relu = relus[layer.conv_position()].clone();
+        let c = layer.channels() as i64;
+        let matrix = b.input(&style_matrix(layer), &[Dim::Fixed(c), Dim::Fixed(c)]);
+        let mask = mask_of(&mut b, layer);
+        let shape = b.int64s(&[c, -1]);
+        let flat = b.op("Reshape", &[&relu, &shape], vec![], "flat");
+        let grad = style_tap(&mut b, &matrix, &flat, &relu);
+        let grad = b.op("Mul", &[&grad, &mask], vec![], "style_grad_core");
+        tap_grads[layer.conv_position()].push(grad);
+    }
+    if let Some(grad) = add_backward(&mut b, weights, &relus, &indices, &tap_grads) {
+        b.output(&grad, GRAD, &image_dims());
+    }
     b.finish()
 }

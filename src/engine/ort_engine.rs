@@ -1,25 +1,37 @@
 //! The ONNX Runtime `Engine` for CPUs: each iteration runs the generated
-//! loss-and-gradient graph (see `onnx_loss`) and the shared loop updates the image with the
-//! same Adam / L-BFGS code as the candle engine. Max pooling only.
+//! loss-and-gradient graph (see `onnx_loss`) over the whole frame, or the tiled evaluation
+//! (`tiled`) over the precompute's feature graph and the tile-gradient graph; the shared loop
+//! updates the image with the same Adam / L-BFGS code as the candle engine. Max pooling only.
+//! Sessions depend on the layers alone (weights are inputs) and live in a small bounded table.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use ort::environment::Environment;
-use ort::session::Session;
+use ort::session::SessionInputValue;
 use ort::value::Tensor as OrtTensor;
 
 use super::driver::{self, Evaluate, Placement};
+use super::loss::LayerTarget;
 use super::onnx_loss::{self, LossSpec};
+use super::tiled::{TapTerm, TilePasses, TiledObjective, frame_features};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
-use crate::features::OrtFeatures;
-use crate::features::ort_runtime::{self, Provider};
-use crate::model::{InputConvention, Layer, Vgg19Weights};
+use crate::features::{FeatureExtractor, OrtFeatures};
+use crate::model::{InputConvention, InputImage, Layer, Vgg19Weights};
+use crate::net::tiling::{TilePlan, Window};
+use crate::runtime::sessions::{DEFAULT_SESSIONS, SessionTable, SharedSession};
+use crate::runtime::{self, Provider};
 
 fn ort_error(context: &str, err: impl std::fmt::Display) -> Error {
     Error::OnnxRuntime(format!("{context}: {err}"))
+}
+
+/// Which of the two loss graphs a session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Graph {
+    WholeFrame,
+    TileGradient,
 }
 
 pub struct OrtEngine {
@@ -27,7 +39,24 @@ pub struct OrtEngine {
     weights: Arc<Vgg19Weights>,
     features: Arc<OrtFeatures>,
     threads: usize,
-    sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
+    sessions: SessionTable<(LossSpec, Graph)>,
+}
+
+type Inputs<'a> = Vec<(String, SessionInputValue<'a>)>;
+
+fn ort_tensor(shape: &[usize], data: Vec<f32>, what: &str) -> Result<OrtTensor<f32>> {
+    let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    OrtTensor::from_array((shape, data)).map_err(|e| ort_error(what, e))
+}
+
+fn ort_scalar(value: f64, what: &str) -> Result<OrtTensor<f32>> {
+    ort_tensor(&[], vec![value as f32], what)
+}
+
+/// A candle tensor's values as an ONNX Runtime tensor of the same shape.
+fn from_candle(t: &Tensor, what: &str) -> Result<OrtTensor<f32>> {
+    let data = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    ort_tensor(t.dims(), data, what)
 }
 
 impl OrtEngine {
@@ -38,79 +67,160 @@ impl OrtEngine {
         features: Arc<OrtFeatures>,
         threads: usize,
     ) -> Self {
-        let threads = ort_runtime::intra_threads(threads);
+        let threads = runtime::intra_threads(threads);
         Self {
             environment,
             weights,
             features,
             threads,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: SessionTable::new(DEFAULT_SESSIONS),
         }
     }
 
-    fn session(&self, spec: &LossSpec) -> Result<Arc<Mutex<Session>>> {
-        let mut sessions = self
-            .sessions
-            .lock()
-            .map_err(|_| ort_error("sessions", "lock poisoned"))?;
-        if let Some(session) = sessions.get(&spec.key()) {
-            return Ok(session.clone());
-        }
-        let model = onnx_loss::build(&self.weights, spec);
-        // The loss graph's Winograd operators are CPU kernels: this engine runs on the CPU.
-        let session = Arc::new(Mutex::new(ort_runtime::session(
-            self.environment,
-            &model,
-            self.threads,
-            true,
-            Provider::Cpu,
-        )?));
-        sessions.insert(spec.key(), session.clone());
-        Ok(session)
+    /// Loss-graph sessions held now (bounded).
+    pub fn sessions_held(&self) -> usize {
+        self.sessions.len()
     }
 
-    /// The loss-and-gradient evaluator for one scale of `job`.
-    pub fn objective(&self, job: &OptimiseJob, scale: &ScaleTargets) -> Result<Box<dyn Evaluate>> {
-        Ok(Box::new(self.scale_objective(job, scale)?))
+    fn session(&self, spec: &LossSpec, graph: Graph) -> Result<SharedSession> {
+        self.sessions.get_or_build(&(spec.clone(), graph), || {
+            let model = match graph {
+                Graph::WholeFrame => onnx_loss::build(&self.weights, spec),
+                Graph::TileGradient => onnx_loss::build_tile_gradient(&self.weights, spec),
+            };
+            // The loss graphs' Winograd operators are CPU kernels: this engine runs on the CPU.
+            runtime::session(self.environment, &model, self.threads, true, Provider::Cpu)
+        })
     }
 
-    fn scale_objective(&self, job: &OptimiseJob, scale: &ScaleTargets) -> Result<OrtObjective> {
+    /// The untiled loss-and-gradient evaluator for one scale of `job`.
+    pub fn objective(
+        &self,
+        job: &OptimiseJob,
+        scale: &ScaleTargets,
+    ) -> Result<Box<dyn Evaluate + '_>> {
+        let plan = TilePlan::new(
+            scale.content.height,
+            scale.content.width,
+            Layer::at_position(0),
+            None,
+        );
+        self.evaluator_under(job, scale, plan)
+    }
+
+    /// The evaluator the optimisation uses for one scale of `job`: tiled when the job's plan
+    /// cuts the frame, else the whole-frame graph.
+    pub fn evaluator(
+        &self,
+        job: &OptimiseJob,
+        scale: &ScaleTargets,
+    ) -> Result<Box<dyn Evaluate + '_>> {
+        self.evaluator_under(job, scale, job.tile_plan(scale)?)
+    }
+
+    /// The evaluator for one scale under `plan`: the whole-frame graph for one tile, the
+    /// tiled evaluation otherwise.
+    fn evaluator_under<'a>(
+        &'a self,
+        job: &OptimiseJob,
+        scale: &ScaleTargets,
+        plan: TilePlan,
+    ) -> Result<Box<dyn Evaluate + 'a>> {
         let spec = LossSpec {
+            content: job.content_layers.iter().map(|(l, _)| *l).collect(),
+            style: scale.style.iter().map(|(l, _, _)| *l).collect(),
+        };
+        let passes = OrtPasses {
+            engine: self,
+            session: None,
+        };
+        let x = Tensor::from_slice(&scale.content.data, scale.content.shape(), &Device::Cpu)?;
+        let maps = if spec.content.is_empty() {
+            Vec::new()
+        } else {
+            frame_features(&passes, &x, &plan, &spec.content)?
+        };
+        let content: Vec<LayerTarget> = job
+            .content_layers
+            .iter()
+            .zip(maps)
+            .map(|(&(layer, weight), target)| LayerTarget {
+                layer,
+                weight,
+                target,
+            })
+            .collect();
+        let style = scale
+            .style
+            .iter()
+            .map(|(layer, weight, gram)| {
+                let target =
+                    Tensor::from_slice(&gram.data, (gram.channels, gram.channels), &Device::Cpu)?;
+                Ok(LayerTarget {
+                    layer: *layer,
+                    weight: *weight,
+                    target,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !plan.is_whole() {
+            return Ok(Box::new(TiledObjective {
+                passes: OrtPasses {
+                    engine: self,
+                    session: Some(self.session(&spec, Graph::TileGradient)?),
+                },
+                plan,
+                content,
+                style,
+                weights: job.weights,
+            }));
+        }
+        let w = job.weights;
+        let mut inputs = Vec::new();
+        for t in &content {
+            inputs.push((
+                onnx_loss::content_input(t.layer),
+                from_candle(&t.target, "content target")?,
+            ));
+            let coef = 2.0 * w.content * t.weight;
+            inputs.push((
+                onnx_loss::content_coef(t.layer),
+                ort_scalar(coef, "content coefficient")?,
+            ));
+        }
+        for t in &style {
+            let c = t.layer.channels() as f64;
+            inputs.push((
+                onnx_loss::style_input(t.layer),
+                from_candle(&t.target, "style target")?,
+            ));
+            let coef = 4.0 * w.style * t.weight / (c * c);
+            inputs.push((
+                onnx_loss::style_coef(t.layer),
+                ort_scalar(coef, "style coefficient")?,
+            ));
+        }
+        inputs.push((
+            onnx_loss::TV_COEF.to_string(),
+            ort_scalar(2.0 * w.tv, "tv coefficient")?,
+        ));
+        Ok(Box::new(OrtObjective {
+            session: self.session(&spec, Graph::WholeFrame)?,
+            inputs,
             content: job.content_layers.clone(),
             style: scale.style.iter().map(|(l, w, _)| (*l, *w)).collect(),
             weights: job.weights,
-        };
-        let content_layers: Vec<Layer> = spec.content.iter().map(|(l, _)| *l).collect();
-        let mut targets = Vec::new();
-        if !content_layers.is_empty() {
-            let (_, maps) = self
-                .features
-                .extract(&scale.content, &[], &content_layers)?;
-            for (layer, map) in content_layers.iter().zip(maps) {
-                let shape: Vec<i64> = map.shape.iter().map(|&d| d as i64).collect();
-                let tensor = OrtTensor::from_array((shape, map.data))
-                    .map_err(|e| ort_error("content target", e))?;
-                targets.push((onnx_loss::content_input(*layer), tensor));
-            }
-        }
-        for (layer, _, gram) in &scale.style {
-            let c = gram.channels as i64;
-            let tensor = OrtTensor::from_array((vec![c, c], gram.data.clone()))
-                .map_err(|e| ort_error("style target", e))?;
-            targets.push((onnx_loss::style_input(*layer), tensor));
-        }
-        Ok(OrtObjective {
-            session: self.session(&spec)?,
-            targets,
-            spec,
-        })
+        }))
     }
 }
 
+/// The whole-frame graph with its fixed inputs (targets and coefficients).
 struct OrtObjective {
-    session: Arc<Mutex<Session>>,
-    targets: Vec<(String, OrtTensor<f32>)>,
-    spec: LossSpec,
+    session: SharedSession,
+    inputs: Vec<(String, OrtTensor<f32>)>,
+    content: Vec<(Layer, f64)>,
+    style: Vec<(Layer, f64)>,
+    weights: super::TermWeights,
 }
 
 impl Evaluate for OrtObjective {
@@ -123,62 +233,157 @@ impl Evaluate for OrtObjective {
     }
 }
 
+/// Runs `session` on `inputs`; `release` shrinks its arena afterwards. `read` takes what it
+/// needs from the outputs.
+fn run_session<T>(
+    session: &SharedSession,
+    inputs: Inputs<'_>,
+    release: bool,
+    read: impl FnOnce(&ort::session::SessionOutputs<'_>) -> Result<T>,
+) -> Result<T> {
+    let mut session = session
+        .lock()
+        .map_err(|_| ort_error("session", "lock poisoned"))?;
+    let options = runtime::run_options(release, Provider::Cpu)?;
+    let outputs = session
+        .run_with_options(inputs, &options)
+        .map_err(|e| ort_error("running the loss graph", e))?;
+    read(&outputs)
+}
+
+/// The named float output as a tensor on the CPU with `shape`.
+fn output_tensor(
+    outputs: &ort::session::SessionOutputs<'_>,
+    name: &str,
+    shape: (usize, usize, usize, usize),
+) -> Result<Tensor> {
+    let value = outputs
+        .get(name)
+        .ok_or_else(|| ort_error("output missing", name))?;
+    let (_, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|e| ort_error(name, e))?;
+    Ok(Tensor::from_slice(data, shape, &Device::Cpu)?)
+}
+
+fn image_input(x: &Tensor) -> Result<OrtTensor<f32>> {
+    from_candle(x, "image")
+}
+
 impl OrtObjective {
-    /// One pass of the loss graph; `release` shrinks the session's memory arena afterwards.
     fn run(&self, x: &Tensor, release: bool) -> Result<(LossBreakdown, Tensor)> {
-        let (n, c, h, w) = x.dims4()?;
-        let data = x.flatten_all()?.to_vec1::<f32>()?;
-        let image = OrtTensor::from_array((vec![n as i64, c as i64, h as i64, w as i64], data))
-            .map_err(|e| ort_error("image", e))?;
-        let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> =
-            vec![(onnx_loss::IMAGE.to_string(), image.into())];
-        for (name, tensor) in &self.targets {
+        let shape = x.dims4()?;
+        let mut inputs: Inputs<'_> = vec![(onnx_loss::IMAGE.to_string(), image_input(x)?.into())];
+        for (name, tensor) in &self.inputs {
             inputs.push((name.clone(), tensor.into()));
         }
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| ort_error("session", "lock poisoned"))?;
-        let options = ort_runtime::run_options(release, Provider::Cpu)?;
-        let outputs = session
-            .run_with_options(inputs, &options)
-            .map_err(|e| ort_error("running the loss graph", e))?;
-        let scalar = |name: &str| -> Result<f64> {
-            let value = outputs
-                .get(name)
-                .ok_or_else(|| ort_error("output missing", name))?;
-            let (_, data) = value
-                .try_extract_tensor::<f32>()
-                .map_err(|e| ort_error(name, e))?;
-            data.first()
-                .map(|v| *v as f64)
-                .ok_or_else(|| ort_error(name, "empty"))
-        };
-        let mut losses = LossBreakdown::default();
-        for (layer, weight) in &self.spec.content {
-            let value = scalar(&onnx_loss::content_loss(*layer))?;
-            losses.content += weight * value;
-            losses.content_per_layer.push(value);
-        }
-        for (layer, weight) in &self.spec.style {
-            let value = scalar(&onnx_loss::style_loss(*layer))?;
-            losses.style += weight * value;
-            losses.style_per_layer.push(value);
-        }
-        losses.tv = scalar(onnx_loss::TV)?;
-        let weights = self.spec.weights;
-        losses.total = weights.content * losses.content
-            + weights.style * losses.style
-            + weights.tv * losses.tv;
-        let grad = outputs
-            .get(onnx_loss::GRAD)
-            .ok_or_else(|| ort_error("output missing", onnx_loss::GRAD))?;
-        let (_, grad) = grad
-            .try_extract_tensor::<f32>()
-            .map_err(|e| ort_error(onnx_loss::GRAD, e))?;
-        let grad = Tensor::from_slice(grad, (n, c, h, w), &Device::Cpu)?;
-        Ok((losses, grad))
+        run_session(&self.session, inputs, release, |outputs| {
+            let scalar = |name: &str| -> Result<f64> {
+                let value = outputs
+                    .get(name)
+                    .ok_or_else(|| ort_error("output missing", name))?;
+                let (_, data) = value
+                    .try_extract_tensor::<f64>()
+                    .map_err(|e| ort_error(name, e))?;
+                data.first()
+                    .copied()
+                    .ok_or_else(|| ort_error(name, "empty"))
+            };
+            let mut losses = LossBreakdown::default();
+            for (layer, weight) in &self.content {
+                let value = scalar(&onnx_loss::content_loss(*layer))?;
+                losses.content += weight * value;
+                losses.content_per_layer.push(value);
+            }
+            for (layer, weight) in &self.style {
+                let value = scalar(&onnx_loss::style_loss(*layer))?;
+                losses.style += weight * value;
+                losses.style_per_layer.push(value);
+            }
+            losses.tv = scalar(onnx_loss::TV)?;
+            let w = self.weights;
+            losses.total = w.content * losses.content + w.style * losses.style + w.tv * losses.tv;
+            Ok((losses, output_tensor(outputs, onnx_loss::GRAD, shape)?))
+        })
     }
+}
+
+/// ONNX Runtime's per-tile passes: the precompute's feature graph, and the tile-gradient
+/// graph (`session`; absent where only features are needed).
+struct OrtPasses<'a> {
+    engine: &'a OrtEngine,
+    session: Option<SharedSession>,
+}
+
+impl TilePasses for OrtPasses<'_> {
+    fn features(&self, tile_image: &Tensor, layers: &[Layer]) -> Result<Vec<Tensor>> {
+        let (_, _, height, width) = tile_image.dims4()?;
+        let image = InputImage {
+            height,
+            width,
+            data: tile_image.flatten_all()?.to_vec1::<f32>()?,
+        };
+        self.engine.features.maps(&image, layers)
+    }
+
+    fn gradient(&self, tile_image: &Tensor, cores: &[Window], terms: &[TapTerm]) -> Result<Tensor> {
+        let session = self
+            .session
+            .as_ref()
+            .ok_or_else(|| ort_error("tile gradient", "no session"))?;
+        let shape = tile_image.dims4()?;
+        let (_, _, height, width) = shape;
+        let mut inputs: Inputs<'_> = vec![(
+            onnx_loss::IMAGE.to_string(),
+            image_input(tile_image)?.into(),
+        )];
+        let mut masked: Vec<Layer> = Vec::new();
+        for (term, core) in terms.iter().zip(cores) {
+            match term {
+                TapTerm::Style { layer, matrix } => {
+                    inputs.push((
+                        onnx_loss::style_matrix(*layer),
+                        from_candle(matrix, "style matrix")?.into(),
+                    ));
+                }
+                TapTerm::Content {
+                    layer,
+                    coef,
+                    target,
+                } => {
+                    inputs.push((
+                        onnx_loss::content_input(*layer),
+                        from_candle(target, "content target")?.into(),
+                    ));
+                    inputs.push((
+                        onnx_loss::content_coef(*layer),
+                        ort_scalar(*coef, "content coefficient")?.into(),
+                    ));
+                }
+            }
+            let layer = term.layer();
+            if !masked.contains(&layer) {
+                masked.push(layer);
+                let (mh, mw) = layer.output_size(height, width);
+                inputs.push((
+                    onnx_loss::core_mask(layer),
+                    ort_tensor(&[1, 1, mh, mw], core_mask(*core, mh, mw), "core mask")?.into(),
+                ));
+            }
+        }
+        run_session(session, inputs, false, |outputs| {
+            output_tensor(outputs, onnx_loss::GRAD, shape)
+        })
+    }
+}
+
+/// 1 inside `core`, 0 elsewhere, over an `height` x `width` map.
+fn core_mask(core: Window, height: usize, width: usize) -> Vec<f32> {
+    let mut mask = vec![0f32; height * width];
+    for row in core.top..core.top + core.height {
+        mask[row * width + core.left..][..core.width].fill(1.0);
+    }
+    mask
 }
 
 impl Engine for OrtEngine {
@@ -190,6 +395,10 @@ impl Engine for OrtEngine {
         &self.weights.convention
     }
 
+    fn footprint(&self) -> super::footprint::Footprint {
+        super::footprint::Footprint::ORT_CPU
+    }
+
     fn optimise(&self, job: &OptimiseJob, progress: &mut ProgressSink<'_>) -> Result<Optimised> {
         let placement = Placement {
             device: &Device::Cpu,
@@ -197,7 +406,7 @@ impl Engine for OrtEngine {
             convention: &self.weights.convention,
         };
         driver::optimise(job, progress, &placement, |scale| {
-            self.objective(job, scale)
+            self.evaluator(job, scale)
         })
     }
 }

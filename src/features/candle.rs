@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 
-use super::{FeatureExtractor, Gram, TargetIdentity};
-use crate::engine::loss::gram;
-use crate::engine::vgg::VggNet;
+use super::FeatureExtractor;
 use crate::error::{Error, Result};
 use crate::model::{InputImage, Layer};
+use crate::net::gram;
+use crate::net::vgg::VggNet;
+use crate::net::{Gram, TargetIdentity};
 
 pub struct CandleFeatures {
     net: Arc<VggNet>,
@@ -27,6 +28,24 @@ impl FeatureExtractor for CandleFeatures {
 
     fn identity(&self) -> TargetIdentity {
         self.net.identity().clone()
+    }
+
+    fn maps(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<Tensor>> {
+        let deepest = *layers
+            .iter()
+            .max()
+            .ok_or_else(|| Error::invalid("style_layers", "no style layer given"))?;
+        let acts = self
+            .net
+            .forward(&upload(image, &self.net)?, deepest, layers, false)?;
+        layers
+            .iter()
+            .map(|&layer| {
+                acts.get(layer)
+                    .cloned()
+                    .ok_or_else(|| Error::invalid("style_layers", format!("{layer} not computed")))
+            })
+            .collect()
     }
 
     fn grams(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<Gram>> {

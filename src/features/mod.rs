@@ -1,55 +1,21 @@
-//! Style targets: the `FeatureExtractor` trait that turns a style image into Gram matrices,
-//! the host-side `Gram` type that crosses between backends and the cache, and blending.
+//! Style targets: the `FeatureExtractor` trait that turns a style image into Gram matrices
+//! (candle and ONNX Runtime implementations), and blending several styles' Grams.
 
 pub mod candle;
 pub mod onnx_graph;
 pub mod ort;
-pub mod ort_library;
-pub mod ort_runtime;
 pub mod select;
 
 pub use candle::CandleFeatures;
 pub use ort::OrtFeatures;
 
-use crate::engine::Pooling;
-use crate::error::Result;
-use crate::model::{InputImage, Layer, Vgg19Weights};
+pub use crate::net::{Gram, TargetIdentity};
 
-/// The Gram normalisation every extractor implements (the contract's).
-pub const GRAM_NORMALISATION: &str = "FFt/(C*H*W)";
+use candle_core::{DType, Device, Tensor};
 
-/// What, besides the image, its size and the layers, determines a style's Grams: the
-/// weights (values and input convention), the pooling and the Gram normalisation.
-/// Backends that agree numerically share it, so their results share cache entries.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TargetIdentity {
-    pub weights: String,
-    pub pooling: Pooling,
-    pub gram_normalisation: &'static str,
-}
-
-impl TargetIdentity {
-    pub fn new(weights: &Vgg19Weights, pooling: Pooling) -> Self {
-        Self {
-            weights: weights.fingerprint().to_string(),
-            pooling,
-            gram_normalisation: GRAM_NORMALISATION,
-        }
-    }
-}
-
-/// A C x C Gram matrix on the host, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Gram {
-    pub channels: usize,
-    pub data: Vec<f32>,
-}
-
-impl Gram {
-    pub fn bytes(&self) -> usize {
-        self.data.len() * std::mem::size_of::<f32>()
-    }
-}
+use crate::error::{Error, Result};
+use crate::model::{InputImage, Layer};
+use crate::net::tiling::{TilePlan, core_gram_sum, tile_image};
 
 /// Computes Gram matrices of an image at chosen layers (a forward pass, no gradient).
 pub trait FeatureExtractor: Send + Sync {
@@ -59,6 +25,61 @@ pub trait FeatureExtractor: Send + Sync {
     fn identity(&self) -> TargetIdentity;
     /// One Gram per layer, in the order given.
     fn grams(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<Gram>>;
+    /// The feature maps (1 x C x h x w) at `layers`, in order.
+    fn maps(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<Tensor>>;
+
+    /// `grams`, computed tile by tile with cores of at most `tile_side` pixels so the
+    /// forward pass's memory is bounded by a tile (the Grams are the same sums; see
+    /// `net::tiling`). `None`, or an image that fits one tile: `grams`.
+    fn grams_tiled(
+        &self,
+        image: &InputImage,
+        layers: &[Layer],
+        tile_side: Option<usize>,
+    ) -> Result<Vec<Gram>> {
+        let deepest = *layers
+            .iter()
+            .max()
+            .ok_or_else(|| Error::invalid("style_layers", "no style layer given"))?;
+        let (h, w) = (image.height, image.width);
+        let plan = TilePlan::new(h, w, deepest, tile_side);
+        if plan.is_whole() {
+            return self.grams(image, layers);
+        }
+        let x = Tensor::from_slice(&image.data, image.shape(), &Device::Cpu)?;
+        let mut sums: Vec<Option<Tensor>> = vec![None; layers.len()];
+        for tile in &plan.tiles {
+            let part = tile_image(&x, tile)?;
+            let input = InputImage {
+                height: tile.height(),
+                width: tile.width(),
+                data: part.flatten_all()?.to_vec1::<f32>()?,
+            };
+            for ((layer, map), sum) in layers.iter().zip(self.maps(&input, layers)?).zip(&mut sums)
+            {
+                let gram = core_gram_sum(&map, tile.core_in_tile(*layer, h, w))?
+                    .to_device(&Device::Cpu)?;
+                *sum = Some(match sum.take() {
+                    Some(acc) => (acc + gram)?,
+                    None => gram,
+                });
+            }
+        }
+        layers
+            .iter()
+            .zip(sums)
+            .map(|(layer, sum)| {
+                let channels = layer.channels();
+                let (lh, lw) = layer.output_size(h, w);
+                let sum = sum.ok_or_else(|| Error::invalid("style_layers", "no tile"))?;
+                let gram = (sum / (channels * lh * lw) as f64)?.to_dtype(DType::F32)?;
+                Ok(Gram {
+                    channels,
+                    data: gram.flatten_all()?.to_vec1::<f32>()?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// `sum_k b_k G_k` per layer with the weights normalised to sum to 1. `per_style[k][l]` is

@@ -1,22 +1,22 @@
 //! The ONNX Runtime implementation of `FeatureExtractor`: runs the generated VGG19 graph
 //! (see `onnx_graph`) on the CPU or the CUDA execution provider. One session per distinct
-//! set of outputs, built on first use and kept. When the CUDA provider cannot start (no
+//! set of outputs, built on first use; a small bounded table keeps the most recent. When the CUDA provider cannot start (no
 //! driver, a CPU-only library), the extractor says so once and carries on on the CPU.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use ort::environment::Environment;
-use ort::session::Session;
 use ort::value::Tensor;
 
+use super::FeatureExtractor;
 use super::onnx_graph::{self, GraphSpec};
-use super::ort_runtime::{self, Provider};
-use super::{FeatureExtractor, Gram, TargetIdentity};
-use crate::engine::Pooling;
 use crate::error::{Error, Result};
 use crate::model::{InputImage, Layer, Vgg19Weights};
+use crate::net::Pooling;
+use crate::net::{Gram, TargetIdentity};
+use crate::runtime::sessions::{DEFAULT_SESSIONS, SessionTable, SharedSession};
+use crate::runtime::{self, Provider};
 
 /// A feature map returned by the graph: shape and data.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +34,7 @@ pub struct OrtFeatures {
     requested: Provider,
     /// Set once the CUDA provider failed to start; every later session is a CPU one.
     cuda_failed: AtomicBool,
-    sessions: Mutex<HashMap<GraphSpec, Arc<Mutex<Session>>>>,
+    sessions: SessionTable<GraphSpec>,
 }
 
 fn ort_error(context: &str, err: impl std::fmt::Display) -> Error {
@@ -50,7 +50,7 @@ impl OrtFeatures {
         threads: usize,
         provider: Provider,
     ) -> Self {
-        let threads = ort_runtime::intra_threads(threads);
+        let threads = runtime::intra_threads(threads);
         Self {
             environment,
             identity: TargetIdentity::new(&weights, pooling),
@@ -59,7 +59,7 @@ impl OrtFeatures {
             threads,
             requested: provider,
             cuda_failed: AtomicBool::new(false),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: SessionTable::new(DEFAULT_SESSIONS),
         }
     }
 
@@ -82,7 +82,7 @@ impl OrtFeatures {
         &self,
         gram_layers: &[Layer],
         feature_layers: &[Layer],
-    ) -> Result<(Arc<Mutex<Session>>, Provider)> {
+    ) -> Result<(SharedSession, Provider)> {
         let spec_on = |provider: Provider| {
             let mut spec = GraphSpec {
                 gram_layers: gram_layers.to_vec(),
@@ -96,36 +96,25 @@ impl OrtFeatures {
             }
             spec
         };
-        let mut sessions = self
-            .sessions
-            .lock()
-            .map_err(|_| ort_error("session table", "lock poisoned"))?;
-        let mut provider = self.provider();
-        let mut spec = spec_on(provider);
-        if let Some(session) = sessions.get(&spec) {
-            return Ok((session.clone(), provider));
-        }
         let build = |spec: &GraphSpec, provider| {
             let model = onnx_graph::build(&self.weights, spec);
-            ort_runtime::session(self.environment, &model, self.threads, true, provider)
+            runtime::session(self.environment, &model, self.threads, true, provider)
         };
-        let session = match build(&spec, provider) {
-            Ok(session) => session,
+        let provider = self.provider();
+        let spec = spec_on(provider);
+        match self.sessions.get_or_build(&spec, || build(&spec, provider)) {
+            Ok(session) => Ok((session, provider)),
             Err(err) if provider != Provider::Cpu => {
                 tracing::warn!(%err, "ONNX Runtime's CUDA provider did not start; the style precompute runs on the CPU");
                 self.cuda_failed.store(true, Ordering::Relaxed);
-                provider = Provider::Cpu;
-                spec = spec_on(provider);
-                match sessions.get(&spec) {
-                    Some(session) => return Ok((session.clone(), provider)),
-                    None => build(&spec, provider)?,
-                }
+                let spec = spec_on(Provider::Cpu);
+                let session = self
+                    .sessions
+                    .get_or_build(&spec, || build(&spec, Provider::Cpu))?;
+                Ok((session, Provider::Cpu))
             }
-            Err(err) => return Err(err),
-        };
-        let session = Arc::new(Mutex::new(session));
-        sessions.insert(spec, session.clone());
-        Ok((session, provider))
+            Err(err) => Err(err),
+        }
     }
 
     /// Runs the graph once, returning Grams at `gram_layers` and feature maps at
@@ -145,7 +134,7 @@ impl OrtFeatures {
             .map_err(|e| ort_error("input tensor", e))?;
         // One pass per style: hand the arena's memory back afterwards rather than holding
         // the largest image's activations next to the optimisation's.
-        let options = ort_runtime::run_options(true, provider)?;
+        let options = runtime::run_options(true, provider)?;
         let outputs = session
             .run_with_options(ort::inputs![onnx_graph::INPUT => input], &options)
             .map_err(|e| ort_error("running the VGG19 graph", e))?;
@@ -186,6 +175,19 @@ impl FeatureExtractor for OrtFeatures {
 
     fn identity(&self) -> TargetIdentity {
         self.identity.clone()
+    }
+
+    fn maps(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<candle_core::Tensor>> {
+        let (_, maps) = self.extract(image, &[], layers)?;
+        maps.into_iter()
+            .map(|map| {
+                Ok(candle_core::Tensor::from_vec(
+                    map.data,
+                    map.shape,
+                    &candle_core::Device::Cpu,
+                )?)
+            })
+            .collect()
     }
 
     fn grams(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<Gram>> {

@@ -6,11 +6,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::OrtFeatures;
-use super::ort_library::{self, Flavor};
-use super::ort_runtime::{self, Provider};
-use crate::engine::Pooling;
 use crate::error::{Error, Result};
 use crate::model::Vgg19Weights;
+use crate::net::Pooling;
+use crate::runtime::library::{self as ort_library, Flavor};
+use crate::runtime::{self, Provider};
 
 /// Which implementation runs a part (the engine or the precompute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,6 @@ pub fn ort_features(
     provider: Provider,
 ) -> Result<OrtFeatures> {
     let library = ort_library::ensure(models_dir, Flavor::for_build())?;
-    let environment = ort_runtime::environment(&library)?;
+    let environment = runtime::environment(&library)?;
     Ok(OrtFeatures::new(environment, weights, pooling, 0, provider))
 }

@@ -51,6 +51,12 @@ pub fn to_float() -> proto::AttributeProto {
     int("to", DataType::Float as i64)
 }
 
+/// The `to` attribute of a Cast to float64 (for reductions whose float32 sum would lose
+/// digits).
+pub fn to_double() -> proto::AttributeProto {
+    int("to", DataType::Double as i64)
+}
+
 fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> proto::ValueInfoProto {
     let dim = dims
         .iter()
@@ -189,6 +195,14 @@ impl GraphBuilder {
         self.graph
             .output
             .push(value_info(name, DataType::Float, dims));
+    }
+
+    /// Exposes the float64 scalar `value` as the graph output `name`.
+    pub fn output_double_scalar(&mut self, value: &str, name: &str) {
+        self.op_into("Identity", &[value], vec![], &[name]);
+        self.graph
+            .output
+            .push(value_info(name, DataType::Double, &[]));
     }
 
     /// `Cast(Size(x))`: the element count of `x` as a float32 scalar.

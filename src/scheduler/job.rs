@@ -6,7 +6,7 @@ use crate::cache::Lookup;
 use crate::engine::{LossBreakdown, Progress};
 use crate::error::Error;
 use crate::image_io::Encoding;
-use crate::render::RenderRequest;
+use crate::render::{MemoryPlan, RenderRequest};
 
 /// A validated request ready to queue.
 #[derive(Debug, Clone)]
@@ -52,6 +52,8 @@ pub enum JobEvent {
     Started {
         worker: String,
         device: String,
+        /// How the job fits in memory.
+        plan: MemoryPlan,
     },
     Progress {
         progress: Progress,

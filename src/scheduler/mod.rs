@@ -1,8 +1,12 @@
-//! The scheduler: a bounded queue in front of a fixed set of worker threads. Admission is
-//! immediate (a full queue or a draining server is an error at once); each worker runs one
-//! job at a time through `render`, checking for cancellation (client gone, shutdown) and the
-//! job's deadline on every iteration. It knows nothing about gRPC.
+//! The scheduler: a bounded queue in front of a fixed set of worker threads, and the memory
+//! they share. Admission is immediate: a full queue, a draining server, or a job that can
+//! never fit the memory budget is an error at once. Each admitted job carries a memory plan
+//! (tiling, L-BFGS history, estimated peak); a worker starts the oldest job only when its
+//! estimate fits beside the jobs already running, so the budget is never oversubscribed.
+//! Each worker runs one job at a time through `render`, checking for cancellation (client
+//! gone, shutdown) and the job's deadline on every iteration. It knows nothing about gRPC.
 
+pub mod events;
 pub mod job;
 mod worker;
 
@@ -11,14 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
+pub use events::{EventReceiver, EventSender};
 pub use job::{JobEvent, JobOutput, JobSpec, Timings};
 
 use crate::cache::StyleCache;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::features::FeatureExtractor;
+use crate::render::{MemoryPlan, RenderRequest, plan_memory};
 use crate::telemetry::metrics as names;
 
 #[derive(Debug, Clone)]
@@ -27,6 +31,8 @@ pub struct SchedulerConfig {
     pub workers: usize,
     /// Jobs that may wait for a worker; one more is refused.
     pub max_queue: usize,
+    /// Bytes the whole process may use (`memory::Budget`); `None`: no memory admission.
+    pub memory_budget: Option<u64>,
 }
 
 /// What a worker needs to run jobs.
@@ -38,7 +44,8 @@ pub struct Backends {
 
 struct QueuedJob {
     spec: JobSpec,
-    events: mpsc::UnboundedSender<JobEvent>,
+    plan: MemoryPlan,
+    events: EventSender,
     cancel: Arc<AtomicBool>,
     queued_at: Instant,
     span: tracing::Span,
@@ -57,14 +64,19 @@ struct Queue {
     running: Vec<Arc<AtomicBool>>,
     accepting: bool,
     stopped: bool,
+    /// Bytes reserved by running jobs and style registrations.
+    reserved: u64,
 }
 
 struct Shared {
     queue: Mutex<Queue>,
-    /// Signalled when a job is queued, a job ends, or the scheduler stops.
+    /// Signalled when a job is queued, a job ends, memory is released, or the scheduler
+    /// stops.
     changed: Condvar,
     config: SchedulerConfig,
     backends: Backends,
+    /// Bytes jobs may reserve together: the budget less what the process holds anyway.
+    job_capacity: Option<u64>,
 }
 
 impl Shared {
@@ -72,12 +84,39 @@ impl Shared {
         // A worker that panicked mid-update leaves consistent data (plain pushes/pops).
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Whether `bytes` more fit beside what `queue` has reserved.
+    fn fits(&self, queue: &Queue, bytes: u64) -> bool {
+        self.job_capacity
+            .is_none_or(|capacity| queue.reserved + bytes <= capacity)
+    }
+
+    fn release(&self, bytes: u64) {
+        let mut queue = self.lock();
+        queue.reserved = queue.reserved.saturating_sub(bytes);
+        metrics::gauge!(names::MEMORY_RESERVED).set(queue.reserved as f64);
+        drop(queue);
+        self.changed.notify_all();
+    }
 }
 
 /// A handle to a submitted job: its events, and cancellation when dropped early.
 pub struct Submitted {
-    pub events: mpsc::UnboundedReceiver<JobEvent>,
+    pub events: EventReceiver,
     pub cancel: Arc<AtomicBool>,
+    pub plan: MemoryPlan,
+}
+
+/// Memory held outside the queue (a style registration); released when dropped.
+pub struct Reservation {
+    shared: Arc<Shared>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.shared.release(self.bytes);
+    }
 }
 
 #[derive(Clone)]
@@ -88,6 +127,13 @@ pub struct Scheduler {
 impl Scheduler {
     /// Starts `config.workers` worker threads.
     pub fn start(config: SchedulerConfig, backends: Backends) -> Self {
+        let resident = backends.engine.footprint().resident;
+        let job_capacity = config
+            .memory_budget
+            .map(|budget| budget.saturating_sub(resident));
+        if let Some(budget) = config.memory_budget {
+            metrics::gauge!(names::MEMORY_BUDGET).set(budget as f64);
+        }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 accepting: true,
@@ -96,6 +142,7 @@ impl Scheduler {
             changed: Condvar::new(),
             config,
             backends,
+            job_capacity,
         });
         for index in 0..shared.config.workers.max(1) {
             let shared = shared.clone();
@@ -129,16 +176,46 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Queues a job, or refuses it at once: `QueueFull` or `ShuttingDown`.
+    /// Bytes jobs may reserve together (`None`: memory is not admitted).
+    pub fn job_capacity(&self) -> Option<u64> {
+        self.shared.job_capacity
+    }
+
+    /// Bytes reserved now by running jobs and registrations.
+    pub fn reserved(&self) -> u64 {
+        self.shared.lock().reserved
+    }
+
+    /// How `request` runs within this server's memory: planned to run beside the other
+    /// workers' jobs when it can, else to run alone (it then waits for memory), else
+    /// refused with `MemoryExhausted`.
+    pub fn plan(&self, request: &RenderRequest) -> Result<MemoryPlan> {
+        let footprint = self.shared.backends.engine.footprint();
+        let Some(capacity) = self.shared.job_capacity else {
+            return plan_memory(request, &footprint, None);
+        };
+        let workers = self.shared.config.workers.max(1) as u64;
+        if workers > 1
+            && let Ok(plan) = plan_memory(request, &footprint, Some(capacity / workers))
+        {
+            return Ok(plan);
+        }
+        plan_memory(request, &footprint, Some(capacity))
+    }
+
+    /// Queues a job, or refuses it at once: `QueueFull`, `ShuttingDown`, or
+    /// `MemoryExhausted` for a job that can never fit.
     pub fn submit(&self, spec: JobSpec, span: tracing::Span) -> Result<Submitted> {
-        let (events, receiver) = mpsc::unbounded_channel();
+        let plan = self.plan(&spec.request)?;
+        let (events, receiver) = events::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let mut queue = self.shared.lock();
         self.room_in(&queue)?;
         let position = queue.jobs.len();
-        let _ = events.send(JobEvent::Queued { position });
+        events.send(JobEvent::Queued { position });
         queue.jobs.push_back(QueuedJob {
             spec,
+            plan,
             events,
             cancel: cancel.clone(),
             queued_at: Instant::now(),
@@ -150,7 +227,48 @@ impl Scheduler {
         Ok(Submitted {
             events: receiver,
             cancel,
+            plan,
         })
+    }
+
+    /// Reserves `bytes` for work outside the queue (a style registration), waiting for
+    /// running jobs to release memory until `deadline`. Refused while draining, or with
+    /// `MemoryExhausted` when `bytes` exceed what jobs may ever hold.
+    pub fn reserve(&self, bytes: u64, deadline: Option<Instant>) -> Result<Reservation> {
+        if self.shared.job_capacity.is_some_and(|c| bytes > c) {
+            return Err(Error::MemoryExhausted(format!(
+                "about {} MiB needed, {} MiB available to jobs",
+                bytes >> 20,
+                self.shared.job_capacity.unwrap_or(0) >> 20
+            )));
+        }
+        let mut queue = self.shared.lock();
+        loop {
+            if !queue.accepting {
+                return Err(Error::ShuttingDown);
+            }
+            if self.shared.fits(&queue, bytes) {
+                queue.reserved += bytes;
+                metrics::gauge!(names::MEMORY_RESERVED).set(queue.reserved as f64);
+                return Ok(Reservation {
+                    shared: self.shared.clone(),
+                    bytes,
+                });
+            }
+            let wait = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) => left,
+                    None => return Err(Error::DeadlineExceeded("waiting for memory".into())),
+                },
+                None => Duration::from_secs(1),
+            };
+            queue = self
+                .shared
+                .changed
+                .wait_timeout(queue, wait.min(Duration::from_secs(1)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -194,7 +312,7 @@ impl Scheduler {
         queue.accepting = false;
         queue.stopped = true;
         for job in queue.jobs.drain(..) {
-            let _ = job.events.send(JobEvent::Failed(Error::ShuttingDown));
+            job.events.send(JobEvent::Failed(Error::ShuttingDown));
             names::count_request(names::outcome::UNAVAILABLE);
         }
         for flag in &queue.running {

@@ -1,4 +1,5 @@
-//! One worker thread: takes the oldest job, runs it, reports its events, repeats.
+//! One worker thread: takes the oldest job once its memory fits beside the running jobs,
+//! runs it, reports its events, releases its memory, repeats.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use super::{JobEvent, JobOutput, QueuedJob, Shared, Timings};
 use crate::engine::Progress;
 use crate::error::Error;
 use crate::image_io::encode;
-use crate::render::{StyleSource, render};
+use crate::render::{StyleSource, render_planned};
 use crate::telemetry::metrics::{self as names, outcome};
 
 pub(super) fn run(index: usize, shared: &Shared) {
@@ -21,22 +22,53 @@ pub(super) fn run(index: usize, shared: &Shared) {
                 if queue.stopped {
                     return;
                 }
-                if let Some(job) = queue.jobs.pop_front() {
+                // A job its client left (or whose deadline passed) gives its place up now
+                // rather than after the jobs ahead of it.
+                let before = queue.jobs.len();
+                queue.jobs.retain(|job| {
+                    let gone =
+                        job.abandoned() || job.spec.deadline.is_some_and(|d| Instant::now() >= d);
+                    if gone {
+                        let err = if job.abandoned() {
+                            Error::Cancelled
+                        } else {
+                            Error::DeadlineExceeded("while queued".into())
+                        };
+                        names::count_request(outcome_of(&err));
+                        job.events.send(JobEvent::Failed(err));
+                    }
+                    !gone
+                });
+                if queue.jobs.len() != before {
+                    metrics::gauge!(names::QUEUE_DEPTH).set(queue.jobs.len() as f64);
+                }
+                let fits = queue
+                    .jobs
+                    .front()
+                    .is_some_and(|job| shared.fits(&queue, job.plan.estimate));
+                if fits && let Some(job) = queue.jobs.pop_front() {
                     queue.running.push(job.cancel.clone());
+                    queue.reserved += job.plan.estimate;
+                    metrics::gauge!(names::MEMORY_RESERVED).set(queue.reserved as f64);
                     metrics::gauge!(names::QUEUE_DEPTH).set(queue.jobs.len() as f64);
                     metrics::gauge!(names::IN_FLIGHT).set(queue.running.len() as f64);
                     break job;
                 }
+                // Wake now and then to drop departed clients' jobs while waiting.
                 queue = shared
                     .changed
-                    .wait(queue)
-                    .unwrap_or_else(|p| p.into_inner());
+                    .wait_timeout(queue, Duration::from_millis(250))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         };
         let cancel = job.cancel.clone();
         let span = job.span.clone();
+        let reserved = job.plan.estimate;
         span.in_scope(|| execute(&worker, shared, job));
         let mut queue = shared.lock();
+        queue.reserved = queue.reserved.saturating_sub(reserved);
+        metrics::gauge!(names::MEMORY_RESERVED).set(queue.reserved as f64);
         queue.running.retain(|flag| !Arc::ptr_eq(flag, &cancel));
         metrics::gauge!(names::IN_FLIGHT).set(queue.running.len() as f64);
         drop(queue);
@@ -58,6 +90,7 @@ fn outcome_of(err: &Error) -> &'static str {
         Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
             outcome::INVALID_ARGUMENT
         }
+        Error::MemoryExhausted(_) | Error::QueueFull(_) => outcome::RESOURCE_EXHAUSTED,
         _ => outcome::INTERNAL,
     }
 }
@@ -75,11 +108,19 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
         Err(Error::DeadlineExceeded("while queued".into()))
     } else {
         let device = shared.backends.engine.name();
-        let _ = job.events.send(JobEvent::Started {
+        job.events.send(JobEvent::Started {
             worker: worker.to_string(),
             device,
+            plan: job.plan,
         });
-        tracing::info!(queue_wait_s = queue_wait.as_secs_f64(), "started");
+        metrics::histogram!(names::TILES_PER_JOB).record(job.plan.tiles as f64);
+        tracing::info!(
+            queue_wait_s = queue_wait.as_secs_f64(),
+            tiles = job.plan.tiles,
+            memory_estimate_mib = job.plan.estimate >> 20,
+            lbfgs_history = job.plan.history,
+            "started"
+        );
         run_job(shared, &job, queue_wait)
     };
     let duration = job.queued_at.elapsed();
@@ -93,7 +134,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
                 iterations = output.iterations,
                 "finished"
             );
-            let _ = job.events.send(JobEvent::Finished(Box::new(output)));
+            job.events.send(JobEvent::Finished(Box::new(output)));
         }
         Err(err) => {
             names::count_request(outcome_of(&err));
@@ -102,7 +143,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
                 Error::Cancelled => tracing::debug!("cancelled by the client"),
                 ref other => tracing::warn!(error = %other, "failed"),
             }
-            let _ = job.events.send(JobEvent::Failed(err));
+            job.events.send(JobEvent::Failed(err));
         }
     }
 }
@@ -133,7 +174,7 @@ fn run_job(
         if let Some(preview) = &p.preview {
             let rgb = backends.engine.convention().to_rgb(preview);
             if let Ok(image) = encode(&rgb, encoding) {
-                let _ = job.events.send(JobEvent::Preview {
+                job.events.send(JobEvent::Preview {
                     iteration: p.iteration,
                     image,
                     encoding,
@@ -145,18 +186,20 @@ fn run_job(
             let eta = Duration::from_secs_f64(per_iteration * (p.total - p.iteration) as f64);
             let mut progress = p.clone();
             progress.preview = None;
-            let _ = job.events.send(JobEvent::Progress { progress, eta });
+            job.events.send(JobEvent::Progress { progress, eta });
         }
         ControlFlow::Continue(())
     };
     let source = StyleSource {
         features: backends.features.as_ref(),
         cache: Some(backends.cache.as_ref()),
+        tile_side: None,
     };
-    let rendered = match render(
+    let rendered = match render_planned(
         &spec.request,
         backends.engine.as_ref(),
         source,
+        &job.plan,
         &mut on_progress,
     ) {
         Ok(rendered) => rendered,

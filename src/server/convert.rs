@@ -118,9 +118,9 @@ fn layers(
 pub fn options(o: &proto::Options) -> Result<RenderOptions> {
     let defaults = RenderOptions::default();
     let optimizer = match proto::Optimizer::try_from(o.optimizer) {
-        Ok(proto::Optimizer::Unspecified | proto::Optimizer::Lbfgs) => {
-            OptimizerKind::Lbfgs { history: 100 }
-        }
+        Ok(proto::Optimizer::Unspecified | proto::Optimizer::Lbfgs) => OptimizerKind::Lbfgs {
+            history: o.lbfgs_history as usize,
+        },
         Ok(proto::Optimizer::Adam) => OptimizerKind::Adam {
             lr: o.learning_rate.unwrap_or(10.0),
         },
@@ -158,6 +158,7 @@ pub fn options(o: &proto::Options) -> Result<RenderOptions> {
         preserve_colors: o.preserve_colors,
         scales: pick(o.scales, defaults.scales),
         preview_every: o.preview_interval as usize,
+        tile_size: (o.tile_size > 0).then_some(o.tile_size),
     })
 }
 
@@ -195,6 +196,16 @@ pub fn check_limits(options: &RenderOptions, limits: &Limits) -> Result<()> {
             format!(
                 "{} squared exceeds the limit of {} pixels",
                 options.size, limits.max_pixels
+            ),
+        ));
+    }
+    let style_side = (options.size as f64 * options.style_scale).round();
+    if style_side.is_finite() && style_side * style_side > limits.max_pixels as f64 {
+        return Err(Error::invalid(
+            "options.style_scale",
+            format!(
+                "styles rendered at {style_side} px (size x style_scale) exceed the limit of {} pixels",
+                limits.max_pixels
             ),
         ));
     }
@@ -325,7 +336,17 @@ pub fn event(event: JobEvent) -> std::result::Result<proto::StylizeEvent, tonic:
         JobEvent::Queued { position } => Event::Queued(proto::Queued {
             position: position as u32,
         }),
-        JobEvent::Started { worker, device } => Event::Started(proto::Started { worker, device }),
+        JobEvent::Started {
+            worker,
+            device,
+            plan,
+        } => Event::Started(proto::Started {
+            worker,
+            device,
+            tiles: plan.tiles as u32,
+            memory_estimate_bytes: plan.estimate,
+            lbfgs_history: plan.history as u32,
+        }),
         JobEvent::Progress { progress, eta } => Event::Progress(proto::Progress {
             iteration: progress.iteration as u32,
             total: progress.total as u32,

@@ -13,7 +13,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_stream::{Stream, StreamExt, wrappers::UnboundedReceiverStream};
+use tokio::sync::Semaphore;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -21,6 +22,7 @@ pub use convert::Limits;
 
 use crate::cache::StyleRegistry;
 use crate::error::Error;
+use crate::render::plan::plan_precompute;
 use crate::render::{StyleSource, warm_style};
 use crate::scheduler::{Backends, Scheduler, SchedulerConfig};
 use crate::telemetry::metrics::{self as names, outcome};
@@ -54,7 +56,9 @@ pub fn status(err: Error) -> Status {
         Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
             Status::invalid_argument(convert::in_request(err).to_string())
         }
-        Error::QueueFull(_) => Status::resource_exhausted(err.to_string()),
+        Error::QueueFull(_) | Error::MemoryExhausted(_) => {
+            Status::resource_exhausted(err.to_string())
+        }
         Error::ShuttingDown => Status::unavailable(err.to_string()),
         Error::DeadlineExceeded(_) => Status::deadline_exceeded(err.to_string()),
         Error::Cancelled => Status::cancelled(err.to_string()),
@@ -108,6 +112,11 @@ pub struct StylizeService {
     scheduler: Scheduler,
     registry: Arc<StyleRegistry>,
     limits: Limits,
+    /// One permit per place a request can hold (running or queued): a request decodes its
+    /// images only while it holds one, so overload never decodes unbounded bytes.
+    places: Arc<Semaphore>,
+    /// Style registrations decoding or precomputing at once.
+    registrations: Arc<Semaphore>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::StylizeEvent, Status>> + Send>>;
@@ -140,6 +149,11 @@ impl Stylizer for StylizeService {
         let deadline =
             deadline::from_metadata(request.metadata(), Instant::now()).map_err(refused)?;
         self.scheduler.admits().map_err(|e| refused(status(e)))?;
+        let place = self
+            .places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| refused(status(Error::QueueFull(self.scheduler.queue_depth()))))?;
         let message = request.into_inner();
         let id = request_id(&message.request_id);
         let span = tracing::info_span!("stylize", request_id = %id);
@@ -157,7 +171,11 @@ impl Stylizer for StylizeService {
                 .submit(spec, span.clone())
                 .map_err(|e| refused(status(e)))?
         };
-        let stream = UnboundedReceiverStream::new(submitted.events).map(convert::event);
+        // The place is held until the stream ends (or the client drops it).
+        let stream = submitted.events.into_stream().map(move |event| {
+            let _held = &place;
+            convert::event(event)
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -165,6 +183,18 @@ impl Stylizer for StylizeService {
         &self,
         request: Request<proto::RegisterStyleRequest>,
     ) -> Result<Response<proto::RegisterStyleResponse>, Status> {
+        let deadline =
+            deadline::from_metadata(request.metadata(), Instant::now()).map_err(refused)?;
+        self.scheduler.admits().map_err(|e| refused(status(e)))?;
+        let permit = self
+            .registrations
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                refused(Status::resource_exhausted(
+                    "style registrations are at their limit; retry later",
+                ))
+            })?;
         let message = request.into_inner();
         let (limits, registry, scheduler) = (
             self.limits.clone(),
@@ -173,6 +203,7 @@ impl Stylizer for StylizeService {
         );
         let span = tracing::info_span!("register_style");
         let work = move || -> crate::error::Result<proto::RegisterStyleResponse> {
+            let _permit = permit;
             let started = Instant::now();
             let options = convert::options(&proto::Options {
                 size: message.size,
@@ -184,15 +215,23 @@ impl Stylizer for StylizeService {
             convert::check_limits(&options, &limits)?;
             options.validate().map_err(convert::in_request)?;
             let image = convert::decode_field(&message.image, "image", &limits)?;
-            let image = Arc::new(image);
-            let key = registry.register(image.clone())?;
             let backends = scheduler.backends();
+            let plan = plan_precompute(
+                &image,
+                &options,
+                &backends.engine.footprint(),
+                scheduler.job_capacity(),
+            )?;
+            let _memory = scheduler.reserve(plan.estimate, deadline)?;
             let source = StyleSource {
                 features: backends.features.as_ref(),
                 cache: Some(backends.cache.as_ref()),
+                tile_side: plan.tile_side,
             };
             let lookups = warm_style(&image, &options, source, backends.engine.convention())
                 .map_err(convert::in_request)?;
+            // Only a style whose targets were computed gets a key.
+            let key = registry.register(Arc::new(image))?;
             names::publish_cache(&backends.cache.stats());
             tracing::info!(%key, "style registered");
             Ok(proto::RegisterStyleResponse {
@@ -203,8 +242,8 @@ impl Stylizer for StylizeService {
         };
         let response = tokio::task::spawn_blocking(move || span.in_scope(work))
             .await
-            .map_err(|e| Status::internal(format!("register_style panicked: {e}")))?
-            .map_err(status)?;
+            .map_err(|e| refused(Status::internal(format!("register_style panicked: {e}"))))?
+            .map_err(|e| refused(status(e)))?;
         Ok(Response::new(response))
     }
 }
@@ -229,10 +268,13 @@ pub async fn serve(
         .map_err(|e| Error::invalid("listen", e.to_string()))?;
 
     let scheduler = Scheduler::start(config.scheduler.clone(), backends);
+    let places = config.scheduler.workers.max(1) + config.scheduler.max_queue;
     let service = StylizeService {
         scheduler: scheduler.clone(),
         registry: Arc::new(StyleRegistry::new(config.registry_bytes)),
         limits: config.limits.clone(),
+        places: Arc::new(Semaphore::new(places)),
+        registrations: Arc::new(Semaphore::new(config.scheduler.workers.max(1))),
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<StylizerServer<StylizeService>>().await;

@@ -20,9 +20,12 @@ pub const CACHE_MISSES_TOTAL: &str = "stylize_style_cache_misses_total";
 pub const CACHE_EVICTIONS_TOTAL: &str = "stylize_style_cache_evictions_total";
 pub const CACHE_BYTES: &str = "stylize_style_cache_bytes";
 pub const CACHE_ENTRIES: &str = "stylize_style_cache_entries";
+pub const MEMORY_BUDGET: &str = "stylize_memory_budget_bytes";
+pub const MEMORY_RESERVED: &str = "stylize_memory_reserved_bytes";
+pub const TILES_PER_JOB: &str = "stylize_tiles_per_job";
 
 /// Every metric the server exports (for tests and dashboards).
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 16] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     QUEUE_DEPTH,
@@ -36,6 +39,9 @@ pub const ALL: [&str; 13] = [
     CACHE_EVICTIONS_TOTAL,
     CACHE_BYTES,
     CACHE_ENTRIES,
+    MEMORY_BUDGET,
+    MEMORY_RESERVED,
+    TILES_PER_JOB,
 ];
 
 /// Request outcomes, the `outcome` label of `stylize_requests_total`.
@@ -56,6 +62,7 @@ const JOB_SECONDS: &[f64] = &[
 const WAIT_SECONDS: &[f64] = &[
     0.005, 0.05, 0.25, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
+const TILE_COUNTS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 const STEP_SECONDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -72,6 +79,7 @@ pub fn install(listen: SocketAddr) -> Result<()> {
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full(PRECOMPUTE_DURATION.into()), STEP_SECONDS)
         })
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TILES_PER_JOB.into()), TILE_COUNTS))
         .map_err(|e| Error::invalid("metrics", e.to_string()))?;
     builder
         .install()
@@ -103,6 +111,20 @@ fn describe() {
     describe_counter!(CACHE_EVICTIONS_TOTAL, "Style cache evictions");
     describe_gauge!(CACHE_BYTES, Unit::Bytes, "Bytes held by the style cache");
     describe_gauge!(CACHE_ENTRIES, "Styles held by the style cache");
+    describe_gauge!(
+        MEMORY_BUDGET,
+        Unit::Bytes,
+        "Memory the process may use (flag, cgroup limit or physical, less a reserve)"
+    );
+    describe_gauge!(
+        MEMORY_RESERVED,
+        Unit::Bytes,
+        "Estimated peak memory reserved by running jobs and style registrations"
+    );
+    describe_histogram!(
+        TILES_PER_JOB,
+        "Tiles each job's largest frame is cut into (1: whole)"
+    );
     // Zero-valued series exist from the start, so dashboards and alerts see them.
     for outcome in [
         outcome::OK,
@@ -118,6 +140,7 @@ fn describe() {
     }
     metrics::gauge!(QUEUE_DEPTH).set(0.0);
     metrics::gauge!(IN_FLIGHT).set(0.0);
+    metrics::gauge!(MEMORY_RESERVED).set(0.0);
     metrics::counter!(ITERATIONS_TOTAL).increment(0);
     publish_cache(&crate::cache::CacheStats::default());
 }

@@ -11,9 +11,9 @@ use std::sync::{Mutex, OnceLock};
 use candle_core::{DType, Device, Tensor};
 use stylize::engine::Pooling;
 use stylize::features::OrtFeatures;
-use stylize::features::ort_library::{self, Flavor};
-use stylize::features::ort_runtime::{self, Provider};
-use stylize::model::{Vgg19Weights, fetch};
+use stylize::model::{InputImage, Vgg19Weights, fetch};
+use stylize::runtime::library::{self as ort_library, Flavor};
+use stylize::runtime::{self as ort_runtime, Provider};
 
 pub fn models_dir() -> PathBuf {
     std::env::var_os("STYLIZE_MODELS_DIR")
@@ -93,4 +93,29 @@ pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
 /// |a - b| / |b|.
 pub fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()
+}
+
+/// An input-space image: a smooth random-looking pattern with a flat block (where pooling
+/// windows tie).
+pub fn pattern_image(height: usize, width: usize, seed: f32) -> InputImage {
+    let mut data = Vec::with_capacity(3 * height * width);
+    for c in 0..3 {
+        for y in 0..height {
+            for x in 0..width {
+                let flat = (8..20).contains(&y) && (10..30).contains(&x);
+                let value = if flat {
+                    40.0 - 30.0 * c as f32
+                } else {
+                    let t = seed + 0.37 * x as f32 + 0.61 * y as f32 + 1.3 * c as f32;
+                    90.0 * (t.sin() * (0.5 * t).cos()) + 20.0 * ((x * y) as f32 * 0.11).sin()
+                };
+                data.push(value);
+            }
+        }
+    }
+    InputImage {
+        height,
+        width,
+        data,
+    }
 }

@@ -1,6 +1,11 @@
-//! One stylisation end to end: validate options, plan the coarse-to-fine scales, compute
-//! style targets through a `FeatureExtractor`, optimise with an `Engine`, and turn the
-//! result back into an 8-bit image (optionally keeping the content's colours).
+//! One stylisation end to end: validate options, plan the coarse-to-fine scales and the
+//! job's memory (`plan`), compute style targets through a `FeatureExtractor`, optimise with
+//! an `Engine`, and turn the result back into an 8-bit image (optionally keeping the
+//! content's colours).
+
+pub mod plan;
+
+pub use plan::{MemoryPlan, plan_memory};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +26,10 @@ use crate::model::{InputConvention, InputImage, Layer};
 pub const MAX_SIZE: u32 = 4096;
 /// Most coarse-to-fine scales.
 pub const MAX_SCALES: usize = 8;
+/// Most L-BFGS curvature pairs a request may ask for (0 lets the server choose).
+pub const MAX_HISTORY: usize = 1000;
+/// Smallest tile core side a request may ask for.
+pub const MIN_TILE: u32 = 16;
 /// Noise initialisation's standard deviation, in 8-bit levels.
 pub const NOISE_LEVELS: f32 = 32.0;
 
@@ -52,6 +61,9 @@ pub struct RenderOptions {
     pub scales: usize,
     /// Attach the current image to every Nth progress report (0: never).
     pub preview_every: usize,
+    /// Tile cores at most this many pixels on a side (`None`: the server chooses to fit its
+    /// memory, whole frames when they fit). The result is the same either way.
+    pub tile_size: Option<u32>,
 }
 
 pub fn default_content_layers() -> Vec<(Layer, f64)> {
@@ -89,6 +101,7 @@ pub fn single_step_job(content: InputImage, style_grams: Vec<Gram>) -> OptimiseJ
         optimizer: OptimizerKind::Adam { lr: 10.0 },
         init: Init::Content,
         preview_every: 0,
+        tile_side: None,
     }
 }
 
@@ -97,7 +110,7 @@ impl Default for RenderOptions {
         Self {
             size: 512,
             iterations: 500,
-            optimizer: OptimizerKind::Lbfgs { history: 100 },
+            optimizer: OptimizerKind::Lbfgs { history: 0 },
             weights: TermWeights::default(),
             content_layers: default_content_layers(),
             style_layers: default_style_layers(),
@@ -107,6 +120,7 @@ impl Default for RenderOptions {
             preserve_colors: false,
             scales: 1,
             preview_every: 0,
+            tile_size: None,
         }
     }
 }
@@ -167,9 +181,17 @@ impl RenderOptions {
             OptimizerKind::Adam { lr } if !(lr.is_finite() && lr > 0.0) => {
                 Err(Error::invalid("learning_rate", format!("{lr} must be > 0")))
             }
-            OptimizerKind::Lbfgs { history: 0 } => {
-                Err(Error::invalid("history", "must be at least 1"))
-            }
+            OptimizerKind::Lbfgs { history } if history > MAX_HISTORY => Err(Error::invalid(
+                "lbfgs_history",
+                format!("{history} is more than {MAX_HISTORY}"),
+            )),
+            _ => Ok(()),
+        }?;
+        match self.tile_size {
+            Some(side) if !(MIN_TILE..=MAX_SIZE).contains(&side) => Err(Error::invalid(
+                "tile_size",
+                format!("{side} is outside {MIN_TILE}..={MAX_SIZE}"),
+            )),
             _ => Ok(()),
         }
     }
@@ -245,6 +267,8 @@ impl RenderRequest {
 pub struct StyleSource<'a> {
     pub features: &'a dyn FeatureExtractor,
     pub cache: Option<&'a StyleCache>,
+    /// Compute Grams in tiles with cores of at most this side (`None`: whole images).
+    pub tile_side: Option<usize>,
 }
 
 impl StyleSource<'_> {
@@ -259,7 +283,8 @@ impl StyleSource<'_> {
     ) -> Result<(Arc<Vec<Gram>>, Lookup)> {
         let compute = || {
             let resized = resize_longest(style, longest_side);
-            self.features.grams(&convention.to_input(&resized), layers)
+            self.features
+                .grams_tiled(&convention.to_input(&resized), layers, self.tile_side)
         };
         match self.cache {
             None => Ok((Arc::new(compute()?), Lookup::Miss)),
@@ -314,13 +339,18 @@ fn check_fits(field: &str, (width, height): (u32, u32), deepest: Layer) -> Resul
     Ok(())
 }
 
-/// Builds the engine job: content and blended style Grams for every scale.
+/// Builds the engine job under `plan`: content and blended style Grams for every scale.
 pub fn prepare(
     request: &RenderRequest,
     engine: &dyn Engine,
     styles: StyleSource<'_>,
+    plan: &MemoryPlan,
     lookups: &mut Vec<Lookup>,
 ) -> Result<OptimiseJob> {
+    let styles = StyleSource {
+        tile_side: plan.tile_side,
+        ..styles
+    };
     request.validate()?;
     let options = &request.options;
     let convention = engine.convention();
@@ -371,9 +401,15 @@ pub fn prepare(
         scales,
         content_layers: options.content_layers.clone(),
         weights: options.weights,
-        optimizer: options.optimizer,
+        optimizer: match options.optimizer {
+            OptimizerKind::Lbfgs { .. } => OptimizerKind::Lbfgs {
+                history: plan.history.max(1),
+            },
+            adam => adam,
+        },
         init,
         preview_every: options.preview_every,
+        tile_side: plan.tile_side,
     })
 }
 
@@ -407,16 +443,30 @@ pub fn warm_style(
         .collect()
 }
 
-/// Runs a request to completion (or cancellation through `progress`).
+/// Runs a request to completion (or cancellation through `progress`) with no memory limit:
+/// whole frames unless the request sets `tile_size`.
 pub fn render(
     request: &RenderRequest,
     engine: &dyn Engine,
     styles: StyleSource<'_>,
     progress: &mut ProgressSink<'_>,
 ) -> Result<Rendered> {
+    request.validate()?;
+    let plan = plan_memory(request, &engine.footprint(), None)?;
+    render_planned(request, engine, styles, &plan, progress)
+}
+
+/// Runs a request under a memory plan (see `plan::plan_memory`).
+pub fn render_planned(
+    request: &RenderRequest,
+    engine: &dyn Engine,
+    styles: StyleSource<'_>,
+    plan: &MemoryPlan,
+    progress: &mut ProgressSink<'_>,
+) -> Result<Rendered> {
     let mut stats = RenderStats::default();
     let started = Instant::now();
-    let job = prepare(request, engine, styles, &mut stats.style_lookups)?;
+    let job = prepare(request, engine, styles, plan, &mut stats.style_lookups)?;
     stats.precompute = started.elapsed();
     let started = Instant::now();
     let optimised = engine.optimise(&job, progress)?;

@@ -1,6 +1,10 @@
 //! ONNX Runtime in this process: loading the library once with `ort::init_from` (a missing
 //! or wrong library is an error, never a panic), and building sessions on the CPU or on the
-//! CUDA execution provider. The files themselves are `ort_library`'s.
+//! CUDA execution provider. The library files themselves (which build, where, fetching) are
+//! `library`'s. Used by the feature extractor and the engine alike.
+
+pub mod library;
+pub mod sessions;
 
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};

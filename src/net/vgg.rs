@@ -8,32 +8,9 @@
 
 use candle_core::{D, DType, Device, Tensor};
 
+use super::{Pooling, TargetIdentity};
 use crate::error::Result;
-use crate::features::TargetIdentity;
 use crate::model::{Layer, Vgg19Weights};
-
-/// The 2x2/stride-2 pooling between blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Pooling {
-    #[default]
-    Max,
-    Average,
-}
-
-impl std::str::FromStr for Pooling {
-    type Err = crate::error::Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "max" => Ok(Pooling::Max),
-            "avg" | "average" => Ok(Pooling::Average),
-            other => Err(crate::error::Error::invalid(
-                "pooling",
-                format!("`{other}` is not max or avg"),
-            )),
-        }
-    }
-}
 
 struct Conv {
     weight: Tensor,

@@ -1,0 +1,104 @@
+//! How much memory a job takes, as a model fitted to measured peaks (docs/operations.md
+//! gives the measurements): a per-engine cost per pixel of the largest tile evaluated, per
+//! pixel of the frame (image, gradient, optimiser moments, content targets, previews), per
+//! stored L-BFGS pair, and per pixel of a style image while its Grams are computed.
+
+/// One engine's memory model. All figures are bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Footprint {
+    /// What the process holds with no job (weights, runtime, sessions), measured warm.
+    pub resident: u64,
+    /// Per pixel of the largest tile's extent while its loss and gradient are evaluated.
+    pub per_tile_pixel: f64,
+    /// Per pixel of the frame for the whole job (image, gradient, moments, targets, results).
+    pub per_frame_pixel: f64,
+    /// Per pixel of one L-BFGS curvature pair (`s` and `y`, three channels).
+    pub per_pair_pixel: f64,
+    /// Per pixel of the largest style tile while its Grams are computed (a forward pass).
+    pub per_style_pixel: f64,
+    /// Added to every estimate for what the model does not resolve (allocator slack).
+    pub margin: f64,
+}
+
+/// What a job is, for its estimate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobShape {
+    /// Pixels of the largest scale's frame.
+    pub frame_pixels: usize,
+    /// Pixels of the largest tile the optimisation evaluates (the frame when untiled).
+    pub tile_pixels: usize,
+    /// Pixels of the largest style tile the precompute runs.
+    pub style_pixels: usize,
+    /// L-BFGS pairs kept (0 for Adam).
+    pub history: usize,
+}
+
+impl Footprint {
+    /// ONNX Runtime on the CPU (measured on 2-core x86-64, float32).
+    pub const ORT_CPU: Self = Self {
+        resident: 450 << 20,
+        per_tile_pixel: 4300.0,
+        per_frame_pixel: 160.0,
+        per_pair_pixel: 24.0,
+        per_style_pixel: 2200.0,
+        margin: 1.15,
+    };
+
+    /// candle on the CPU (measured as above).
+    pub const CANDLE_CPU: Self = Self {
+        resident: 350 << 20,
+        per_tile_pixel: 4300.0,
+        per_frame_pixel: 160.0,
+        per_pair_pixel: 24.0,
+        per_style_pixel: 2200.0,
+        margin: 1.15,
+    };
+
+    /// Peak bytes of one job, the process's resident set excluded.
+    pub fn job_bytes(&self, job: &JobShape) -> u64 {
+        let optimise = self.per_tile_pixel * job.tile_pixels as f64
+            + self.per_frame_pixel * job.frame_pixels as f64
+            + self.per_pair_pixel * (job.history * job.frame_pixels) as f64;
+        let precompute = self.per_style_pixel * job.style_pixels as f64
+            + self.per_frame_pixel * job.frame_pixels as f64;
+        (optimise.max(precompute) * self.margin) as u64
+    }
+
+    /// Bytes of L-BFGS history at `frame_pixels`, per pair.
+    pub fn pair_bytes(&self, frame_pixels: usize) -> u64 {
+        (self.per_pair_pixel * frame_pixels as f64 * self.margin) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_grows_with_tile_frame_and_history() {
+        let f = Footprint::ORT_CPU;
+        let shape = JobShape {
+            frame_pixels: 1920 * 1080,
+            tile_pixels: 512 * 512,
+            style_pixels: 512 * 512,
+            history: 10,
+        };
+        let base = f.job_bytes(&shape);
+        for bigger in [
+            JobShape {
+                tile_pixels: 1024 * 1024,
+                ..shape
+            },
+            JobShape {
+                frame_pixels: 4096 * 2160,
+                ..shape
+            },
+            JobShape {
+                history: 100,
+                ..shape
+            },
+        ] {
+            assert!(f.job_bytes(&bigger) > base);
+        }
+    }
+}
