@@ -38,6 +38,20 @@ pub struct BenchArgs {
     /// there too; on the CPU it is the ONNX Runtime path.
     #[arg(long, env = "STYLIZE_DEVICE", default_value = "cpu")]
     device: String,
+    /// Instead of the step table: whole jobs at these frame sizes (e.g.
+    /// `512x512,1920x1080,2048x2048,4096x2160`), peak memory and seconds per iteration,
+    /// tiled and (where it fits) untiled, each in its own process.
+    #[arg(long, value_delimiter = ',')]
+    frames: Vec<String>,
+    /// Tile core side for --frames.
+    #[arg(long, default_value_t = 512)]
+    tile_size: u32,
+    /// Iterations per --frames job.
+    #[arg(long, default_value_t = 2)]
+    iterations: usize,
+    /// Engine for --frames (auto, ort, candle).
+    #[arg(long, default_value = "auto")]
+    engine: String,
     #[command(flatten)]
     weights: WeightsArgs,
 }
@@ -112,6 +126,22 @@ fn mib(bytes: Option<u64>) -> String {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
+    if !args.frames.is_empty() {
+        let frames = args
+            .frames
+            .iter()
+            .map(|f| super::bench_frames::parse_frame(f))
+            .collect::<Result<Vec<_>>>()?;
+        if args.iterations == 0 {
+            bail!("--iterations: must be at least 1");
+        }
+        return super::bench_frames::frames_table(
+            &frames,
+            args.tile_size,
+            args.iterations,
+            &args.engine,
+        );
+    }
     if args.sizes.iter().any(|&s| !(16..=4096).contains(&s)) {
         bail!("--sizes: each size must be within 16..=4096");
     }

@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod bench_frames;
 pub mod client;
 pub mod connect;
 pub mod loadgen;

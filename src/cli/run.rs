@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// memory, less 512 MiB); frames that do not fit are evaluated in tiles.
     #[arg(long)]
     memory_budget: Option<String>,
+    /// Print one JSON line with the peak resident memory, seconds per iteration and tiles
+    /// (what `stylize bench --frames` reads).
+    #[arg(long, hide = true)]
+    report: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -77,7 +81,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let total = request.options.iterations * request.options.scales;
     let bar = progress_bar(total as u64, args.quiet)?;
+    let mut marks: Vec<std::time::Duration> = Vec::new();
     let mut on_progress = |p: &Progress| {
+        marks.push(p.elapsed);
         bar.set_position(p.iteration as u64);
         let l = &p.losses;
         bar.set_message(loss_message(p.scale, l.total, l.content, l.style, l.tv));
@@ -103,6 +109,26 @@ pub fn run(args: RunArgs) -> Result<()> {
     .map_err(flag_error)?;
     bar.finish();
     image_io::save(&rendered.image, &args.out).context("--out")?;
+    if args.report {
+        // Between the first and the last iteration when there are two or more (the first
+        // also computed the content targets).
+        let per_iteration = match (marks.first(), marks.last()) {
+            (Some(first), Some(last)) if marks.len() > 1 => {
+                (*last - *first).as_secs_f64() / (marks.len() - 1) as f64
+            }
+            (_, Some(only)) => only.as_secs_f64(),
+            _ => 0.0,
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "peak_rss_bytes": stylize::bench::peak_rss_bytes(),
+                "seconds_per_iteration": per_iteration,
+                "tiles": plan.tiles,
+                "estimate_bytes": plan.estimate + footprint.resident,
+            })
+        );
+    }
     println!(
         "wrote {} ({}x{}) after {} iterations, final loss {:.4e}",
         args.out.display(),

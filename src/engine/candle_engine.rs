@@ -186,7 +186,7 @@ impl CandleEngine {
         let mut content = Vec::new();
         if !content_taps.is_empty() {
             let passes = CandlePasses { net: &self.net };
-            let maps = frame_features(&passes, &p, plan, &content_taps)?;
+            let maps = frame_features(&passes, &p, plan, &content_taps, content_taps.len())?;
             for (&(layer, weight), target) in job.content_layers.iter().zip(maps) {
                 content.push(LayerTarget {
                     layer,

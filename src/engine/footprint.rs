@@ -34,24 +34,30 @@ pub struct JobShape {
 }
 
 impl Footprint {
-    /// ONNX Runtime on the CPU (measured on 2-core x86-64, float32).
+    /// ONNX Runtime on the CPU, fitted above the peaks `stylize run` reached (2 L-BFGS
+    /// iterations, 2-core x86-64): untiled 512x288 0.96 GiB, 1024x576 2.49 GiB, 1920x1080
+    /// 7.46 GiB (3.45 KB per pixel above ~0.5 GiB); tiled 1024x576 at 128/256/512-pixel
+    /// cores 0.90/1.13/1.45 GiB; a style precompute at 1024x811 1.08 GiB. The resident set
+    /// covers the tiled path's three sessions.
     pub const ORT_CPU: Self = Self {
-        resident: 450 << 20,
-        per_tile_pixel: 4300.0,
-        per_frame_pixel: 160.0,
+        resident: 800 << 20,
+        per_tile_pixel: 3600.0,
+        per_frame_pixel: 120.0,
         per_pair_pixel: 24.0,
-        per_style_pixel: 2200.0,
-        margin: 1.15,
+        per_style_pixel: 1200.0,
+        margin: 1.1,
     };
 
-    /// candle on the CPU (measured as above).
+    /// candle on the CPU (and, unmeasured, on CUDA, where the same tensors live in device
+    /// memory), fitted above: untiled 512x288 0.86 GiB, 768x432 1.41 GiB (3.1 KB per pixel
+    /// above ~0.45 GiB); tiled 1024x576 at 256-pixel cores 0.91 GiB.
     pub const CANDLE_CPU: Self = Self {
-        resident: 350 << 20,
-        per_tile_pixel: 4300.0,
-        per_frame_pixel: 160.0,
+        resident: 600 << 20,
+        per_tile_pixel: 3600.0,
+        per_frame_pixel: 120.0,
         per_pair_pixel: 24.0,
-        per_style_pixel: 2200.0,
-        margin: 1.15,
+        per_style_pixel: 1200.0,
+        margin: 1.1,
     };
 
     /// Peak bytes of one job, the process's resident set excluded.

@@ -13,11 +13,22 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
+/// `reduce(x²)` summed in float64: float32 sums over millions of elements lose the digits
+/// the tiled evaluation and the fixtures are checked to.
+fn squares_f64(x: &Tensor, mean: bool) -> Result<f64> {
+    let squares = x.to_dtype(DType::F64)?.sqr()?;
+    scalar(&if mean {
+        squares.mean_all()?
+    } else {
+        squares.sum_all()?
+    })
+}
+
 /// `mean((G(F) - A)^2)` and its gradient with respect to F.
 pub fn style_term(features: &Tensor, target: &Tensor) -> Result<(f64, Tensor)> {
     let (_, c, h, w) = features.dims4()?;
     let diff = (gram(features)? - target)?;
-    let loss = scalar(&diff.sqr()?.mean_all()?)?;
+    let loss = squares_f64(&diff, true)?;
     let flat = features.reshape((c, h * w))?;
     let scale = 4.0 / ((c * c) as f64 * (c * h * w) as f64);
     let grad = (diff.matmul(&flat)? * scale)?.reshape((1, c, h, w))?;
@@ -27,7 +38,7 @@ pub fn style_term(features: &Tensor, target: &Tensor) -> Result<(f64, Tensor)> {
 /// `mean((F - P)^2)` and its gradient with respect to F.
 pub fn content_term(features: &Tensor, target: &Tensor) -> Result<(f64, Tensor)> {
     let diff = (features - target)?;
-    let loss = scalar(&diff.sqr()?.mean_all()?)?;
+    let loss = squares_f64(&diff, true)?;
     let grad = (diff * (2.0 / features.elem_count() as f64))?;
     Ok((loss, grad))
 }
@@ -42,7 +53,7 @@ pub fn total_variation(x: &Tensor) -> Result<(f64, Tensor)> {
             continue;
         }
         let diff = (x.narrow(dim, 1, len - 1)? - x.narrow(dim, 0, len - 1)?)?;
-        loss += scalar(&diff.sqr()?.sum_all()?)?;
+        loss += squares_f64(&diff, false)?;
         let twice = (diff * 2.0)?;
         grad = ((grad + twice.pad_with_zeros(dim, 1, 0)?)? - twice.pad_with_zeros(dim, 0, 1)?)?;
     }

@@ -135,10 +135,18 @@ impl OrtEngine {
             session: None,
         };
         let x = Tensor::from_slice(&scale.content.data, scale.content.shape(), &Device::Cpu)?;
+        // Tiled, every tapped layer though only the content ones are kept: the first pass
+        // asks for the same set, so both run on one session.
+        let taps: Vec<Layer> = spec.content.iter().chain(&spec.style).copied().collect();
+        let layers = if plan.is_whole() {
+            &spec.content
+        } else {
+            &taps
+        };
         let maps = if spec.content.is_empty() {
             Vec::new()
         } else {
-            frame_features(&passes, &x, &plan, &spec.content)?
+            frame_features(&passes, &x, &plan, layers, spec.content.len())?
         };
         let content: Vec<LayerTarget> = job
             .content_layers
@@ -371,7 +379,9 @@ impl TilePasses for OrtPasses<'_> {
                 ));
             }
         }
-        run_session(session, inputs, false, |outputs| {
+        // Tiles differ in size, and an arena kept between them fragments and grows past
+        // any one tile's need; handing it back after each keeps the peak one tile's.
+        run_session(session, inputs, true, |outputs| {
             output_tensor(outputs, onnx_loss::GRAD, shape)
         })
     }

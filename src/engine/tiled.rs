@@ -207,13 +207,16 @@ fn per_tile(terms: &[TapTerm], tile: &Tile) -> Result<Vec<TapTerm>> {
         .collect()
 }
 
-/// A whole frame's feature maps at `layers`, assembled from the tiles' cores (what the
-/// content targets need for a frame too large to run in one piece).
+/// A whole frame's feature maps at the first `keep` of `layers`, assembled from the tiles'
+/// cores (what the content targets need for a frame too large to run in one piece). Every
+/// layer in `layers` is computed (so the passes can share one session with pass 1); each
+/// core is copied out, so no tile's whole map outlives its tile.
 pub fn frame_features(
     passes: &impl TilePasses,
     x: &Tensor,
     plan: &TilePlan,
     layers: &[Layer],
+    keep: usize,
 ) -> Result<Vec<Tensor>> {
     let columns = plan
         .tiles
@@ -221,11 +224,12 @@ pub fn frame_features(
         .take_while(|t| t.core_rows == plan.tiles[0].core_rows)
         .count()
         .max(1);
-    let mut rows: Vec<Vec<Vec<Tensor>>> = vec![Vec::new(); layers.len()];
+    let kept = &layers[..keep.min(layers.len())];
+    let mut rows: Vec<Vec<Vec<Tensor>>> = vec![Vec::new(); kept.len()];
     for (index, tile) in plan.tiles.iter().enumerate() {
         let maps = passes.features(&tile_image(x, tile)?, layers)?;
-        for ((layer, map), rows) in layers.iter().zip(maps).zip(&mut rows) {
-            let core = crop(&map, tile.core_in_tile(*layer, plan.height, plan.width))?;
+        for ((layer, map), rows) in kept.iter().zip(maps).zip(&mut rows) {
+            let core = crop(&map, tile.core_in_tile(*layer, plan.height, plan.width))?.copy()?;
             if index % columns == 0 {
                 rows.push(Vec::new());
             }

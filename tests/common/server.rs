@@ -22,6 +22,18 @@ pub struct Server {
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_stylize")), extra)
+    }
+
+    /// Starts the server through `sh -c script` (the script ends by exec-ing `"$0" "$@"`,
+    /// which are the binary and its arguments), e.g. to join a cgroup first.
+    pub fn start_wrapped(script: &str, extra: &[&str]) -> Server {
+        let mut command = Command::new("sh");
+        command.args(["-c", script, env!("CARGO_BIN_EXE_stylize")]);
+        Self::spawn(command, extra)
+    }
+
+    fn spawn(mut command: Command, extra: &[&str]) -> Server {
         super::weights();
         super::ort_features(stylize::engine::Pooling::Max); // library in place
         let metrics_port = TcpListener::bind("127.0.0.1:0")
@@ -30,7 +42,7 @@ impl Server {
             .unwrap()
             .port();
         let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stylize"))
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen"])
             .arg(format!("127.0.0.1:{metrics_port}"))
             .args(extra)
