@@ -78,14 +78,15 @@ fn run_one(
 }
 
 /// Whether the memory model says `frame` runs untiled within this machine's budget.
-fn untiled_fits((w, h): (u32, u32), footprint: &Footprint, budget: u64) -> bool {
+fn untiled_fits((w, h): (u32, u32), iterations: usize, footprint: &Footprint, budget: u64) -> bool {
     let deepest = Layer::new(5, 1).expect("relu5_1");
     let pixels = (w * h) as usize;
     let job = JobShape {
         frame_pixels: pixels,
         tile_pixels: TilePlan::new(h as usize, w as usize, deepest, None).largest_tile_pixels(),
         style_pixels: pixels,
-        history: 100,
+        // A run of N iterations stores at most N - 1 curvature pairs.
+        history: iterations.saturating_sub(1),
     };
     footprint.job_bytes(&job) + footprint.resident <= budget
 }
@@ -126,7 +127,7 @@ fn table(
         "frame", "mode", "tiles", "peak MiB", "estimate MiB", "s/iter", "vs untiled", ""
     );
     for &frame in frames {
-        let untiled = if untiled_fits(frame, footprint, budget) {
+        let untiled = if untiled_fits(frame, iterations, footprint, budget) {
             Some(run_one(dir, frame, None, iterations, engine)?)
         } else {
             None

@@ -43,20 +43,7 @@ fn deepest_of(layers: impl IntoIterator<Item = Layer>) -> Result<Layer> {
 
 impl TilePasses for CandlePasses<'_> {
     fn features(&self, tile_image: &Tensor, layers: &[Layer]) -> Result<Vec<Tensor>> {
-        let acts = self.net.forward(
-            tile_image,
-            deepest_of(layers.iter().copied())?,
-            layers,
-            false,
-        )?;
-        layers
-            .iter()
-            .map(|&l| {
-                acts.get(l)
-                    .cloned()
-                    .ok_or_else(|| Error::invalid("layers", format!("{l} not computed")))
-            })
-            .collect()
+        self.net.tapped(tile_image, layers)
     }
 
     fn gradient(&self, tile_image: &Tensor, cores: &[Window], terms: &[TapTerm]) -> Result<Tensor> {

@@ -9,7 +9,8 @@ use crate::model::Layer;
 use crate::net::gram;
 use crate::net::vgg::VggNet;
 
-fn scalar(t: &Tensor) -> Result<f64> {
+/// A scalar tensor's value as f64.
+pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
@@ -115,18 +116,15 @@ pub struct Objective<'a> {
     pub weights: TermWeights,
 }
 
-impl Objective<'_> {
-    fn taps(&self) -> Vec<Layer> {
-        self.content
-            .iter()
-            .chain(&self.style)
-            .map(|t| t.layer)
-            .collect()
-    }
+/// The layers the targets read, content first.
+pub fn taps(content: &[LayerTarget], style: &[LayerTarget]) -> Vec<Layer> {
+    content.iter().chain(style).map(|t| t.layer).collect()
+}
 
+impl Objective<'_> {
     /// The loss at `x` and `dL/dx`, in one forward and one backward pass.
     pub fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
-        let taps = self.taps();
+        let taps = taps(&self.content, &self.style);
         let deepest = *taps
             .iter()
             .max()

@@ -259,19 +259,31 @@ fn run_session<T>(
     read(&outputs)
 }
 
+/// The values of the named output.
+fn output_values<'a, T: ort::value::PrimitiveTensorElementType>(
+    outputs: &'a ort::session::SessionOutputs<'_>,
+    name: &str,
+) -> Result<&'a [T]> {
+    let value = outputs
+        .get(name)
+        .ok_or_else(|| ort_error("output missing", name))?;
+    let (_, data) = value
+        .try_extract_tensor::<T>()
+        .map_err(|e| ort_error(name, e))?;
+    Ok(data)
+}
+
 /// The named float output as a tensor on the CPU with `shape`.
 fn output_tensor(
     outputs: &ort::session::SessionOutputs<'_>,
     name: &str,
     shape: (usize, usize, usize, usize),
 ) -> Result<Tensor> {
-    let value = outputs
-        .get(name)
-        .ok_or_else(|| ort_error("output missing", name))?;
-    let (_, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(|e| ort_error(name, e))?;
-    Ok(Tensor::from_slice(data, shape, &Device::Cpu)?)
+    Ok(Tensor::from_slice(
+        output_values::<f32>(outputs, name)?,
+        shape,
+        &Device::Cpu,
+    )?)
 }
 
 fn image_input(x: &Tensor) -> Result<OrtTensor<f32>> {
@@ -287,13 +299,8 @@ impl OrtObjective {
         }
         run_session(&self.session, inputs, release, |outputs| {
             let scalar = |name: &str| -> Result<f64> {
-                let value = outputs
-                    .get(name)
-                    .ok_or_else(|| ort_error("output missing", name))?;
-                let (_, data) = value
-                    .try_extract_tensor::<f64>()
-                    .map_err(|e| ort_error(name, e))?;
-                data.first()
+                output_values::<f64>(outputs, name)?
+                    .first()
                     .copied()
                     .ok_or_else(|| ort_error(name, "empty"))
             };

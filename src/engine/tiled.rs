@@ -15,7 +15,7 @@
 use candle_core::{DType, Tensor};
 
 use super::LossBreakdown;
-use super::loss::{LayerTarget, TermWeights, total_variation};
+use super::loss::{LayerTarget, TermWeights, scalar, taps, total_variation};
 use crate::error::{Error, Result};
 use crate::model::Layer;
 use crate::net::tiling::{Tile, TilePlan, Window, core_gram_sum, crop, tile_image};
@@ -87,23 +87,11 @@ pub struct TiledObjective<P> {
     pub weights: TermWeights,
 }
 
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-}
-
 impl<P: TilePasses> TiledObjective<P> {
-    fn taps(&self) -> Vec<Layer> {
-        self.content
-            .iter()
-            .chain(&self.style)
-            .map(|t| t.layer)
-            .collect()
-    }
-
     /// The loss at `x` and `dL/dx`.
     pub fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
         let (h, w) = (self.plan.height, self.plan.width);
-        let taps = self.taps();
+        let taps = taps(&self.content, &self.style);
         if taps.is_empty() {
             return Err(Error::invalid("layers", "no content or style layer given"));
         }

@@ -31,21 +31,10 @@ impl FeatureExtractor for CandleFeatures {
     }
 
     fn maps(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<Tensor>> {
-        let deepest = *layers
-            .iter()
-            .max()
-            .ok_or_else(|| Error::invalid("style_layers", "no style layer given"))?;
-        let acts = self
-            .net
-            .forward(&upload(image, &self.net)?, deepest, layers, false)?;
-        layers
-            .iter()
-            .map(|&layer| {
-                acts.get(layer)
-                    .cloned()
-                    .ok_or_else(|| Error::invalid("style_layers", format!("{layer} not computed")))
-            })
-            .collect()
+        if layers.is_empty() {
+            return Err(Error::invalid("style_layers", "no style layer given"));
+        }
+        self.net.tapped(&upload(image, &self.net)?, layers)
     }
 
     fn grams(&self, image: &InputImage, layers: &[Layer]) -> Result<Vec<Gram>> {

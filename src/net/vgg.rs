@@ -143,6 +143,24 @@ impl VggNet {
         Ok(Activations { relu })
     }
 
+    /// The ReLU outputs at `layers` for `x`, in order (a forward pass to the deepest of them).
+    pub fn tapped(&self, x: &Tensor, layers: &[Layer]) -> Result<Vec<Tensor>> {
+        let deepest = layers
+            .iter()
+            .copied()
+            .max()
+            .ok_or_else(|| candle_core::Error::Msg("no layer to compute".into()))?;
+        let acts = self.forward(x, deepest, layers, false)?;
+        layers
+            .iter()
+            .map(|&layer| {
+                acts.get(layer)
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg(format!("{layer} not computed")).into())
+            })
+            .collect()
+    }
+
     /// Back-propagates gradients given at tapped ReLU outputs to the input image.
     /// `tap_grads` pairs layers with dL/d(ReLU output); `acts` must come from a forward
     /// pass with `for_backward` that reached the deepest of them.
