@@ -1,10 +1,8 @@
-//! How much memory this process may use for jobs: the budget (`--memory-budget`, else the
-//! cgroup's limit less a reserve, else physical memory less the reserve) and the ledger of
-//! what running jobs have reserved from it. Jobs are planned to fit (see `render::plan`);
-//! the scheduler starts one only when its reservation fits beside the others.
+//! How much memory this process may use: the budget (`--memory-budget`, else the cgroup's
+//! limit less a reserve, else physical memory less the reserve). Jobs are planned to fit it
+//! (`render::plan`); the scheduler keeps the ledger of what running jobs reserve from it.
 
 use std::path::Path;
-use std::sync::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 
@@ -168,76 +166,6 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
     Ok((value * scale as f64) as u64)
 }
 
-/// What running jobs have reserved from the job budget.
-pub struct Ledger {
-    /// Bytes jobs may reserve together (the budget less what the process holds besides).
-    capacity: u64,
-    reserved: Mutex<u64>,
-    released: Condvar,
-}
-
-impl Ledger {
-    pub fn new(capacity: u64) -> Self {
-        Self {
-            capacity,
-            reserved: Mutex::new(0),
-            released: Condvar::new(),
-        }
-    }
-
-    pub fn capacity(&self) -> u64 {
-        self.capacity
-    }
-
-    pub fn reserved(&self) -> u64 {
-        *self.reserved.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reserves `bytes` if they fit beside what is reserved now.
-    pub fn try_reserve(&self, bytes: u64) -> Option<Reservation<'_>> {
-        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-        if *reserved + bytes > self.capacity {
-            return None;
-        }
-        *reserved += bytes;
-        Some(Reservation {
-            ledger: self,
-            bytes,
-        })
-    }
-
-    /// Waits up to `timeout` for a release (or a spurious wake-up).
-    pub fn wait_for_release(&self, timeout: std::time::Duration) {
-        let reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = self.released.wait_timeout(reserved, timeout);
-    }
-}
-
-/// Memory held for one job; returned when dropped.
-pub struct Reservation<'a> {
-    ledger: &'a Ledger,
-    bytes: u64,
-}
-
-impl Reservation<'_> {
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        let mut reserved = self
-            .ledger
-            .reserved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *reserved = reserved.saturating_sub(self.bytes);
-        drop(reserved);
-        self.ledger.released.notify_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,19 +232,5 @@ mod tests {
             Path::new("/nonexistent"),
         );
         assert_eq!(flag.unwrap().source, BudgetSource::Flag);
-    }
-
-    #[test]
-    fn the_ledger_admits_what_fits_and_returns_it() {
-        let ledger = Ledger::new(100);
-        let a = ledger.try_reserve(60).unwrap();
-        assert!(ledger.try_reserve(50).is_none());
-        let b = ledger.try_reserve(40).unwrap();
-        assert_eq!(ledger.reserved(), 100);
-        drop(a);
-        assert_eq!(ledger.reserved(), 40);
-        assert_eq!(b.bytes(), 40);
-        drop(b);
-        assert_eq!(ledger.reserved(), 0);
     }
 }

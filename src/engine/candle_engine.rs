@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 
 use super::driver::{self, Evaluate, Placement};
-use super::loss::{LayerTarget, Objective};
+use super::loss::{LayerTarget, Objective, content_targets, style_targets};
 use super::tiled::{TapTerm, TilePasses, TiledObjective, frame_features};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
@@ -108,12 +108,7 @@ impl CandleEngine {
 
     /// The untiled loss-and-gradient evaluator for one scale of `job`.
     pub fn objective(&self, job: &OptimiseJob, scale: &ScaleTargets) -> Result<Objective<'_>> {
-        let plan = TilePlan::new(
-            scale.content.height,
-            scale.content.width,
-            Layer::at_position(0),
-            None,
-        );
+        let plan = TilePlan::whole(scale.content.height, scale.content.width);
         let (content, style) = self.targets(job, scale, &plan, &self.placement())?;
         Ok(Objective {
             net: &self.net,
@@ -170,35 +165,14 @@ impl CandleEngine {
     ) -> Result<(Vec<LayerTarget>, Vec<LayerTarget>)> {
         let p = placement.upload(&scale.content)?;
         let content_taps: Vec<_> = job.content_layers.iter().map(|(l, _)| *l).collect();
-        let mut content = Vec::new();
-        if !content_taps.is_empty() {
+        let maps = if content_taps.is_empty() {
+            Vec::new()
+        } else {
             let passes = CandlePasses { net: &self.net };
-            let maps = frame_features(&passes, &p, plan, &content_taps, content_taps.len())?;
-            for (&(layer, weight), target) in job.content_layers.iter().zip(maps) {
-                content.push(LayerTarget {
-                    layer,
-                    weight,
-                    target,
-                });
-            }
-        }
-        let style = scale
-            .style
-            .iter()
-            .map(|(layer, weight, gram)| {
-                let target = Tensor::from_slice(
-                    &gram.data,
-                    (gram.channels, gram.channels),
-                    self.net.device(),
-                )?
-                .to_dtype(self.net.dtype())?;
-                Ok(LayerTarget {
-                    layer: *layer,
-                    weight: *weight,
-                    target,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+            frame_features(&passes, &p, plan, &content_taps, content_taps.len())?
+        };
+        let content = content_targets(&job.content_layers, maps);
+        let style = style_targets(&scale.style, self.net.device(), self.net.dtype())?;
         Ok((content, style))
     }
 }

@@ -2,12 +2,12 @@
 //! losses with their analytic gradients, and the combined loss-and-gradient evaluation.
 //! Definitions follow the numerical contract (shared/docs/algorithm.md) exactly.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::Layer;
-use crate::net::gram;
 use crate::net::vgg::VggNet;
+use crate::net::{Gram, gram};
 
 /// A scalar tensor's value as f64.
 pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
@@ -114,6 +114,38 @@ pub struct Objective<'a> {
     pub content: Vec<LayerTarget>,
     pub style: Vec<LayerTarget>,
     pub weights: TermWeights,
+}
+
+/// Style targets: each layer's Gram on `device` in `dtype`.
+pub fn style_targets(
+    style: &[(Layer, f64, Gram)],
+    device: &Device,
+    dtype: DType,
+) -> Result<Vec<LayerTarget>> {
+    style
+        .iter()
+        .map(|(layer, weight, gram)| {
+            let shape = (gram.channels, gram.channels);
+            Ok(LayerTarget {
+                layer: *layer,
+                weight: *weight,
+                target: Tensor::from_slice(&gram.data, shape, device)?.to_dtype(dtype)?,
+            })
+        })
+        .collect()
+}
+
+/// Content targets: each weighted layer paired with its feature map, in order.
+pub fn content_targets(layers: &[(Layer, f64)], maps: Vec<Tensor>) -> Vec<LayerTarget> {
+    layers
+        .iter()
+        .zip(maps)
+        .map(|(&(layer, weight), target)| LayerTarget {
+            layer,
+            weight,
+            target,
+        })
+        .collect()
 }
 
 /// The layers the targets read, content first.

@@ -12,7 +12,7 @@ use ort::session::SessionInputValue;
 use ort::value::Tensor as OrtTensor;
 
 use super::driver::{self, Evaluate, Placement};
-use super::loss::LayerTarget;
+use super::loss::{content_targets, style_targets};
 use super::onnx_loss::{self, LossSpec};
 use super::tiled::{TapTerm, TilePasses, TiledObjective, frame_features};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
@@ -99,12 +99,7 @@ impl OrtEngine {
         job: &OptimiseJob,
         scale: &ScaleTargets,
     ) -> Result<Box<dyn Evaluate + '_>> {
-        let plan = TilePlan::new(
-            scale.content.height,
-            scale.content.width,
-            Layer::at_position(0),
-            None,
-        );
+        let plan = TilePlan::whole(scale.content.height, scale.content.width);
         self.evaluator_under(job, scale, plan)
     }
 
@@ -148,29 +143,8 @@ impl OrtEngine {
         } else {
             frame_features(&passes, &x, &plan, layers, spec.content.len())?
         };
-        let content: Vec<LayerTarget> = job
-            .content_layers
-            .iter()
-            .zip(maps)
-            .map(|(&(layer, weight), target)| LayerTarget {
-                layer,
-                weight,
-                target,
-            })
-            .collect();
-        let style = scale
-            .style
-            .iter()
-            .map(|(layer, weight, gram)| {
-                let target =
-                    Tensor::from_slice(&gram.data, (gram.channels, gram.channels), &Device::Cpu)?;
-                Ok(LayerTarget {
-                    layer: *layer,
-                    weight: *weight,
-                    target,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let content = content_targets(&job.content_layers, maps);
+        let style = style_targets(&scale.style, &Device::Cpu, DType::F32)?;
         if !plan.is_whole() {
             return Ok(Box::new(TiledObjective {
                 passes: OrtPasses {

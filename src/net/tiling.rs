@@ -194,6 +194,11 @@ impl TilePlan {
         }
     }
 
+    /// One tile, the whole `height` x `width` image.
+    pub fn whole(height: usize, width: usize) -> Self {
+        Self::new(height, width, Layer::at_position(0), None)
+    }
+
     pub fn is_whole(&self) -> bool {
         self.tiles.len() == 1
     }

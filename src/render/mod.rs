@@ -451,7 +451,7 @@ pub fn render(
     styles: StyleSource<'_>,
     progress: &mut ProgressSink<'_>,
 ) -> Result<Rendered> {
-    request.validate()?;
+    // `prepare` validates the request; planning without a budget cannot fail on it first.
     let plan = plan_memory(request, &engine.footprint(), None)?;
     render_planned(request, engine, styles, &plan, progress)
 }

@@ -34,6 +34,28 @@ pub struct MemoryPlan {
     pub estimate: u64,
 }
 
+/// The tilings tried, largest first: the whole frame, then each of `TILE_SIDES`.
+fn whole_then_tiles() -> impl Iterator<Item = Option<usize>> {
+    std::iter::once(None).chain(TILE_SIDES.iter().map(|&s| Some(s)))
+}
+
+/// The first candidate whose estimate fits `budget`, else the smallest estimate seen.
+fn first_fitting<P>(
+    candidates: impl IntoIterator<Item = P>,
+    estimate: impl Fn(&P) -> u64,
+    budget: u64,
+) -> std::result::Result<P, u64> {
+    let mut smallest = u64::MAX;
+    for candidate in candidates {
+        let bytes = estimate(&candidate);
+        if bytes <= budget {
+            return Ok(candidate);
+        }
+        smallest = smallest.min(bytes);
+    }
+    Err(smallest)
+}
+
 fn deepest(layers: &[(Layer, f64)]) -> Option<Layer> {
     layers.iter().map(|(l, _)| *l).max()
 }
@@ -92,9 +114,7 @@ pub fn plan_memory(
     };
     let sides: Vec<Option<usize>> = match options.tile_size {
         Some(side) => vec![Some(side as usize)],
-        None => std::iter::once(None)
-            .chain(TILE_SIDES.iter().map(|&s| Some(s)))
-            .collect(),
+        None => whole_then_tiles().collect(),
     };
     let plan_for = |side: Option<usize>, history: usize| {
         let (job, tiles) = shape(request, side, history);
@@ -118,19 +138,14 @@ pub fn plan_memory(
             || history == last
             || (history as u64 * pair) as f64 <= HISTORY_SHARE * budget as f64
     };
-    let mut smallest: Option<MemoryPlan> = None;
-    for &history in histories.iter().filter(|&&h| affordable(h)) {
-        for &side in &sides {
-            let plan = plan_for(side, history);
-            if plan.estimate <= budget {
-                return Ok(plan);
-            }
-            if smallest.is_none_or(|s| plan.estimate < s.estimate) {
-                smallest = Some(plan);
-            }
-        }
-    }
-    let smallest = smallest.map_or(0, |p| p.estimate);
+    let candidates = histories
+        .iter()
+        .filter(|&&h| affordable(h))
+        .flat_map(|&history| sides.iter().map(move |&side| plan_for(side, history)));
+    let smallest = match first_fitting(candidates, |p| p.estimate, budget) {
+        Ok(plan) => return Ok(plan),
+        Err(smallest) => smallest,
+    };
     Err(Error::MemoryExhausted(format!(
         "the job needs about {} MiB at its smallest tiling but this server has {} MiB for a job; \
          send a smaller size or style_scale, or send it to a replica with more memory",
@@ -176,15 +191,11 @@ pub fn plan_precompute(
     let Some(budget) = budget else {
         return Ok(plan_for(None));
     };
-    let candidates = std::iter::once(None).chain(TILE_SIDES.iter().map(|&s| Some(s)));
-    let mut smallest = u64::MAX;
-    for candidate in candidates {
-        let plan = plan_for(candidate);
-        if plan.estimate <= budget {
-            return Ok(plan);
-        }
-        smallest = smallest.min(plan.estimate);
-    }
+    let candidates = whole_then_tiles().map(plan_for);
+    let smallest = match first_fitting(candidates, |p| p.estimate, budget) {
+        Ok(plan) => return Ok(plan),
+        Err(smallest) => smallest,
+    };
     Err(Error::MemoryExhausted(format!(
         "the style's precompute needs about {} MiB but this server has {} MiB for it",
         smallest >> 20,

@@ -79,6 +79,18 @@ struct Shared {
     job_capacity: Option<u64>,
 }
 
+impl Queue {
+    fn reserve(&mut self, bytes: u64) {
+        self.reserved += bytes;
+        metrics::gauge!(names::MEMORY_RESERVED).set(self.reserved as f64);
+    }
+
+    fn release(&mut self, bytes: u64) {
+        self.reserved = self.reserved.saturating_sub(bytes);
+        metrics::gauge!(names::MEMORY_RESERVED).set(self.reserved as f64);
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A worker that panicked mid-update leaves consistent data (plain pushes/pops).
@@ -92,10 +104,7 @@ impl Shared {
     }
 
     fn release(&self, bytes: u64) {
-        let mut queue = self.lock();
-        queue.reserved = queue.reserved.saturating_sub(bytes);
-        metrics::gauge!(names::MEMORY_RESERVED).set(queue.reserved as f64);
-        drop(queue);
+        self.lock().release(bytes);
         self.changed.notify_all();
     }
 }
@@ -181,11 +190,6 @@ impl Scheduler {
         self.shared.job_capacity
     }
 
-    /// Bytes reserved now by running jobs and registrations.
-    pub fn reserved(&self) -> u64 {
-        self.shared.lock().reserved
-    }
-
     /// How `request` runs within this server's memory: planned to run beside the other
     /// workers' jobs when it can, else to run alone (it then waits for memory), else
     /// refused with `MemoryExhausted`.
@@ -248,8 +252,7 @@ impl Scheduler {
                 return Err(Error::ShuttingDown);
             }
             if self.shared.fits(&queue, bytes) {
-                queue.reserved += bytes;
-                metrics::gauge!(names::MEMORY_RESERVED).set(queue.reserved as f64);
+                queue.reserve(bytes);
                 return Ok(Reservation {
                     shared: self.shared.clone(),
                     bytes,

@@ -26,18 +26,16 @@ pub(super) fn run(index: usize, shared: &Shared) {
                 // rather than after the jobs ahead of it.
                 let before = queue.jobs.len();
                 queue.jobs.retain(|job| {
-                    let gone =
-                        job.abandoned() || job.spec.deadline.is_some_and(|d| Instant::now() >= d);
-                    if gone {
-                        let err = if job.abandoned() {
-                            Error::Cancelled
-                        } else {
-                            Error::DeadlineExceeded("while queued".into())
-                        };
-                        names::count_request(outcome_of(&err));
-                        job.events.send(JobEvent::Failed(err));
-                    }
-                    !gone
+                    let gone = if job.abandoned() {
+                        Error::Cancelled
+                    } else if job.spec.deadline.is_some_and(|d| Instant::now() >= d) {
+                        Error::DeadlineExceeded("while queued".into())
+                    } else {
+                        return true;
+                    };
+                    names::count_request(outcome_of(&gone));
+                    job.events.send(JobEvent::Failed(gone));
+                    false
                 });
                 if queue.jobs.len() != before {
                     metrics::gauge!(names::QUEUE_DEPTH).set(queue.jobs.len() as f64);
@@ -48,8 +46,7 @@ pub(super) fn run(index: usize, shared: &Shared) {
                     .is_some_and(|job| shared.fits(&queue, job.plan.estimate));
                 if fits && let Some(job) = queue.jobs.pop_front() {
                     queue.running.push(job.cancel.clone());
-                    queue.reserved += job.plan.estimate;
-                    metrics::gauge!(names::MEMORY_RESERVED).set(queue.reserved as f64);
+                    queue.reserve(job.plan.estimate);
                     metrics::gauge!(names::QUEUE_DEPTH).set(queue.jobs.len() as f64);
                     metrics::gauge!(names::IN_FLIGHT).set(queue.running.len() as f64);
                     break job;
@@ -67,8 +64,7 @@ pub(super) fn run(index: usize, shared: &Shared) {
         let reserved = job.plan.estimate;
         span.in_scope(|| execute(&worker, shared, job));
         let mut queue = shared.lock();
-        queue.reserved = queue.reserved.saturating_sub(reserved);
-        metrics::gauge!(names::MEMORY_RESERVED).set(queue.reserved as f64);
+        queue.release(reserved);
         queue.running.retain(|flag| !Arc::ptr_eq(flag, &cancel));
         metrics::gauge!(names::IN_FLIGHT).set(queue.running.len() as f64);
         drop(queue);
