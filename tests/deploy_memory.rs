@@ -60,9 +60,11 @@ fn check(overlay: &str, limit: &str, max_pixels: &str, (width, height): (u32, u3
         "{overlay}: STYLIZE_MAX_PIXELS {max_pixels} refuses {width}x{height}"
     );
     eprintln!(
-        "{overlay}: {width}x{height} in {} MiB: {} tiles, history {}, estimate {} MiB of {} MiB",
+        "{overlay}: {width}x{height} in {} MiB: {} tiles ({:?}-px cores, {} states kept), history {}, estimate {} MiB of {} MiB",
         limit >> 20,
         plan.tiles,
+        plan.tile_side,
+        plan.kept_states,
         plan.history,
         plan.estimate >> 20,
         for_jobs >> 20

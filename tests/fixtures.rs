@@ -610,6 +610,7 @@ fn check_ort_engine(case: &Case, report: &mut Report) {
         init: Init::Image(host(&setup.x0)),
         preview_every: 0,
         tile_side: None,
+        kept_states: 1,
     };
     let (losses, grad) = engine
         .objective(&job, &scale)

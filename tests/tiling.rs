@@ -43,6 +43,8 @@ fn job(
         tv: 1e-3,
     };
     job.tile_side = tile_side;
+    // Two tiles keep their forward state between the passes; the others run it again.
+    job.kept_states = 2;
     job
 }
 
@@ -180,27 +182,32 @@ fn ort_tiled_equals_untiled_and_candle() {
     let reference =
         CandleEngine::new(common::weights(), Pooling::Max, &Device::Cpu, DType::F64).unwrap();
     let features = reference.features();
-    for ((height, width), content, style, side) in [
+    // Kept states: the last tile's only, two, every tile's.
+    for ((height, width), content, style, side, kept) in [
         (
             (150, 203),
             layers(&["relu4_2"]),
             layers(&["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]),
             64,
+            1,
         ),
         (
             (480, 640),
             layers(&["relu4_2"]),
             layers(&["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]),
             256,
+            2,
         ),
         (
             (83, 121),
             layers(&["relu2_2", "relu3_1"]),
             layers(&["relu1_2", "relu3_1", "relu4_4"]),
             24,
+            usize::MAX,
         ),
     ] {
-        let tiled_job = job(height, width, &content, &style, &features, Some(side));
+        let mut tiled_job = job(height, width, &content, &style, &features, Some(side));
+        tiled_job.kept_states = kept;
         let whole_job = OptimiseJob {
             tile_side: None,
             ..tiled_job.clone()
@@ -218,7 +225,7 @@ fn ort_tiled_equals_untiled_and_candle() {
             .unwrap()
             .evaluate(&x)
             .unwrap();
-        let what = format!("onnxruntime {height}x{width}/{side}");
+        let what = format!("onnxruntime {height}x{width}/{side}, {kept} kept");
         assert_same(&what, &tiled, &whole, 1e-6, 1e-5);
         // The small frames also agree with candle in float64 (the fixtures' precision). On
         // the large one the pattern's fine detail holds near-ties that float32 and float64

@@ -43,9 +43,14 @@ pub struct BenchArgs {
     /// tiled and (where it fits) untiled, each in its own process.
     #[arg(long, value_delimiter = ',')]
     frames: Vec<String>,
-    /// Tile core side for --frames.
-    #[arg(long, default_value_t = 512)]
-    tile_size: u32,
+    /// Tile core side for --frames' tiled runs (default: 512, or the plan for
+    /// --memory-budget when that is given).
+    #[arg(long)]
+    tile_size: Option<u32>,
+    /// Plan --frames' tiled runs for this budget (e.g. `5.5GiB`, a 6 GiB pod less the
+    /// reserve): tiles and kept tile states as a server with this budget would choose.
+    #[arg(long)]
+    memory_budget: Option<String>,
     /// Iterations per --frames job.
     #[arg(long, default_value_t = 2)]
     iterations: usize,
@@ -138,6 +143,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         return super::bench_frames::frames_table(
             &frames,
             args.tile_size,
+            args.memory_budget.as_deref(),
             args.iterations,
             &args.engine,
         );

@@ -19,7 +19,15 @@ struct Report {
     peak_rss_bytes: Option<u64>,
     seconds_per_iteration: f64,
     tiles: usize,
+    kept_states: usize,
     estimate_bytes: u64,
+}
+
+/// How the tiled runs are cut: a forced tile side, a budget to plan for, or both.
+#[derive(Clone, Copy)]
+struct Tiling<'a> {
+    tile: Option<u32>,
+    budget: &'a str,
 }
 
 /// Parses `1920x1080`.
@@ -37,7 +45,7 @@ pub fn parse_frame(text: &str) -> Result<(u32, u32)> {
 fn run_one(
     dir: &Path,
     (w, h): (u32, u32),
-    tile: Option<u32>,
+    tiling: Option<Tiling<'_>>,
     iterations: usize,
     engine: &str,
 ) -> Result<Report> {
@@ -56,16 +64,17 @@ fn run_one(
         .args(["--size", &w.max(h).to_string()])
         .args(["--iterations", &iterations.to_string()])
         // The memory model must not tile the untiled runs behind the bench's back.
-        .args(["--memory-budget", "64TiB"])
+        .args(["--memory-budget", tiling.map_or(UNLIMITED, |t| t.budget)])
         .arg("--out")
         .arg(dir.join("out.png"));
-    if let Some(tile) = tile {
+    if let Some(tile) = tiling.and_then(|t| t.tile) {
         command.args(["--tile-size", &tile.to_string()]);
     }
     let output = command.output()?;
     if !output.status.success() {
         bail!(
-            "stylize run {w}x{h} (tile {tile:?}) failed: {}",
+            "stylize run {w}x{h} (tiled: {}) failed: {}",
+            tiling.is_some(),
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
@@ -87,13 +96,18 @@ fn untiled_fits((w, h): (u32, u32), iterations: usize, footprint: &Footprint, bu
         style_pixels: pixels,
         // A run of N iterations stores at most N - 1 curvature pairs.
         history: iterations.saturating_sub(1),
+        held_states: 0,
     };
     footprint.job_bytes(&job) + footprint.resident <= budget
 }
 
+/// A budget no frame reaches.
+const UNLIMITED: &str = "64TiB";
+
 pub fn frames_table(
     frames: &[(u32, u32)],
-    tile: u32,
+    tile: Option<u32>,
+    budget: Option<&str>,
     iterations: usize,
     engine: &str,
 ) -> Result<()> {
@@ -101,17 +115,30 @@ pub fn frames_table(
         "candle" => Footprint::CANDLE_CPU,
         _ => Footprint::ORT_CPU,
     };
-    let budget = Budget::detect(None)?.bytes;
+    let budget_bytes = Budget::detect(None)?.bytes;
     let dir = std::env::temp_dir().join(format!("stylize-bench-frames-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = table(frames, tile, iterations, engine, &footprint, budget, &dir);
+    let tiling = Tiling {
+        // Without a budget to plan for, tiles of 512 (every tile's state is then kept).
+        tile: tile.or(budget.is_none().then_some(512)),
+        budget: budget.unwrap_or(UNLIMITED),
+    };
+    let result = table(
+        frames,
+        tiling,
+        iterations,
+        engine,
+        &footprint,
+        budget_bytes,
+        &dir,
+    );
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
 fn table(
     frames: &[(u32, u32)],
-    tile: u32,
+    tiling: Tiling<'_>,
     iterations: usize,
     engine: &str,
     footprint: &Footprint,
@@ -119,12 +146,16 @@ fn table(
     dir: &Path,
 ) -> Result<()> {
     println!(
-        "frames ({engine} engine, {iterations} L-BFGS iterations, default layers, style at the frame's size; tiles {tile} px; budget {} MiB):",
+        "frames ({engine} engine, {iterations} L-BFGS iterations, default layers, style at the frame's size; tiled: cores {}, planned for budget {}; this machine's budget {} MiB):",
+        tiling
+            .tile
+            .map_or("as planned".to_string(), |t| format!("{t} px")),
+        tiling.budget,
         budget >> 20
     );
     println!(
-        "{:>10} {:>7} {:>6} {:>10} {:>12} {:>10} {:>12} {:>8}",
-        "frame", "mode", "tiles", "peak MiB", "estimate MiB", "s/iter", "vs untiled", ""
+        "{:>10} {:>7} {:>6} {:>5} {:>10} {:>12} {:>10} {:>12}",
+        "frame", "mode", "tiles", "kept", "peak MiB", "estimate MiB", "s/iter", "vs untiled"
     );
     for &frame in frames {
         let untiled = if untiled_fits(frame, iterations, footprint, budget) {
@@ -132,14 +163,15 @@ fn table(
         } else {
             None
         };
-        let tiled = run_one(dir, frame, Some(tile), iterations, engine)?;
+        let tiled = run_one(dir, frame, Some(tiling), iterations, engine)?;
         let label = format!("{}x{}", frame.0, frame.1);
         let row = |mode: &str, r: &Report, ratio: String| {
             println!(
-                "{:>10} {:>7} {:>6} {:>10} {:>12} {:>10.2} {:>12}",
+                "{:>10} {:>7} {:>6} {:>5} {:>10} {:>12} {:>10.2} {:>12}",
                 label,
                 mode,
                 r.tiles,
+                r.kept_states,
                 r.peak_rss_bytes
                     .map_or("n/a".into(), |b| (b >> 20).to_string()),
                 r.estimate_bytes >> 20,

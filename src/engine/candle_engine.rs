@@ -8,15 +8,15 @@ use candle_core::{DType, Device, Tensor};
 
 use super::driver::{self, Evaluate, Placement};
 use super::loss::{LayerTarget, Objective, content_targets, style_targets};
-use super::tiled::{TapTerm, TilePasses, TiledObjective, frame_features};
+use super::tiled::{TapTerm, TileForward, TilePasses, TileRun, TiledObjective, frame_features};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
 use crate::features::CandleFeatures;
 use crate::features::candle::device_name;
 use crate::model::{InputConvention, Layer, Vgg19Weights};
 use crate::net::Pooling;
-use crate::net::tiling::{TilePlan, Window};
-use crate::net::vgg::VggNet;
+use crate::net::tiling::{TilePlan, Window, core_gram_sum};
+use crate::net::vgg::{Activations, VggNet};
 
 pub struct CandleEngine {
     net: Arc<VggNet>,
@@ -42,18 +42,56 @@ fn deepest_of(layers: impl IntoIterator<Item = Layer>) -> Result<Layer> {
 }
 
 impl TilePasses for CandlePasses<'_> {
+    type State = Activations;
+
     fn features(&self, tile_image: &Tensor, layers: &[Layer]) -> Result<Vec<Tensor>> {
         self.net.tapped(tile_image, layers)
     }
 
-    fn gradient(&self, tile_image: &Tensor, cores: &[Window], terms: &[TapTerm]) -> Result<Tensor> {
-        let layers: Vec<Layer> = terms.iter().map(TapTerm::layer).collect();
+    fn forward(
+        &self,
+        tile_image: &Tensor,
+        content: &[Layer],
+        style: &[(Layer, Window)],
+        run: TileRun,
+    ) -> Result<TileForward<Activations>> {
+        let taps: Vec<Layer> = content
+            .iter()
+            .copied()
+            .chain(style.iter().map(|(l, _)| *l))
+            .collect();
         let acts = self.net.forward(
             tile_image,
-            deepest_of(layers.iter().copied())?,
-            &layers,
-            true,
+            deepest_of(taps.iter().copied())?,
+            &taps,
+            run.keep,
         )?;
+        let map = |layer: Layer| {
+            acts.get(layer)
+                .ok_or_else(|| Error::invalid("layers", format!("{layer} not computed")))
+        };
+        let content_maps = content
+            .iter()
+            .map(|&l| map(l).cloned())
+            .collect::<Result<_>>()?;
+        let gram_sums = style
+            .iter()
+            .map(|&(l, core)| core_gram_sum(map(l)?, core))
+            .collect::<Result<_>>()?;
+        Ok(TileForward {
+            content_maps,
+            gram_sums,
+            state: run.keep.then_some(acts),
+        })
+    }
+
+    fn backward(
+        &self,
+        acts: Activations,
+        cores: &[Window],
+        terms: &[TapTerm],
+        _run: TileRun,
+    ) -> Result<Tensor> {
         let tap_grads = terms
             .iter()
             .zip(cores)
@@ -150,6 +188,7 @@ impl CandleEngine {
                 content,
                 style,
                 weights: job.weights,
+                kept_states: job.kept_states,
             })
         })
     }

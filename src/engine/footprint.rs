@@ -16,6 +16,9 @@ pub struct Footprint {
     pub per_pair_pixel: f64,
     /// Per pixel of the largest style tile while its Grams are computed (a forward pass).
     pub per_style_pixel: f64,
+    /// Per pixel of a tile's extent for each forward state the tiled evaluation holds
+    /// between its passes besides the running tile's (ReLU masks, pool indices, tapped maps).
+    pub per_state_pixel: f64,
     /// Added to every estimate for what the model does not resolve (allocator slack).
     pub margin: f64,
 }
@@ -31,6 +34,8 @@ pub struct JobShape {
     pub style_pixels: usize,
     /// L-BFGS pairs kept (0 for Adam).
     pub history: usize,
+    /// Tile forward states held besides the running tile's (kept states minus one).
+    pub held_states: usize,
 }
 
 impl Footprint {
@@ -45,6 +50,7 @@ impl Footprint {
         per_frame_pixel: 120.0,
         per_pair_pixel: 24.0,
         per_style_pixel: 1200.0,
+        per_state_pixel: 1400.0,
         margin: 1.1,
     };
 
@@ -57,12 +63,14 @@ impl Footprint {
         per_frame_pixel: 120.0,
         per_pair_pixel: 24.0,
         per_style_pixel: 1200.0,
+        per_state_pixel: 1400.0,
         margin: 1.1,
     };
 
     /// Peak bytes of one job, the process's resident set excluded.
     pub fn job_bytes(&self, job: &JobShape) -> u64 {
         let optimise = self.per_tile_pixel * job.tile_pixels as f64
+            + self.per_state_pixel * (job.held_states * job.tile_pixels) as f64
             + self.per_frame_pixel * job.frame_pixels as f64
             + self.per_pair_pixel * (job.history * job.frame_pixels) as f64;
         let precompute = self.per_style_pixel * job.style_pixels as f64
@@ -88,6 +96,7 @@ mod tests {
             tile_pixels: 512 * 512,
             style_pixels: 512 * 512,
             history: 10,
+            held_states: 0,
         };
         let base = f.job_bytes(&shape);
         for bigger in [
@@ -101,6 +110,10 @@ mod tests {
             },
             JobShape {
                 history: 100,
+                ..shape
+            },
+            JobShape {
+                held_states: 3,
                 ..shape
             },
         ] {

@@ -76,6 +76,9 @@ pub struct OptimiseJob {
     /// Evaluate in tiles whose cores are at most this many pixels on a side (`None`: each
     /// scale in one piece). Tiling bounds memory; the loss and gradient stay exact.
     pub tile_side: Option<usize>,
+    /// Tiles whose forward state the tiled evaluation keeps between its passes (at least
+    /// one; each kept state saves a forward pass and holds its tile's activations).
+    pub kept_states: usize,
 }
 
 impl OptimiseJob {

@@ -7,7 +7,7 @@
 
 use crate::model::{Layer, Vgg19Weights};
 use crate::net::onnx_vgg::{add_gram, add_vgg, conv3x3_attrs, image_dims};
-use crate::onnx::{Dim, GraphBuilder, int, ints, to_double, to_float, winograd};
+use crate::onnx::{DataType, Dim, GraphBuilder, int, ints, to_double, winograd};
 
 use crate::net::Pooling;
 
@@ -68,10 +68,11 @@ impl LossSpec {
     }
 }
 
-/// The gradient of a 2x2/stride-2 max pool: `grad` placed at the argmax `indices` of
-/// `input` (as ONNX MaxPool reports them) and zero elsewhere, which is what MaxUnpool does.
-fn max_pool_backward(b: &mut GraphBuilder, grad: &str, indices: &str, input: &str) -> String {
-    let shape = b.op("Shape", &[input], vec![], "pool_in_shape");
+/// The gradient of a 2x2/stride-2 max pool: `grad` placed at the argmax `indices` of its
+/// input (as ONNX MaxPool reports them; `like_input` has the input's shape) and zero
+/// elsewhere, which is what MaxUnpool does.
+fn max_pool_backward(b: &mut GraphBuilder, grad: &str, indices: &str, like_input: &str) -> String {
+    let shape = b.op("Shape", &[like_input], vec![], "pool_in_shape");
     let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
     b.op("MaxUnpool", &[grad, indices, &shape], attrs, "pool_grad")
 }
@@ -135,18 +136,29 @@ fn map_dims(channels: i64) -> [Dim; 4] {
     ]
 }
 
+/// `relu > 0` as a bool map for every ReLU output: what the backward pass needs of the
+/// forward's activations at untapped layers (a byte per element rather than four).
+fn relu_masks(b: &mut GraphBuilder, relus: &[String]) -> Vec<String> {
+    let zero = b.scalar(0.0);
+    relus
+        .iter()
+        .map(|relu| b.op("Greater", &[relu, &zero], vec![], "relu_on"))
+        .collect()
+}
+
 /// Back-propagates the tap gradients (`tap_grads[position]`, summed per layer) through the
-/// stack to the image: ReLU masks, flipped-kernel convolutions, max-pool gradients.
+/// stack to the image: ReLU masks (`masks`, bool), flipped-kernel convolutions, max-pool
+/// gradients.
 fn add_backward(
     b: &mut GraphBuilder,
     weights: &Vgg19Weights,
-    relus: &[String],
+    masks: &[String],
     indices: &[Option<String>],
     tap_grads: &[Vec<String>],
 ) -> Option<String> {
     let zero = b.scalar(0.0);
     let mut grad: Option<String> = None;
-    for position in (0..relus.len()).rev() {
+    for position in (0..masks.len()).rev() {
         let layer = Layer::at_position(position);
         for tap in &tap_grads[position] {
             grad = Some(match grad {
@@ -155,9 +167,12 @@ fn add_backward(
             });
         }
         let Some(g) = grad.take() else { continue };
-        let positive = b.op("Greater", &[&relus[position], &zero], vec![], "relu_on");
-        let positive = b.op("Cast", &[&positive], vec![to_float()], "relu_mask");
-        let masked = b.op("Mul", &[&g, &positive], vec![], "pre_relu_grad");
+        let masked = b.op(
+            "Where",
+            &[&masks[position], &g, &zero],
+            vec![],
+            "pre_relu_grad",
+        );
         let (out, inp) = (layer.channels(), layer.in_channels());
         let flipped = weights.convs[position].input_gradient_kernel(out, inp);
         let name = format!("{layer}.weight_flipped");
@@ -179,7 +194,7 @@ fn add_backward(
             )
         };
         grad = Some(match &indices[position] {
-            Some(idx) => max_pool_backward(b, &input_grad, idx, &relus[position - 1]),
+            Some(idx) => max_pool_backward(b, &input_grad, idx, &masks[position - 1]),
             None => input_grad,
         });
     }
@@ -229,7 +244,8 @@ pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
             let grad = style_tap(&mut b, &matrix, &flat, &relu);
             tap_grads[layer.conv_position()].push(grad);
         }
-        image_grad = add_backward(&mut b, weights, &relus, &indices, &tap_grads);
+        let masks = relu_masks(&mut b, &relus);
+        image_grad = add_backward(&mut b, weights, &masks, &indices, &tap_grads);
     }
     let twice_gamma = scalar_input(&mut b, TV_COEF);
     let (tv, tv_grad) = total_variation(&mut b, IMAGE, &twice_gamma);
@@ -242,36 +258,125 @@ pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
     b.finish()
 }
 
-/// Encodes the gradient model of one tile (max pooling only; see `engine::tiled`). Inputs:
-/// the tile's image; per content layer its target over the tile's map and its coefficient;
-/// per style layer `coef · (G - A)` with the frame's Gram; per tapped layer a mask of the
-/// tile's core. Output: the gradient over the tile, total variation excluded.
-pub fn build_tile_gradient(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
-    let mut b = GraphBuilder::new("stylize_vgg19_tile_gradient");
+/// Output (forward graph) and input (backward graph) names of a tile's kept state.
+pub fn state_mask(position: usize) -> String {
+    format!("state_mask_{position}")
+}
+
+pub fn state_index(position: usize) -> String {
+    format!("state_index_{position}")
+}
+
+pub fn state_relu(layer: Layer) -> String {
+    format!("state_relu_{layer}")
+}
+
+/// Output name of a style layer's `F F^T` over the tile's core (unnormalised).
+pub fn core_gram(layer: Layer) -> String {
+    format!("core_gram_{layer}")
+}
+
+fn state_dims() -> [Dim; 4] {
+    [
+        Dim::Fixed(1),
+        Dim::Named("channels"),
+        Dim::Named("sh"),
+        Dim::Named("sw"),
+    ]
+}
+
+/// Encodes the forward model of one tile (max pooling only; see `engine::tiled`). Inputs:
+/// the tile's image and, per style layer, a mask of the tile's core. Outputs: per style
+/// layer `F F^T` over the core (`core_gram`), and the state its backward model reads: the
+/// ReLU masks and pool indices of every layer, the tapped layers' outputs.
+pub fn build_tile_forward(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
+    let mut b = GraphBuilder::new("stylize_vgg19_tile_forward");
     b.input(IMAGE, &image_dims());
     let Some(deepest) = spec.deepest() else {
         return b.finish();
     };
     let (relus, indices) = add_vgg(&mut b, weights, IMAGE, deepest, Pooling::Max, true, true);
-    let mut tap_grads: Vec<Vec<String>> = vec![Vec::new(); relus.len()];
-    let mut masks: Vec<Option<String>> = vec![None; relus.len()];
+    for &layer in &spec.style {
+        let relu = &relus[layer.conv_position()];
+        let c = layer.channels() as i64;
+        let mask = b.input(&core_mask(layer), &map_dims(1));
+        let (shape, row) = (b.int64s(&[c, -1]), b.int64s(&[1, -1]));
+        let flat = b.op("Reshape", &[relu, &shape], vec![], "flat");
+        let mask = b.op("Reshape", &[&mask, &row], vec![], "flat_mask");
+        let core = b.op("Mul", &[&flat, &mask], vec![], "core_flat");
+        // Gemm's transposed operand needs no transposed copy of F.
+        let gram = b.op("Gemm", &[&core, &flat], vec![int("transB", 1)], "core_gram");
+        b.output(&gram, &core_gram(layer), &[Dim::Fixed(c), Dim::Fixed(c)]);
+    }
+    let masks = relu_masks(&mut b, &relus);
+    for (position, mask) in masks.iter().enumerate() {
+        b.typed_output(mask, &state_mask(position), DataType::Bool, &state_dims());
+        if let Some(index) = &indices[position] {
+            b.typed_output(
+                index,
+                &state_index(position),
+                DataType::Int64,
+                &state_dims(),
+            );
+        }
+    }
+    for &layer in spec.content.iter().chain(&spec.style) {
+        if !b.has_output(&state_relu(layer)) {
+            b.output(
+                &relus[layer.conv_position()],
+                &state_relu(layer),
+                &state_dims(),
+            );
+        }
+    }
+    b.finish()
+}
+
+/// Encodes the backward model of one tile: from the forward model's state, the gradient
+/// over the tile (total variation excluded). Inputs besides the state: per content layer its
+/// target over the tile's map and its coefficient; per style layer `coef · (G - A)` with the
+/// frame's Gram; per tapped layer a mask of the tile's core.
+pub fn build_tile_backward(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
+    let mut b = GraphBuilder::new("stylize_vgg19_tile_backward");
+    let Some(deepest) = spec.deepest() else {
+        return b.finish();
+    };
+    let positions = deepest.conv_position() + 1;
+    let masks: Vec<String> = (0..positions)
+        .map(|p| b.typed_input(&state_mask(p), DataType::Bool, &state_dims()))
+        .collect();
+    let indices: Vec<Option<String>> = (0..positions)
+        .map(|p| {
+            Layer::at_position(p)
+                .pooled_before()
+                .then(|| b.typed_input(&state_index(p), DataType::Int64, &state_dims()))
+        })
+        .collect();
+    let mut relus: Vec<Option<String>> = vec![None; positions];
+    let mut relu_of = |b: &mut GraphBuilder, layer: Layer| {
+        relus[layer.conv_position()]
+            .get_or_insert_with(|| b.input(&state_relu(layer), &state_dims()))
+            .clone()
+    };
+    let mut tap_grads: Vec<Vec<String>> = vec![Vec::new(); positions];
+    let mut core_masks: Vec<Option<String>> = vec![None; positions];
     let mut mask_of = |b: &mut GraphBuilder, layer: Layer| {
-        masks[layer.conv_position()]
+        core_masks[layer.conv_position()]
             .get_or_insert_with(|| b.input(&core_mask(layer), &map_dims(1)))
             .clone()
     };
     for &layer in &spec.content {
-        let relu = &relus[layer.conv_position()];
+        let relu = relu_of(&mut b, layer);
         let target = b.input(&content_input(layer), &map_dims(layer.channels() as i64));
         let coef = scalar_input(&mut b, &content_coef(layer));
         let mask = mask_of(&mut b, layer);
-        let diff = b.op("Sub", &[relu, &target], vec![], "content_diff");
+        let diff = b.op("Sub", &[&relu, &target], vec![], "content_diff");
         let scaled = b.op("Mul", &[&diff, &coef], vec![], "content_scaled");
         let grad = b.op("Mul", &[&scaled, &mask], vec![], "content_grad");
         tap_grads[layer.conv_position()].push(grad);
     }
     for &layer in &spec.style {
-        let relu = relus[layer.conv_position()].clone();
+        let relu = relu_of(&mut b, layer);
         let c = layer.channels() as i64;
         let matrix = b.input(&style_matrix(layer), &[Dim::Fixed(c), Dim::Fixed(c)]);
         let mask = mask_of(&mut b, layer);
@@ -281,7 +386,7 @@ pub fn build_tile_gradient(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
         let grad = b.op("Mul", &[&grad, &mask], vec![], "style_grad_core");
         tap_grads[layer.conv_position()].push(grad);
     }
-    if let Some(grad) = add_backward(&mut b, weights, &relus, &indices, &tap_grads) {
+    if let Some(grad) = add_backward(&mut b, weights, &masks, &indices, &tap_grads) {
         b.output(&grad, GRAD, &image_dims());
     }
     b.finish()

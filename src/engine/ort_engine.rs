@@ -9,12 +9,12 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use ort::environment::Environment;
 use ort::session::SessionInputValue;
-use ort::value::Tensor as OrtTensor;
+use ort::value::{DynValue, Tensor as OrtTensor};
 
 use super::driver::{self, Evaluate, Placement};
 use super::loss::{content_targets, style_targets};
 use super::onnx_loss::{self, LossSpec};
-use super::tiled::{TapTerm, TilePasses, TiledObjective, frame_features};
+use super::tiled::{TapTerm, TileForward, TilePasses, TileRun, TiledObjective, frame_features};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
 use crate::features::{FeatureExtractor, OrtFeatures};
@@ -31,7 +31,8 @@ fn ort_error(context: &str, err: impl std::fmt::Display) -> Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Graph {
     WholeFrame,
-    TileGradient,
+    TileForward,
+    TileBackward,
 }
 
 pub struct OrtEngine {
@@ -86,7 +87,8 @@ impl OrtEngine {
         self.sessions.get_or_build(&(spec.clone(), graph), || {
             let model = match graph {
                 Graph::WholeFrame => onnx_loss::build(&self.weights, spec),
-                Graph::TileGradient => onnx_loss::build_tile_gradient(&self.weights, spec),
+                Graph::TileForward => onnx_loss::build_tile_forward(&self.weights, spec),
+                Graph::TileBackward => onnx_loss::build_tile_backward(&self.weights, spec),
             };
             // The loss graphs' Winograd operators are CPU kernels: this engine runs on the CPU.
             runtime::session(self.environment, &model, self.threads, true, Provider::Cpu)
@@ -127,7 +129,7 @@ impl OrtEngine {
         };
         let passes = OrtPasses {
             engine: self,
-            session: None,
+            spec: spec.clone(),
         };
         let x = Tensor::from_slice(&scale.content.data, scale.content.shape(), &Device::Cpu)?;
         // Tiled, every tapped layer though only the content ones are kept: the first pass
@@ -147,14 +149,12 @@ impl OrtEngine {
         let style = style_targets(&scale.style, &Device::Cpu, DType::F32)?;
         if !plan.is_whole() {
             return Ok(Box::new(TiledObjective {
-                passes: OrtPasses {
-                    engine: self,
-                    session: Some(self.session(&spec, Graph::TileGradient)?),
-                },
+                passes,
                 plan,
                 content,
                 style,
                 weights: job.weights,
+                kept_states: job.kept_states,
             }));
         }
         let w = job.weights;
@@ -221,7 +221,7 @@ fn run_session<T>(
     session: &SharedSession,
     inputs: Inputs<'_>,
     release: bool,
-    read: impl FnOnce(&ort::session::SessionOutputs<'_>) -> Result<T>,
+    read: impl FnOnce(ort::session::SessionOutputs<'_>) -> Result<T>,
 ) -> Result<T> {
     let mut session = session
         .lock()
@@ -230,7 +230,7 @@ fn run_session<T>(
     let outputs = session
         .run_with_options(inputs, &options)
         .map_err(|e| ort_error("running the loss graph", e))?;
-    read(&outputs)
+    read(outputs)
 }
 
 /// The values of the named output.
@@ -272,6 +272,7 @@ impl OrtObjective {
             inputs.push((name.clone(), tensor.into()));
         }
         run_session(&self.session, inputs, release, |outputs| {
+            let outputs = &outputs;
             let scalar = |name: &str| -> Result<f64> {
                 output_values::<f64>(outputs, name)?
                     .first()
@@ -297,14 +298,31 @@ impl OrtObjective {
     }
 }
 
-/// ONNX Runtime's per-tile passes: the precompute's feature graph, and the tile-gradient
-/// graph (`session`; absent where only features are needed).
+/// ONNX Runtime's per-tile passes: the precompute's feature graph for whole maps, and the
+/// tile forward and backward graphs for `spec`'s layers.
 struct OrtPasses<'a> {
     engine: &'a OrtEngine,
-    session: Option<SharedSession>,
+    spec: LossSpec,
+}
+
+/// The forward graph's outputs the backward graph reads, by name.
+type TileState = Vec<(String, DynValue)>;
+
+/// The core mask input for `layer` over a tile of `height` x `width`.
+fn core_mask_input(
+    layer: Layer,
+    core: Window,
+    height: usize,
+    width: usize,
+) -> Result<(String, SessionInputValue<'static>)> {
+    let (mh, mw) = layer.output_size(height, width);
+    let mask = ort_tensor(&[1, 1, mh, mw], core_mask(core, mh, mw), "core mask")?;
+    Ok((onnx_loss::core_mask(layer), mask.into()))
 }
 
 impl TilePasses for OrtPasses<'_> {
+    type State = TileState;
+
     fn features(&self, tile_image: &Tensor, layers: &[Layer]) -> Result<Vec<Tensor>> {
         let (_, _, height, width) = tile_image.dims4()?;
         let image = InputImage {
@@ -315,17 +333,82 @@ impl TilePasses for OrtPasses<'_> {
         self.engine.features.maps(&image, layers)
     }
 
-    fn gradient(&self, tile_image: &Tensor, cores: &[Window], terms: &[TapTerm]) -> Result<Tensor> {
-        let session = self
-            .session
-            .as_ref()
-            .ok_or_else(|| ort_error("tile gradient", "no session"))?;
-        let shape = tile_image.dims4()?;
-        let (_, _, height, width) = shape;
+    fn forward(
+        &self,
+        tile_image: &Tensor,
+        content: &[Layer],
+        style: &[(Layer, Window)],
+        run: TileRun,
+    ) -> Result<TileForward<TileState>> {
+        let session = self.engine.session(&self.spec, Graph::TileForward)?;
+        let (_, _, height, width) = tile_image.dims4()?;
         let mut inputs: Inputs<'_> = vec![(
             onnx_loss::IMAGE.to_string(),
             image_input(tile_image)?.into(),
         )];
+        for &(layer, core) in style {
+            inputs.push(core_mask_input(layer, core, height, width)?);
+        }
+        // The arena is handed back after the evaluation's last forward pass: kept, it would
+        // outlive the job in the session table.
+        run_session(&session, inputs, run.last, |mut outputs| {
+            let content_maps = content
+                .iter()
+                .map(|&layer| {
+                    let (lh, lw) = layer.output_size(height, width);
+                    let shape = (1, layer.channels(), lh, lw);
+                    output_tensor(&outputs, &onnx_loss::state_relu(layer), shape)
+                })
+                .collect::<Result<_>>()?;
+            let gram_sums = style
+                .iter()
+                .map(|&(layer, _)| {
+                    let c = layer.channels();
+                    let values = output_values::<f32>(&outputs, &onnx_loss::core_gram(layer))?;
+                    Ok(Tensor::from_slice(values, (c, c), &Device::Cpu)?.to_dtype(DType::F64)?)
+                })
+                .collect::<Result<_>>()?;
+            let state = if run.keep {
+                let names: Vec<String> = outputs
+                    .keys()
+                    .filter(|name| name.starts_with("state_"))
+                    .map(str::to_string)
+                    .collect();
+                let state = names
+                    .into_iter()
+                    .filter_map(|name| outputs.remove(&name).map(|value| (name, value)))
+                    .collect();
+                Some(state)
+            } else {
+                None
+            };
+            Ok(TileForward {
+                content_maps,
+                gram_sums,
+                state,
+            })
+        })
+    }
+
+    fn backward(
+        &self,
+        state: TileState,
+        cores: &[Window],
+        terms: &[TapTerm],
+        run: TileRun,
+    ) -> Result<Tensor> {
+        let session = self.engine.session(&self.spec, Graph::TileBackward)?;
+        let mask_shape = |name: &str| -> Result<Vec<i64>> {
+            let (_, value) = state
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| ort_error("tile state missing", name))?;
+            Ok(value.shape().iter().copied().collect())
+        };
+        // The first layer's ReLU mask has the tile's size.
+        let first = mask_shape(&onnx_loss::state_mask(0))?;
+        let (height, width) = (first[2] as usize, first[3] as usize);
+        let mut inputs: Inputs<'_> = Vec::new();
         let mut masked: Vec<Layer> = Vec::new();
         for (term, core) in terms.iter().zip(cores) {
             match term {
@@ -353,17 +436,14 @@ impl TilePasses for OrtPasses<'_> {
             let layer = term.layer();
             if !masked.contains(&layer) {
                 masked.push(layer);
-                let (mh, mw) = layer.output_size(height, width);
-                inputs.push((
-                    onnx_loss::core_mask(layer),
-                    ort_tensor(&[1, 1, mh, mw], core_mask(*core, mh, mw), "core mask")?.into(),
-                ));
+                inputs.push(core_mask_input(layer, *core, height, width)?);
             }
         }
-        // Tiles differ in size, and an arena kept between them fragments and grows past
-        // any one tile's need; handing it back after each keeps the peak one tile's.
-        run_session(session, inputs, true, |outputs| {
-            output_tensor(outputs, onnx_loss::GRAD, shape)
+        for (name, value) in state {
+            inputs.push((name, value.into()));
+        }
+        run_session(&session, inputs, run.last, |outputs| {
+            output_tensor(&outputs, onnx_loss::GRAD, (1, 3, height, width))
         })
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! 1. each tile's forward pass adds its core's share to every style layer's `F F^T` and to
 //!    every content layer's squared error; the global Grams and losses follow;
-//! 2. each tile's forward and backward pass turns the global `(G - A)` and the content
+//! 2. each tile's backward pass (after a second forward pass, except for the last tile of
+//!    pass 1, whose state is kept) turns the global `(G - A)` and the content
 //!    differences on its core into the gradient over its extent, summed into the frame's.
 //!
 //! Only a Gram's squared error couples distant pixels, and its gradient at a pixel needs just
@@ -18,7 +19,7 @@ use super::LossBreakdown;
 use super::loss::{LayerTarget, TermWeights, scalar, taps, total_variation};
 use crate::error::{Error, Result};
 use crate::model::Layer;
-use crate::net::tiling::{Tile, TilePlan, Window, core_gram_sum, crop, tile_image};
+use crate::net::tiling::{Tile, TilePlan, Window, crop, tile_image};
 
 /// Zero-pads `core` (1 x C x h x w, lying at `window`) out to `height` x `width`.
 fn pad_to(core: &Tensor, window: Window, height: usize, width: usize) -> Result<Tensor> {
@@ -66,14 +67,52 @@ impl TapTerm {
     }
 }
 
-/// An engine's two per-tile passes.
+/// What a tile's forward pass gives: its share of the frame's statistics and, when asked
+/// for, the state its backward pass starts from.
+pub struct TileForward<S> {
+    /// The content layers' maps over the whole tile, in order.
+    pub content_maps: Vec<Tensor>,
+    /// Each style layer's `F F^T` over its core, unnormalised, in float64.
+    pub gram_sums: Vec<Tensor>,
+    pub state: Option<S>,
+}
+
+/// An engine's per-tile passes.
 pub trait TilePasses {
+    /// What a forward pass keeps for its backward pass (activations, ReLU masks, indices).
+    type State;
     /// The tile image's feature maps at `layers`, in order, as tensors on the device where the
     /// frame's image lives.
     fn features(&self, tile_image: &Tensor, layers: &[Layer]) -> Result<Vec<Tensor>>;
-    /// dL/d(tile image) from the terms, each applied on its core window (`cores[i]` for
-    /// `terms[i]`) of the tile's own features, as `TapTerm::gradient` forms it.
-    fn gradient(&self, tile_image: &Tensor, cores: &[Window], terms: &[TapTerm]) -> Result<Tensor>;
+    /// The forward pass: maps at `content` layers, the core Gram sums at `style` layers
+    /// (each with its core window), and the backward state when `run.keep`.
+    fn forward(
+        &self,
+        tile_image: &Tensor,
+        content: &[Layer],
+        style: &[(Layer, Window)],
+        run: TileRun,
+    ) -> Result<TileForward<Self::State>>;
+    /// dL/d(tile image) from a kept forward `state` and the terms, each applied on its core
+    /// window (`cores[i]` for `terms[i]`) of the tile's own features, as
+    /// `TapTerm::gradient` forms it.
+    fn backward(
+        &self,
+        state: Self::State,
+        cores: &[Window],
+        terms: &[TapTerm],
+        run: TileRun,
+    ) -> Result<Tensor>;
+}
+
+/// How one per-tile pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileRun {
+    /// Keep the forward state for a backward pass.
+    pub keep: bool,
+    /// The evaluation's last pass of its kind: hand working memory back afterwards (kept
+    /// between the tiles of one evaluation, it saves reallocating it every tile).
+    pub last: bool,
 }
 
 /// The tiled objective for one scale: targets over the whole frame, the plan, the passes.
@@ -85,9 +124,24 @@ pub struct TiledObjective<P> {
     /// Style targets: each a C x C Gram.
     pub style: Vec<LayerTarget>,
     pub weights: TermWeights,
+    /// How many tiles (the last ones of pass 1) keep their forward state for pass 2, which
+    /// then runs only their backward passes; at least the last tile always does.
+    pub kept_states: usize,
 }
 
 impl<P: TilePasses> TiledObjective<P> {
+    fn forward(&self, x: &Tensor, tile: &Tile, run: TileRun) -> Result<TileForward<P::State>> {
+        let (h, w) = (self.plan.height, self.plan.width);
+        let content: Vec<Layer> = self.content.iter().map(|t| t.layer).collect();
+        let style: Vec<(Layer, Window)> = self
+            .style
+            .iter()
+            .map(|t| (t.layer, tile.core_in_tile(t.layer, h, w)))
+            .collect();
+        self.passes
+            .forward(&tile_image(x, tile)?, &content, &style, run)
+    }
+
     /// The loss at `x` and `dL/dx`.
     pub fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
         let (h, w) = (self.plan.height, self.plan.width);
@@ -96,26 +150,42 @@ impl<P: TilePasses> TiledObjective<P> {
             return Err(Error::invalid("layers", "no content or style layer given"));
         }
         // Pass 1: Gram sums and content squared errors over the cores, accumulated in float64
-        // (cheap beside the convolutions; the float32 sums lost the digits tiling must keep).
+        // across tiles. The last `kept_states` tiles keep their forward state: pass 2 starts
+        // with them, in reverse, so each state is dropped before another forward runs.
         let mut gram_sums: Vec<Option<Tensor>> = vec![None; self.style.len()];
         let mut content_sums = vec![0f64; self.content.len()];
-        for tile in &self.plan.tiles {
-            let maps = self.passes.features(&tile_image(x, tile)?, &taps)?;
-            let (content_maps, style_maps) = maps.split_at(self.content.len());
-            for ((t, map), sum) in self.content.iter().zip(content_maps).zip(&mut content_sums) {
+        let mut kept = Vec::new();
+        let first_kept = self
+            .plan
+            .tiles
+            .len()
+            .saturating_sub(self.kept_states.max(1));
+        for (index, tile) in self.plan.tiles.iter().enumerate() {
+            // With every state kept, pass 2 runs no forward: this is the last one.
+            let run = TileRun {
+                keep: index >= first_kept,
+                last: first_kept == 0 && index + 1 == self.plan.tiles.len(),
+            };
+            let forward = self.forward(x, tile, run)?;
+            for ((t, map), sum) in self
+                .content
+                .iter()
+                .zip(&forward.content_maps)
+                .zip(&mut content_sums)
+            {
                 let core = tile.core_in_tile(t.layer, h, w);
                 let ext = tile.extent_in_image(t.layer);
                 let target = crop(&crop(&t.target, ext)?, core)?.to_dtype(DType::F64)?;
                 let features = crop(map, core)?.to_dtype(DType::F64)?;
                 *sum += scalar(&(features - target)?.sqr()?.sum_all()?)?;
             }
-            for ((t, map), sum) in self.style.iter().zip(style_maps).zip(&mut gram_sums) {
-                let part = core_gram_sum(map, tile.core_in_tile(t.layer, h, w))?;
+            for (part, sum) in forward.gram_sums.into_iter().zip(&mut gram_sums) {
                 *sum = Some(match sum.take() {
                     Some(acc) => (acc + part)?,
                     None => part,
                 });
             }
+            kept.extend(forward.state);
         }
         let mut out = LossBreakdown::default();
         let mut terms = Vec::with_capacity(taps.len());
@@ -149,15 +219,27 @@ impl<P: TilePasses> TiledObjective<P> {
         // Pass 2: each tile's gradient over its extent, summed into the frame's.
         let (tv, tv_grad) = total_variation(x)?;
         let mut grad = (tv_grad * self.weights.tv)?;
-        for tile in &self.plan.tiles {
+        for (index, tile) in self.plan.tiles.iter().enumerate().rev() {
+            // Tile 0 comes last.
+            let run = TileRun {
+                keep: true,
+                last: index == 0,
+            };
             let cores: Vec<Window> = terms
                 .iter()
                 .map(|t| tile.core_in_tile(t.layer(), h, w))
                 .collect();
-            let tile_terms = per_tile(&terms, tile)?;
+            let state = match kept.pop() {
+                Some(state) => state,
+                None => self.forward(x, tile, run)?.state.ok_or_else(|| {
+                    Error::from(candle_core::Error::Msg(
+                        "a tile's forward pass kept no state".into(),
+                    ))
+                })?,
+            };
             let part = self
                 .passes
-                .gradient(&tile_image(x, tile)?, &cores, &tile_terms)?;
+                .backward(state, &cores, &per_tile(&terms, tile)?, run)?;
             let part = part
                 .pad_with_zeros(2, tile.rows.start, h - tile.rows.end)?
                 .pad_with_zeros(3, tile.cols.start, w - tile.cols.end)?;

@@ -120,14 +120,15 @@ pub fn tile_image(x: &Tensor, tile: &Tile) -> Result<Tensor> {
         .contiguous()?)
 }
 
-/// `F F^T` over the core of a tile's feature map, unnormalised, in float64 (summed over the
-/// tiles it gives the frame's Gram times `C H W`; float32 sums lose the digits that matter).
+/// `F F^T` over the core of a tile's feature map, unnormalised, returned in float64 (summed
+/// over the tiles it gives the frame's Gram times `C H W`). The product runs in the map's
+/// dtype, as the untiled Gram does; only the sum across tiles needs the wider type.
 pub fn core_gram_sum(map: &Tensor, core: Window) -> Result<Tensor> {
     let (_, c, _, _) = map.dims4()?;
     let flat = crop(map, core)?
-        .to_dtype(DType::F64)?
+        .contiguous()?
         .reshape((c, core.height * core.width))?;
-    Ok(flat.matmul(&flat.t()?)?)
+    Ok(flat.matmul(&flat.t()?)?.to_dtype(DType::F64)?)
 }
 
 /// The pooling stride of `layer`'s map relative to the image.

@@ -13,7 +13,7 @@ pub mod proto {
 }
 
 use proto::attribute_proto::AttributeType;
-use proto::tensor_proto::DataType;
+pub use proto::tensor_proto::DataType;
 use proto::tensor_shape_proto::{Dimension, dimension};
 use proto::type_proto;
 
@@ -182,27 +182,36 @@ impl GraphBuilder {
         name
     }
 
+    /// A float32 graph input.
     pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
-        self.graph
-            .input
-            .push(value_info(name, DataType::Float, dims));
+        self.typed_input(name, DataType::Float, dims)
+    }
+
+    /// A graph input of element type `elem`.
+    pub fn typed_input(&mut self, name: &str, elem: DataType, dims: &[Dim]) -> String {
+        self.graph.input.push(value_info(name, elem, dims));
         name.to_string()
     }
 
-    /// Exposes `value` as the graph output `name` (through an Identity node).
+    /// Whether the graph already has an output called `name`.
+    pub fn has_output(&self, name: &str) -> bool {
+        self.graph.output.iter().any(|o| o.name == name)
+    }
+
+    /// Exposes the float32 `value` as the graph output `name` (through an Identity node).
     pub fn output(&mut self, value: &str, name: &str, dims: &[Dim]) {
+        self.typed_output(value, name, DataType::Float, dims);
+    }
+
+    /// Exposes `value`, of element type `elem`, as the graph output `name`.
+    pub fn typed_output(&mut self, value: &str, name: &str, elem: DataType, dims: &[Dim]) {
         self.op_into("Identity", &[value], vec![], &[name]);
-        self.graph
-            .output
-            .push(value_info(name, DataType::Float, dims));
+        self.graph.output.push(value_info(name, elem, dims));
     }
 
     /// Exposes the float64 scalar `value` as the graph output `name`.
     pub fn output_double_scalar(&mut self, value: &str, name: &str) {
-        self.op_into("Identity", &[value], vec![], &[name]);
-        self.graph
-            .output
-            .push(value_info(name, DataType::Double, &[]));
+        self.typed_output(value, name, DataType::Double, &[]);
     }
 
     /// `Cast(Size(x))`: the element count of `x` as a float32 scalar.
