@@ -208,7 +208,7 @@ impl CandleEngine {
             Vec::new()
         } else {
             let passes = CandlePasses { net: &self.net };
-            frame_features(&passes, &p, plan, &content_taps, content_taps.len())?
+            frame_features(&passes, &p, plan, &content_taps)?
         };
         let content = content_targets(&job.content_layers, maps);
         let style = style_targets(&scale.style, self.net.device(), self.net.dtype())?;

@@ -258,17 +258,20 @@ pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
     b.finish()
 }
 
-/// Output (forward graph) and input (backward graph) names of a tile's kept state.
+/// What every name of a tile's kept state starts with: the outputs of the forward graph
+/// that are inputs of the backward graph.
+pub const STATE_PREFIX: &str = "state_";
+
 pub fn state_mask(position: usize) -> String {
-    format!("state_mask_{position}")
+    format!("{STATE_PREFIX}mask_{position}")
 }
 
 pub fn state_index(position: usize) -> String {
-    format!("state_index_{position}")
+    format!("{STATE_PREFIX}index_{position}")
 }
 
 pub fn state_relu(layer: Layer) -> String {
-    format!("state_relu_{layer}")
+    format!("{STATE_PREFIX}relu_{layer}")
 }
 
 /// Output name of a style layer's `F F^T` over the tile's core (unnormalised).

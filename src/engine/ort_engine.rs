@@ -1,6 +1,7 @@
 //! The ONNX Runtime `Engine` for CPUs: each iteration runs the generated
 //! loss-and-gradient graph (see `onnx_loss`) over the whole frame, or the tiled evaluation
-//! (`tiled`) over the precompute's feature graph and the tile-gradient graph; the shared loop
+//! (`tiled`) over the tile forward and backward graphs (the precompute's feature graph gives
+//! the content targets); the shared loop
 //! updates the image with the same Adam / L-BFGS code as the candle engine. Max pooling only.
 //! Sessions depend on the layers alone (weights are inputs) and live in a small bounded table.
 
@@ -132,18 +133,10 @@ impl OrtEngine {
             spec: spec.clone(),
         };
         let x = Tensor::from_slice(&scale.content.data, scale.content.shape(), &Device::Cpu)?;
-        // Tiled, every tapped layer though only the content ones are kept: the first pass
-        // asks for the same set, so both run on one session.
-        let taps: Vec<Layer> = spec.content.iter().chain(&spec.style).copied().collect();
-        let layers = if plan.is_whole() {
-            &spec.content
-        } else {
-            &taps
-        };
         let maps = if spec.content.is_empty() {
             Vec::new()
         } else {
-            frame_features(&passes, &x, &plan, layers, spec.content.len())?
+            frame_features(&passes, &x, &plan, &spec.content)?
         };
         let content = content_targets(&job.content_layers, maps);
         let style = style_targets(&scale.style, &Device::Cpu, DType::F32)?;
@@ -371,7 +364,7 @@ impl TilePasses for OrtPasses<'_> {
             let state = if run.keep {
                 let names: Vec<String> = outputs
                     .keys()
-                    .filter(|name| name.starts_with("state_"))
+                    .filter(|name| name.starts_with(onnx_loss::STATE_PREFIX))
                     .map(str::to_string)
                     .collect();
                 let state = names

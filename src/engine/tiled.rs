@@ -4,13 +4,14 @@
 //!
 //! 1. each tile's forward pass adds its core's share to every style layer's `F F^T` and to
 //!    every content layer's squared error; the global Grams and losses follow;
-//! 2. each tile's backward pass (after a second forward pass, except for the last tile of
-//!    pass 1, whose state is kept) turns the global `(G - A)` and the content
-//!    differences on its core into the gradient over its extent, summed into the frame's.
+//! 2. each tile's backward pass (from the state its pass-1 forward kept, for the last
+//!    `kept_states` tiles, else after a second forward pass) turns the global `(G - A)` and
+//!    the content differences on its core into the gradient over its extent, summed into
+//!    the frame's.
 //!
 //! Only a Gram's squared error couples distant pixels, and its gradient at a pixel needs just
 //! the global Gram and that pixel's features, so the result equals the untiled one up to
-//! float32 summation order. An engine supplies the two per-tile passes (`TilePasses`);
+//! float32 summation order. An engine supplies the per-tile passes (`TilePasses`);
 //! total variation is image-local and is evaluated on the whole frame.
 
 use candle_core::{DType, Tensor};
@@ -277,16 +278,14 @@ fn per_tile(terms: &[TapTerm], tile: &Tile) -> Result<Vec<TapTerm>> {
         .collect()
 }
 
-/// A whole frame's feature maps at the first `keep` of `layers`, assembled from the tiles'
-/// cores (what the content targets need for a frame too large to run in one piece). Every
-/// layer in `layers` is computed (so the passes can share one session with pass 1); each
-/// core is copied out, so no tile's whole map outlives its tile.
+/// A whole frame's feature maps at `layers`, assembled from the tiles' cores (what the
+/// content targets need for a frame too large to run in one piece); each core is copied
+/// out, so no tile's whole map outlives its tile.
 pub fn frame_features(
     passes: &impl TilePasses,
     x: &Tensor,
     plan: &TilePlan,
     layers: &[Layer],
-    keep: usize,
 ) -> Result<Vec<Tensor>> {
     let columns = plan
         .tiles
@@ -294,11 +293,10 @@ pub fn frame_features(
         .take_while(|t| t.core_rows == plan.tiles[0].core_rows)
         .count()
         .max(1);
-    let kept = &layers[..keep.min(layers.len())];
-    let mut rows: Vec<Vec<Vec<Tensor>>> = vec![Vec::new(); kept.len()];
+    let mut rows: Vec<Vec<Vec<Tensor>>> = vec![Vec::new(); layers.len()];
     for (index, tile) in plan.tiles.iter().enumerate() {
         let maps = passes.features(&tile_image(x, tile)?, layers)?;
-        for ((layer, map), rows) in kept.iter().zip(maps).zip(&mut rows) {
+        for ((layer, map), rows) in layers.iter().zip(maps).zip(&mut rows) {
             let core = crop(&map, tile.core_in_tile(*layer, plan.height, plan.width))?.copy()?;
             if index % columns == 0 {
                 rows.push(Vec::new());

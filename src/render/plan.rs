@@ -170,17 +170,20 @@ pub fn plan_memory(
             || (history as u64 * pair) as f64 <= HISTORY_SHARE * budget as f64
     };
     // For each tiling, the most kept states that fit (or none kept beyond the last tile's).
+    // The estimate grows with the kept states, so the most that fit are found by bisection
+    // (each candidate cuts the frame again: hundreds of tiles at small cores).
     let most_kept = |side: Option<usize>, history: usize| {
-        let (fewest, cost) = plan_for(side, history, 1);
-        let mut best = (fewest, cost);
-        for kept in 2..=fewest.tiles {
-            let candidate = plan_for(side, history, kept);
-            if candidate.0.estimate > budget {
-                break;
+        let tiles = plan_for(side, history, 1).0.tiles;
+        let (mut low, mut high) = (1, tiles);
+        while low < high {
+            let mid = (low + high).div_ceil(2);
+            if plan_for(side, history, mid).0.estimate <= budget {
+                low = mid;
+            } else {
+                high = mid - 1;
             }
-            best = candidate;
         }
-        best
+        plan_for(side, history, low)
     };
     let mut smallest = u64::MAX;
     for history in histories.iter().copied().filter(|&h| affordable(h)) {
