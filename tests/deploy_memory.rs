@@ -64,7 +64,7 @@ fn check(overlay: &str, limit: &str, max_pixels: &str, (width, height): (u32, u3
         limit >> 20,
         plan.tiles,
         plan.tile_side,
-        plan.kept_states,
+        plan.kept_stages,
         plan.history,
         plan.estimate >> 20,
         for_jobs >> 20

@@ -610,7 +610,7 @@ fn check_ort_engine(case: &Case, report: &mut Report) {
         init: Init::Image(host(&setup.x0)),
         preview_every: 0,
         tile_side: None,
-        kept_states: 1,
+        kept_stages: 1,
     };
     let (losses, grad) = engine
         .objective(&job, &scale)

@@ -9,7 +9,7 @@ use std::process::Command;
 struct Report {
     peak_rss_bytes: Option<u64>,
     tiles: usize,
-    kept_states: usize,
+    kept_stages: usize,
     estimate_bytes: u64,
 }
 
@@ -43,7 +43,7 @@ fn a_long_tiled_run_stays_within_its_estimate() {
     eprintln!(
         "{} tiles, {} kept: peak {} MiB, estimate {} MiB",
         report.tiles,
-        report.kept_states,
+        report.kept_stages,
         peak >> 20,
         report.estimate_bytes >> 20
     );

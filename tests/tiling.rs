@@ -43,8 +43,8 @@ fn job(
         tv: 1e-3,
     };
     job.tile_side = tile_side;
-    // Two tiles keep their forward state between the passes; the others run it again.
-    job.kept_states = 2;
+    // The two deepest stages keep their forward state between the passes; the others run it again.
+    job.kept_stages = 2;
     job
 }
 
@@ -101,7 +101,7 @@ fn candle_case(
     let features = engine.features();
     let tiled_job = job(height, width, content, style, &features, Some(tile_side));
     let plan = tiled_job.tile_plan(&tiled_job.scales[0]).unwrap();
-    assert!(plan.tiles.len() >= 4, "{} tiles", plan.tiles.len());
+    assert!(plan.tiles() >= 4, "{} tiles", plan.tiles());
     let whole_job = OptimiseJob {
         tile_side: None,
         ..tiled_job.clone()
@@ -207,13 +207,13 @@ fn ort_tiled_equals_untiled_and_candle() {
         ),
     ] {
         let mut tiled_job = job(height, width, &content, &style, &features, Some(side));
-        tiled_job.kept_states = kept;
+        tiled_job.kept_stages = kept;
         let whole_job = OptimiseJob {
             tile_side: None,
             ..tiled_job.clone()
         };
         let scale = &tiled_job.scales[0];
-        assert!(tiled_job.tile_plan(scale).unwrap().tiles.len() >= 4);
+        assert!(tiled_job.tile_plan(scale).unwrap().tiles() >= 4);
         let x = point(height, width, DType::F32);
         let tiled = engine
             .evaluator(&tiled_job, scale)
@@ -294,5 +294,5 @@ fn ort_sessions_depend_on_layers_not_weights() {
             .evaluate(&x)
             .unwrap();
     }
-    assert!(engine.sessions_held() <= stylize::runtime::sessions::DEFAULT_SESSIONS);
+    assert!(engine.sessions_held() <= stylize::engine::ort_engine::LOSS_SESSIONS);
 }

@@ -10,8 +10,6 @@ use anyhow::{Context, Result, bail};
 
 use stylize::engine::footprint::{Footprint, JobShape};
 use stylize::memory::Budget;
-use stylize::model::Layer;
-use stylize::net::tiling::TilePlan;
 
 /// One configuration's figures, as `stylize run --report` prints them.
 #[derive(serde::Deserialize)]
@@ -19,7 +17,7 @@ struct Report {
     peak_rss_bytes: Option<u64>,
     seconds_per_iteration: f64,
     tiles: usize,
-    kept_states: usize,
+    kept_stages: usize,
     estimate_bytes: u64,
 }
 
@@ -88,15 +86,16 @@ fn run_one(
 
 /// Whether the memory model says `frame` runs untiled within this machine's budget.
 fn untiled_fits((w, h): (u32, u32), iterations: usize, footprint: &Footprint, budget: u64) -> bool {
-    let deepest = Layer::new(5, 1).expect("relu5_1");
     let pixels = (w * h) as usize;
     let job = JobShape {
         frame_pixels: pixels,
-        tile_pixels: TilePlan::new(h as usize, w as usize, deepest, None).largest_tile_pixels(),
+        whole_pixels: pixels,
+        tile_values: 0,
+        stage_map_values: 0,
+        kept_values: (0, 0, 0),
         style_pixels: pixels,
         // A run of N iterations stores at most N - 1 curvature pairs.
         history: iterations.saturating_sub(1),
-        held_states: 0,
     };
     footprint.job_bytes(&job) + footprint.resident <= budget
 }
@@ -171,7 +170,7 @@ fn table(
                 label,
                 mode,
                 r.tiles,
-                r.kept_states,
+                r.kept_stages,
                 r.peak_rss_bytes
                     .map_or("n/a".into(), |b| (b >> 20).to_string()),
                 r.estimate_bytes >> 20,

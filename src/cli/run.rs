@@ -94,7 +94,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         precompute = %backends.features.name(),
         size = request.options.size,
         tiles = plan.tiles,
-        kept_states = plan.kept_states,
+        kept_stages = plan.kept_stages,
         lbfgs_history = plan.history,
         memory_estimate_mib = plan.estimate >> 20,
         budget_mib = budget.bytes >> 20,
@@ -126,7 +126,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 "peak_rss_bytes": stylize::bench::peak_rss_bytes(),
                 "seconds_per_iteration": per_iteration,
                 "tiles": plan.tiles,
-                "kept_states": plan.kept_states,
+                "kept_stages": plan.kept_stages,
                 "estimate_bytes": plan.estimate + footprint.resident,
             })
         );

@@ -8,14 +8,15 @@ use candle_core::{DType, Device, Tensor};
 
 use super::driver::{self, Evaluate, Placement};
 use super::loss::{LayerTarget, Objective, content_targets, style_targets};
-use super::tiled::{TapTerm, TileForward, TilePasses, TileRun, TiledObjective, frame_features};
+use super::tiled::{StageForward, StagePasses, TapTerm, TileRun, TiledObjective, frame_features};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
 use crate::features::CandleFeatures;
 use crate::features::candle::device_name;
 use crate::model::{InputConvention, Layer, Vgg19Weights};
 use crate::net::Pooling;
-use crate::net::tiling::{TilePlan, Window, core_gram_sum};
+use crate::net::stages::{Stage, StagedPlan};
+use crate::net::tiling::{Window, core_gram_sum};
 use crate::net::vgg::{Activations, VggNet};
 
 pub struct CandleEngine {
@@ -34,79 +35,63 @@ pub struct CandlePasses<'a> {
     pub net: &'a VggNet,
 }
 
-fn deepest_of(layers: impl IntoIterator<Item = Layer>) -> Result<Layer> {
-    layers
-        .into_iter()
-        .max()
-        .ok_or_else(|| Error::invalid("layers", "no content or style layer given"))
-}
-
-impl TilePasses for CandlePasses<'_> {
+impl StagePasses for CandlePasses<'_> {
     type State = Activations;
-
-    fn features(&self, tile_image: &Tensor, layers: &[Layer]) -> Result<Vec<Tensor>> {
-        self.net.tapped(tile_image, layers)
-    }
 
     fn forward(
         &self,
-        tile_image: &Tensor,
+        stage: Stage,
+        input: &Tensor,
         content: &[Layer],
         style: &[(Layer, Window)],
         run: TileRun,
-    ) -> Result<TileForward<Activations>> {
+    ) -> Result<StageForward<Activations>> {
         let taps: Vec<Layer> = content
             .iter()
             .copied()
             .chain(style.iter().map(|(l, _)| *l))
             .collect();
-        let acts = self.net.forward(
-            tile_image,
-            deepest_of(taps.iter().copied())?,
-            &taps,
-            run.keep,
-        )?;
-        let map = |layer: Layer| {
-            acts.get(layer)
-                .ok_or_else(|| Error::invalid("layers", format!("{layer} not computed")))
-        };
+        let (acts, output) = self.net.stage_forward(input, stage, &taps, run.keep)?;
         let content_maps = content
             .iter()
-            .map(|&l| map(l).cloned())
+            .map(|&l| map_of(&acts, l).cloned())
             .collect::<Result<_>>()?;
         let gram_sums = style
             .iter()
-            .map(|&(l, core)| core_gram_sum(map(l)?, core))
+            .map(|&(l, core)| core_gram_sum(map_of(&acts, l)?, core))
             .collect::<Result<_>>()?;
-        Ok(TileForward {
+        Ok(StageForward {
             content_maps,
             gram_sums,
+            output,
             state: run.keep.then_some(acts),
         })
     }
 
     fn backward(
         &self,
+        stage: Stage,
         acts: Activations,
-        cores: &[Window],
         terms: &[TapTerm],
+        output_grad: Option<&Tensor>,
         _run: TileRun,
     ) -> Result<Tensor> {
         let tap_grads = terms
             .iter()
-            .zip(cores)
-            .map(|(term, &core)| {
-                let features = acts.get(term.layer()).ok_or_else(|| {
-                    Error::invalid("layers", format!("{} not computed", term.layer()))
-                })?;
-                Ok((term.layer(), term.gradient(features, core)?))
-            })
+            .map(|term| Ok((term.layer(), term.gradient(map_of(&acts, term.layer())?)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.net.backward(&acts, &tap_grads)
+        self.net
+            .stage_backward(&acts, stage, &tap_grads, output_grad)
     }
 }
 
-impl<P: TilePasses> Evaluate for TiledObjective<P> {
+/// A forward pass's map at `layer`.
+fn map_of(acts: &Activations, layer: Layer) -> Result<&Tensor> {
+    acts.get(layer)
+        .ok_or_else(|| Error::invalid("layers", format!("{layer} not computed")))
+}
+
+impl<P: StagePasses> Evaluate for TiledObjective<P> {
     fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
         TiledObjective::evaluate(self, x)
     }
@@ -146,7 +131,7 @@ impl CandleEngine {
 
     /// The untiled loss-and-gradient evaluator for one scale of `job`.
     pub fn objective(&self, job: &OptimiseJob, scale: &ScaleTargets) -> Result<Objective<'_>> {
-        let plan = TilePlan::whole(scale.content.height, scale.content.width);
+        let plan = StagedPlan::whole(scale.content.height, scale.content.width);
         let (content, style) = self.targets(job, scale, &plan, &self.placement())?;
         Ok(Objective {
             net: &self.net,
@@ -188,7 +173,7 @@ impl CandleEngine {
                 content,
                 style,
                 weights: job.weights,
-                kept_states: job.kept_states,
+                kept_stages: job.kept_stages,
             })
         })
     }
@@ -199,16 +184,19 @@ impl CandleEngine {
         &self,
         job: &OptimiseJob,
         scale: &ScaleTargets,
-        plan: &TilePlan,
+        plan: &StagedPlan,
         placement: &Placement<'_>,
     ) -> Result<(Vec<LayerTarget>, Vec<LayerTarget>)> {
         let p = placement.upload(&scale.content)?;
         let content_taps: Vec<_> = job.content_layers.iter().map(|(l, _)| *l).collect();
+        let style_taps: Vec<_> = scale.style.iter().map(|(l, _, _)| *l).collect();
         let maps = if content_taps.is_empty() {
             Vec::new()
+        } else if plan.is_whole() {
+            self.net.tapped(&p, &content_taps)?
         } else {
             let passes = CandlePasses { net: &self.net };
-            frame_features(&passes, &p, plan, &content_taps)?
+            frame_features(&passes, &p, plan, &content_taps, &style_taps)?
         };
         let content = content_targets(&job.content_layers, maps);
         let style = style_targets(&scale.style, self.net.device(), self.net.dtype())?;

@@ -8,19 +8,31 @@
 pub struct Footprint {
     /// What the process holds with no job (weights, runtime, sessions), measured warm.
     pub resident: u64,
-    /// Per pixel of the largest tile's extent while its loss and gradient are evaluated.
-    pub per_tile_pixel: f64,
+    /// Per pixel of a frame evaluated whole (one forward and backward pass over it).
+    pub per_whole_pixel: f64,
+    /// Per value (cell times channel) of the largest stage tile while its forward and
+    /// backward passes run.
+    pub per_tile_value: f64,
     /// Per pixel of the frame for the whole job (image, gradient, moments, targets, results).
     pub per_frame_pixel: f64,
     /// Per pixel of one L-BFGS curvature pair (`s` and `y`, three channels).
     pub per_pair_pixel: f64,
     /// Per pixel of the largest style tile while its Grams are computed (a forward pass).
     pub per_style_pixel: f64,
-    /// Per pixel of a tile's extent for each forward state the tiled evaluation holds
-    /// between its passes besides the running tile's (ReLU masks, pool indices, tapped maps).
-    pub per_state_pixel: f64,
+    /// What a kept stage tile's state holds per value: per convolution (its ReLU mask, or
+    /// its whole output), per tapped layer (its output, when the masks are not outputs) and
+    /// for the pool's indices.
+    pub state: StateBytes,
     /// Added to every estimate for what the model does not resolve (allocator slack).
     pub margin: f64,
+}
+
+/// Bytes per value of a kept stage state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StateBytes {
+    pub per_conv: f64,
+    pub per_tap: f64,
+    pub pool_index: f64,
 }
 
 /// What a job is, for its estimate.
@@ -28,52 +40,74 @@ pub struct Footprint {
 pub struct JobShape {
     /// Pixels of the largest scale's frame.
     pub frame_pixels: usize,
-    /// Pixels of the largest tile the optimisation evaluates (the frame when untiled).
-    pub tile_pixels: usize,
+    /// Pixels of the frame when it is evaluated whole (0 when staged in tiles).
+    pub whole_pixels: usize,
+    /// Values of the largest stage tile (0 when whole).
+    pub tile_values: usize,
+    /// Values of the stage maps held whole between stages: the pooled outputs, and the
+    /// gradients at them (counted from the plan).
+    pub stage_map_values: usize,
+    /// Values the kept stage states hold, by kind: `(conv, tap, pooled)` sums of each
+    /// tile's values times convolutions, tapped layers and pool (counted from the plan).
+    pub kept_values: (usize, usize, usize),
     /// Pixels of the largest style tile the precompute runs.
     pub style_pixels: usize,
     /// L-BFGS pairs kept (0 for Adam).
     pub history: usize,
-    /// Tile forward states held besides the running tile's (kept states minus one).
-    pub held_states: usize,
 }
+
+/// Bytes of a float32 value.
+const FLOAT: f64 = 4.0;
 
 impl Footprint {
     /// ONNX Runtime on the CPU, fitted above the peaks `stylize run` reached (2 L-BFGS
     /// iterations, 2-core x86-64): untiled 512x288 0.96 GiB, 1024x576 2.49 GiB, 1920x1080
-    /// 7.46 GiB (3.45 KB per pixel above ~0.5 GiB); tiled 1024x576 at 128/256/512-pixel
-    /// cores 0.90/1.13/1.45 GiB; a style precompute at 1024x811 1.08 GiB; since a tile's
-    /// forward state passes from one graph to the other and the arena lasts an evaluation,
-    /// 1920x1080 in four 1040x620 tiles, one state kept, 4.03 GiB (the tile term raised from
-    /// 3600 to 4000 B per pixel to stay above it). The resident set
-    /// covers the tiled path's three sessions.
+    /// 7.46 GiB (3.45 KB per pixel above ~0.5 GiB); a style precompute at 1024x811
+    /// 1.08 GiB. Stage tiles: see docs/operations.md. The resident set covers the loss
+    /// sessions of a staged job.
     pub const ORT_CPU: Self = Self {
         resident: 800 << 20,
-        per_tile_pixel: 4000.0,
+        per_whole_pixel: 3800.0,
+        per_tile_value: 48.0,
         per_frame_pixel: 120.0,
         per_pair_pixel: 24.0,
         per_style_pixel: 1200.0,
-        per_state_pixel: 1400.0,
+        state: StateBytes {
+            per_conv: 1.0,
+            per_tap: 4.0,
+            pool_index: 2.0,
+        },
         margin: 1.1,
     };
 
     /// candle on the CPU (and, unmeasured, on CUDA, where the same tensors live in device
     /// memory), fitted above: untiled 512x288 0.86 GiB, 768x432 1.41 GiB (3.1 KB per pixel
-    /// above ~0.45 GiB); tiled 1024x576 at 256-pixel cores 0.91 GiB.
+    /// above ~0.45 GiB). Its kept state is every ReLU output in float32.
     pub const CANDLE_CPU: Self = Self {
         resident: 600 << 20,
-        per_tile_pixel: 4000.0,
+        per_whole_pixel: 3800.0,
+        per_tile_value: 48.0,
         per_frame_pixel: 120.0,
         per_pair_pixel: 24.0,
         per_style_pixel: 1200.0,
-        per_state_pixel: 1400.0,
+        state: StateBytes {
+            per_conv: 4.0,
+            per_tap: 0.0,
+            pool_index: 0.0,
+        },
         margin: 1.1,
     };
 
     /// Peak bytes of one job, the process's resident set excluded.
     pub fn job_bytes(&self, job: &JobShape) -> u64 {
-        let optimise = self.per_tile_pixel * job.tile_pixels as f64
-            + self.per_state_pixel * (job.held_states * job.tile_pixels) as f64
+        let (conv, tap, pooled) = job.kept_values;
+        let states = self.state.per_conv * conv as f64
+            + self.state.per_tap * tap as f64
+            + self.state.pool_index * pooled as f64;
+        let optimise = self.per_whole_pixel * job.whole_pixels as f64
+            + self.per_tile_value * job.tile_values as f64
+            + FLOAT * job.stage_map_values as f64
+            + states
             + self.per_frame_pixel * job.frame_pixels as f64
             + self.per_pair_pixel * (job.history * job.frame_pixels) as f64;
         let precompute = self.per_style_pixel * job.style_pixels as f64
@@ -96,15 +130,17 @@ mod tests {
         let f = Footprint::ORT_CPU;
         let shape = JobShape {
             frame_pixels: 1920 * 1080,
-            tile_pixels: 512 * 512,
+            whole_pixels: 0,
+            tile_values: 64 * 512 * 512,
+            stage_map_values: 16 * 1920 * 1080,
+            kept_values: (0, 0, 0),
             style_pixels: 512 * 512,
             history: 10,
-            held_states: 0,
         };
         let base = f.job_bytes(&shape);
         for bigger in [
             JobShape {
-                tile_pixels: 1024 * 1024,
+                tile_values: 64 * 1024 * 1024,
                 ..shape
             },
             JobShape {
@@ -116,7 +152,7 @@ mod tests {
                 ..shape
             },
             JobShape {
-                held_states: 3,
+                kept_values: (1 << 20, 0, 0),
                 ..shape
             },
         ] {

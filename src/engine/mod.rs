@@ -21,7 +21,7 @@ pub use ort_engine::OrtEngine;
 use crate::error::Result;
 use crate::model::{InputConvention, InputImage, Layer};
 use crate::net::Gram;
-use crate::net::tiling::TilePlan;
+use crate::net::stages::StagedPlan;
 
 /// Which optimiser drives the image.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,9 +76,10 @@ pub struct OptimiseJob {
     /// Evaluate in tiles whose cores are at most this many pixels on a side (`None`: each
     /// scale in one piece). Tiling bounds memory; the loss and gradient stay exact.
     pub tile_side: Option<usize>,
-    /// Tiles whose forward state the tiled evaluation keeps between its passes (at least
-    /// one; each kept state saves a forward pass and holds its tile's activations).
-    pub kept_states: usize,
+    /// Stages, deepest first, whose tiles' forward state the tiled evaluation keeps between
+    /// its passes (at least one; each kept stage saves its forward passes and holds its
+    /// tiles' ReLU masks, pool indices and tapped maps).
+    pub kept_stages: usize,
 }
 
 impl OptimiseJob {
@@ -93,12 +94,15 @@ impl OptimiseJob {
     }
 
     /// How `scale`'s frame is cut for evaluation.
-    pub fn tile_plan(&self, scale: &ScaleTargets) -> Result<TilePlan> {
+    pub fn tile_plan(&self, scale: &ScaleTargets) -> Result<StagedPlan> {
         let deepest = self
             .deepest_layer()
             .ok_or_else(|| crate::error::Error::invalid("layers", "no content or style layer"))?;
         let (h, w) = (scale.content.height, scale.content.width);
-        Ok(TilePlan::new(h, w, deepest, self.tile_side))
+        Ok(match self.tile_side {
+            Some(side) => StagedPlan::new(h, w, deepest, Some(side)),
+            None => StagedPlan::whole(h, w),
+        })
     }
 }
 

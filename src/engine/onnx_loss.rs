@@ -6,7 +6,8 @@
 //! Weights are inputs, never constants, so sessions depend on the layers alone.
 
 use crate::model::{Layer, Vgg19Weights};
-use crate::net::onnx_vgg::{add_gram, add_vgg, conv3x3_attrs, image_dims};
+use crate::net::onnx_vgg::{add_conv_relu, add_gram, add_vgg, conv3x3_attrs, image_dims};
+use crate::net::stages::Stage;
 use crate::onnx::{DataType, Dim, GraphBuilder, int, ints, to_double, winograd};
 
 use crate::net::Pooling;
@@ -146,35 +147,34 @@ fn relu_masks(b: &mut GraphBuilder, relus: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Back-propagates the tap gradients (`tap_grads[position]`, summed per layer) through the
-/// stack to the image: ReLU masks (`masks`, bool), flipped-kernel convolutions, max-pool
-/// gradients.
+/// Back-propagates through the convolutions at `first ..` (`masks.len()` of them) to the
+/// first one's input: `start` is a gradient already at the last one's ReLU output, and
+/// `tap_grads[i]` are added at position `first + i`'s; ReLU masks (`masks[i]`, bool),
+/// flipped-kernel convolutions, and max-pool gradients where `indices[i]` names the pool
+/// before position `first + i`.
 fn add_backward(
     b: &mut GraphBuilder,
     weights: &Vgg19Weights,
+    first: usize,
     masks: &[String],
     indices: &[Option<String>],
     tap_grads: &[Vec<String>],
+    start: Option<String>,
 ) -> Option<String> {
     let zero = b.scalar(0.0);
-    let mut grad: Option<String> = None;
-    for position in (0..masks.len()).rev() {
-        let layer = Layer::at_position(position);
-        for tap in &tap_grads[position] {
+    let mut grad: Option<String> = start;
+    for i in (0..masks.len()).rev() {
+        let layer = Layer::at_position(first + i);
+        for tap in &tap_grads[i] {
             grad = Some(match grad {
                 Some(acc) => b.op("Add", &[&acc, tap], vec![], "tap_sum"),
                 None => tap.clone(),
             });
         }
         let Some(g) = grad.take() else { continue };
-        let masked = b.op(
-            "Where",
-            &[&masks[position], &g, &zero],
-            vec![],
-            "pre_relu_grad",
-        );
+        let masked = b.op("Where", &[&masks[i], &g, &zero], vec![], "pre_relu_grad");
         let (out, inp) = (layer.channels(), layer.in_channels());
-        let flipped = weights.convs[position].input_gradient_kernel(out, inp);
+        let flipped = weights.convs[first + i].input_gradient_kernel(out, inp);
         let name = format!("{layer}.weight_flipped");
         let input_grad = if winograd::worthwhile(out) {
             let zeros = b.floats(
@@ -193,8 +193,8 @@ fn add_backward(
                 "conv_input_grad",
             )
         };
-        grad = Some(match &indices[position] {
-            Some(idx) => max_pool_backward(b, &input_grad, idx, &masks[position - 1]),
+        grad = Some(match &indices[i] {
+            Some(idx) => max_pool_backward(b, &input_grad, idx, &masks[i - 1]),
             None => input_grad,
         });
     }
@@ -245,7 +245,7 @@ pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
             tap_grads[layer.conv_position()].push(grad);
         }
         let masks = relu_masks(&mut b, &relus);
-        image_grad = add_backward(&mut b, weights, &masks, &indices, &tap_grads);
+        image_grad = add_backward(&mut b, weights, 0, &masks, &indices, &tap_grads, None);
     }
     let twice_gamma = scalar_input(&mut b, TV_COEF);
     let (tv, tv_grad) = total_variation(&mut b, IMAGE, &twice_gamma);
@@ -258,17 +258,15 @@ pub fn build(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
     b.finish()
 }
 
-/// What every name of a tile's kept state starts with: the outputs of the forward graph
-/// that are inputs of the backward graph.
+/// What every name of a tile's kept state starts with: the outputs of a stage's forward
+/// graph that are inputs of its backward graph.
 pub const STATE_PREFIX: &str = "state_";
 
 pub fn state_mask(position: usize) -> String {
     format!("{STATE_PREFIX}mask_{position}")
 }
 
-pub fn state_index(position: usize) -> String {
-    format!("{STATE_PREFIX}index_{position}")
-}
+pub const STATE_POOL_INDEX: &str = "state_pool_index";
 
 pub fn state_relu(layer: Layer) -> String {
     format!("{STATE_PREFIX}relu_{layer}")
@@ -279,6 +277,12 @@ pub fn core_gram(layer: Layer) -> String {
     format!("core_gram_{layer}")
 }
 
+/// A stage's input map (the image for the first stage) and the gradient with respect to it.
+pub const STAGE_INPUT: &str = "stage_input";
+/// A stage's pooled output, and the gradient with respect to it.
+pub const STAGE_OUTPUT: &str = "stage_output";
+pub const OUTPUT_GRAD: &str = "output_grad";
+
 fn state_dims() -> [Dim; 4] {
     [
         Dim::Fixed(1),
@@ -288,109 +292,141 @@ fn state_dims() -> [Dim; 4] {
     ]
 }
 
-/// Encodes the forward model of one tile (max pooling only; see `engine::tiled`). Inputs:
-/// the tile's image and, per style layer, a mask of the tile's core. Outputs: per style
-/// layer `F F^T` over the core (`core_gram`), and the state its backward model reads: the
-/// ReLU masks and pool indices of every layer, the tapped layers' outputs.
-pub fn build_tile_forward(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
-    let mut b = GraphBuilder::new("stylize_vgg19_tile_forward");
-    b.input(IMAGE, &image_dims());
-    let Some(deepest) = spec.deepest() else {
-        return b.finish();
-    };
-    let (relus, indices) = add_vgg(&mut b, weights, IMAGE, deepest, Pooling::Max, true, true);
+fn stage_input_dims(stage: Stage) -> [Dim; 4] {
+    [
+        Dim::Fixed(1),
+        Dim::Fixed(stage.in_channels() as i64),
+        Dim::Named("height"),
+        Dim::Named("width"),
+    ]
+}
+
+fn pooled_dims(stage: Stage) -> [Dim; 4] {
+    [
+        Dim::Fixed(1),
+        Dim::Fixed(stage.channels() as i64),
+        Dim::Named("ph"),
+        Dim::Named("pw"),
+    ]
+}
+
+/// What one stage graph computes: the stage and the content and style layers inside it.
+/// Sessions are keyed by it, so stages that read the same layers share them across jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StageSpec {
+    pub stage: Stage,
+    pub content: Vec<Layer>,
+    pub style: Vec<Layer>,
+}
+
+impl StageSpec {
+    /// `spec`'s layers that lie in `stage`.
+    pub fn of(stage: Stage, spec: &LossSpec) -> Self {
+        let inside = |layers: &[Layer]| -> Vec<Layer> {
+            layers.iter().copied().filter(|l| stage.contains(*l)).collect()
+        };
+        Self {
+            stage,
+            content: inside(&spec.content),
+            style: inside(&spec.style),
+        }
+    }
+}
+
+/// Encodes the forward model of one stage tile (max pooling only; see `engine::tiled`).
+/// Inputs: the tile's input map and, per style layer, a mask of the tile's core. Outputs:
+/// per style layer `F F^T` over the core (`core_gram`); the pooled output when the stage
+/// pools; and the state its backward model reads: the ReLU masks, the pool's indices, the
+/// tapped layers' outputs (also what the content terms read).
+pub fn build_stage_forward(weights: &Vgg19Weights, spec: &StageSpec) -> Vec<u8> {
+    let stage = spec.stage;
+    let mut b = GraphBuilder::new("stylize_vgg19_stage_forward");
+    b.input(STAGE_INPUT, &stage_input_dims(stage));
+    let mut relus = Vec::new();
+    let mut current = STAGE_INPUT.to_string();
+    for layer in stage.layers() {
+        current = add_conv_relu(&mut b, weights, layer, &current, true);
+        relus.push(current.clone());
+    }
+    let relu_of = |layer: Layer| &relus[layer.conv_position() - stage.first];
     for &layer in &spec.style {
-        let relu = &relus[layer.conv_position()];
         let c = layer.channels() as i64;
         let mask = b.input(&core_mask(layer), &map_dims(1));
         let (shape, row) = (b.int64s(&[c, -1]), b.int64s(&[1, -1]));
-        let flat = b.op("Reshape", &[relu, &shape], vec![], "flat");
+        let flat = b.op("Reshape", &[relu_of(layer), &shape], vec![], "flat");
         let mask = b.op("Reshape", &[&mask, &row], vec![], "flat_mask");
         let core = b.op("Mul", &[&flat, &mask], vec![], "core_flat");
         // Gemm's transposed operand needs no transposed copy of F.
         let gram = b.op("Gemm", &[&core, &flat], vec![int("transB", 1)], "core_gram");
         b.output(&gram, &core_gram(layer), &[Dim::Fixed(c), Dim::Fixed(c)]);
     }
+    if stage.pooled_after {
+        let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
+        let (pooled, index) = ("pooled".to_string(), "pool_index".to_string());
+        b.op_into("MaxPool", &[&current], attrs, &[&pooled, &index]);
+        b.output(&pooled, STAGE_OUTPUT, &pooled_dims(stage));
+        b.typed_output(&index, STATE_POOL_INDEX, DataType::Int64, &state_dims());
+    }
     let masks = relu_masks(&mut b, &relus);
-    for (position, mask) in masks.iter().enumerate() {
-        b.typed_output(mask, &state_mask(position), DataType::Bool, &state_dims());
-        if let Some(index) = &indices[position] {
-            b.typed_output(
-                index,
-                &state_index(position),
-                DataType::Int64,
-                &state_dims(),
-            );
-        }
+    for (mask, layer) in masks.iter().zip(stage.layers()) {
+        let name = state_mask(layer.conv_position());
+        b.typed_output(mask, &name, DataType::Bool, &state_dims());
     }
     for &layer in spec.content.iter().chain(&spec.style) {
         if !b.has_output(&state_relu(layer)) {
-            b.output(
-                &relus[layer.conv_position()],
-                &state_relu(layer),
-                &state_dims(),
-            );
+            b.output(relu_of(layer), &state_relu(layer), &state_dims());
         }
     }
     b.finish()
 }
 
-/// Encodes the backward model of one tile: from the forward model's state, the gradient
-/// over the tile (total variation excluded). Inputs besides the state: per content layer its
-/// target over the tile's map and its coefficient; per style layer `coef · (G - A)` with the
-/// frame's Gram; per tapped layer a mask of the tile's core.
-pub fn build_tile_backward(weights: &Vgg19Weights, spec: &LossSpec) -> Vec<u8> {
-    let mut b = GraphBuilder::new("stylize_vgg19_tile_backward");
-    let Some(deepest) = spec.deepest() else {
-        return b.finish();
-    };
-    let positions = deepest.conv_position() + 1;
-    let masks: Vec<String> = (0..positions)
-        .map(|p| b.typed_input(&state_mask(p), DataType::Bool, &state_dims()))
+/// Encodes the backward model of one stage tile: from the forward model's state, the
+/// gradient with respect to the tile's input map. Inputs besides the state: the gradient at
+/// the pooled output (when the stage pools); per content layer its target over the tile's
+/// map and its coefficient; per style layer `coef · (G - A)` with the frame's Gram. Every
+/// term applies over the whole tile: only the core of the result is exact, and used.
+pub fn build_stage_backward(weights: &Vgg19Weights, spec: &StageSpec) -> Vec<u8> {
+    let stage = spec.stage;
+    let mut b = GraphBuilder::new("stylize_vgg19_stage_backward");
+    let masks: Vec<String> = stage
+        .layers()
+        .map(|l| b.typed_input(&state_mask(l.conv_position()), DataType::Bool, &state_dims()))
         .collect();
-    let indices: Vec<Option<String>> = (0..positions)
-        .map(|p| {
-            Layer::at_position(p)
-                .pooled_before()
-                .then(|| b.typed_input(&state_index(p), DataType::Int64, &state_dims()))
-        })
-        .collect();
-    let mut relus: Vec<Option<String>> = vec![None; positions];
+    let mut relus: Vec<Option<String>> = vec![None; stage.convs()];
     let mut relu_of = |b: &mut GraphBuilder, layer: Layer| {
-        relus[layer.conv_position()]
+        relus[layer.conv_position() - stage.first]
             .get_or_insert_with(|| b.input(&state_relu(layer), &state_dims()))
             .clone()
     };
-    let mut tap_grads: Vec<Vec<String>> = vec![Vec::new(); positions];
-    let mut core_masks: Vec<Option<String>> = vec![None; positions];
-    let mut mask_of = |b: &mut GraphBuilder, layer: Layer| {
-        core_masks[layer.conv_position()]
-            .get_or_insert_with(|| b.input(&core_mask(layer), &map_dims(1)))
-            .clone()
-    };
+    let mut tap_grads: Vec<Vec<String>> = vec![Vec::new(); stage.convs()];
     for &layer in &spec.content {
         let relu = relu_of(&mut b, layer);
         let target = b.input(&content_input(layer), &map_dims(layer.channels() as i64));
         let coef = scalar_input(&mut b, &content_coef(layer));
-        let mask = mask_of(&mut b, layer);
         let diff = b.op("Sub", &[&relu, &target], vec![], "content_diff");
-        let scaled = b.op("Mul", &[&diff, &coef], vec![], "content_scaled");
-        let grad = b.op("Mul", &[&scaled, &mask], vec![], "content_grad");
-        tap_grads[layer.conv_position()].push(grad);
+        let grad = b.op("Mul", &[&diff, &coef], vec![], "content_grad");
+        tap_grads[layer.conv_position() - stage.first].push(grad);
     }
     for &layer in &spec.style {
         let relu = relu_of(&mut b, layer);
         let c = layer.channels() as i64;
         let matrix = b.input(&style_matrix(layer), &[Dim::Fixed(c), Dim::Fixed(c)]);
-        let mask = mask_of(&mut b, layer);
         let shape = b.int64s(&[c, -1]);
         let flat = b.op("Reshape", &[&relu, &shape], vec![], "flat");
         let grad = style_tap(&mut b, &matrix, &flat, &relu);
-        let grad = b.op("Mul", &[&grad, &mask], vec![], "style_grad_core");
-        tap_grads[layer.conv_position()].push(grad);
+        tap_grads[layer.conv_position() - stage.first].push(grad);
     }
-    if let Some(grad) = add_backward(&mut b, weights, &masks, &indices, &tap_grads) {
-        b.output(&grad, GRAD, &image_dims());
+    let start = stage.pooled_after.then(|| {
+        let grad = b.input(OUTPUT_GRAD, &pooled_dims(stage));
+        let index = b.typed_input(STATE_POOL_INDEX, DataType::Int64, &state_dims());
+        let last = masks.last().cloned().unwrap_or_default();
+        max_pool_backward(&mut b, &grad, &index, &last)
+    });
+    let indices = vec![None; masks.len()];
+    if let Some(grad) = add_backward(
+        &mut b, weights, stage.first, &masks, &indices, &tap_grads, start,
+    ) {
+        b.output(&grad, GRAD, &stage_input_dims(stage));
     }
     b.finish()
 }

@@ -14,34 +14,39 @@ use ort::value::{DynValue, Tensor as OrtTensor};
 
 use super::driver::{self, Evaluate, Placement};
 use super::loss::{content_targets, style_targets};
-use super::onnx_loss::{self, LossSpec};
-use super::tiled::{TapTerm, TileForward, TilePasses, TileRun, TiledObjective, frame_features};
+use super::onnx_loss::{self, LossSpec, StageSpec};
+use super::tiled::{StageForward, StagePasses, TapTerm, TileRun, TiledObjective, frame_features};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
 use crate::features::{FeatureExtractor, OrtFeatures};
-use crate::model::{InputConvention, InputImage, Layer, Vgg19Weights};
-use crate::net::tiling::{TilePlan, Window};
-use crate::runtime::sessions::{DEFAULT_SESSIONS, SessionTable, SharedSession};
+use crate::model::{InputConvention, Layer, Vgg19Weights};
+use crate::net::stages::{Stage, StagedPlan};
+use crate::net::tiling::Window;
+use crate::runtime::sessions::{SessionTable, SharedSession};
 use crate::runtime::{self, Provider};
 
 fn ort_error(context: &str, err: impl std::fmt::Display) -> Error {
     Error::OnnxRuntime(format!("{context}: {err}"))
 }
 
-/// Which of the two loss graphs a session runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which loss graph a session runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Graph {
-    WholeFrame,
-    TileForward,
-    TileBackward,
+    WholeFrame(LossSpec),
+    StageForward(StageSpec),
+    StageBackward(StageSpec),
 }
+
+/// Loss sessions kept: a tiled job uses a forward and a backward graph per stage (five
+/// stages to relu5_1), and the whole-frame graph serves untiled scales.
+pub const LOSS_SESSIONS: usize = 12;
 
 pub struct OrtEngine {
     environment: &'static Environment,
     weights: Arc<Vgg19Weights>,
     features: Arc<OrtFeatures>,
     threads: usize,
-    sessions: SessionTable<(LossSpec, Graph)>,
+    sessions: SessionTable<Graph>,
 }
 
 type Inputs<'a> = Vec<(String, SessionInputValue<'a>)>;
@@ -75,7 +80,7 @@ impl OrtEngine {
             weights,
             features,
             threads,
-            sessions: SessionTable::new(DEFAULT_SESSIONS),
+            sessions: SessionTable::new(LOSS_SESSIONS),
         }
     }
 
@@ -84,12 +89,14 @@ impl OrtEngine {
         self.sessions.len()
     }
 
-    fn session(&self, spec: &LossSpec, graph: Graph) -> Result<SharedSession> {
-        self.sessions.get_or_build(&(spec.clone(), graph), || {
-            let model = match graph {
-                Graph::WholeFrame => onnx_loss::build(&self.weights, spec),
-                Graph::TileForward => onnx_loss::build_tile_forward(&self.weights, spec),
-                Graph::TileBackward => onnx_loss::build_tile_backward(&self.weights, spec),
+    fn session(&self, graph: Graph) -> Result<SharedSession> {
+        self.sessions.get_or_build(&graph, || {
+            let model = match &graph {
+                Graph::WholeFrame(spec) => onnx_loss::build(&self.weights, spec),
+                Graph::StageForward(spec) => onnx_loss::build_stage_forward(&self.weights, spec),
+                Graph::StageBackward(spec) => {
+                    onnx_loss::build_stage_backward(&self.weights, spec)
+                }
             };
             // The loss graphs' Winograd operators are CPU kernels: this engine runs on the CPU.
             runtime::session(self.environment, &model, self.threads, true, Provider::Cpu)
@@ -102,7 +109,7 @@ impl OrtEngine {
         job: &OptimiseJob,
         scale: &ScaleTargets,
     ) -> Result<Box<dyn Evaluate + '_>> {
-        let plan = TilePlan::whole(scale.content.height, scale.content.width);
+        let plan = StagedPlan::whole(scale.content.height, scale.content.width);
         self.evaluator_under(job, scale, plan)
     }
 
@@ -122,21 +129,20 @@ impl OrtEngine {
         &'a self,
         job: &OptimiseJob,
         scale: &ScaleTargets,
-        plan: TilePlan,
+        plan: StagedPlan,
     ) -> Result<Box<dyn Evaluate + 'a>> {
         let spec = LossSpec {
             content: job.content_layers.iter().map(|(l, _)| *l).collect(),
             style: scale.style.iter().map(|(l, _, _)| *l).collect(),
         };
-        let passes = OrtPasses {
-            engine: self,
-            spec: spec.clone(),
-        };
-        let x = Tensor::from_slice(&scale.content.data, scale.content.shape(), &Device::Cpu)?;
+        let passes = OrtPasses { engine: self };
         let maps = if spec.content.is_empty() {
             Vec::new()
+        } else if plan.is_whole() {
+            self.features.maps(&scale.content, &spec.content)?
         } else {
-            frame_features(&passes, &x, &plan, &spec.content)?
+            let x = Tensor::from_slice(&scale.content.data, scale.content.shape(), &Device::Cpu)?;
+            frame_features(&passes, &x, &plan, &spec.content, &spec.style)?
         };
         let content = content_targets(&job.content_layers, maps);
         let style = style_targets(&scale.style, &Device::Cpu, DType::F32)?;
@@ -147,7 +153,7 @@ impl OrtEngine {
                 content,
                 style,
                 weights: job.weights,
-                kept_states: job.kept_states,
+                kept_stages: job.kept_stages,
             }));
         }
         let w = job.weights;
@@ -180,7 +186,7 @@ impl OrtEngine {
             ort_scalar(2.0 * w.tv, "tv coefficient")?,
         ));
         Ok(Box::new(OrtObjective {
-            session: self.session(&spec, Graph::WholeFrame)?,
+            session: self.session(Graph::WholeFrame(spec))?,
             inputs,
             content: job.content_layers.clone(),
             style: scale.style.iter().map(|(l, w, _)| (*l, *w)).collect(),
@@ -291,76 +297,67 @@ impl OrtObjective {
     }
 }
 
-/// ONNX Runtime's per-tile passes: the precompute's feature graph for whole maps, and the
-/// tile forward and backward graphs for `spec`'s layers.
+/// ONNX Runtime's per-tile passes: each stage's forward and backward graphs.
 struct OrtPasses<'a> {
     engine: &'a OrtEngine,
-    spec: LossSpec,
 }
 
 /// The forward graph's outputs the backward graph reads, by name.
 type TileState = Vec<(String, DynValue)>;
 
-/// The core mask input for `layer` over a tile of `height` x `width`.
-fn core_mask_input(
-    layer: Layer,
-    core: Window,
-    height: usize,
-    width: usize,
-) -> Result<(String, SessionInputValue<'static>)> {
-    let (mh, mw) = layer.output_size(height, width);
-    let mask = ort_tensor(&[1, 1, mh, mw], core_mask(core, mh, mw), "core mask")?;
-    Ok((onnx_loss::core_mask(layer), mask.into()))
-}
-
-impl TilePasses for OrtPasses<'_> {
+impl StagePasses for OrtPasses<'_> {
     type State = TileState;
-
-    fn features(&self, tile_image: &Tensor, layers: &[Layer]) -> Result<Vec<Tensor>> {
-        let (_, _, height, width) = tile_image.dims4()?;
-        let image = InputImage {
-            height,
-            width,
-            data: tile_image.flatten_all()?.to_vec1::<f32>()?,
-        };
-        self.engine.features.maps(&image, layers)
-    }
 
     fn forward(
         &self,
-        tile_image: &Tensor,
+        stage: Stage,
+        input: &Tensor,
         content: &[Layer],
         style: &[(Layer, Window)],
         run: TileRun,
-    ) -> Result<TileForward<TileState>> {
-        let session = self.engine.session(&self.spec, Graph::TileForward)?;
-        let (_, _, height, width) = tile_image.dims4()?;
+    ) -> Result<StageForward<TileState>> {
+        let spec = StageSpec {
+            stage,
+            content: content.to_vec(),
+            style: style.iter().map(|(l, _)| *l).collect(),
+        };
+        let session = self.engine.session(Graph::StageForward(spec))?;
+        let (_, _, height, width) = input.dims4()?;
         let mut inputs: Inputs<'_> = vec![(
-            onnx_loss::IMAGE.to_string(),
-            image_input(tile_image)?.into(),
+            onnx_loss::STAGE_INPUT.to_string(),
+            from_candle(input, "stage input")?.into(),
         )];
         for &(layer, core) in style {
-            inputs.push(core_mask_input(layer, core, height, width)?);
+            let mask = ort_tensor(
+                &[1, 1, height, width],
+                core_mask(core, height, width),
+                "core mask",
+            )?;
+            inputs.push((onnx_loss::core_mask(layer), mask.into()));
         }
-        // The arena is handed back after the evaluation's last forward pass: kept, it would
-        // outlive the job in the session table.
+        let channels = stage.channels();
+        // The arena is handed back after the stage's last tile: kept, it would outlive the
+        // job in the session table.
         run_session(&session, inputs, run.last, |mut outputs| {
+            let map = (1, channels, height, width);
             let content_maps = content
                 .iter()
-                .map(|&layer| {
-                    let (lh, lw) = layer.output_size(height, width);
-                    let shape = (1, layer.channels(), lh, lw);
-                    output_tensor(&outputs, &onnx_loss::state_relu(layer), shape)
-                })
+                .map(|&layer| output_tensor(&outputs, &onnx_loss::state_relu(layer), map))
                 .collect::<Result<_>>()?;
             let gram_sums = style
                 .iter()
                 .map(|&(layer, _)| {
-                    let c = layer.channels();
                     let values = output_values::<f32>(&outputs, &onnx_loss::core_gram(layer))?;
-                    Ok(Tensor::from_slice(values, (c, c), &Device::Cpu)?.to_dtype(DType::F64)?)
+                    let gram = Tensor::from_slice(values, (channels, channels), &Device::Cpu)?;
+                    Ok(gram.to_dtype(DType::F64)?)
                 })
                 .collect::<Result<_>>()?;
+            let output = if stage.pooled_after {
+                let pooled = (1, channels, height / 2, width / 2);
+                Some(output_tensor(&outputs, onnx_loss::STAGE_OUTPUT, pooled)?)
+            } else {
+                None
+            };
             let state = if run.keep {
                 let names: Vec<String> = outputs
                     .keys()
@@ -375,9 +372,10 @@ impl TilePasses for OrtPasses<'_> {
             } else {
                 None
             };
-            Ok(TileForward {
+            Ok(StageForward {
                 content_maps,
                 gram_sums,
+                output,
                 state,
             })
         })
@@ -385,27 +383,32 @@ impl TilePasses for OrtPasses<'_> {
 
     fn backward(
         &self,
+        stage: Stage,
         state: TileState,
-        cores: &[Window],
         terms: &[TapTerm],
+        output_grad: Option<&Tensor>,
         run: TileRun,
     ) -> Result<Tensor> {
-        let session = self.engine.session(&self.spec, Graph::TileBackward)?;
-        let mask_shape = |name: &str| -> Result<Vec<i64>> {
-            let (_, value) = state
-                .iter()
-                .find(|(n, _)| n == name)
-                .ok_or_else(|| ort_error("tile state missing", name))?;
-            Ok(value.shape().iter().copied().collect())
+        let mut spec = StageSpec {
+            stage,
+            content: Vec::new(),
+            style: Vec::new(),
         };
         // The first layer's ReLU mask has the tile's size.
-        let first = mask_shape(&onnx_loss::state_mask(0))?;
-        let (height, width) = (first[2] as usize, first[3] as usize);
+        let first = onnx_loss::state_mask(stage.first);
+        let (_, mask) = state
+            .iter()
+            .find(|(n, _)| *n == first)
+            .ok_or_else(|| ort_error("tile state missing", &first))?;
+        let (height, width) = match mask.shape()[..] {
+            [_, _, h, w] => (h as usize, w as usize),
+            _ => return Err(ort_error("tile state", "a mask is not 4-dimensional")),
+        };
         let mut inputs: Inputs<'_> = Vec::new();
-        let mut masked: Vec<Layer> = Vec::new();
-        for (term, core) in terms.iter().zip(cores) {
+        for term in terms {
             match term {
                 TapTerm::Style { layer, matrix } => {
+                    spec.style.push(*layer);
                     inputs.push((
                         onnx_loss::style_matrix(*layer),
                         from_candle(matrix, "style matrix")?.into(),
@@ -416,6 +419,7 @@ impl TilePasses for OrtPasses<'_> {
                     coef,
                     target,
                 } => {
+                    spec.content.push(*layer);
                     inputs.push((
                         onnx_loss::content_input(*layer),
                         from_candle(target, "content target")?.into(),
@@ -426,17 +430,20 @@ impl TilePasses for OrtPasses<'_> {
                     ));
                 }
             }
-            let layer = term.layer();
-            if !masked.contains(&layer) {
-                masked.push(layer);
-                inputs.push(core_mask_input(layer, *core, height, width)?);
-            }
+        }
+        if let Some(grad) = output_grad {
+            inputs.push((
+                onnx_loss::OUTPUT_GRAD.to_string(),
+                from_candle(grad, "output gradient")?.into(),
+            ));
         }
         for (name, value) in state {
             inputs.push((name, value.into()));
         }
+        let session = self.engine.session(Graph::StageBackward(spec))?;
+        let shape = (1, stage.in_channels(), height, width);
         run_session(&session, inputs, run.last, |outputs| {
-            output_tensor(&outputs, onnx_loss::GRAD, (1, 3, height, width))
+            output_tensor(&outputs, onnx_loss::GRAD, shape)
         })
     }
 }

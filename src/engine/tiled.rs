@@ -1,17 +1,21 @@
-//! The exact loss and gradient of a frame evaluated tile by tile, so a job's working memory is
-//! bounded by its largest tile rather than by the frame. Two passes over the tiles
-//! (`net::tiling` gives their geometry):
+//! The exact loss and gradient of a frame evaluated in stages and tiles, so a job's working
+//! memory is bounded by its largest tile rather than by the frame. `net::stages` cuts the
+//! network into one stage per VGG block, each run tile by tile over its input map (the
+//! image, or the previous stage's pooled output, held whole); its tiles need halos of a few
+//! cells only. Two passes:
 //!
-//! 1. each tile's forward pass adds its core's share to every style layer's `F F^T` and to
-//!    every content layer's squared error; the global Grams and losses follow;
-//! 2. each tile's backward pass (from the state its pass-1 forward kept, for the last
-//!    `kept_states` tiles, else after a second forward pass) turns the global `(G - A)` and
-//!    the content differences on its core into the gradient over its extent, summed into
-//!    the frame's.
+//! 1. stage by stage, each tile's forward pass adds its core's share to every style layer's
+//!    `F F^T` and every content layer's squared error, and its core's pooled output to the
+//!    next stage's input; the global Grams and losses follow;
+//! 2. stage by stage from the deepest, each tile's backward pass (from the state its pass-1
+//!    forward kept, for the deepest `kept_stages` stages, else after a second forward)
+//!    turns the global `(G - A)`, the content differences and the gradient at its pooled
+//!    output into the gradient at its input map, exact on its core; the cores make the
+//!    gradient at the previous stage's output, and finally at the image.
 //!
 //! Only a Gram's squared error couples distant pixels, and its gradient at a pixel needs just
 //! the global Gram and that pixel's features, so the result equals the untiled one up to
-//! float32 summation order. An engine supplies the per-tile passes (`TilePasses`);
+//! float32 summation order. An engine supplies the per-tile passes (`StagePasses`);
 //! total variation is image-local and is evaluated on the whole frame.
 
 use candle_core::{DType, Tensor};
@@ -20,17 +24,11 @@ use super::LossBreakdown;
 use super::loss::{LayerTarget, TermWeights, scalar, taps, total_variation};
 use crate::error::{Error, Result};
 use crate::model::Layer;
-use crate::net::tiling::{Tile, TilePlan, Window, crop, tile_image};
+use crate::net::stages::{Stage, StagedPlan};
+use crate::net::tiling::{Tile, TilePlan, Window, crop};
 
-/// Zero-pads `core` (1 x C x h x w, lying at `window`) out to `height` x `width`.
-fn pad_to(core: &Tensor, window: Window, height: usize, width: usize) -> Result<Tensor> {
-    Ok(core
-        .pad_with_zeros(2, window.top, height - window.top - window.height)?
-        .pad_with_zeros(3, window.left, width - window.left - window.width)?)
-}
-
-/// What a tile's gradient pass needs at one tapped layer: dL/dF on the core is
-/// `style_matrix · F` for a style layer and `content_coef · (F - P)` for a content layer.
+/// What a tile's gradient pass needs at one tapped layer: dL/dF is `style_matrix · F` for a
+/// style layer and `content_coef · (F - P)` for a content layer.
 pub enum TapTerm {
     Style {
         layer: Layer,
@@ -40,8 +38,7 @@ pub enum TapTerm {
     Content {
         layer: Layer,
         coef: f64,
-        /// The content target over the tile's whole map at `layer` (zero outside the image
-        /// is never read: the core lies inside).
+        /// The content target over the tile's map at `layer`.
         target: Tensor,
     },
 }
@@ -53,55 +50,54 @@ impl TapTerm {
         }
     }
 
-    /// dL/dF over the tile's map `features` (1 x C x h x w): the term on the core, zero
-    /// elsewhere (features outside the core belong to other tiles).
-    pub fn gradient(&self, features: &Tensor, core: Window) -> Result<Tensor> {
+    /// dL/dF over the tile's whole map `features` (1 x C x h x w). Near the tile's edge the
+    /// features, and so these values, are inexact; they reach no core pixel's gradient.
+    pub fn gradient(&self, features: &Tensor) -> Result<Tensor> {
         let (_, c, h, w) = features.dims4()?;
-        let f = crop(features, core)?;
-        let g = match self {
+        Ok(match self {
             TapTerm::Style { matrix, .. } => matrix
-                .matmul(&f.reshape((c, core.height * core.width))?)?
-                .reshape((1, c, core.height, core.width))?,
-            TapTerm::Content { coef, target, .. } => ((f - crop(target, core)?)? * *coef)?,
-        };
-        pad_to(&g, core, h, w)
+                .matmul(&features.reshape((c, h * w))?)?
+                .reshape((1, c, h, w))?,
+            TapTerm::Content { coef, target, .. } => ((features - target)? * *coef)?,
+        })
     }
 }
 
-/// What a tile's forward pass gives: its share of the frame's statistics and, when asked
-/// for, the state its backward pass starts from.
-pub struct TileForward<S> {
+/// What a stage tile's forward pass gives: its share of the frame's statistics, its pooled
+/// output and, when asked for, the state its backward pass starts from.
+pub struct StageForward<S> {
     /// The content layers' maps over the whole tile, in order.
     pub content_maps: Vec<Tensor>,
     /// Each style layer's `F F^T` over its core, unnormalised, in float64.
     pub gram_sums: Vec<Tensor>,
+    /// The pooled last map over the whole tile, when the stage pools.
+    pub output: Option<Tensor>,
     pub state: Option<S>,
 }
 
-/// An engine's per-tile passes.
-pub trait TilePasses {
+/// An engine's per-tile passes of one stage.
+pub trait StagePasses {
     /// What a forward pass keeps for its backward pass (activations, ReLU masks, indices).
     type State;
-    /// The tile image's feature maps at `layers`, in order, as tensors on the device where the
-    /// frame's image lives.
-    fn features(&self, tile_image: &Tensor, layers: &[Layer]) -> Result<Vec<Tensor>>;
-    /// The forward pass: maps at `content` layers, the core Gram sums at `style` layers
-    /// (each with its core window), and the backward state when `run.keep`.
+    /// The forward pass of `stage` on a tile of its input map: maps at `content` layers,
+    /// the core Gram sums at `style` layers (each with its core window), the pooled output,
+    /// and the backward state when `run.keep`. The layers are the stage's own.
     fn forward(
         &self,
-        tile_image: &Tensor,
+        stage: Stage,
+        input: &Tensor,
         content: &[Layer],
         style: &[(Layer, Window)],
         run: TileRun,
-    ) -> Result<TileForward<Self::State>>;
-    /// dL/d(tile image) from a kept forward `state` and the terms, each applied on its core
-    /// window (`cores[i]` for `terms[i]`) of the tile's own features, as
-    /// `TapTerm::gradient` forms it.
+    ) -> Result<StageForward<Self::State>>;
+    /// dL/d(tile input) from a kept forward `state`, the stage's terms (over the whole tile)
+    /// and, when the stage pools, dL/d(pooled output) over the tile.
     fn backward(
         &self,
+        stage: Stage,
         state: Self::State,
-        cores: &[Window],
         terms: &[TapTerm],
+        output_grad: Option<&Tensor>,
         run: TileRun,
     ) -> Result<Tensor>;
 }
@@ -111,85 +107,168 @@ pub trait TilePasses {
 pub struct TileRun {
     /// Keep the forward state for a backward pass.
     pub keep: bool,
-    /// The evaluation's last pass of its kind: hand working memory back afterwards (kept
-    /// between the tiles of one evaluation, it saves reallocating it every tile).
+    /// The stage's last tile in this pass: hand working memory back afterwards (kept
+    /// between the tiles of one stage, it saves reallocating it every tile).
     pub last: bool,
+}
+
+/// The cores of one stage's tiles, assembled into its whole map (tiles come row by row).
+struct Mosaic {
+    columns: usize,
+    rows: Vec<Vec<Tensor>>,
+}
+
+impl Mosaic {
+    fn new(plan: &TilePlan) -> Self {
+        let columns = plan
+            .tiles
+            .iter()
+            .take_while(|t| t.core_rows == plan.tiles[0].core_rows)
+            .count()
+            .max(1);
+        Self {
+            columns,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds the core of tile `index` (copied out, so the tile's whole map can go).
+    fn push(&mut self, index: usize, map: &Tensor, core: Window) -> Result<()> {
+        let core = crop(map, core)?.copy()?;
+        if index.is_multiple_of(self.columns) {
+            self.rows.push(Vec::new());
+        }
+        if let Some(row) = self.rows.last_mut() {
+            row.push(core);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Tensor> {
+        let rows = self
+            .rows
+            .iter()
+            .map(|row| Tensor::cat(row, 3))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Tensor::cat(&rows, 2)?)
+    }
+}
+
+/// Indices into `layers` of those inside `stage`.
+fn inside(stage: Stage, layers: &[Layer]) -> Vec<usize> {
+    (0..layers.len())
+        .filter(|&i| stage.contains(layers[i]))
+        .collect()
+}
+
+/// One stage tile's forward pass on its stage's whole `input` map.
+fn forward_tile<P: StagePasses>(
+    passes: &P,
+    stage: Stage,
+    input: &Tensor,
+    tile: &Tile,
+    content: &[Layer],
+    style: &[Layer],
+    run: TileRun,
+) -> Result<StageForward<P::State>> {
+    let core = tile.core_at(1);
+    let style: Vec<(Layer, Window)> = style.iter().map(|&l| (l, core)).collect();
+    let input = crop(input, tile.extent_at(1))?.contiguous()?;
+    passes.forward(stage, &input, content, &style, run)
+}
+
+/// Pass 1: every stage's tiles in order. `visit(stage, tile index, tile, forward)` sees each
+/// tile's forward pass (its pooled output taken); `keep(stage)` says whether the stage's
+/// tiles keep their state. Returns each stage's input map (the first is `x`).
+fn forward_sweep<P: StagePasses>(
+    passes: &P,
+    plan: &StagedPlan,
+    x: &Tensor,
+    (content, style): (&[Layer], &[Layer]),
+    keep: impl Fn(usize) -> bool,
+    mut visit: impl FnMut(usize, usize, &Tile, StageForward<P::State>) -> Result<()>,
+) -> Result<Vec<Tensor>> {
+    let mut inputs = vec![x.clone()];
+    for (index, (stage, tiles)) in plan.stages.iter().enumerate() {
+        let stage_content: Vec<Layer> = inside(*stage, content).iter().map(|&i| content[i]).collect();
+        let stage_style: Vec<Layer> = inside(*stage, style).iter().map(|&i| style[i]).collect();
+        let input = inputs[index].clone();
+        let mut pooled = Mosaic::new(tiles);
+        for (t, tile) in tiles.tiles.iter().enumerate() {
+            let run = TileRun {
+                keep: keep(index),
+                last: t + 1 == tiles.tiles.len(),
+            };
+            let mut forward =
+                forward_tile(passes, *stage, &input, tile, &stage_content, &stage_style, run)?;
+            if let Some(output) = forward.output.take() {
+                pooled.push(t, &output, tile.core_at(2))?;
+            }
+            visit(index, t, tile, forward)?;
+        }
+        if stage.pooled_after {
+            inputs.push(pooled.finish()?);
+        }
+    }
+    Ok(inputs)
 }
 
 /// The tiled objective for one scale: targets over the whole frame, the plan, the passes.
 pub struct TiledObjective<P> {
     pub passes: P,
-    pub plan: TilePlan,
+    pub plan: StagedPlan,
     /// Content targets: each the whole frame's feature map at its layer.
     pub content: Vec<LayerTarget>,
     /// Style targets: each a C x C Gram.
     pub style: Vec<LayerTarget>,
     pub weights: TermWeights,
-    /// How many tiles (the last ones of pass 1) keep their forward state for pass 2, which
-    /// then runs only their backward passes; at least the last tile always does.
-    pub kept_states: usize,
+    /// How many stages, deepest first, keep their tiles' forward state between the passes
+    /// (pass 2 then runs only their backward passes); at least the deepest does.
+    pub kept_stages: usize,
 }
 
-impl<P: TilePasses> TiledObjective<P> {
-    fn forward(&self, x: &Tensor, tile: &Tile, run: TileRun) -> Result<TileForward<P::State>> {
-        let (h, w) = (self.plan.height, self.plan.width);
-        let content: Vec<Layer> = self.content.iter().map(|t| t.layer).collect();
-        let style: Vec<(Layer, Window)> = self
-            .style
-            .iter()
-            .map(|t| (t.layer, tile.core_in_tile(t.layer, h, w)))
-            .collect();
-        self.passes
-            .forward(&tile_image(x, tile)?, &content, &style, run)
-    }
-
+impl<P: StagePasses> TiledObjective<P> {
     /// The loss at `x` and `dL/dx`.
     pub fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
-        let (h, w) = (self.plan.height, self.plan.width);
-        let taps = taps(&self.content, &self.style);
-        if taps.is_empty() {
+        if taps(&self.content, &self.style).is_empty() {
             return Err(Error::invalid("layers", "no content or style layer given"));
         }
+        let content: Vec<Layer> = self.content.iter().map(|t| t.layer).collect();
+        let style: Vec<Layer> = self.style.iter().map(|t| t.layer).collect();
+        let stages = self.plan.stages.len();
+        let first_kept = stages.saturating_sub(self.kept_stages.max(1));
         // Pass 1: Gram sums and content squared errors over the cores, accumulated in float64
-        // across tiles. The last `kept_states` tiles keep their forward state: pass 2 starts
-        // with them, in reverse, so each state is dropped before another forward runs.
-        let mut gram_sums: Vec<Option<Tensor>> = vec![None; self.style.len()];
-        let mut content_sums = vec![0f64; self.content.len()];
-        let mut kept = Vec::new();
-        let first_kept = self
-            .plan
-            .tiles
-            .len()
-            .saturating_sub(self.kept_states.max(1));
-        for (index, tile) in self.plan.tiles.iter().enumerate() {
-            // With every state kept, pass 2 runs no forward: this is the last one.
-            let run = TileRun {
-                keep: index >= first_kept,
-                last: first_kept == 0 && index + 1 == self.plan.tiles.len(),
-            };
-            let forward = self.forward(x, tile, run)?;
-            for ((t, map), sum) in self
-                .content
-                .iter()
-                .zip(&forward.content_maps)
-                .zip(&mut content_sums)
-            {
-                let core = tile.core_in_tile(t.layer, h, w);
-                let ext = tile.extent_in_image(t.layer);
-                let target = crop(&crop(&t.target, ext)?, core)?.to_dtype(DType::F64)?;
-                let features = crop(map, core)?.to_dtype(DType::F64)?;
-                *sum += scalar(&(features - target)?.sqr()?.sum_all()?)?;
-            }
-            for (part, sum) in forward.gram_sums.into_iter().zip(&mut gram_sums) {
-                *sum = Some(match sum.take() {
-                    Some(acc) => (acc + part)?,
-                    None => part,
-                });
-            }
-            kept.extend(forward.state);
-        }
+        // across tiles.
+        let mut gram_sums: Vec<Option<Tensor>> = vec![None; style.len()];
+        let mut content_sums = vec![0f64; content.len()];
+        let mut kept: Vec<Vec<P::State>> = (0..stages).map(|_| Vec::new()).collect();
+        let inputs = forward_sweep(
+            &self.passes,
+            &self.plan,
+            x,
+            (&content, &style),
+            |stage| stage >= first_kept,
+            |index, _, tile, forward| {
+                let stage = self.plan.stages[index].0;
+                let core = tile.core_at(1);
+                for (i, map) in inside(stage, &content).into_iter().zip(&forward.content_maps) {
+                    let target = crop(&crop(&self.content[i].target, tile.extent_at(1))?, core)?;
+                    let diff = (crop(map, core)?.to_dtype(DType::F64)? - target.to_dtype(DType::F64)?)?;
+                    content_sums[i] += scalar(&diff.sqr()?.sum_all()?)?;
+                }
+                for (i, part) in inside(stage, &style).into_iter().zip(forward.gram_sums) {
+                    gram_sums[i] = Some(match gram_sums[i].take() {
+                        Some(acc) => (acc + part)?,
+                        None => part,
+                    });
+                }
+                kept[index].extend(forward.state);
+                Ok(())
+            },
+        )?;
+        let (h, w) = (self.plan.height, self.plan.width);
         let mut out = LossBreakdown::default();
-        let mut terms = Vec::with_capacity(taps.len());
+        let mut terms = Vec::with_capacity(content.len() + style.len());
         for (t, sum) in self.content.iter().zip(content_sums) {
             let count = t.target.elem_count() as f64;
             let loss = sum / count;
@@ -217,35 +296,59 @@ impl<P: TilePasses> TiledObjective<P> {
                 matrix: (diff * coef)?,
             });
         }
-        // Pass 2: each tile's gradient over its extent, summed into the frame's.
-        let (tv, tv_grad) = total_variation(x)?;
-        let mut grad = (tv_grad * self.weights.tv)?;
-        for (index, tile) in self.plan.tiles.iter().enumerate().rev() {
-            // Tile 0 comes last.
-            let run = TileRun {
-                keep: true,
-                last: index == 0,
-            };
-            let cores: Vec<Window> = terms
-                .iter()
-                .map(|t| tile.core_in_tile(t.layer(), h, w))
-                .collect();
-            let state = match kept.pop() {
-                Some(state) => state,
-                None => self.forward(x, tile, run)?.state.ok_or_else(|| {
-                    Error::from(candle_core::Error::Msg(
-                        "a tile's forward pass kept no state".into(),
-                    ))
-                })?,
-            };
-            let part = self
-                .passes
-                .backward(state, &cores, &per_tile(&terms, tile)?, run)?;
-            let part = part
-                .pad_with_zeros(2, tile.rows.start, h - tile.rows.end)?
-                .pad_with_zeros(3, tile.cols.start, w - tile.cols.end)?;
-            grad = (grad + part)?;
+        // Pass 2: from the deepest stage, each tile's gradient at its input map, exact on
+        // its core; the cores make the gradient at the previous stage's pooled output.
+        let mut output_grad: Option<Tensor> = None;
+        for (index, (stage, tiles)) in self.plan.stages.iter().enumerate().rev() {
+            let stage_content: Vec<Layer> = inside(*stage, &content).iter().map(|&i| content[i]).collect();
+            let stage_style: Vec<Layer> = inside(*stage, &style).iter().map(|&i| style[i]).collect();
+            let stage_terms: Vec<&TapTerm> =
+                terms.iter().filter(|t| stage.contains(t.layer())).collect();
+            let mut states = std::mem::take(&mut kept[index]).into_iter();
+            let mut grads = Mosaic::new(tiles);
+            for (t, tile) in tiles.tiles.iter().enumerate() {
+                let run = TileRun {
+                    keep: true,
+                    last: t + 1 == tiles.tiles.len(),
+                };
+                let state = match states.next() {
+                    Some(state) => state,
+                    None => forward_tile(
+                        &self.passes,
+                        *stage,
+                        &inputs[index],
+                        tile,
+                        &stage_content,
+                        &stage_style,
+                        run,
+                    )?
+                    .state
+                    .ok_or_else(|| {
+                        Error::from(candle_core::Error::Msg(
+                            "a tile's forward pass kept no state".into(),
+                        ))
+                    })?,
+                };
+                let tile_grad = match &output_grad {
+                    Some(g) => Some(crop(g, tile.extent_at(2))?.contiguous()?),
+                    None => None,
+                };
+                let part = self.passes.backward(
+                    *stage,
+                    state,
+                    &per_tile(&stage_terms, tile)?,
+                    tile_grad.as_ref(),
+                    run,
+                )?;
+                grads.push(t, &part, tile.core_at(1))?;
+            }
+            output_grad = Some(grads.finish()?);
         }
+        let (tv, tv_grad) = total_variation(x)?;
+        let grad = match output_grad {
+            Some(g) => (g + (tv_grad * self.weights.tv)?)?,
+            None => (tv_grad * self.weights.tv)?,
+        };
         out.tv = tv;
         out.total = self.weights.content * out.content
             + self.weights.style * out.style
@@ -255,7 +358,7 @@ impl<P: TilePasses> TiledObjective<P> {
 }
 
 /// The terms with content targets cropped to `tile`'s maps.
-fn per_tile(terms: &[TapTerm], tile: &Tile) -> Result<Vec<TapTerm>> {
+fn per_tile(terms: &[&TapTerm], tile: &Tile) -> Result<Vec<TapTerm>> {
     terms
         .iter()
         .map(|term| {
@@ -271,48 +374,57 @@ fn per_tile(terms: &[TapTerm], tile: &Tile) -> Result<Vec<TapTerm>> {
                 } => TapTerm::Content {
                     layer: *layer,
                     coef: *coef,
-                    target: crop(target, tile.extent_in_image(*layer))?,
+                    target: crop(target, tile.extent_at(1))?.contiguous()?,
                 },
             })
         })
         .collect()
 }
 
-/// A whole frame's feature maps at `layers`, assembled from the tiles' cores (what the
-/// content targets need for a frame too large to run in one piece); each core is copied
-/// out, so no tile's whole map outlives its tile.
+/// A whole frame's feature maps at `content` layers, assembled from the stage tiles' cores
+/// (what the content targets need for a frame too large to run in one piece). The stage
+/// graphs also compute `style` layers' core Grams, unused here: the passes are the
+/// objective's own, so no other graph is built.
 pub fn frame_features(
-    passes: &impl TilePasses,
+    passes: &impl StagePasses,
     x: &Tensor,
-    plan: &TilePlan,
-    layers: &[Layer],
+    plan: &StagedPlan,
+    content: &[Layer],
+    style: &[Layer],
 ) -> Result<Vec<Tensor>> {
-    let columns = plan
-        .tiles
-        .iter()
-        .take_while(|t| t.core_rows == plan.tiles[0].core_rows)
-        .count()
-        .max(1);
-    let mut rows: Vec<Vec<Vec<Tensor>>> = vec![Vec::new(); layers.len()];
-    for (index, tile) in plan.tiles.iter().enumerate() {
-        let maps = passes.features(&tile_image(x, tile)?, layers)?;
-        for ((layer, map), rows) in layers.iter().zip(maps).zip(&mut rows) {
-            let core = crop(&map, tile.core_in_tile(*layer, plan.height, plan.width))?.copy()?;
-            if index % columns == 0 {
-                rows.push(Vec::new());
+    let mut mosaics: Vec<Option<Mosaic>> = (0..content.len()).map(|_| None).collect();
+    let mut maps: Vec<Option<Tensor>> = vec![None; content.len()];
+    let mut current = None;
+    forward_sweep(
+        passes,
+        plan,
+        x,
+        (content, style),
+        |_| false,
+        |index, t, tile, forward| {
+            let (stage, tiles) = &plan.stages[index];
+            if current != Some(index) {
+                current = Some(index);
+                for i in inside(*stage, content) {
+                    mosaics[i] = Some(Mosaic::new(tiles));
+                }
             }
-            if let Some(row) = rows.last_mut() {
-                row.push(core);
+            for (i, map) in inside(*stage, content).into_iter().zip(&forward.content_maps) {
+                if let Some(mosaic) = mosaics[i].as_mut() {
+                    mosaic.push(t, map, tile.core_at(1))?;
+                }
             }
-        }
-    }
-    rows.into_iter()
-        .map(|row_list| {
-            let joined = row_list
-                .iter()
-                .map(|row| Tensor::cat(row, 3))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok(Tensor::cat(&joined, 2)?)
-        })
+            if t + 1 == tiles.tiles.len() {
+                for i in inside(*stage, content) {
+                    if let Some(mosaic) = mosaics[i].take() {
+                        maps[i] = Some(mosaic.finish()?);
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    maps.into_iter()
+        .map(|m| m.ok_or_else(|| Error::invalid("content_layers", "a layer was not computed")))
         .collect()
 }

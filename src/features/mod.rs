@@ -57,7 +57,7 @@ pub trait FeatureExtractor: Send + Sync {
             };
             for ((layer, map), sum) in layers.iter().zip(self.maps(&input, layers)?).zip(&mut sums)
             {
-                let gram = core_gram_sum(&map, tile.core_in_tile(*layer, h, w))?
+                let gram = core_gram_sum(&map, tile.core_in_tile(*layer))?
                     .to_device(&Device::Cpu)?;
                 *sum = Some(match sum.take() {
                     Some(acc) => (acc + gram)?,

@@ -4,6 +4,7 @@
 //! optimisers or requests.
 
 pub mod onnx_vgg;
+pub mod stages;
 pub mod tiling;
 pub mod vgg;
 

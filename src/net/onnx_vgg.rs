@@ -41,11 +41,7 @@ pub fn add_vgg(
     let mut relus = Vec::new();
     let mut indices = Vec::new();
     let mut current = input.to_string();
-    for (layer, conv) in Layer::all()
-        .zip(&weights.convs)
-        .take(deepest.conv_position() + 1)
-    {
-        let (out, inp) = (layer.channels() as i64, layer.in_channels() as i64);
+    for layer in Layer::all().take(deepest.conv_position() + 1) {
         let mut index = None;
         if layer.pooled_before() {
             let attrs = || vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
@@ -63,20 +59,33 @@ pub fn add_vgg(
                 (Pooling::Average, _) => b.op("AveragePool", &[&current], attrs(), "pool"),
             };
         }
-        let bias = b.floats(&format!("{layer}.bias"), &[out], &conv.bias);
-        current = if winograd && winograd::worthwhile(inp as usize) {
-            let kernels = (conv.weight.as_slice(), out as usize, inp as usize);
-            let name = layer.to_string();
-            winograd::add_conv(b, &current, &name, kernels, &bias, true, &name)
-        } else {
-            let w = b.floats(&format!("{layer}.weight"), &[out, inp, 3, 3], &conv.weight);
-            let z = b.op("Conv", &[&current, &w, &bias], conv3x3_attrs(), "conv");
-            b.op("Relu", &[&z], vec![], &layer.to_string())
-        };
+        current = add_conv_relu(b, weights, layer, &current, winograd);
         relus.push(current.clone());
         indices.push(index);
     }
     (relus, indices)
+}
+
+/// `layer`'s convolution and ReLU on `input`; returns the ReLU output's name.
+pub fn add_conv_relu(
+    b: &mut GraphBuilder,
+    weights: &Vgg19Weights,
+    layer: Layer,
+    input: &str,
+    winograd: bool,
+) -> String {
+    let conv = &weights.convs[layer.conv_position()];
+    let (out, inp) = (layer.channels() as i64, layer.in_channels() as i64);
+    let bias = b.floats(&format!("{layer}.bias"), &[out], &conv.bias);
+    if winograd && winograd::worthwhile(inp as usize) {
+        let kernels = (conv.weight.as_slice(), out as usize, inp as usize);
+        let name = layer.to_string();
+        winograd::add_conv(b, input, &name, kernels, &bias, true, &name)
+    } else {
+        let w = b.floats(&format!("{layer}.weight"), &[out, inp, 3, 3], &conv.weight);
+        let z = b.op("Conv", &[input, &w, &bias], conv3x3_attrs(), "conv");
+        b.op("Relu", &[&z], vec![], &layer.to_string())
+    }
 }
 
 /// `F F^T / (C H W)` of a ReLU output inside the graph; also returns the flattened `F` and

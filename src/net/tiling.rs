@@ -73,35 +73,38 @@ impl Tile {
         self.height() * self.width()
     }
 
-    /// Where this tile's core lies in the tile's own feature map at `layer`, for an image of
-    /// `image_height` x `image_width` (a core that ends at the image's edge ends where the
-    /// whole image's map does: floor-mode pooling drops the same odd row there).
-    pub fn core_in_tile(&self, layer: Layer, image_height: usize, image_width: usize) -> Window {
-        let s = stride(layer);
-        let end = |core_end: usize, image_end: usize| {
-            if core_end == image_end {
-                image_end / s
-            } else {
-                core_end / s
-            }
-        };
-        let (top, left) = (self.core_rows.start / s, self.core_cols.start / s);
+    /// Where this tile's core lies in the tile's own feature map at `layer` (a core that
+    /// ends at the image's edge ends where the whole image's map does: floor-mode pooling
+    /// drops the same odd row there).
+    pub fn core_in_tile(&self, layer: Layer) -> Window {
+        self.core_at(stride(layer))
+    }
+
+    /// Where this tile's core lies in the tile's own map `stride` times coarser than the
+    /// tile (cores start on that grid; floor-mode pooling drops an odd edge row).
+    pub fn core_at(&self, stride: usize) -> Window {
+        let (top, left) = (self.core_rows.start / stride, self.core_cols.start / stride);
         Window {
-            top: top - self.rows.start / s,
-            left: left - self.cols.start / s,
-            height: end(self.core_rows.end, image_height) - top,
-            width: end(self.core_cols.end, image_width) - left,
+            top: top - self.rows.start / stride,
+            left: left - self.cols.start / stride,
+            height: self.core_rows.end / stride - top,
+            width: self.core_cols.end / stride - left,
         }
     }
 
     /// Where this tile's whole feature map at `layer` lies in the image's map at `layer`.
     pub fn extent_in_image(&self, layer: Layer) -> Window {
-        let s = stride(layer);
+        self.extent_at(stride(layer))
+    }
+
+    /// Where this tile's whole map `stride` times coarser lies in the image's map at that
+    /// stride.
+    pub fn extent_at(&self, stride: usize) -> Window {
         Window {
-            top: self.rows.start / s,
-            left: self.cols.start / s,
-            height: self.height() / s,
-            width: self.width() / s,
+            top: self.rows.start / stride,
+            left: self.cols.start / stride,
+            height: self.height() / stride,
+            width: self.width() / stride,
         }
     }
 }
@@ -150,7 +153,16 @@ impl TilePlan {
     /// `core_side` pixels (rounded down to the alignment, at least one alignment step) on each
     /// side, as even as the alignment allows. `None`: one tile, the whole image.
     pub fn new(height: usize, width: usize, deepest: Layer, core_side: Option<usize>) -> Self {
-        let geometry = TileGeometry::for_depth(deepest);
+        Self::with_geometry(height, width, TileGeometry::for_depth(deepest), core_side)
+    }
+
+    /// Tiles for an `height` x `width` map under `geometry`, cores of at most `core_side`.
+    pub fn with_geometry(
+        height: usize,
+        width: usize,
+        geometry: TileGeometry,
+        core_side: Option<usize>,
+    ) -> Self {
         let cuts = |len: usize| -> Vec<Range<usize>> {
             let Some(side) = core_side else {
                 return std::iter::once(0..len).collect();
@@ -266,7 +278,7 @@ mod tests {
             let (lh, lw) = l.output_size(h, w);
             let mut owned = vec![0u8; lh * lw];
             for t in &plan.tiles {
-                let core = t.core_in_tile(l, h, w);
+                let core = t.core_in_tile(l);
                 let ext = t.extent_in_image(l);
                 assert!(core.top + core.height <= ext.height);
                 assert!(core.left + core.width <= ext.width);

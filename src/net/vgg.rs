@@ -8,6 +8,7 @@
 
 use candle_core::{D, DType, Device, Tensor};
 
+use super::stages::Stage;
 use super::{Pooling, TargetIdentity};
 use crate::error::Result;
 use crate::model::{Layer, Vgg19Weights};
@@ -40,6 +41,29 @@ impl Activations {
             .get(layer.conv_position())
             .and_then(Option::as_ref)
     }
+}
+
+/// The kept ReLU output at `position`.
+fn relu_kept(acts: &Activations, position: usize) -> Result<&Tensor> {
+    acts.relu
+        .get(position)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| candle_core::Error::Msg("forward pass did not keep activations".into()).into())
+}
+
+/// `grad` plus the tap gradients given at `layer`.
+fn sum_taps(
+    mut grad: Option<Tensor>,
+    tap_grads: &[(Layer, Tensor)],
+    layer: Layer,
+) -> Result<Option<Tensor>> {
+    for (_, g) in tap_grads.iter().filter(|(l, _)| *l == layer) {
+        grad = Some(match grad {
+            Some(acc) => (acc + g)?,
+            None => g.clone(),
+        });
+    }
+    Ok(grad)
 }
 
 impl VggNet {
@@ -124,23 +148,87 @@ impl VggNet {
         self.check_depth(deepest)?;
         let mut relu = vec![None; deepest.conv_position() + 1];
         let mut h = x.clone();
-        for (position, (slot, conv)) in relu.iter_mut().zip(&self.convs).enumerate() {
+        for (position, slot) in relu.iter_mut().enumerate() {
             let layer = Layer::at_position(position);
             if layer.pooled_before() {
-                h = match self.pooling {
-                    Pooling::Max => h.max_pool2d(2)?,
-                    Pooling::Average => h.avg_pool2d(2)?,
-                };
+                h = self.pool(&h)?;
             }
-            h = h
-                .conv2d(&conv.weight, 1, 1, 1, 1)?
-                .broadcast_add(&conv.bias)?
-                .relu()?;
+            h = self.conv_relu(&h, position)?;
             if for_backward || taps.contains(&layer) {
                 *slot = Some(h.clone());
             }
         }
         Ok(Activations { relu })
+    }
+
+    fn pool(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.pooling {
+            Pooling::Max => x.max_pool2d(2)?,
+            Pooling::Average => x.avg_pool2d(2)?,
+        })
+    }
+
+    fn conv_relu(&self, x: &Tensor, position: usize) -> Result<Tensor> {
+        let conv = &self.convs[position];
+        Ok(x.conv2d(&conv.weight, 1, 1, 1, 1)?
+            .broadcast_add(&conv.bias)?
+            .relu()?)
+    }
+
+    /// Runs one `stage` on its input map `x`: the ReLU outputs (every one when
+    /// `for_backward`, else those in `taps`) and the pooled output when the stage pools.
+    pub fn stage_forward(
+        &self,
+        x: &Tensor,
+        stage: Stage,
+        taps: &[Layer],
+        for_backward: bool,
+    ) -> Result<(Activations, Option<Tensor>)> {
+        self.check_depth(Layer::at_position(stage.last))?;
+        let mut relu = vec![None; stage.last + 1];
+        let mut h = x.clone();
+        for position in stage.first..=stage.last {
+            h = self.conv_relu(&h, position)?;
+            if for_backward || taps.contains(&Layer::at_position(position)) {
+                relu[position] = Some(h.clone());
+            }
+        }
+        let pooled = if stage.pooled_after {
+            Some(self.pool(&h)?)
+        } else {
+            None
+        };
+        Ok((Activations { relu }, pooled))
+    }
+
+    /// Back-propagates through one `stage` to its input map: `out_grad` is dL/d(pooled
+    /// output) when the stage pools, `tap_grads` dL/d(ReLU output) at its tapped layers;
+    /// `acts` must come from `stage_forward` with `for_backward`.
+    pub fn stage_backward(
+        &self,
+        acts: &Activations,
+        stage: Stage,
+        tap_grads: &[(Layer, Tensor)],
+        out_grad: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let relu_out = |position: usize| relu_kept(acts, position);
+        let mut grad = match out_grad {
+            Some(g) => Some(self.pool_backward(g, relu_out(stage.last)?)?),
+            None => None,
+        };
+        for position in (stage.first..=stage.last).rev() {
+            let layer = Layer::at_position(position);
+            grad = sum_taps(grad, tap_grads, layer)?;
+            let Some(g) = grad.take() else { continue };
+            grad = Some(self.relu_conv_backward(&g, relu_out(position)?, position)?);
+        }
+        grad.ok_or_else(|| candle_core::Error::Msg("no gradient reached the input".into()).into())
+    }
+
+    /// dL/d(conv input) from dL/d(ReLU output) `g`, given that ReLU's output.
+    fn relu_conv_backward(&self, g: &Tensor, relu: &Tensor, position: usize) -> Result<Tensor> {
+        let g = relu.gt(0.0)?.where_cond(g, &g.zeros_like()?)?;
+        Ok(g.conv2d(&self.convs[position].weight_flipped, 1, 1, 1, 1)?)
     }
 
     /// The ReLU outputs at `layers` for `x`, in order (a forward pass to the deepest of them).
@@ -170,27 +258,13 @@ impl VggNet {
             .map(|(l, _)| *l)
             .max()
             .ok_or_else(|| candle_core::Error::Msg("backward needs at least one tap".into()))?;
-        let relu_out = |position: usize| {
-            acts.relu
-                .get(position)
-                .and_then(Option::as_ref)
-                .ok_or_else(|| {
-                    candle_core::Error::Msg("forward pass did not keep activations".into())
-                })
-        };
+        let relu_out = |position: usize| relu_kept(acts, position);
         let mut grad: Option<Tensor> = None;
         for position in (0..=deepest.conv_position()).rev() {
             let layer = Layer::at_position(position);
-            for (_, g) in tap_grads.iter().filter(|(l, _)| *l == layer) {
-                grad = Some(match grad {
-                    Some(acc) => (acc + g)?,
-                    None => g.clone(),
-                });
-            }
+            grad = sum_taps(grad, tap_grads, layer)?;
             let Some(g) = grad.take() else { continue };
-            let out = relu_out(position)?;
-            let g = out.gt(0.0)?.where_cond(&g, &g.zeros_like()?)?;
-            let g = g.conv2d(&self.convs[position].weight_flipped, 1, 1, 1, 1)?;
+            let g = self.relu_conv_backward(&g, relu_out(position)?, position)?;
             grad = Some(if layer.pooled_before() {
                 self.pool_backward(&g, relu_out(position - 1)?)?
             } else {

@@ -102,7 +102,7 @@ pub fn single_step_job(content: InputImage, style_grams: Vec<Gram>) -> OptimiseJ
         init: Init::Content,
         preview_every: 0,
         tile_side: None,
-        kept_states: 1,
+        kept_stages: 1,
     }
 }
 
@@ -411,7 +411,7 @@ pub fn prepare(
         init,
         preview_every: options.preview_every,
         tile_side: plan.tile_side,
-        kept_states: plan.kept_states,
+        kept_stages: plan.kept_stages,
     })
 }
 

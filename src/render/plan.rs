@@ -1,13 +1,14 @@
 //! Fitting a job into memory: from the request's sizes and an engine's `Footprint`, choose
-//! the L-BFGS history (longest first), then the tiling and the number of tile states kept
-//! between the passes that fit the budget at the least computation, or refuse the job as
-//! one that can never fit.
+//! the L-BFGS history (longest first), then the tiling and the number of stages whose tile
+//! states are kept between the passes that fit the budget at the least computation, or
+//! refuse the job as one that can never fit.
 
 use crate::engine::OptimizerKind;
 use crate::engine::footprint::{Footprint, JobShape};
 use crate::error::{Error, Result};
 use crate::image_io::fit_longest;
 use crate::model::Layer;
+use crate::net::stages::StagedPlan;
 use crate::net::tiling::TilePlan;
 
 use super::{RenderRequest, style_side};
@@ -23,6 +24,9 @@ const HISTORY_SHARE: f64 = 0.25;
 /// A tile's backward pass costs this many of its forward passes (ONNX Runtime on the CPU,
 /// measured with its profiler on 592x368 tiles: 1.06 s forward, 1.32 s backward).
 const BACKWARD_PER_FORWARD: f64 = 1.25;
+/// What one tile pass costs beyond its arithmetic (a session run, its copies), in
+/// multiply-accumulates: about 10 ms of a 2-core CPU.
+const MACS_PER_TILE_PASS: f64 = 1e9;
 
 /// How a job runs within its memory.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,10 +36,11 @@ pub struct MemoryPlan {
     pub tile_side: Option<usize>,
     /// L-BFGS pairs kept (0 with Adam).
     pub history: usize,
-    /// Tiles of the largest scale's frame.
+    /// Tiles of the largest scale's frame (its first stage's).
     pub tiles: usize,
-    /// Tiles whose forward state is kept between the passes (1 when untiled).
-    pub kept_states: usize,
+    /// Stages, deepest first, whose tiles' forward state is kept between the passes (1
+    /// when untiled).
+    pub kept_stages: usize,
     /// The job's estimated peak, beside what the process holds anyway.
     pub estimate: u64,
 }
@@ -66,15 +71,16 @@ fn deepest(layers: &[(Layer, f64)]) -> Option<Layer> {
     layers.iter().map(|(l, _)| *l).max()
 }
 
-/// The shape of `request` evaluated in tiles of `tile_side` with `history` pairs and
-/// `kept_states` tile states kept between the passes, and the cost of one evaluation in
-/// forward passes over a pixel.
+/// The shape of `request` evaluated in stage tiles of first-stage side `tile_side` (`None`:
+/// the whole frame) with `history` pairs and the deepest `kept_stages` stages' states kept
+/// between the passes, the frame's tiles, the stages, and the cost of one evaluation in
+/// multiply-accumulates.
 fn shape(
     request: &RenderRequest,
     tile_side: Option<usize>,
     history: usize,
-    kept_states: usize,
-) -> (JobShape, usize, f64) {
+    kept_stages: usize,
+) -> (JobShape, usize, usize, f64) {
     let options = &request.options;
     let (w, h) = fit_longest(
         request.content.width(),
@@ -82,13 +88,12 @@ fn shape(
         options.size,
     );
     let (w, h) = (w as usize, h as usize);
-    let layers: Vec<(Layer, f64)> = options
+    let layers: Vec<Layer> = options
         .content_layers
         .iter()
         .chain(&options.style_layers)
-        .copied()
+        .map(|(l, _)| *l)
         .collect();
-    let frame = deepest(&layers).map(|d| TilePlan::new(h, w, d, tile_side));
     let style_pixels = deepest(&options.style_layers).map_or(0, |d| {
         let side = style_side(options.size, options.style_scale);
         request
@@ -101,28 +106,52 @@ fn shape(
             .max()
             .unwrap_or(0)
     });
-    let tiles = frame.as_ref().map_or(1, |p| p.tiles.len());
-    let kept_states = kept_states.clamp(1, tiles);
-    // Every tile runs a forward and a backward pass; those whose state is not kept run a
-    // second forward (pass 1 keeps the last tiles').
-    let cost = frame.as_ref().map_or((h * w) as f64, |plan| {
-        plan.tiles
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let again = if i + kept_states < tiles { 1.0 } else { 0.0 };
-                t.pixels() as f64 * (1.0 + BACKWARD_PER_FORWARD + again)
-            })
-            .sum()
-    });
-    let job = JobShape {
+    let mut job = JobShape {
         frame_pixels: h * w,
-        tile_pixels: frame.as_ref().map_or(h * w, TilePlan::largest_tile_pixels),
+        whole_pixels: h * w,
+        tile_values: 0,
+        stage_map_values: 0,
+        kept_values: (0, 0, 0),
         style_pixels,
         history,
-        held_states: kept_states - 1,
     };
-    (job, tiles, cost)
+    let Some(deepest) = layers.iter().copied().max() else {
+        return (job, 1, 1, 0.0);
+    };
+    let plan = StagedPlan::new(h, w, deepest, tile_side);
+    let stages = plan.stages.len();
+    let kept_stages = kept_stages.clamp(1, stages);
+    // Every tile runs a forward and a backward pass; those of stages whose state is not
+    // kept run a second forward.
+    let cost = plan
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, (stage, tiles))| {
+            let passes = if tile_side.is_none() {
+                1.0 + BACKWARD_PER_FORWARD
+            } else if i + kept_stages < stages {
+                2.0 + BACKWARD_PER_FORWARD
+            } else {
+                1.0 + BACKWARD_PER_FORWARD
+            };
+            tiles
+                .tiles
+                .iter()
+                .map(|t| {
+                    let arithmetic = (t.pixels() * stage.macs_per_cell()) as f64;
+                    passes * (arithmetic + MACS_PER_TILE_PASS)
+                })
+                .sum::<f64>()
+        })
+        .sum();
+    if tile_side.is_some() {
+        job.whole_pixels = 0;
+        job.tile_values = plan.largest_tile_values();
+        job.stage_map_values = plan.held_map_values();
+        job.kept_values = plan.kept_values(kept_stages, &layers);
+    }
+    (job, plan.tiles(), kept_stages, cost)
 }
 
 /// Chooses history and tiling for `request` on an engine with `footprint`, within
@@ -145,21 +174,21 @@ pub fn plan_memory(
         None => whole_then_tiles().collect(),
     };
     let plan_for = |side: Option<usize>, history: usize, kept: usize| {
-        let (job, tiles, cost) = shape(request, side, history, kept);
+        let (job, tiles, kept_stages, cost) = shape(request, side, history, kept);
         let plan = MemoryPlan {
             tile_side: side,
             history,
             tiles,
-            kept_states: job.held_states + 1,
+            kept_stages,
             estimate: footprint.job_bytes(&job),
         };
         (plan, cost)
     };
     let Some(budget) = budget else {
-        // No limit: every tile's state is kept.
+        // No limit: every stage's state is kept.
         return Ok(plan_for(sides[0], histories[0], usize::MAX).0);
     };
-    let (frame, _, _) = shape(request, None, 0, 1);
+    let (frame, _, _, _) = shape(request, None, 0, 1);
     let pair = footprint.pair_bytes(frame.frame_pixels);
     let last = histories.last().copied().unwrap_or(0);
     // A history the server chooses takes at most its share of the budget (the shortest
@@ -169,12 +198,11 @@ pub fn plan_memory(
             || history == last
             || (history as u64 * pair) as f64 <= HISTORY_SHARE * budget as f64
     };
-    // For each tiling, the most kept states that fit (or none kept beyond the last tile's).
-    // The estimate grows with the kept states, so the most that fit are found by bisection
-    // (each candidate cuts the frame again: hundreds of tiles at small cores).
+    // For each tiling, the most kept stages that fit (or only the deepest). The estimate
+    // grows with the kept stages, so the most that fit are found by bisection.
     let most_kept = |side: Option<usize>, history: usize| {
-        let tiles = plan_for(side, history, 1).0.tiles;
-        let (mut low, mut high) = (1, tiles);
+        let (_, _, stages, _) = shape(request, side, history, usize::MAX);
+        let (mut low, mut high) = (1, stages);
         while low < high {
             let mid = (low + high).div_ceil(2);
             if plan_for(side, history, mid).0.estimate <= budget {
@@ -230,10 +258,12 @@ pub fn plan_precompute(
             TilePlan::new(h as usize, w as usize, deepest, tile_side).largest_tile_pixels();
         let job = JobShape {
             frame_pixels: 0,
-            tile_pixels: 0,
+            whole_pixels: 0,
+            tile_values: 0,
+            stage_map_values: 0,
+            kept_values: (0, 0, 0),
             style_pixels,
             history: 0,
-            held_states: 0,
         };
         PrecomputePlan {
             tile_side,
@@ -277,31 +307,30 @@ mod tests {
     const FOOTPRINT: Footprint = Footprint::ORT_CPU;
 
     #[test]
-    fn without_a_limit_every_tile_keeps_its_state() {
+    fn without_a_limit_every_stage_keeps_its_state() {
         let plan = plan_memory(&request(1920, 1080, Some(512)), &FOOTPRINT, None).unwrap();
         assert!(plan.tiles > 1);
-        assert_eq!(plan.kept_states, plan.tiles);
+        assert_eq!(plan.kept_stages, 5);
     }
 
     #[test]
-    fn kept_states_shrink_to_fit_and_never_below_one() {
+    fn kept_stages_shrink_to_fit_and_never_below_one() {
         let request = request(1920, 1080, Some(512));
         let all = plan_memory(&request, &FOOTPRINT, None).unwrap();
         let one = {
-            let (job, _, _) = shape(&request, Some(512), 10, 1);
+            let (job, _, _, _) = shape(&request, Some(512), 10, 1);
             FOOTPRINT.job_bytes(&job)
         };
         assert!(one < all.estimate);
-        let between = (one + all.estimate) / 2;
-        let plan = plan_memory(&request, &FOOTPRINT, Some(between)).unwrap();
-        assert!(plan.estimate <= between);
-        assert!(
-            (1..all.tiles).contains(&plan.kept_states),
-            "{}",
-            plan.kept_states
-        );
+        let two = {
+            let (job, _, _, _) = shape(&request, Some(512), 10, 2);
+            FOOTPRINT.job_bytes(&job)
+        };
+        let plan = plan_memory(&request, &FOOTPRINT, Some(two)).unwrap();
+        assert!(plan.estimate <= two);
+        assert_eq!(plan.kept_stages, 2);
         let tight = plan_memory(&request, &FOOTPRINT, Some(one)).unwrap();
-        assert_eq!(tight.kept_states, 1);
+        assert_eq!(tight.kept_stages, 1);
         assert!(plan_memory(&request, &FOOTPRINT, Some(one - 1)).is_err());
     }
 
@@ -312,13 +341,13 @@ mod tests {
         assert_eq!((whole.tiles, whole.tile_side), (1, None));
         let fits = plan_memory(&request, &FOOTPRINT, Some(whole.estimate)).unwrap();
         assert_eq!(fits.tiles, 1, "the whole frame fits: no tiling");
-        let budget = whole.estimate / 2;
+        let budget = whole.estimate / 3;
         let plan = plan_memory(&request, &FOOTPRINT, Some(budget)).unwrap();
         assert!(plan.tiles > 1 && plan.estimate <= budget);
-        let cost = |p: &MemoryPlan| shape(&request, p.tile_side, p.history, p.kept_states).2;
+        let cost = |p: &MemoryPlan| shape(&request, p.tile_side, p.history, p.kept_stages).3;
         for side in TILE_SIDES {
-            for kept in 1..=64 {
-                let (job, _, c) = shape(&request, Some(side), plan.history, kept);
+            for kept in 1..=5 {
+                let (job, _, _, c) = shape(&request, Some(side), plan.history, kept);
                 if FOOTPRINT.job_bytes(&job) <= budget {
                     assert!(cost(&plan) <= c, "side {side}, {kept} kept is cheaper");
                 }

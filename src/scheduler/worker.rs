@@ -113,7 +113,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
         tracing::info!(
             queue_wait_s = queue_wait.as_secs_f64(),
             tiles = job.plan.tiles,
-            kept_states = job.plan.kept_states,
+            kept_stages = job.plan.kept_stages,
             memory_estimate_mib = job.plan.estimate >> 20,
             lbfgs_history = job.plan.history,
             "started"

@@ -346,7 +346,7 @@ pub fn event(event: JobEvent) -> std::result::Result<proto::StylizeEvent, tonic:
             tiles: plan.tiles as u32,
             memory_estimate_bytes: plan.estimate,
             lbfgs_history: plan.history as u32,
-            kept_states: plan.kept_states as u32,
+            kept_stages: plan.kept_stages as u32,
         }),
         JobEvent::Progress { progress, eta } => Event::Progress(proto::Progress {
             iteration: progress.iteration as u32,
