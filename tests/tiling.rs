@@ -182,7 +182,7 @@ fn ort_tiled_equals_untiled_and_candle() {
     let reference =
         CandleEngine::new(common::weights(), Pooling::Max, &Device::Cpu, DType::F64).unwrap();
     let features = reference.features();
-    // Kept states: the last tile's only, two, every tile's.
+    // Kept stages: the deepest only, two, every one.
     for ((height, width), content, style, side, kept) in [
         (
             (150, 203),
@@ -204,6 +204,14 @@ fn ort_tiled_equals_untiled_and_candle() {
             layers(&["relu1_2", "relu3_1", "relu4_4"]),
             24,
             usize::MAX,
+        ),
+        // One stage, whose only convolution the backward graph computes again.
+        (
+            (45, 58),
+            layers(&["relu1_1"]),
+            layers(&["relu1_1"]),
+            16,
+            1,
         ),
     ] {
         let mut tiled_job = job(height, width, &content, &style, &features, Some(side));

@@ -5,6 +5,7 @@ pub mod candle_engine;
 pub mod driver;
 pub mod footprint;
 pub mod loss;
+pub mod mosaic;
 pub mod onnx_loss;
 pub mod optim;
 pub mod ort_engine;

@@ -365,19 +365,42 @@ pub fn build_stage_forward(weights: &Vgg19Weights, spec: &StageSpec) -> Vec<u8> 
         let (pooled, index) = ("pooled".to_string(), "pool_index".to_string());
         b.op_into("MaxPool", &[&current], attrs, &[&pooled, &index]);
         b.output(&pooled, STAGE_OUTPUT, &pooled_dims(stage));
-        b.typed_output(&index, STATE_POOL_INDEX, DataType::Int64, &state_dims());
+        // Indices within a tile fit 32 bits: half the kept state's bytes.
+        let narrow = b.op("Cast", &[&index], vec![int("to", DataType::Int32 as i64)], "index32");
+        b.typed_output(&narrow, STATE_POOL_INDEX, DataType::Int32, &state_dims());
     }
-    let masks = relu_masks(&mut b, &relus);
-    for (mask, layer) in masks.iter().zip(stage.layers()) {
+    let kept = usize::from(recomputes_first(stage));
+    let masks = relu_masks(&mut b, &relus[kept..]);
+    for (mask, layer) in masks.iter().zip(stage.layers().skip(kept)) {
         let name = state_mask(layer.conv_position());
         b.typed_output(mask, &name, DataType::Bool, &state_dims());
     }
     for &layer in spec.content.iter().chain(&spec.style) {
-        if !b.has_output(&state_relu(layer)) {
-            b.output(relu_of(layer), &state_relu(layer), &state_dims());
+        let name = if layer.conv_position() < stage.first + kept {
+            map_output(layer)
+        } else {
+            state_relu(layer)
+        };
+        let needed = spec.content.contains(&layer) || name.starts_with(STATE_PREFIX);
+        if needed && !b.has_output(&name) {
+            b.output(relu_of(layer), &name, &state_dims());
         }
     }
     b.finish()
+}
+
+/// Whether a stage's backward graph computes its first convolution again from the stage's
+/// input instead of keeping its ReLU output and mask: the first stage's, whose input is
+/// the 3-channel image, so the recomputation is a fraction of a percent of the stage and the
+/// state shrinks from 8 to 3 bytes per value.
+pub fn recomputes_first(stage: Stage) -> bool {
+    stage.block == 1
+}
+
+/// Output name of a tapped map the forward graph gives for the content terms without
+/// keeping it as state.
+pub fn map_output(layer: Layer) -> String {
+    format!("map_{layer}")
 }
 
 /// Encodes the backward model of one stage tile: from the forward model's state, the
@@ -388,11 +411,19 @@ pub fn build_stage_forward(weights: &Vgg19Weights, spec: &StageSpec) -> Vec<u8> 
 pub fn build_stage_backward(weights: &Vgg19Weights, spec: &StageSpec) -> Vec<u8> {
     let stage = spec.stage;
     let mut b = GraphBuilder::new("stylize_vgg19_stage_backward");
-    let masks: Vec<String> = stage
-        .layers()
-        .map(|l| b.typed_input(&state_mask(l.conv_position()), DataType::Bool, &state_dims()))
-        .collect();
     let mut relus: Vec<Option<String>> = vec![None; stage.convs()];
+    let mut masks = Vec::with_capacity(stage.convs());
+    if recomputes_first(stage) {
+        b.input(STAGE_INPUT, &stage_input_dims(stage));
+        let first = Layer::at_position(stage.first);
+        let relu = add_conv_relu(&mut b, weights, first, STAGE_INPUT, true);
+        masks.extend(relu_masks(&mut b, std::slice::from_ref(&relu)));
+        relus[0] = Some(relu);
+    }
+    for layer in stage.layers().skip(masks.len()) {
+        let name = state_mask(layer.conv_position());
+        masks.push(b.typed_input(&name, DataType::Bool, &state_dims()));
+    }
     let mut relu_of = |b: &mut GraphBuilder, layer: Layer| {
         relus[layer.conv_position() - stage.first]
             .get_or_insert_with(|| b.input(&state_relu(layer), &state_dims()))
@@ -418,7 +449,9 @@ pub fn build_stage_backward(weights: &Vgg19Weights, spec: &StageSpec) -> Vec<u8>
     }
     let start = stage.pooled_after.then(|| {
         let grad = b.input(OUTPUT_GRAD, &pooled_dims(stage));
-        let index = b.typed_input(STATE_POOL_INDEX, DataType::Int64, &state_dims());
+        let narrow = b.typed_input(STATE_POOL_INDEX, DataType::Int32, &state_dims());
+        let to_int64 = vec![int("to", DataType::Int64 as i64)];
+        let index = b.op("Cast", &[&narrow], to_int64, "index64");
         let last = masks.last().cloned().unwrap_or_default();
         max_pool_backward(&mut b, &grad, &index, &last)
     });

@@ -336,13 +336,27 @@ impl StagePasses for OrtPasses<'_> {
             inputs.push((onnx_loss::core_mask(layer), mask.into()));
         }
         let channels = stage.channels();
+        // The backward graph recomputes the first convolution from the input it keeps.
+        let recomputed_from = if run.keep && onnx_loss::recomputes_first(stage) {
+            Some(from_candle(input, "stage input")?)
+        } else {
+            None
+        };
         // The arena is handed back after the stage's last tile: kept, it would outlive the
         // job in the session table.
         run_session(&session, inputs, run.last, |mut outputs| {
             let map = (1, channels, height, width);
             let content_maps = content
                 .iter()
-                .map(|&layer| output_tensor(&outputs, &onnx_loss::state_relu(layer), map))
+                .map(|&layer| {
+                    let kept = onnx_loss::state_relu(layer);
+                    let name = if outputs.contains_key(&kept) {
+                        kept
+                    } else {
+                        onnx_loss::map_output(layer)
+                    };
+                    output_tensor(&outputs, &name, map)
+                })
                 .collect::<Result<_>>()?;
             let gram_sums = style
                 .iter()
@@ -364,10 +378,13 @@ impl StagePasses for OrtPasses<'_> {
                     .filter(|name| name.starts_with(onnx_loss::STATE_PREFIX))
                     .map(str::to_string)
                     .collect();
-                let state = names
+                let mut state: TileState = names
                     .into_iter()
                     .filter_map(|name| outputs.remove(&name).map(|value| (name, value)))
                     .collect();
+                if let Some(input) = recomputed_from {
+                    state.push((onnx_loss::STAGE_INPUT.to_string(), input.into_dyn()));
+                }
                 Some(state)
             } else {
                 None
@@ -394,15 +411,16 @@ impl StagePasses for OrtPasses<'_> {
             content: Vec::new(),
             style: Vec::new(),
         };
-        // The first layer's ReLU mask has the tile's size.
-        let first = onnx_loss::state_mask(stage.first);
-        let (_, mask) = state
+        // Its last layer's ReLU mask (or, when that is recomputed, its input) has the
+        // tile's size.
+        let sized = [onnx_loss::state_mask(stage.last), onnx_loss::STAGE_INPUT.into()];
+        let (_, value) = state
             .iter()
-            .find(|(n, _)| *n == first)
-            .ok_or_else(|| ort_error("tile state missing", &first))?;
-        let (height, width) = match mask.shape()[..] {
+            .find(|(n, _)| sized.contains(n))
+            .ok_or_else(|| ort_error("tile state missing", &sized[0]))?;
+        let (height, width) = match value.shape()[..] {
             [_, _, h, w] => (h as usize, w as usize),
-            _ => return Err(ort_error("tile state", "a mask is not 4-dimensional")),
+            _ => return Err(ort_error("tile state", "a map is not 4-dimensional")),
         };
         let mut inputs: Inputs<'_> = Vec::new();
         for term in terms {

@@ -25,7 +25,8 @@ use super::loss::{LayerTarget, TermWeights, scalar, taps, total_variation};
 use crate::error::{Error, Result};
 use crate::model::Layer;
 use crate::net::stages::{Stage, StagedPlan};
-use crate::net::tiling::{Tile, TilePlan, Window, crop};
+use super::mosaic::Mosaic;
+use crate::net::tiling::{Tile, Window, crop};
 
 /// What a tile's gradient pass needs at one tapped layer: dL/dF is `style_matrix · F` for a
 /// style layer and `content_coef · (F - P)` for a content layer.
@@ -112,46 +113,9 @@ pub struct TileRun {
     pub last: bool,
 }
 
-/// The cores of one stage's tiles, assembled into its whole map (tiles come row by row).
-struct Mosaic {
-    columns: usize,
-    rows: Vec<Vec<Tensor>>,
-}
-
-impl Mosaic {
-    fn new(plan: &TilePlan) -> Self {
-        let columns = plan
-            .tiles
-            .iter()
-            .take_while(|t| t.core_rows == plan.tiles[0].core_rows)
-            .count()
-            .max(1);
-        Self {
-            columns,
-            rows: Vec::new(),
-        }
-    }
-
-    /// Adds the core of tile `index` (copied out, so the tile's whole map can go).
-    fn push(&mut self, index: usize, map: &Tensor, core: Window) -> Result<()> {
-        let core = crop(map, core)?.copy()?;
-        if index.is_multiple_of(self.columns) {
-            self.rows.push(Vec::new());
-        }
-        if let Some(row) = self.rows.last_mut() {
-            row.push(core);
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Result<Tensor> {
-        let rows = self
-            .rows
-            .iter()
-            .map(|row| Tensor::cat(row, 3))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Tensor::cat(&rows, 2)?)
-    }
+/// Where a tile's core starts in its stage's map.
+fn core_start(tile: &Tile) -> (usize, usize) {
+    (tile.core_rows.start, tile.core_cols.start)
 }
 
 /// Indices into `layers` of those inside `stage`.
@@ -179,7 +143,8 @@ fn forward_tile<P: StagePasses>(
 
 /// Pass 1: every stage's tiles in order. `visit(stage, tile index, tile, forward)` sees each
 /// tile's forward pass (its pooled output taken); `keep(stage)` says whether the stage's
-/// tiles keep their state. Returns each stage's input map (the first is `x`).
+/// tiles keep their state. Returns each stage's input map (the first is `x`), except those
+/// of stages that kept their state: pass 2 never runs their forward again.
 fn forward_sweep<P: StagePasses>(
     passes: &P,
     plan: &StagedPlan,
@@ -187,13 +152,13 @@ fn forward_sweep<P: StagePasses>(
     (content, style): (&[Layer], &[Layer]),
     keep: impl Fn(usize) -> bool,
     mut visit: impl FnMut(usize, usize, &Tile, StageForward<P::State>) -> Result<()>,
-) -> Result<Vec<Tensor>> {
-    let mut inputs = vec![x.clone()];
+) -> Result<Vec<Option<Tensor>>> {
+    let mut inputs = vec![Some(x.clone())];
     for (index, (stage, tiles)) in plan.stages.iter().enumerate() {
         let stage_content: Vec<Layer> = inside(*stage, content).iter().map(|&i| content[i]).collect();
         let stage_style: Vec<Layer> = inside(*stage, style).iter().map(|&i| style[i]).collect();
-        let input = inputs[index].clone();
-        let mut pooled = Mosaic::new(tiles);
+        let input = inputs[index].clone().ok_or_else(missing_input)?;
+        let mut pooled = Mosaic::new(tiles, tiles.height / 2, tiles.width / 2);
         for (t, tile) in tiles.tiles.iter().enumerate() {
             let run = TileRun {
                 keep: keep(index),
@@ -202,15 +167,25 @@ fn forward_sweep<P: StagePasses>(
             let mut forward =
                 forward_tile(passes, *stage, &input, tile, &stage_content, &stage_style, run)?;
             if let Some(output) = forward.output.take() {
-                pooled.push(t, &output, tile.core_at(2))?;
+                let at = (tile.core_rows.start / 2, tile.core_cols.start / 2);
+                pooled.push(t, &output, tile.core_at(2), at)?;
             }
             visit(index, t, tile, forward)?;
         }
+        if keep(index) {
+            inputs[index] = None;
+        }
         if stage.pooled_after {
-            inputs.push(pooled.finish()?);
+            inputs.push(Some(pooled.finish()?));
         }
     }
     Ok(inputs)
+}
+
+fn missing_input() -> Error {
+    Error::from(candle_core::Error::Msg(
+        "a stage's input map was not kept".into(),
+    ))
 }
 
 /// The tiled objective for one scale: targets over the whole frame, the plan, the passes.
@@ -305,7 +280,7 @@ impl<P: StagePasses> TiledObjective<P> {
             let stage_terms: Vec<&TapTerm> =
                 terms.iter().filter(|t| stage.contains(t.layer())).collect();
             let mut states = std::mem::take(&mut kept[index]).into_iter();
-            let mut grads = Mosaic::new(tiles);
+            let mut grads = Mosaic::new(tiles, tiles.height, tiles.width);
             for (t, tile) in tiles.tiles.iter().enumerate() {
                 let run = TileRun {
                     keep: true,
@@ -316,7 +291,7 @@ impl<P: StagePasses> TiledObjective<P> {
                     None => forward_tile(
                         &self.passes,
                         *stage,
-                        &inputs[index],
+                        inputs[index].as_ref().ok_or_else(missing_input)?,
                         tile,
                         &stage_content,
                         &stage_style,
@@ -340,7 +315,7 @@ impl<P: StagePasses> TiledObjective<P> {
                     tile_grad.as_ref(),
                     run,
                 )?;
-                grads.push(t, &part, tile.core_at(1))?;
+                grads.push(t, &part, tile.core_at(1), core_start(tile))?;
             }
             output_grad = Some(grads.finish()?);
         }
@@ -406,12 +381,12 @@ pub fn frame_features(
             if current != Some(index) {
                 current = Some(index);
                 for i in inside(*stage, content) {
-                    mosaics[i] = Some(Mosaic::new(tiles));
+                    mosaics[i] = Some(Mosaic::new(tiles, tiles.height, tiles.width));
                 }
             }
             for (i, map) in inside(*stage, content).into_iter().zip(&forward.content_maps) {
                 if let Some(mosaic) = mosaics[i].as_mut() {
-                    mosaic.push(t, map, tile.core_at(1))?;
+                    mosaic.push(t, map, tile.core_at(1), core_start(tile))?;
                 }
             }
             if t + 1 == tiles.tiles.len() {

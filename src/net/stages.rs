@@ -147,38 +147,54 @@ impl StagedPlan {
         self.stages.iter().all(|(_, p)| p.is_whole())
     }
 
-    /// Values of the stage maps held whole: every stage's input besides the image (pass 2
-    /// recomputes from them), plus, at pass 2's largest stage, the gradient at its output
-    /// and twice the gradient at its input (the tiles' cores, then their assembly).
-    pub fn held_map_values(&self) -> usize {
+    /// Values of the stage maps held whole when the deepest `kept` stages keep their state:
+    /// the inputs of the other stages besides the image (pass 2 runs their forward again
+    /// from them), plus the most two consecutive stage maps hold at once (pass 1 builds one
+    /// stage's input while reading the previous one; pass 2 holds the gradient at a stage's
+    /// output while it assembles the gradient at its input).
+    pub fn held_map_values(&self, kept: usize) -> usize {
         let input_values = |(stage, plan): &(Stage, TilePlan)| -> usize {
             stage.in_channels() * plan.height * plan.width
         };
-        let inputs: usize = self.stages.iter().skip(1).map(input_values).sum();
-        let gradients = self
+        let recomputed = self.stages.len().saturating_sub(kept);
+        let inputs: usize = self
+            .stages
+            .iter()
+            .take(recomputed)
+            .skip(1)
+            .map(input_values)
+            .sum();
+        let pairs = self
             .stages
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                let output = self.stages.get(i + 1).map_or(0, input_values);
-                output + 2 * input_values(s)
-            })
+            .map(|(i, s)| input_values(s) + self.stages.get(i + 1).map_or(0, input_values))
             .max()
             .unwrap_or(0);
-        inputs + gradients
+        inputs + pairs
     }
 
     /// The values the states of the deepest `kept` stages hold, summed over their tiles:
     /// `(values x convolutions, values x tapped layers among `taps`, values of pooling
-    /// stages)`.
-    pub fn kept_values(&self, kept: usize, taps: &[Layer]) -> (usize, usize, usize) {
+    /// stages)`. With `first_recomputed`, the first stage keeps nothing of its first
+    /// convolution.
+    pub fn kept_values(
+        &self,
+        kept: usize,
+        taps: &[Layer],
+        first_recomputed: bool,
+    ) -> (usize, usize, usize) {
         let skip = self.stages.len().saturating_sub(kept);
         let mut sums = (0, 0, 0);
         for (stage, plan) in self.stages.iter().skip(skip) {
             let values: usize = plan.tiles.iter().map(|t| t.pixels()).sum::<usize>()
                 * stage.channels();
-            let tapped = taps.iter().filter(|l| stage.contains(**l)).count();
-            sums.0 += values * stage.convs();
+            let dropped = usize::from(first_recomputed && stage.block == 1);
+            let tapped = taps
+                .iter()
+                .filter(|l| stage.contains(**l) && l.conv_position() >= stage.first + dropped)
+                .count();
+            sums.0 += values * (stage.convs() - dropped);
             sums.1 += values * tapped;
             sums.2 += if stage.pooled_after { values } else { 0 };
         }

@@ -19,14 +19,16 @@ pub const DEFAULT_HISTORY: usize = 100;
 const HISTORIES: [usize; 6] = [DEFAULT_HISTORY, 50, 20, 10, 5, 3];
 /// Tile core sides tried, largest first, after the whole frame.
 const TILE_SIDES: [usize; 9] = [2048, 1536, 1024, 768, 512, 384, 256, 192, 128];
-/// At most this share of a job's budget goes to L-BFGS history when the server chooses it.
-const HISTORY_SHARE: f64 = 0.25;
+/// At most this share of a job's budget goes to L-BFGS history when the server chooses it
+/// (the rest keeps tile states, which buy speed: 10 pairs, scipy's default, suit most jobs).
+const HISTORY_SHARE: f64 = 0.15;
 /// A tile's backward pass costs this many of its forward passes (ONNX Runtime on the CPU,
 /// measured with its profiler on 592x368 tiles: 1.06 s forward, 1.32 s backward).
 const BACKWARD_PER_FORWARD: f64 = 1.25;
 /// What one tile pass costs beyond its arithmetic (a session run, its copies), in
-/// multiply-accumulates: about 10 ms of a 2-core CPU.
-const MACS_PER_TILE_PASS: f64 = 1e9;
+/// multiply-accumulates: about 4 ms of a 2-core CPU (1920x1080 in 256-pixel first-stage
+/// cores, 166 tile passes, ran 0.5 s slower per evaluation than in 512-pixel ones, 50).
+const MACS_PER_TILE_PASS: f64 = 4e8;
 
 /// How a job runs within its memory.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +79,7 @@ fn deepest(layers: &[(Layer, f64)]) -> Option<Layer> {
 /// multiply-accumulates.
 fn shape(
     request: &RenderRequest,
+    footprint: &Footprint,
     tile_side: Option<usize>,
     history: usize,
     kept_stages: usize,
@@ -148,8 +151,8 @@ fn shape(
     if tile_side.is_some() {
         job.whole_pixels = 0;
         job.tile_values = plan.largest_tile_values();
-        job.stage_map_values = plan.held_map_values();
-        job.kept_values = plan.kept_values(kept_stages, &layers);
+        job.stage_map_values = plan.held_map_values(kept_stages);
+        job.kept_values = plan.kept_values(kept_stages, &layers, footprint.state.first_recomputed);
     }
     (job, plan.tiles(), kept_stages, cost)
 }
@@ -174,7 +177,7 @@ pub fn plan_memory(
         None => whole_then_tiles().collect(),
     };
     let plan_for = |side: Option<usize>, history: usize, kept: usize| {
-        let (job, tiles, kept_stages, cost) = shape(request, side, history, kept);
+        let (job, tiles, kept_stages, cost) = shape(request, footprint, side, history, kept);
         let plan = MemoryPlan {
             tile_side: side,
             history,
@@ -188,7 +191,7 @@ pub fn plan_memory(
         // No limit: every stage's state is kept.
         return Ok(plan_for(sides[0], histories[0], usize::MAX).0);
     };
-    let (frame, _, _, _) = shape(request, None, 0, 1);
+    let (frame, _, _, _) = shape(request, footprint, None, 0, 1);
     let pair = footprint.pair_bytes(frame.frame_pixels);
     let last = histories.last().copied().unwrap_or(0);
     // A history the server chooses takes at most its share of the budget (the shortest
@@ -201,7 +204,7 @@ pub fn plan_memory(
     // For each tiling, the most kept stages that fit (or only the deepest). The estimate
     // grows with the kept stages, so the most that fit are found by bisection.
     let most_kept = |side: Option<usize>, history: usize| {
-        let (_, _, stages, _) = shape(request, side, history, usize::MAX);
+        let (_, _, stages, _) = shape(request, footprint, side, history, usize::MAX);
         let (mut low, mut high) = (1, stages);
         while low < high {
             let mid = (low + high).div_ceil(2);
@@ -318,12 +321,12 @@ mod tests {
         let request = request(1920, 1080, Some(512));
         let all = plan_memory(&request, &FOOTPRINT, None).unwrap();
         let one = {
-            let (job, _, _, _) = shape(&request, Some(512), 10, 1);
+            let (job, _, _, _) = shape(&request, &FOOTPRINT, Some(512), 10, 1);
             FOOTPRINT.job_bytes(&job)
         };
         assert!(one < all.estimate);
         let two = {
-            let (job, _, _, _) = shape(&request, Some(512), 10, 2);
+            let (job, _, _, _) = shape(&request, &FOOTPRINT, Some(512), 10, 2);
             FOOTPRINT.job_bytes(&job)
         };
         let plan = plan_memory(&request, &FOOTPRINT, Some(two)).unwrap();
@@ -344,10 +347,10 @@ mod tests {
         let budget = whole.estimate / 3;
         let plan = plan_memory(&request, &FOOTPRINT, Some(budget)).unwrap();
         assert!(plan.tiles > 1 && plan.estimate <= budget);
-        let cost = |p: &MemoryPlan| shape(&request, p.tile_side, p.history, p.kept_stages).3;
+        let cost = |p: &MemoryPlan| shape(&request, &FOOTPRINT, p.tile_side, p.history, p.kept_stages).3;
         for side in TILE_SIDES {
             for kept in 1..=5 {
-                let (job, _, _, c) = shape(&request, Some(side), plan.history, kept);
+                let (job, _, _, c) = shape(&request, &FOOTPRINT, Some(side), plan.history, kept);
                 if FOOTPRINT.job_bytes(&job) <= budget {
                     assert!(cost(&plan) <= c, "side {side}, {kept} kept is cheaper");
                 }
