@@ -60,7 +60,7 @@ fn check(overlay: &str, limit: &str, max_pixels: &str, (width, height): (u32, u3
         "{overlay}: STYLIZE_MAX_PIXELS {max_pixels} refuses {width}x{height}"
     );
     eprintln!(
-        "{overlay}: {width}x{height} in {} MiB: {} tiles ({:?}-px cores, {} states kept), history {}, estimate {} MiB of {} MiB",
+        "{overlay}: {width}x{height} in {} MiB: {} tiles ({:?}-px cores, {} stages kept), history {}, estimate {} MiB of {} MiB",
         limit >> 20,
         plan.tiles,
         plan.tile_side,

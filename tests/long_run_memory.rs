@@ -1,7 +1,7 @@
 //! A long run stays within the estimate it was admitted with: a job planned for a budget
 //! too small for its whole frame runs tiled, for more iterations than its L-BFGS history
 //! holds, and the process's peak resident set (`stylize run --report`) stays below the
-//! plan's estimate (the optimiser's full history and the kept tile states included).
+//! plan's estimate (the optimiser's full history and the kept stage states included).
 
 use std::process::Command;
 

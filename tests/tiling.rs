@@ -206,13 +206,7 @@ fn ort_tiled_equals_untiled_and_candle() {
             usize::MAX,
         ),
         // One stage, whose only convolution the backward graph computes again.
-        (
-            (45, 58),
-            layers(&["relu1_1"]),
-            layers(&["relu1_1"]),
-            16,
-            1,
-        ),
+        ((45, 58), layers(&["relu1_1"]), layers(&["relu1_1"]), 16, 1),
     ] {
         let mut tiled_job = job(height, width, &content, &style, &features, Some(side));
         tiled_job.kept_stages = kept;

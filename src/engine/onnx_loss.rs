@@ -323,7 +323,11 @@ impl StageSpec {
     /// `spec`'s layers that lie in `stage`.
     pub fn of(stage: Stage, spec: &LossSpec) -> Self {
         let inside = |layers: &[Layer]| -> Vec<Layer> {
-            layers.iter().copied().filter(|l| stage.contains(*l)).collect()
+            layers
+                .iter()
+                .copied()
+                .filter(|l| stage.contains(*l))
+                .collect()
         };
         Self {
             stage,
@@ -366,7 +370,12 @@ pub fn build_stage_forward(weights: &Vgg19Weights, spec: &StageSpec) -> Vec<u8> 
         b.op_into("MaxPool", &[&current], attrs, &[&pooled, &index]);
         b.output(&pooled, STAGE_OUTPUT, &pooled_dims(stage));
         // Indices within a tile fit 32 bits: half the kept state's bytes.
-        let narrow = b.op("Cast", &[&index], vec![int("to", DataType::Int32 as i64)], "index32");
+        let narrow = b.op(
+            "Cast",
+            &[&index],
+            vec![int("to", DataType::Int32 as i64)],
+            "index32",
+        );
         b.typed_output(&narrow, STATE_POOL_INDEX, DataType::Int32, &state_dims());
     }
     let kept = usize::from(recomputes_first(stage));
@@ -457,7 +466,13 @@ pub fn build_stage_backward(weights: &Vgg19Weights, spec: &StageSpec) -> Vec<u8>
     });
     let indices = vec![None; masks.len()];
     if let Some(grad) = add_backward(
-        &mut b, weights, stage.first, &masks, &indices, &tap_grads, start,
+        &mut b,
+        weights,
+        stage.first,
+        &masks,
+        &indices,
+        &tap_grads,
+        start,
     ) {
         b.output(&grad, GRAD, &stage_input_dims(stage));
     }

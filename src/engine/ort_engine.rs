@@ -94,9 +94,7 @@ impl OrtEngine {
             let model = match &graph {
                 Graph::WholeFrame(spec) => onnx_loss::build(&self.weights, spec),
                 Graph::StageForward(spec) => onnx_loss::build_stage_forward(&self.weights, spec),
-                Graph::StageBackward(spec) => {
-                    onnx_loss::build_stage_backward(&self.weights, spec)
-                }
+                Graph::StageBackward(spec) => onnx_loss::build_stage_backward(&self.weights, spec),
             };
             // The loss graphs' Winograd operators are CPU kernels: this engine runs on the CPU.
             runtime::session(self.environment, &model, self.threads, true, Provider::Cpu)
@@ -413,7 +411,10 @@ impl StagePasses for OrtPasses<'_> {
         };
         // Its last layer's ReLU mask (or, when that is recomputed, its input) has the
         // tile's size.
-        let sized = [onnx_loss::state_mask(stage.last), onnx_loss::STAGE_INPUT.into()];
+        let sized = [
+            onnx_loss::state_mask(stage.last),
+            onnx_loss::STAGE_INPUT.into(),
+        ];
         let (_, value) = state
             .iter()
             .find(|(n, _)| sized.contains(n))

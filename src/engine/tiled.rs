@@ -22,10 +22,10 @@ use candle_core::{DType, Tensor};
 
 use super::LossBreakdown;
 use super::loss::{LayerTarget, TermWeights, scalar, taps, total_variation};
+use super::mosaic::Mosaic;
 use crate::error::{Error, Result};
 use crate::model::Layer;
 use crate::net::stages::{Stage, StagedPlan};
-use super::mosaic::Mosaic;
 use crate::net::tiling::{Tile, Window, crop};
 
 /// What a tile's gradient pass needs at one tapped layer: dL/dF is `style_matrix · F` for a
@@ -155,7 +155,10 @@ fn forward_sweep<P: StagePasses>(
 ) -> Result<Vec<Option<Tensor>>> {
     let mut inputs = vec![Some(x.clone())];
     for (index, (stage, tiles)) in plan.stages.iter().enumerate() {
-        let stage_content: Vec<Layer> = inside(*stage, content).iter().map(|&i| content[i]).collect();
+        let stage_content: Vec<Layer> = inside(*stage, content)
+            .iter()
+            .map(|&i| content[i])
+            .collect();
         let stage_style: Vec<Layer> = inside(*stage, style).iter().map(|&i| style[i]).collect();
         let input = inputs[index].clone().ok_or_else(missing_input)?;
         let mut pooled = Mosaic::new(tiles, tiles.height / 2, tiles.width / 2);
@@ -164,8 +167,15 @@ fn forward_sweep<P: StagePasses>(
                 keep: keep(index),
                 last: t + 1 == tiles.tiles.len(),
             };
-            let mut forward =
-                forward_tile(passes, *stage, &input, tile, &stage_content, &stage_style, run)?;
+            let mut forward = forward_tile(
+                passes,
+                *stage,
+                &input,
+                tile,
+                &stage_content,
+                &stage_style,
+                run,
+            )?;
             if let Some(output) = forward.output.take() {
                 let at = (tile.core_rows.start / 2, tile.core_cols.start / 2);
                 pooled.push(t, &output, tile.core_at(2), at)?;
@@ -226,9 +236,13 @@ impl<P: StagePasses> TiledObjective<P> {
             |index, _, tile, forward| {
                 let stage = self.plan.stages[index].0;
                 let core = tile.core_at(1);
-                for (i, map) in inside(stage, &content).into_iter().zip(&forward.content_maps) {
+                for (i, map) in inside(stage, &content)
+                    .into_iter()
+                    .zip(&forward.content_maps)
+                {
                     let target = crop(&crop(&self.content[i].target, tile.extent_at(1))?, core)?;
-                    let diff = (crop(map, core)?.to_dtype(DType::F64)? - target.to_dtype(DType::F64)?)?;
+                    let diff =
+                        (crop(map, core)?.to_dtype(DType::F64)? - target.to_dtype(DType::F64)?)?;
                     content_sums[i] += scalar(&diff.sqr()?.sum_all()?)?;
                 }
                 for (i, part) in inside(stage, &style).into_iter().zip(forward.gram_sums) {
@@ -275,8 +289,12 @@ impl<P: StagePasses> TiledObjective<P> {
         // its core; the cores make the gradient at the previous stage's pooled output.
         let mut output_grad: Option<Tensor> = None;
         for (index, (stage, tiles)) in self.plan.stages.iter().enumerate().rev() {
-            let stage_content: Vec<Layer> = inside(*stage, &content).iter().map(|&i| content[i]).collect();
-            let stage_style: Vec<Layer> = inside(*stage, &style).iter().map(|&i| style[i]).collect();
+            let stage_content: Vec<Layer> = inside(*stage, &content)
+                .iter()
+                .map(|&i| content[i])
+                .collect();
+            let stage_style: Vec<Layer> =
+                inside(*stage, &style).iter().map(|&i| style[i]).collect();
             let stage_terms: Vec<&TapTerm> =
                 terms.iter().filter(|t| stage.contains(t.layer())).collect();
             let mut states = std::mem::take(&mut kept[index]).into_iter();
@@ -384,7 +402,10 @@ pub fn frame_features(
                     mosaics[i] = Some(Mosaic::new(tiles, tiles.height, tiles.width));
                 }
             }
-            for (i, map) in inside(*stage, content).into_iter().zip(&forward.content_maps) {
+            for (i, map) in inside(*stage, content)
+                .into_iter()
+                .zip(&forward.content_maps)
+            {
                 if let Some(mosaic) = mosaics[i].as_mut() {
                     mosaic.push(t, map, tile.core_at(1), core_start(tile))?;
                 }

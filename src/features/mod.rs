@@ -57,8 +57,8 @@ pub trait FeatureExtractor: Send + Sync {
             };
             for ((layer, map), sum) in layers.iter().zip(self.maps(&input, layers)?).zip(&mut sums)
             {
-                let gram = core_gram_sum(&map, tile.core_in_tile(*layer))?
-                    .to_device(&Device::Cpu)?;
+                let gram =
+                    core_gram_sum(&map, tile.core_in_tile(*layer))?.to_device(&Device::Cpu)?;
                 *sum = Some(match sum.take() {
                     Some(acc) => (acc + gram)?,
                     None => gram,

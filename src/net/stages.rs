@@ -187,8 +187,8 @@ impl StagedPlan {
         let skip = self.stages.len().saturating_sub(kept);
         let mut sums = (0, 0, 0);
         for (stage, plan) in self.stages.iter().skip(skip) {
-            let values: usize = plan.tiles.iter().map(|t| t.pixels()).sum::<usize>()
-                * stage.channels();
+            let values: usize =
+                plan.tiles.iter().map(|t| t.pixels()).sum::<usize>() * stage.channels();
             let dropped = usize::from(first_recomputed && stage.block == 1);
             let tapped = taps
                 .iter()

@@ -48,7 +48,9 @@ fn relu_kept(acts: &Activations, position: usize) -> Result<&Tensor> {
     acts.relu
         .get(position)
         .and_then(Option::as_ref)
-        .ok_or_else(|| candle_core::Error::Msg("forward pass did not keep activations".into()).into())
+        .ok_or_else(|| {
+            candle_core::Error::Msg("forward pass did not keep activations".into()).into()
+        })
 }
 
 /// `grad` plus the tap gradients given at `layer`.
@@ -187,10 +189,10 @@ impl VggNet {
         self.check_depth(Layer::at_position(stage.last))?;
         let mut relu = vec![None; stage.last + 1];
         let mut h = x.clone();
-        for position in stage.first..=stage.last {
+        for (position, slot) in relu.iter_mut().enumerate().skip(stage.first) {
             h = self.conv_relu(&h, position)?;
             if for_backward || taps.contains(&Layer::at_position(position)) {
-                relu[position] = Some(h.clone());
+                *slot = Some(h.clone());
             }
         }
         let pooled = if stage.pooled_after {

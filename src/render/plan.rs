@@ -347,7 +347,8 @@ mod tests {
         let budget = whole.estimate / 3;
         let plan = plan_memory(&request, &FOOTPRINT, Some(budget)).unwrap();
         assert!(plan.tiles > 1 && plan.estimate <= budget);
-        let cost = |p: &MemoryPlan| shape(&request, &FOOTPRINT, p.tile_side, p.history, p.kept_stages).3;
+        let cost =
+            |p: &MemoryPlan| shape(&request, &FOOTPRINT, p.tile_side, p.history, p.kept_stages).3;
         for side in TILE_SIDES {
             for kept in 1..=5 {
                 let (job, _, _, c) = shape(&request, &FOOTPRINT, Some(side), plan.history, kept);
