@@ -52,6 +52,10 @@ pub enum Error {
     #[error("the server is shutting down and accepts no new work")]
     ShuttingDown,
 
+    /// An accepted job the server gives back unfinished because it is shutting down.
+    #[error("{0}; retry it on another replica")]
+    HandedBack(&'static str),
+
     #[error("the deadline expired {0}")]
     DeadlineExceeded(String),
 

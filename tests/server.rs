@@ -402,7 +402,7 @@ async fn each_bad_field_answers_invalid_argument_naming_it() {
 }
 
 #[tokio::test]
-async fn health_and_reflection_work_and_sigterm_drains_in_flight_work() {
+async fn health_and_reflection_work_and_sigterm_drains_in_flight_work_and_hands_queued_back() {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
@@ -459,7 +459,38 @@ async fn health_and_reflection_work_and_sigterm_drains_in_flight_work() {
     let mut client = StylizerClient::new(channel.clone());
     let mut in_flight = client.stylize(request(60)).await.unwrap().into_inner();
     until(&mut in_flight, |e| matches!(e, Event::Progress(_))).await;
+    // Three jobs wait behind it; the drain hands them back at once, retryable.
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        let mut waiting = client.stylize(request(1)).await.unwrap().into_inner();
+        until(&mut waiting, |e| matches!(e, Event::Queued(_))).await;
+        queued.push(waiting);
+    }
+    let terminated = Instant::now();
     server.terminate();
+    for mut waiting in queued {
+        let handed_back = loop {
+            match waiting.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("a queued job ended without a status"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(handed_back.code(), Code::Unavailable, "{handed_back:?}");
+        assert!(
+            handed_back.message().contains("before this job started")
+                && handed_back
+                    .message()
+                    .contains("retry it on another replica"),
+            "{}",
+            handed_back.message()
+        );
+    }
+    let waited = terminated.elapsed();
+    assert!(
+        waited < Duration::from_secs(1),
+        "queued jobs handed back after {waited:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let status = health

@@ -308,6 +308,20 @@ impl Scheduler {
         }
     }
 
+    /// Gives every queued job back at once (`UNAVAILABLE`: its client retries on another
+    /// replica instead of waiting out the grace period); running jobs go on.
+    pub fn hand_back_queued(&self) {
+        let mut queue = self.shared.lock();
+        for job in queue.jobs.drain(..) {
+            job.events
+                .send(JobEvent::Failed(Error::HandedBack(worker::NOT_STARTED)));
+            names::count_request(names::outcome::UNAVAILABLE);
+        }
+        metrics::gauge!(names::QUEUE_DEPTH).set(0.0);
+        drop(queue);
+        self.shared.changed.notify_all();
+    }
+
     /// Cancels every queued and running job (each ends within one iteration) and stops
     /// the workers once they are idle.
     pub fn cancel_all(&self) {
@@ -315,7 +329,8 @@ impl Scheduler {
         queue.accepting = false;
         queue.stopped = true;
         for job in queue.jobs.drain(..) {
-            job.events.send(JobEvent::Failed(Error::ShuttingDown));
+            job.events
+                .send(JobEvent::Failed(Error::HandedBack(worker::NOT_STARTED)));
             names::count_request(names::outcome::UNAVAILABLE);
         }
         for flag in &queue.running {

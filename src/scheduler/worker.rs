@@ -78,11 +78,16 @@ enum Stop {
     Deadline,
 }
 
+/// Why a queued job is given back at shutdown.
+pub const NOT_STARTED: &str = "the server began shutting down before this job started";
+/// Why a running job is given back at the end of the shutdown grace period.
+const GRACE_ENDED: &str = "the server's shutdown grace period ended before this job finished";
+
 fn outcome_of(err: &Error) -> &'static str {
     match err {
         Error::Cancelled => outcome::CANCELLED,
         Error::DeadlineExceeded(_) => outcome::DEADLINE_EXCEEDED,
-        Error::ShuttingDown => outcome::UNAVAILABLE,
+        Error::ShuttingDown | Error::HandedBack(_) => outcome::UNAVAILABLE,
         Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
             outcome::INVALID_ARGUMENT
         }
@@ -96,7 +101,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
     metrics::histogram!(names::QUEUE_WAIT).record(queue_wait.as_secs_f64());
     let result = if job.abandoned() {
         Err(if job.cancel.load(Ordering::Relaxed) {
-            Error::ShuttingDown
+            Error::HandedBack(NOT_STARTED)
         } else {
             Error::Cancelled
         })
@@ -203,7 +208,7 @@ fn run_job(
         Err(Error::Cancelled) => {
             return Err(match stop {
                 Some(Stop::Deadline) => Error::DeadlineExceeded("while optimising".into()),
-                _ if job.cancel.load(Ordering::Relaxed) => Error::ShuttingDown,
+                _ if job.cancel.load(Ordering::Relaxed) => Error::HandedBack(GRACE_ENDED),
                 _ => Error::Cancelled,
             });
         }

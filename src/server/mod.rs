@@ -59,7 +59,7 @@ pub fn status(err: Error) -> Status {
         Error::QueueFull(_) | Error::MemoryExhausted(_) => {
             Status::resource_exhausted(err.to_string())
         }
-        Error::ShuttingDown => Status::unavailable(err.to_string()),
+        Error::ShuttingDown | Error::HandedBack(_) => Status::unavailable(err.to_string()),
         Error::DeadlineExceeded(_) => Status::deadline_exceeded(err.to_string()),
         Error::Cancelled => Status::cancelled(err.to_string()),
         other => Status::internal(other.to_string()),
@@ -318,6 +318,7 @@ pub async fn serve(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     scheduler.stop_accepting();
+    scheduler.hand_back_queued();
     let waiting = scheduler.clone();
     let grace = config.grace_period;
     let drained = tokio::task::spawn_blocking(move || waiting.wait_idle(grace))
