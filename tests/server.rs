@@ -218,6 +218,58 @@ async fn a_cancelled_request_frees_the_worker() {
     );
 }
 
+/// Waits until the queue depth gauge reads `depth`, for at most two seconds.
+async fn queue_depth_reaches(server: &Server, depth: f64) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = server.metric("stylize_queue_depth");
+        if now == depth {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue depth {now}, expected {depth}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn departed_and_expired_jobs_leave_the_queue_at_once() {
+    let server = Server::start(&["--workers", "1", "--max-queue", "2"]);
+    let mut client = server.client().await;
+    let (long, next) = occupy_worker_and_queue(&mut client).await;
+    let mut other = client.stylize(request(1)).await.unwrap().into_inner();
+    until(&mut other, |e| matches!(e, Event::Queued(_))).await;
+    queue_depth_reaches(&server, 2.0).await;
+    // Both queued clients hang up while the worker is busy: their places free up now, not
+    // when the worker reaches them.
+    drop((next, other));
+    queue_depth_reaches(&server, 0.0).await;
+    // A deadline that expires in the queue frees its place the same way.
+    let mut expiring = tonic::Request::new(request(1));
+    expiring.set_timeout(Duration::from_millis(300));
+    let mut expiring = client.stylize(expiring).await.unwrap().into_inner();
+    until(&mut expiring, |e| matches!(e, Event::Queued(_))).await;
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut queued = client.stylize(request(1)).await.unwrap().into_inner();
+        until(&mut queued, |e| matches!(e, Event::Queued(_))).await;
+        waiting.push(queued);
+    }
+    queue_depth_reaches(&server, 2.0).await;
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"cancelled\"}"),
+        2.0
+    );
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"deadline_exceeded\"}"),
+        1.0
+    );
+    drop((long, waiting, expiring));
+}
+
 #[tokio::test]
 async fn a_full_queue_answers_resource_exhausted_at_once() {
     let server = Server::start(&["--workers", "1", "--max-queue", "1"]);

@@ -80,6 +80,28 @@ struct Shared {
 }
 
 impl Queue {
+    /// Jobs whose client left, or whose deadline passed, give their places up now rather
+    /// than when a worker reaches them: they end (`CANCELLED`, `DEADLINE_EXCEEDED`), and the
+    /// depth gauge and admission count only jobs someone waits for.
+    fn drop_departed(&mut self) {
+        let before = self.jobs.len();
+        self.jobs.retain(|job| {
+            let gone = if job.abandoned() {
+                Error::Cancelled
+            } else if job.spec.deadline.is_some_and(|d| Instant::now() >= d) {
+                Error::DeadlineExceeded("while queued".into())
+            } else {
+                return true;
+            };
+            names::count_request(worker::outcome_of(&gone));
+            job.events.send(JobEvent::Failed(gone));
+            false
+        });
+        if self.jobs.len() != before {
+            metrics::gauge!(names::QUEUE_DEPTH).set(self.jobs.len() as f64);
+        }
+    }
+
     fn reserve(&mut self, bytes: u64) {
         self.reserved += bytes;
         metrics::gauge!(names::MEMORY_RESERVED).set(self.reserved as f64);
@@ -128,6 +150,22 @@ impl Drop for Reservation {
     }
 }
 
+/// How often the sweeper looks for departed jobs.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+
+/// Drops departed jobs from the queue until the scheduler stops.
+fn sweep(shared: &Shared) {
+    let mut queue = shared.lock();
+    while !queue.stopped {
+        queue.drop_departed();
+        queue = shared
+            .changed
+            .wait_timeout(queue, SWEEP_EVERY)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
 #[derive(Clone)]
 pub struct Scheduler {
     shared: Arc<Shared>,
@@ -153,6 +191,12 @@ impl Scheduler {
             backends,
             job_capacity,
         });
+        // While every worker is busy, departed jobs still leave the queue within a sweep.
+        let sweeping = shared.clone();
+        std::thread::Builder::new()
+            .name("stylize-queue-sweep".into())
+            .spawn(move || sweep(&sweeping))
+            .expect("spawn queue sweeper thread");
         for index in 0..shared.config.workers.max(1) {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -171,14 +215,16 @@ impl Scheduler {
     /// decoding its images, so overload is refused without spending CPU on it. `submit`
     /// decides for good.
     pub fn admits(&self) -> Result<()> {
-        self.room_in(&self.shared.lock())
+        self.room_in(&mut self.shared.lock())
     }
 
-    /// `ShuttingDown` or `QueueFull` when `queue` takes no more jobs.
-    fn room_in(&self, queue: &Queue) -> Result<()> {
+    /// `ShuttingDown` or `QueueFull` when `queue` takes no more jobs (departed jobs leave
+    /// it first).
+    fn room_in(&self, queue: &mut Queue) -> Result<()> {
         if !queue.accepting {
             return Err(Error::ShuttingDown);
         }
+        queue.drop_departed();
         if queue.jobs.len() >= self.shared.config.max_queue {
             return Err(Error::QueueFull(queue.jobs.len()));
         }
@@ -214,7 +260,7 @@ impl Scheduler {
         let (events, receiver) = events::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let mut queue = self.shared.lock();
-        self.room_in(&queue)?;
+        self.room_in(&mut queue)?;
         let position = queue.jobs.len();
         events.send(JobEvent::Queued { position });
         queue.jobs.push_back(QueuedJob {

@@ -22,24 +22,7 @@ pub(super) fn run(index: usize, shared: &Shared) {
                 if queue.stopped {
                     return;
                 }
-                // A job its client left (or whose deadline passed) gives its place up now
-                // rather than after the jobs ahead of it.
-                let before = queue.jobs.len();
-                queue.jobs.retain(|job| {
-                    let gone = if job.abandoned() {
-                        Error::Cancelled
-                    } else if job.spec.deadline.is_some_and(|d| Instant::now() >= d) {
-                        Error::DeadlineExceeded("while queued".into())
-                    } else {
-                        return true;
-                    };
-                    names::count_request(outcome_of(&gone));
-                    job.events.send(JobEvent::Failed(gone));
-                    false
-                });
-                if queue.jobs.len() != before {
-                    metrics::gauge!(names::QUEUE_DEPTH).set(queue.jobs.len() as f64);
-                }
+                queue.drop_departed();
                 let fits = queue
                     .jobs
                     .front()
@@ -83,7 +66,7 @@ pub const NOT_STARTED: &str = "the server began shutting down before this job st
 /// Why a running job is given back at the end of the shutdown grace period.
 const GRACE_ENDED: &str = "the server's shutdown grace period ended before this job finished";
 
-fn outcome_of(err: &Error) -> &'static str {
+pub(super) fn outcome_of(err: &Error) -> &'static str {
     match err {
         Error::Cancelled => outcome::CANCELLED,
         Error::DeadlineExceeded(_) => outcome::DEADLINE_EXCEEDED,
