@@ -59,6 +59,10 @@ pub enum Error {
     #[error("the deadline expired {0}")]
     DeadlineExceeded(String),
 
+    /// The job ran longer than the server allows any job to run.
+    #[error("the job ran past this server's limit of {0} s per job (--max-job-seconds)")]
+    JobTimeLimit(u64),
+
     #[error("tensor backend: {0}")]
     Backend(#[from] candle_core::Error),
 }

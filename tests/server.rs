@@ -271,6 +271,28 @@ async fn departed_and_expired_jobs_leave_the_queue_at_once() {
 }
 
 #[tokio::test]
+async fn a_job_past_the_servers_time_limit_ends_naming_it() {
+    let server = Server::start(&["--max-job-seconds", "1"]);
+    let mut client = server.client().await;
+    let started = Instant::now();
+    let err = collect(&mut client, request(10_000)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        err.message()
+            .contains("limit of 1 s per job (--max-job-seconds)"),
+        "{}",
+        err.message()
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "ended after {took:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"deadline_exceeded\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
 async fn a_full_queue_answers_resource_exhausted_at_once() {
     let server = Server::start(&["--workers", "1", "--max-queue", "1"]);
     let mut client = server.client().await;

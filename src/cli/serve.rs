@@ -53,9 +53,13 @@ pub struct ServeArgs {
     /// Byte budget for decoded images of registered styles.
     #[arg(long, env = "STYLIZE_REGISTRY_BYTES", default_value_t = 256 << 20)]
     registry_bytes: usize,
-    /// Seconds in-flight work may take to finish after SIGTERM before it is cancelled.
+    /// Seconds in-flight work may take to finish after SIGTERM before it is handed back.
     #[arg(long, env = "STYLIZE_GRACE_PERIOD_SECONDS", default_value_t = 60.0)]
     grace_period_seconds: f64,
+    /// The longest a job may run once started, in seconds (0: no limit); past it the job ends
+    /// DEADLINE_EXCEEDED naming this limit. A backstop for clients that set no deadline.
+    #[arg(long, env = "STYLIZE_MAX_JOB_SECONDS", default_value_t = 14400.0)]
+    max_job_seconds: f64,
     /// PEM certificate chain for TLS on the gRPC port (with --tls-key); plaintext without.
     #[arg(long, env = "STYLIZE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -78,6 +82,9 @@ pub struct ServeArgs {
 pub fn serve(args: ServeArgs) -> Result<()> {
     if args.max_queue == 0 || args.workers == 0 {
         anyhow::bail!("--max-queue and --workers must be at least 1");
+    }
+    if !(args.max_job_seconds.is_finite() && args.max_job_seconds >= 0.0) {
+        anyhow::bail!("--max-job-seconds must be a number >= 0 (0: no limit)");
     }
     if !(args.grace_period_seconds.is_finite() && args.grace_period_seconds >= 0.0) {
         anyhow::bail!("--grace-period-seconds must be a number >= 0");
@@ -113,6 +120,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         scheduler: SchedulerConfig {
             workers: args.workers,
             max_queue: args.max_queue,
+            max_job: (args.max_job_seconds > 0.0)
+                .then(|| Duration::from_secs_f64(args.max_job_seconds)),
             memory_budget: Some(for_jobs),
         },
         limits: Limits {

@@ -31,6 +31,9 @@ pub struct SchedulerConfig {
     pub workers: usize,
     /// Jobs that may wait for a worker; one more is refused.
     pub max_queue: usize,
+    /// The longest a job may run once started (`None`: no limit); past it the job ends
+    /// `DEADLINE_EXCEEDED` naming the limit.
+    pub max_job: Option<Duration>,
     /// Bytes the whole process may use (`memory::Budget`); `None`: no memory admission.
     pub memory_budget: Option<u64>,
 }

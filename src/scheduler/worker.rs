@@ -59,6 +59,8 @@ pub(super) fn run(index: usize, shared: &Shared) {
 enum Stop {
     Abandoned,
     Deadline,
+    /// The server's `max_job` ran out.
+    TimeLimit,
 }
 
 /// Why a queued job is given back at shutdown.
@@ -69,7 +71,7 @@ const GRACE_ENDED: &str = "the server's shutdown grace period ended before this 
 pub(super) fn outcome_of(err: &Error) -> &'static str {
     match err {
         Error::Cancelled => outcome::CANCELLED,
-        Error::DeadlineExceeded(_) => outcome::DEADLINE_EXCEEDED,
+        Error::DeadlineExceeded(_) | Error::JobTimeLimit(_) => outcome::DEADLINE_EXCEEDED,
         Error::ShuttingDown | Error::HandedBack(_) => outcome::UNAVAILABLE,
         Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
             outcome::INVALID_ARGUMENT
@@ -142,6 +144,7 @@ fn run_job(
     let backends = &shared.backends;
     let mut stop = None;
     let mut last_iteration = Instant::now();
+    let ceiling = shared.config.max_job.map(|limit| Instant::now() + limit);
     let encoding = spec.output;
     let mut on_progress = |p: &Progress| {
         metrics::counter!(names::ITERATIONS_TOTAL).increment(1);
@@ -154,6 +157,10 @@ fn run_job(
         }
         if spec.deadline.is_some_and(|d| Instant::now() >= d) {
             stop = Some(Stop::Deadline);
+            return ControlFlow::Break(());
+        }
+        if ceiling.is_some_and(|c| Instant::now() >= c) {
+            stop = Some(Stop::TimeLimit);
             return ControlFlow::Break(());
         }
         if let Some(preview) = &p.preview {
@@ -191,6 +198,9 @@ fn run_job(
         Err(Error::Cancelled) => {
             return Err(match stop {
                 Some(Stop::Deadline) => Error::DeadlineExceeded("while optimising".into()),
+                Some(Stop::TimeLimit) => {
+                    Error::JobTimeLimit(shared.config.max_job.map_or(0, |d| d.as_secs()))
+                }
                 _ if job.cancel.load(Ordering::Relaxed) => Error::HandedBack(GRACE_ENDED),
                 _ => Error::Cancelled,
             });

@@ -60,7 +60,9 @@ pub fn status(err: Error) -> Status {
             Status::resource_exhausted(err.to_string())
         }
         Error::ShuttingDown | Error::HandedBack(_) => Status::unavailable(err.to_string()),
-        Error::DeadlineExceeded(_) => Status::deadline_exceeded(err.to_string()),
+        Error::DeadlineExceeded(_) | Error::JobTimeLimit(_) => {
+            Status::deadline_exceeded(err.to_string())
+        }
         Error::Cancelled => Status::cancelled(err.to_string()),
         other => Status::internal(other.to_string()),
     }
@@ -76,6 +78,11 @@ fn outcome_of(status: &Status) -> &'static str {
         _ => outcome::INTERNAL,
     }
 }
+
+/// How often an idle connection is pinged.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a ping may go unanswered before the connection is dropped.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything `serve` needs besides the backends.
 #[derive(Debug, Clone)]
@@ -287,7 +294,11 @@ pub async fn serve(
         .max_decoding_message_size(config.limits.max_message_bytes)
         .max_encoding_message_size(config.limits.max_message_bytes);
 
-    let mut builder = tonic::transport::Server::builder();
+    // HTTP/2 pings find a client that vanished without closing its connection (a dead
+    // host, a partition): the connection drops, and its job ends within an iteration.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if let Some(identity) = &config.tls {
         let identity = tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem);
         builder = builder
