@@ -65,6 +65,10 @@ pub enum Error {
 
     #[error("tensor backend: {0}")]
     Backend(#[from] candle_core::Error),
+
+    /// A job's code panicked; the job fails, its worker goes on.
+    #[error("internal error: the job failed unexpectedly ({0}); the server is still serving")]
+    Panicked(String),
 }
 
 impl Error {

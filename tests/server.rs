@@ -293,6 +293,35 @@ async fn a_job_past_the_servers_time_limit_ends_naming_it() {
 }
 
 #[tokio::test]
+async fn a_panicking_job_fails_alone_and_its_worker_serves_on() {
+    // The test-only hook makes the job with this request id panic inside its worker.
+    let server = Server::start_wrapped(
+        "STYLIZE_TEST_PANIC_FOR_REQUEST=boom exec \"$0\" \"$@\"",
+        &["--workers", "1"],
+    );
+    let mut client = server.client().await;
+    let mut doomed = request(1);
+    doomed.request_id = "boom".into();
+    let err = collect(&mut client, doomed).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(
+        err.message().contains("failed unexpectedly"),
+        "{}",
+        err.message()
+    );
+    // The only worker runs the next job.
+    let events = collect(&mut client, request(2)).await.unwrap();
+    assert!(matches!(events.last(), Some(Event::Result(r)) if r.iterations == 2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"internal\"}"),
+        1.0
+    );
+    assert_eq!(server.metric("stylize_requests_total{outcome=\"ok\"}"), 1.0);
+    assert_eq!(server.metric("stylize_in_flight_requests"), 0.0);
+}
+
+#[tokio::test]
 async fn a_full_queue_answers_resource_exhausted_at_once() {
     let server = Server::start(&["--workers", "1", "--max-queue", "1"]);
     let mut client = server.client().await;

@@ -11,7 +11,7 @@ pub mod job;
 mod worker;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -80,6 +80,18 @@ struct Shared {
     backends: Backends,
     /// Bytes jobs may reserve together: the budget less what the process holds anyway.
     job_capacity: Option<u64>,
+    /// Worker threads running (a thread that ended for any reason is not).
+    alive: AtomicUsize,
+}
+
+/// Counts a worker thread out when it ends, unwinding included (it is counted in before it
+/// is spawned, so a scheduler never looks workerless while its threads start).
+struct Alive<'a>(&'a AtomicUsize);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Queue {
@@ -193,6 +205,7 @@ impl Scheduler {
             config,
             backends,
             job_capacity,
+            alive: AtomicUsize::new(0),
         });
         // While every worker is busy, departed jobs still leave the queue within a sweep.
         let sweeping = shared.clone();
@@ -202,12 +215,21 @@ impl Scheduler {
             .expect("spawn queue sweeper thread");
         for index in 0..shared.config.workers.max(1) {
             let shared = shared.clone();
+            shared.alive.fetch_add(1, Ordering::SeqCst);
             std::thread::Builder::new()
                 .name(format!("stylize-worker-{index}"))
-                .spawn(move || worker::run(index, &shared))
+                .spawn(move || {
+                    let _alive = Alive(&shared.alive);
+                    worker::run(index, &shared)
+                })
                 .expect("spawn worker thread");
         }
         Self { shared }
+    }
+
+    /// Worker threads running now.
+    pub fn workers_alive(&self) -> usize {
+        self.shared.alive.load(Ordering::SeqCst)
     }
 
     pub fn backends(&self) -> &Backends {

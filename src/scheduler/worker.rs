@@ -108,7 +108,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
             lbfgs_history = job.plan.history,
             "started"
         );
-        run_job(shared, &job, queue_wait)
+        run_isolated(shared, &job, queue_wait)
     };
     let duration = job.queued_at.elapsed();
     metrics::histogram!(names::REQUEST_DURATION).record(duration.as_secs_f64());
@@ -133,6 +133,32 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
             job.events.send(JobEvent::Failed(err));
         }
     }
+}
+
+/// Set to a request id, makes that job panic (tests of the isolation below).
+pub const PANIC_FOR_REQUEST_ENV: &str = "STYLIZE_TEST_PANIC_FOR_REQUEST";
+
+/// `run_job` with a panic caught: the job fails `INTERNAL`, the worker serves on.
+fn run_isolated(
+    shared: &Shared,
+    job: &QueuedJob,
+    queue_wait: Duration,
+) -> crate::error::Result<JobOutput> {
+    let run = std::panic::AssertUnwindSafe(|| {
+        if std::env::var(PANIC_FOR_REQUEST_ENV).is_ok_and(|id| id == job.spec.request_id) {
+            panic!("injected for request {}", job.spec.request_id);
+        }
+        run_job(shared, job, queue_wait)
+    });
+    std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        tracing::error!(reason, "the job panicked; its worker goes on");
+        Err(Error::Panicked(reason.to_string()))
+    })
 }
 
 fn run_job(

@@ -285,6 +285,20 @@ pub async fn serve(
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<StylizerServer<StylizeService>>().await;
+    // A replica whose workers have all died can take no job: health says so.
+    let (watched, watching) = (scheduler.clone(), health.clone());
+    tokio::spawn(async move {
+        while watched.workers_alive() > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tracing::error!("no worker is alive; reporting NOT_SERVING");
+        watching
+            .set_not_serving::<StylizerServer<StylizeService>>()
+            .await;
+        watching
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
