@@ -37,8 +37,18 @@ pub enum Error {
     #[error("style precompute failed: {0}")]
     StylePrecompute(String),
 
-    #[error("the optimisation diverged: {0}")]
+    #[error(
+        "the optimisation diverged: {0}; the request's content_weight, style_weight, tv_weight \
+         (or Adam's lr) are too large for this image: lower them"
+    )]
     NonFinite(String),
+
+    /// The finished image does not fit the largest message the server sends.
+    #[error(
+        "the result is {bytes} bytes, above this server's message limit of {limit} bytes \
+         (--max-message-bytes); ask for a smaller size or JPEG output"
+    )]
+    ResultTooLarge { bytes: usize, limit: usize },
 
     #[error("cancelled")]
     Cancelled,

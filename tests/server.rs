@@ -362,6 +362,39 @@ async fn an_expired_deadline_answers_deadline_exceeded() {
         err.message()
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+    // Counted as what the client saw, not as a cancel.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"deadline_exceeded\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"cancelled\"}"),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_result_above_the_message_limit_is_refused_and_counted() {
+    // The request (two small images) fits; a 1024-px PNG result does not.
+    let server = Server::start(&["--max-message-bytes", "400000"]);
+    let mut client = server.client().await;
+    let mut large = request(1);
+    large.options.as_mut().unwrap().size = 1024;
+    let err = collect(&mut client, large).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("--max-message-bytes"),
+        "{}",
+        err.message()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"resource_exhausted\"}"),
+        1.0
+    );
+    assert_eq!(server.metric("stylize_requests_total{outcome=\"ok\"}"), 0.0);
+    assert!(server.log().contains("--max-message-bytes"), "not logged");
 }
 
 #[tokio::test]

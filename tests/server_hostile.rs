@@ -118,7 +118,7 @@ async fn decompression_bombs_are_refused_from_the_header_without_allocating() {
 }
 
 #[tokio::test]
-async fn a_diverging_job_stops_with_internal_and_a_message() {
+async fn a_diverging_job_is_the_clients_problem_named_in_its_message() {
     let server = Server::start(&["--workers", "1"]);
     let mut client = server.client().await;
     let mut diverging = request(5);
@@ -133,9 +133,11 @@ async fn a_diverging_job_stops_with_internal_and_a_message() {
             Err(status) => break status,
         }
     };
-    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
-        err.message().contains("diverged") && err.message().contains("iteration 1"),
+        err.message().contains("diverged")
+            && err.message().contains("iteration 1")
+            && err.message().contains("style_weight"),
         "{err:?}"
     );
     assert!(
@@ -144,9 +146,14 @@ async fn a_diverging_job_stops_with_internal_and_a_message() {
             .any(|e| matches!(e, Event::Progress(_) | Event::Preview(_) | Event::Result(_))),
         "streamed before the fault was caught: {events:?}"
     );
+    // Its own outcome: the critical alert counts server faults (internal) only.
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"diverged\"}"),
+        1.0
+    );
     assert_eq!(
         server.metric("stylize_requests_total{outcome=\"internal\"}"),
-        1.0
+        0.0
     );
     // The worker is free and healthy for the next job.
     let events = collect(&mut client, request(2)).await.unwrap();

@@ -116,7 +116,7 @@ pub fn optimise<'o>(
             let grad_sum = grad.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !grad_sum.is_finite() {
                 return Err(Error::NonFinite(format!(
-                    "the gradient is not finite at iteration {} (loss {:e}); lower the loss weights",
+                    "the gradient is not finite at iteration {} (loss {:e})",
                     iteration + 1,
                     losses.total
                 )));

@@ -18,7 +18,15 @@ pub struct JobSpec {
     pub progress_every: usize,
     /// When the client's deadline expires.
     pub deadline: Option<Instant>,
+    /// The largest result message the transport sends (`None`: no limit): a larger
+    /// finished image fails `ResultTooLarge` instead of reaching the client as a transport
+    /// error no one counted.
+    pub max_result_bytes: Option<usize>,
 }
+
+/// What a result message carries besides the image (losses, timings, cache lookups),
+/// generously.
+pub const RESULT_OVERHEAD_BYTES: usize = 4096;
 
 /// Where the time went.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -101,10 +101,10 @@ impl Queue {
     fn drop_departed(&mut self) {
         let before = self.jobs.len();
         self.jobs.retain(|job| {
-            let gone = if job.abandoned() {
-                Error::Cancelled
-            } else if job.spec.deadline.is_some_and(|d| Instant::now() >= d) {
+            let gone = if job.spec.deadline.is_some_and(|d| Instant::now() >= d) {
                 Error::DeadlineExceeded("while queued".into())
+            } else if job.abandoned() {
+                Error::Cancelled
             } else {
                 return true;
             };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::job::RESULT_OVERHEAD_BYTES;
 use super::{JobEvent, JobOutput, QueuedJob, Shared, Timings};
 use crate::engine::Progress;
 use crate::error::Error;
@@ -76,7 +77,10 @@ pub(super) fn outcome_of(err: &Error) -> &'static str {
         Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
             outcome::INVALID_ARGUMENT
         }
-        Error::MemoryExhausted(_) | Error::QueueFull(_) => outcome::RESOURCE_EXHAUSTED,
+        Error::MemoryExhausted(_) | Error::QueueFull(_) | Error::ResultTooLarge { .. } => {
+            outcome::RESOURCE_EXHAUSTED
+        }
+        Error::NonFinite(_) => outcome::DIVERGED,
         _ => outcome::INTERNAL,
     }
 }
@@ -177,12 +181,13 @@ fn run_job(
         metrics::histogram!(names::ITERATION_DURATION)
             .record(last_iteration.elapsed().as_secs_f64());
         last_iteration = Instant::now();
-        if job.abandoned() {
-            stop = Some(Stop::Abandoned);
-            return ControlFlow::Break(());
-        }
+        // A client whose deadline passed also hangs up: the deadline is what happened.
         if spec.deadline.is_some_and(|d| Instant::now() >= d) {
             stop = Some(Stop::Deadline);
+            return ControlFlow::Break(());
+        }
+        if job.abandoned() {
+            stop = Some(Stop::Abandoned);
             return ControlFlow::Break(());
         }
         if ceiling.is_some_and(|c| Instant::now() >= c) {
@@ -236,6 +241,14 @@ fn run_job(
     metrics::histogram!(names::PRECOMPUTE_DURATION).record(rendered.stats.precompute.as_secs_f64());
     let started = Instant::now();
     let image = encode(&rendered.image, encoding)?;
+    if let Some(limit) = spec.max_result_bytes
+        && image.len() + RESULT_OVERHEAD_BYTES > limit
+    {
+        return Err(Error::ResultTooLarge {
+            bytes: image.len(),
+            limit,
+        });
+    }
     Ok(JobOutput {
         image,
         encoding,

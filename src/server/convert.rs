@@ -298,6 +298,7 @@ pub fn job_spec(
         output,
         progress_every: (wire.progress_interval as usize).max(1),
         deadline,
+        max_result_bytes: Some(limits.max_message_bytes),
     })
 }
 

@@ -56,9 +56,10 @@ pub fn status(err: Error) -> Status {
         Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
             Status::invalid_argument(convert::in_request(err).to_string())
         }
-        Error::QueueFull(_) | Error::MemoryExhausted(_) => {
+        Error::QueueFull(_) | Error::MemoryExhausted(_) | Error::ResultTooLarge { .. } => {
             Status::resource_exhausted(err.to_string())
         }
+        Error::NonFinite(_) => Status::failed_precondition(err.to_string()),
         Error::ShuttingDown | Error::HandedBack(_) => Status::unavailable(err.to_string()),
         Error::DeadlineExceeded(_) | Error::JobTimeLimit(_) => {
             Status::deadline_exceeded(err.to_string())

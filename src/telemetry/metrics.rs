@@ -53,6 +53,8 @@ pub mod outcome {
     pub const CANCELLED: &str = "cancelled";
     pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
     pub const INTERNAL: &str = "internal";
+    /// The optimisation diverged because of the request's weights (`FAILED_PRECONDITION`).
+    pub const DIVERGED: &str = "diverged";
     pub const UNAUTHENTICATED: &str = "unauthenticated";
 }
 
@@ -134,6 +136,7 @@ fn describe() {
         outcome::CANCELLED,
         outcome::DEADLINE_EXCEEDED,
         outcome::INTERNAL,
+        outcome::DIVERGED,
         outcome::UNAUTHENTICATED,
     ] {
         metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome).increment(0);
