@@ -188,6 +188,35 @@ async fn registered_styles_are_used_by_key() {
         panic!()
     };
     assert_eq!(result.style_cache, vec![proto::CacheLookup::Hit as i32]);
+    // RegisterStyle has its own counter and latency; a refused one counts there too, and
+    // never among the Stylize requests.
+    let refused = client
+        .register_style(proto::RegisterStyleRequest {
+            image: b"not an image".to_vec(),
+            size: 32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    for (outcome, count) in [("ok", 1.0), ("invalid_argument", 1.0)] {
+        assert_eq!(
+            server.metric(&format!(
+                "stylize_register_style_total{{outcome=\"{outcome}\"}}"
+            )),
+            count,
+            "{outcome}"
+        );
+    }
+    assert_eq!(
+        server.metric("stylize_register_style_duration_seconds_count"),
+        2.0
+    );
+    assert_eq!(
+        server.metric("stylize_requests_total{outcome=\"invalid_argument\"}"),
+        0.0
+    );
+    assert_eq!(server.metric("stylize_requests_total{outcome=\"ok\"}"), 1.0);
 }
 
 #[tokio::test]

@@ -76,6 +76,7 @@ fn outcome_of(status: &Status) -> &'static str {
         tonic::Code::Unavailable => outcome::UNAVAILABLE,
         tonic::Code::DeadlineExceeded => outcome::DEADLINE_EXCEEDED,
         tonic::Code::Cancelled => outcome::CANCELLED,
+        tonic::Code::FailedPrecondition => outcome::DIVERGED,
         _ => outcome::INTERNAL,
     }
 }
@@ -191,6 +192,27 @@ impl Stylizer for StylizeService {
         &self,
         request: Request<proto::RegisterStyleRequest>,
     ) -> Result<Response<proto::RegisterStyleResponse>, Status> {
+        let called = Instant::now();
+        let answer = self.register(request).await;
+        let outcome = match &answer {
+            Ok(_) => outcome::OK,
+            Err(status) => outcome_of(status),
+        };
+        names::count_registration(outcome, called.elapsed().as_secs_f64());
+        answer
+    }
+}
+
+impl StylizeService {
+    /// RegisterStyle's work; its caller counts the outcome.
+    async fn register(
+        &self,
+        request: Request<proto::RegisterStyleRequest>,
+    ) -> Result<Response<proto::RegisterStyleResponse>, Status> {
+        let refused = |status: Status| {
+            tracing::info!(code = ?status.code(), message = status.message(), "refused");
+            status
+        };
         let deadline =
             deadline::from_metadata(request.metadata(), Instant::now()).map_err(refused)?;
         self.scheduler.admits().map_err(|e| refused(status(e)))?;

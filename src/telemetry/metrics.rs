@@ -23,9 +23,11 @@ pub const CACHE_ENTRIES: &str = "stylize_style_cache_entries";
 pub const MEMORY_BUDGET: &str = "stylize_memory_budget_bytes";
 pub const MEMORY_RESERVED: &str = "stylize_memory_reserved_bytes";
 pub const TILES_PER_JOB: &str = "stylize_tiles_per_job";
+pub const REGISTRATIONS_TOTAL: &str = "stylize_register_style_total";
+pub const REGISTRATION_DURATION: &str = "stylize_register_style_duration_seconds";
 
 /// Every metric the server exports (for tests and dashboards).
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 18] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     QUEUE_DEPTH,
@@ -42,6 +44,8 @@ pub const ALL: [&str; 16] = [
     MEMORY_BUDGET,
     MEMORY_RESERVED,
     TILES_PER_JOB,
+    REGISTRATIONS_TOTAL,
+    REGISTRATION_DURATION,
 ];
 
 /// Request outcomes, the `outcome` label of `stylize_requests_total`.
@@ -82,6 +86,9 @@ pub fn install(listen: SocketAddr) -> Result<()> {
             b.set_buckets_for_metric(Matcher::Full(PRECOMPUTE_DURATION.into()), STEP_SECONDS)
         })
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TILES_PER_JOB.into()), TILE_COUNTS))
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(REGISTRATION_DURATION.into()), STEP_SECONDS)
+        })
         .map_err(|e| Error::invalid("metrics", e.to_string()))?;
     builder
         .install()
@@ -93,6 +100,12 @@ pub fn install(listen: SocketAddr) -> Result<()> {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(REQUESTS_TOTAL, "Stylize requests by outcome");
+    describe_counter!(REGISTRATIONS_TOTAL, "RegisterStyle calls by outcome");
+    describe_histogram!(
+        REGISTRATION_DURATION,
+        Unit::Seconds,
+        "RegisterStyle, call to answer"
+    );
     describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Admission to final event");
     describe_gauge!(QUEUE_DEPTH, "Jobs waiting for a worker");
     describe_histogram!(QUEUE_WAIT, Unit::Seconds, "Time a job waited for a worker");
@@ -140,6 +153,7 @@ fn describe() {
         outcome::UNAUTHENTICATED,
     ] {
         metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome).increment(0);
+        metrics::counter!(REGISTRATIONS_TOTAL, "outcome" => outcome).increment(0);
     }
     metrics::gauge!(QUEUE_DEPTH).set(0.0);
     metrics::gauge!(IN_FLIGHT).set(0.0);
@@ -159,4 +173,10 @@ pub fn publish_cache(stats: &crate::cache::CacheStats) {
 
 pub fn count_request(outcome: &'static str) {
     metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// Counts one RegisterStyle call's outcome and how long it took.
+pub fn count_registration(outcome: &'static str, seconds: f64) {
+    metrics::counter!(REGISTRATIONS_TOTAL, "outcome" => outcome).increment(1);
+    metrics::histogram!(REGISTRATION_DURATION).record(seconds);
 }
