@@ -236,14 +236,15 @@ impl StyleRegistry {
         }
     }
 
-    /// The key of an image: hex sha256 of its dimensions and pixels.
-    pub fn key_of(image: &image::RgbImage) -> String {
-        hex::encode(image_digest(image))
+    /// The key of a style: the hex sha256 of its encoded file as sent. It is also the
+    /// routing key (`x-stylize-style-key`) a client computes for the same bytes, so a
+    /// registration and the requests that use it, by key or by bytes, hash alike.
+    pub fn key_of(encoded: &[u8]) -> String {
+        hex::encode(Sha256::digest(encoded))
     }
 
-    /// Keeps `image` and returns its key.
-    pub fn register(&self, image: Arc<image::RgbImage>) -> Result<String> {
-        let key = Self::key_of(&image);
+    /// Keeps `image` (decoded from the file whose key is `key`) and returns `key`.
+    pub fn register(&self, key: String, image: Arc<image::RgbImage>) -> Result<String> {
         let size = image.as_raw().len();
         if size > self.budget {
             return Err(Error::invalid(

@@ -179,6 +179,14 @@ async fn registered_styles_are_used_by_key() {
         registered.style_cache,
         vec![proto::CacheLookup::Miss as i32]
     );
+    // One key end to end: what a load balancer hashes for these bytes is the registry key.
+    let by_bytes = [proto::StyleInput {
+        source: Some(proto::style_input::Source::Image(STYLE.to_vec())),
+    }];
+    assert_eq!(
+        stylize::server::routing::style_routing_key(&by_bytes).as_deref(),
+        Some(registered.key.as_str())
+    );
     let mut by_key = request(1);
     by_key.styles = vec![proto::StyleInput {
         source: Some(proto::style_input::Source::Key(registered.key.clone())),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use stylize::cache::StyleRegistry;
 use stylize::image_io::Encoding;
 use stylize::server::proto::{self, stylizer_client::StylizerClient};
 use stylize::server::routing::{STYLE_KEY_HEADER, style_routing_key};
@@ -230,13 +231,19 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
 }
 
 pub fn register_style(args: RegisterStyleArgs) -> Result<()> {
+    let image = read_flag_file("style", &args.style)?;
+    // The registration goes where later requests for this style will: the same key.
+    let routing_key = StyleRegistry::key_of(&image);
     let mut request = tonic::Request::new(proto::RegisterStyleRequest {
-        image: read_flag_file("style", &args.style)?,
+        image,
         size: args.size,
         style_scale: Some(args.style_scale),
         scales: args.scales,
         style_layers: layer_weights("style-layers", &args.style_layers)?,
     });
+    request
+        .metadata_mut()
+        .insert(STYLE_KEY_HEADER, routing_key.parse()?);
     args.connect.authorize(&mut request)?;
     runtime()?.block_on(async {
         let mut client = connect(&args.connect).await?;

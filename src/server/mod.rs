@@ -261,7 +261,7 @@ impl StylizeService {
             let lookups = warm_style(&image, &options, source, backends.engine.convention())
                 .map_err(convert::in_request)?;
             // Only a style whose targets were computed gets a key.
-            let key = registry.register(Arc::new(image))?;
+            let key = registry.register(StyleRegistry::key_of(&message.image), Arc::new(image))?;
             names::publish_cache(&backends.cache.stats());
             tracing::info!(%key, "style registered");
             Ok(proto::RegisterStyleResponse {

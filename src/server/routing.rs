@@ -2,19 +2,19 @@
 //! (Envoy `ring_hash`, Istio `consistentHash`) sends requests that share a style to the
 //! replica that already holds its Grams in cache. The server itself ignores the header.
 
-use sha2::{Digest, Sha256};
-
 use super::proto::{StyleInput, style_input::Source};
+use crate::cache::StyleRegistry;
 
 /// The header's name (gRPC metadata keys are lower-case).
 pub const STYLE_KEY_HEADER: &str = "x-stylize-style-key";
 
 /// The routing key for a request's styles: the first style's RegisterStyle key, or the hex
-/// sha256 of its image bytes. `None` without styles.
+/// sha256 of its image bytes, which is the key RegisterStyle gives those bytes. `None`
+/// without styles.
 pub fn style_routing_key(styles: &[StyleInput]) -> Option<String> {
     match styles.first()?.source.as_ref()? {
         Source::Key(key) => Some(key.clone()),
-        Source::Image(bytes) => Some(hex::encode(Sha256::digest(bytes))),
+        Source::Image(bytes) => Some(StyleRegistry::key_of(bytes)),
     }
 }
 

@@ -155,6 +155,8 @@ fn describe() {
         metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome).increment(0);
         metrics::counter!(REGISTRATIONS_TOTAL, "outcome" => outcome).increment(0);
     }
+    // Registered now (no sample yet) so the series exists before the first registration.
+    let _ = metrics::histogram!(REGISTRATION_DURATION);
     metrics::gauge!(QUEUE_DEPTH).set(0.0);
     metrics::gauge!(IN_FLIGHT).set(0.0);
     metrics::gauge!(MEMORY_RESERVED).set(0.0);
