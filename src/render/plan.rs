@@ -123,7 +123,12 @@ fn shape(
     };
     let plan = StagedPlan::new(h, w, deepest, tile_side);
     let stages = plan.stages.len();
-    let kept_stages = kept_stages.clamp(1, stages);
+    // A whole frame keeps nothing between passes: it runs one graph.
+    let kept_stages = if tile_side.is_none() {
+        1
+    } else {
+        kept_stages.clamp(1, stages)
+    };
     // Every tile runs a forward and a backward pass; those of stages whose state is not
     // kept run a second forward.
     let cost = plan
