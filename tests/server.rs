@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use stylize::server::proto::{self, stylize_event::Event, stylizer_client::StylizerClient};
 use tonic::Code;
 
-use common::server::{STYLE, Server, collect, occupy_worker_and_queue, request, until};
+use common::server::{
+    STYLE, Server, collect, final_status, occupy_worker_and_queue, request, until,
+};
 
 #[tokio::test]
 async fn events_arrive_in_order_and_a_repeated_style_hits_the_cache() {
@@ -385,13 +387,7 @@ async fn an_expired_deadline_answers_deadline_exceeded() {
     req.set_timeout(Duration::from_millis(1500));
     let started = Instant::now();
     let mut stream = client.stylize(req).await.unwrap().into_inner();
-    let err = loop {
-        match stream.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("stream ended without the deadline"),
-            Err(status) => break status,
-        }
-    };
+    let err = final_status(&mut stream).await;
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(
         err.message().contains("deadline expired"),
@@ -642,13 +638,7 @@ async fn health_and_reflection_work_and_sigterm_drains_in_flight_work_and_hands_
     let terminated = Instant::now();
     server.terminate();
     for mut waiting in queued {
-        let handed_back = loop {
-            match waiting.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("a queued job ended without a status"),
-                Err(status) => break status,
-            }
-        };
+        let handed_back = final_status(&mut waiting).await;
         assert_eq!(handed_back.code(), Code::Unavailable, "{handed_back:?}");
         assert!(
             handed_back.message().contains("before this job started")

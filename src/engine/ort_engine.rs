@@ -321,10 +321,8 @@ impl StagePasses for OrtPasses<'_> {
         };
         let session = self.engine.session(Graph::StageForward(spec))?;
         let (_, _, height, width) = input.dims4()?;
-        let mut inputs: Inputs<'_> = vec![(
-            onnx_loss::STAGE_INPUT.to_string(),
-            from_candle(input, "stage input")?.into(),
-        )];
+        let input = from_candle(input, "stage input")?;
+        let mut inputs: Inputs<'_> = vec![(onnx_loss::STAGE_INPUT.to_string(), (&input).into())];
         for &(layer, core) in style {
             let mask = ort_tensor(
                 &[1, 1, height, width],
@@ -334,15 +332,9 @@ impl StagePasses for OrtPasses<'_> {
             inputs.push((onnx_loss::core_mask(layer), mask.into()));
         }
         let channels = stage.channels();
-        // The backward graph recomputes the first convolution from the input it keeps.
-        let recomputed_from = if run.keep && onnx_loss::recomputes_first(stage) {
-            Some(from_candle(input, "stage input")?)
-        } else {
-            None
-        };
         // The arena is handed back after the stage's last tile: kept, it would outlive the
         // job in the session table.
-        run_session(&session, inputs, run.last, |mut outputs| {
+        let mut forward = run_session(&session, inputs, run.last, |mut outputs| {
             let map = (1, channels, height, width);
             let content_maps = content
                 .iter()
@@ -376,13 +368,10 @@ impl StagePasses for OrtPasses<'_> {
                     .filter(|name| name.starts_with(onnx_loss::STATE_PREFIX))
                     .map(str::to_string)
                     .collect();
-                let mut state: TileState = names
+                let state: TileState = names
                     .into_iter()
                     .filter_map(|name| outputs.remove(&name).map(|value| (name, value)))
                     .collect();
-                if let Some(input) = recomputed_from {
-                    state.push((onnx_loss::STAGE_INPUT.to_string(), input.into_dyn()));
-                }
                 Some(state)
             } else {
                 None
@@ -393,7 +382,14 @@ impl StagePasses for OrtPasses<'_> {
                 output,
                 state,
             })
-        })
+        })?;
+        // The backward graph recomputes the first convolution from the input it keeps.
+        if let Some(state) = forward.state.as_mut()
+            && onnx_loss::recomputes_first(stage)
+        {
+            state.push((onnx_loss::STAGE_INPUT.to_string(), input.into_dyn()));
+        }
+        Ok(forward)
     }
 
     fn backward(

@@ -113,15 +113,23 @@ pub struct TileRun {
     pub last: bool,
 }
 
-/// Where a tile's core starts in its stage's map.
-fn core_start(tile: &Tile) -> (usize, usize) {
-    (tile.core_rows.start, tile.core_cols.start)
+/// Where a tile's core starts in its stage's map `stride` times coarser than the tile.
+fn core_origin(tile: &Tile, stride: usize) -> (usize, usize) {
+    (tile.core_rows.start / stride, tile.core_cols.start / stride)
 }
 
 /// Indices into `layers` of those inside `stage`.
 fn inside(stage: Stage, layers: &[Layer]) -> Vec<usize> {
     (0..layers.len())
         .filter(|&i| stage.contains(layers[i]))
+        .collect()
+}
+
+/// The layers of `layers` inside `stage`, in order.
+fn within(stage: Stage, layers: &[Layer]) -> Vec<Layer> {
+    inside(stage, layers)
+        .into_iter()
+        .map(|i| layers[i])
         .collect()
 }
 
@@ -155,11 +163,7 @@ fn forward_sweep<P: StagePasses>(
 ) -> Result<Vec<Option<Tensor>>> {
     let mut inputs = vec![Some(x.clone())];
     for (index, (stage, tiles)) in plan.stages.iter().enumerate() {
-        let stage_content: Vec<Layer> = inside(*stage, content)
-            .iter()
-            .map(|&i| content[i])
-            .collect();
-        let stage_style: Vec<Layer> = inside(*stage, style).iter().map(|&i| style[i]).collect();
+        let (stage_content, stage_style) = (within(*stage, content), within(*stage, style));
         let input = inputs[index].clone().ok_or_else(missing_input)?;
         let mut pooled = Mosaic::new(tiles, tiles.height / 2, tiles.width / 2);
         for (t, tile) in tiles.tiles.iter().enumerate() {
@@ -177,8 +181,7 @@ fn forward_sweep<P: StagePasses>(
                 run,
             )?;
             if let Some(output) = forward.output.take() {
-                let at = (tile.core_rows.start / 2, tile.core_cols.start / 2);
-                pooled.push(t, &output, tile.core_at(2), at)?;
+                pooled.push(t, &output, tile.core_at(2), core_origin(tile, 2))?;
             }
             visit(index, t, tile, forward)?;
         }
@@ -193,9 +196,12 @@ fn forward_sweep<P: StagePasses>(
 }
 
 fn missing_input() -> Error {
-    Error::from(candle_core::Error::Msg(
-        "a stage's input map was not kept".into(),
-    ))
+    internal("a stage's input map was not kept")
+}
+
+/// A broken invariant of the tiled evaluation.
+fn internal(what: &str) -> Error {
+    Error::from(candle_core::Error::Msg(what.into()))
 }
 
 /// The tiled objective for one scale: targets over the whole frame, the plan, the passes.
@@ -289,12 +295,7 @@ impl<P: StagePasses> TiledObjective<P> {
         // its core; the cores make the gradient at the previous stage's pooled output.
         let mut output_grad: Option<Tensor> = None;
         for (index, (stage, tiles)) in self.plan.stages.iter().enumerate().rev() {
-            let stage_content: Vec<Layer> = inside(*stage, &content)
-                .iter()
-                .map(|&i| content[i])
-                .collect();
-            let stage_style: Vec<Layer> =
-                inside(*stage, &style).iter().map(|&i| style[i]).collect();
+            let (stage_content, stage_style) = (within(*stage, &content), within(*stage, &style));
             let stage_terms: Vec<&TapTerm> =
                 terms.iter().filter(|t| stage.contains(t.layer())).collect();
             let mut states = std::mem::take(&mut kept[index]).into_iter();
@@ -316,11 +317,7 @@ impl<P: StagePasses> TiledObjective<P> {
                         run,
                     )?
                     .state
-                    .ok_or_else(|| {
-                        Error::from(candle_core::Error::Msg(
-                            "a tile's forward pass kept no state".into(),
-                        ))
-                    })?,
+                    .ok_or_else(|| internal("a tile's forward pass kept no state"))?,
                 };
                 let tile_grad = match &output_grad {
                     Some(g) => Some(crop(g, tile.extent_at(2))?.contiguous()?),
@@ -333,7 +330,7 @@ impl<P: StagePasses> TiledObjective<P> {
                     tile_grad.as_ref(),
                     run,
                 )?;
-                grads.push(t, &part, tile.core_at(1), core_start(tile))?;
+                grads.push(t, &part, tile.core_at(1), core_origin(tile, 1))?;
             }
             output_grad = Some(grads.finish()?);
         }
@@ -407,7 +404,7 @@ pub fn frame_features(
                 .zip(&forward.content_maps)
             {
                 if let Some(mosaic) = mosaics[i].as_mut() {
-                    mosaic.push(t, map, tile.core_at(1), core_start(tile))?;
+                    mosaic.push(t, map, tile.core_at(1), core_origin(tile, 1))?;
                 }
             }
             if t + 1 == tiles.tiles.len() {

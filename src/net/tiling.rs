@@ -92,11 +92,6 @@ impl Tile {
         }
     }
 
-    /// Where this tile's whole feature map at `layer` lies in the image's map at `layer`.
-    pub fn extent_in_image(&self, layer: Layer) -> Window {
-        self.extent_at(stride(layer))
-    }
-
     /// Where this tile's whole map `stride` times coarser lies in the image's map at that
     /// stride.
     pub fn extent_at(&self, stride: usize) -> Window {
@@ -207,11 +202,6 @@ impl TilePlan {
         }
     }
 
-    /// One tile, the whole `height` x `width` image.
-    pub fn whole(height: usize, width: usize) -> Self {
-        Self::new(height, width, Layer::at_position(0), None)
-    }
-
     pub fn is_whole(&self) -> bool {
         self.tiles.len() == 1
     }
@@ -279,7 +269,7 @@ mod tests {
             let mut owned = vec![0u8; lh * lw];
             for t in &plan.tiles {
                 let core = t.core_in_tile(l);
-                let ext = t.extent_in_image(l);
+                let ext = t.extent_at(stride(l));
                 assert!(core.top + core.height <= ext.height);
                 assert!(core.left + core.width <= ext.width);
                 for r in 0..core.height {

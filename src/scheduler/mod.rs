@@ -117,6 +117,16 @@ impl Queue {
         }
     }
 
+    /// Fails every queued job `UNAVAILABLE` (not started: retry elsewhere).
+    fn hand_back_queued(&mut self) {
+        for job in self.jobs.drain(..) {
+            job.events
+                .send(JobEvent::Failed(Error::HandedBack(worker::NOT_STARTED)));
+            names::count_request(names::outcome::UNAVAILABLE);
+        }
+        metrics::gauge!(names::QUEUE_DEPTH).set(0.0);
+    }
+
     fn reserve(&mut self, bytes: u64) {
         self.reserved += bytes;
         metrics::gauge!(names::MEMORY_RESERVED).set(self.reserved as f64);
@@ -382,14 +392,7 @@ impl Scheduler {
     /// Gives every queued job back at once (`UNAVAILABLE`: its client retries on another
     /// replica instead of waiting out the grace period); running jobs go on.
     pub fn hand_back_queued(&self) {
-        let mut queue = self.shared.lock();
-        for job in queue.jobs.drain(..) {
-            job.events
-                .send(JobEvent::Failed(Error::HandedBack(worker::NOT_STARTED)));
-            names::count_request(names::outcome::UNAVAILABLE);
-        }
-        metrics::gauge!(names::QUEUE_DEPTH).set(0.0);
-        drop(queue);
+        self.shared.lock().hand_back_queued();
         self.shared.changed.notify_all();
     }
 
@@ -399,15 +402,10 @@ impl Scheduler {
         let mut queue = self.shared.lock();
         queue.accepting = false;
         queue.stopped = true;
-        for job in queue.jobs.drain(..) {
-            job.events
-                .send(JobEvent::Failed(Error::HandedBack(worker::NOT_STARTED)));
-            names::count_request(names::outcome::UNAVAILABLE);
-        }
+        queue.hand_back_queued();
         for flag in &queue.running {
             flag.store(true, Ordering::Relaxed);
         }
-        metrics::gauge!(names::QUEUE_DEPTH).set(0.0);
         drop(queue);
         self.shared.changed.notify_all();
     }

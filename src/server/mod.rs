@@ -141,10 +141,26 @@ fn request_id(given: &str) -> String {
 }
 
 /// Counts a request refused before it reached the scheduler.
+/// A Stylize request refused before it was queued: counted and logged.
 fn refused(status: Status) -> Status {
     names::count_request(outcome_of(&status));
+    logged(status)
+}
+
+/// A refusal, logged (RegisterStyle's caller counts its own outcomes).
+fn logged(status: Status) -> Status {
     tracing::info!(code = ?status.code(), message = status.message(), "refused");
     status
+}
+
+/// Tells probes and balancers this replica takes no work.
+async fn report_not_serving(health: &tonic_health::server::HealthReporter) {
+    health
+        .set_not_serving::<StylizerServer<StylizeService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
 }
 
 #[tonic::async_trait]
@@ -209,19 +225,15 @@ impl StylizeService {
         &self,
         request: Request<proto::RegisterStyleRequest>,
     ) -> Result<Response<proto::RegisterStyleResponse>, Status> {
-        let refused = |status: Status| {
-            tracing::info!(code = ?status.code(), message = status.message(), "refused");
-            status
-        };
         let deadline =
-            deadline::from_metadata(request.metadata(), Instant::now()).map_err(refused)?;
-        self.scheduler.admits().map_err(|e| refused(status(e)))?;
+            deadline::from_metadata(request.metadata(), Instant::now()).map_err(logged)?;
+        self.scheduler.admits().map_err(|e| logged(status(e)))?;
         let permit = self
             .registrations
             .clone()
             .try_acquire_owned()
             .map_err(|_| {
-                refused(Status::resource_exhausted(
+                logged(Status::resource_exhausted(
                     "style registrations are at their limit; retry later",
                 ))
             })?;
@@ -272,8 +284,8 @@ impl StylizeService {
         };
         let response = tokio::task::spawn_blocking(move || span.in_scope(work))
             .await
-            .map_err(|e| refused(Status::internal(format!("register_style panicked: {e}"))))?
-            .map_err(|e| refused(status(e)))?;
+            .map_err(|e| logged(Status::internal(format!("register_style panicked: {e}"))))?
+            .map_err(|e| logged(status(e)))?;
         Ok(Response::new(response))
     }
 }
@@ -315,12 +327,7 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         tracing::error!("no worker is alive; reporting NOT_SERVING");
-        watching
-            .set_not_serving::<StylizerServer<StylizeService>>()
-            .await;
-        watching
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        report_not_serving(&watching).await;
     });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -359,12 +366,7 @@ pub async fn serve(
 
     shutdown.await;
     tracing::info!(grace_s = config.grace_period.as_secs_f64(), "draining");
-    health
-        .set_not_serving::<StylizerServer<StylizeService>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    report_not_serving(&health).await;
     scheduler.stop_accepting();
     scheduler.hand_back_queued();
     let waiting = scheduler.clone();

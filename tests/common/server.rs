@@ -180,6 +180,18 @@ pub async fn until(
 
 pub type Events = tonic::Streaming<proto::StylizeEvent>;
 
+/// Reads events until the stream fails, returning its status (a stream that ends
+/// successfully fails the test).
+pub async fn final_status(stream: &mut Events) -> tonic::Status {
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without an error status"),
+            Err(status) => return status,
+        }
+    }
+}
+
 /// Starts a long job (until it runs) and queues a short one behind it.
 pub async fn occupy_worker_and_queue(client: &mut StylizerClient<Channel>) -> (Events, Events) {
     let mut long = client.stylize(request(10_000)).await.unwrap().into_inner();
