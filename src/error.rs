@@ -66,6 +66,11 @@ pub enum Error {
     #[error("{0}; retry it on another replica")]
     HandedBack(&'static str),
 
+    /// The shared style store (`--registry redis://…`) could not be read or written; the
+    /// request may succeed when retried.
+    #[error("the shared style registry is unreachable ({0}); retry later")]
+    SharedStore(String),
+
     #[error("the deadline expired {0}")]
     DeadlineExceeded(String),
 

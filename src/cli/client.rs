@@ -9,7 +9,7 @@ use clap::Args;
 use stylize::cache::StyleRegistry;
 use stylize::image_io::Encoding;
 use stylize::server::proto::{self, stylizer_client::StylizerClient};
-use stylize::server::routing::{STYLE_KEY_HEADER, style_routing_key};
+use stylize::server::routing::{STYLE_KEY_HEADER, retryable, style_routing_key};
 
 use super::args::{
     JobArgs, OptimizerArg, loss_message, parse_layers, progress_bar, read_flag_file,
@@ -49,6 +49,10 @@ pub struct SubmitArgs {
     /// Output file; .png or .jpg/.jpeg.
     #[arg(long, default_value = "stylized.png")]
     out: PathBuf,
+    /// Times to resend the request after a retryable failure (UNAVAILABLE, or the connection
+    /// lost mid-job), with backoff from 1 s; through a balancer it lands on another replica.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
     #[arg(long)]
     quiet: bool,
 }
@@ -159,75 +163,134 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     options.progress_interval = args.progress_interval;
     options.preview_interval = args.preview_interval;
     let routing_key = style_routing_key(&styles);
-    let mut request = tonic::Request::new(proto::StylizeRequest {
+    let message = proto::StylizeRequest {
         request_id: args.request_id.clone(),
         content: read_flag_file("content", &args.content)?,
         styles,
         blend: args.blend.clone(),
         options: Some(options),
-    });
-    if let Some(key) = routing_key {
-        // For a load balancer's style affinity (deploy/envoy); the server ignores it.
-        let value = key
-            .parse()
-            .context("--style-key: not a valid header value")?;
-        request.metadata_mut().insert(STYLE_KEY_HEADER, value);
-    }
-    args.connect.authorize(&mut request)?;
+    };
+    let request = || -> Result<tonic::Request<proto::StylizeRequest>> {
+        let mut request = tonic::Request::new(message.clone());
+        if let Some(key) = &routing_key {
+            // For a load balancer's style affinity (deploy/envoy); the server ignores it.
+            let value = key
+                .parse()
+                .context("--style-key: not a valid header value")?;
+            request.metadata_mut().insert(STYLE_KEY_HEADER, value);
+        }
+        args.connect.authorize(&mut request)?;
+        Ok(request)
+    };
     if let Some(dir) = &args.previews {
         std::fs::create_dir_all(dir).with_context(|| format!("--previews: {}", dir.display()))?;
     }
     runtime()?.block_on(async {
-        let mut client = connect(&args.connect).await?;
-        let mut stream = client.stylize(request).await.map_err(status_error)?.into_inner();
-        let total = (args.job.iterations * args.job.scales) as u64;
-        let bar = progress_bar(total, args.quiet)?;
-        while let Some(event) = stream.message().await.map_err(status_error)? {
-            use proto::stylize_event::Event;
-            match event.event {
-                Some(Event::Queued(q)) => bar.set_message(format!("queued at position {}", q.position)),
-                Some(Event::Started(s)) => bar.set_message(format!(
-                    "started on {} ({}), {} tile(s), ~{} MiB",
-                    s.worker,
-                    s.device,
-                    s.tiles,
-                    s.memory_estimate_bytes >> 20
-                )),
-                Some(Event::Progress(p)) => {
-                    bar.set_position(p.iteration as u64);
-                    let l = p.losses.unwrap_or_default();
-                    bar.set_message(loss_message(p.scale as usize, l.total, l.content, l.style, l.tv));
-                }
-                Some(Event::Preview(p)) => {
-                    if let Some(dir) = &args.previews {
-                        let ext = if p.format == proto::ImageFormat::Jpeg as i32 { "jpg" } else { "png" };
-                        let path = dir.join(format!("preview-{:05}.{ext}", p.iteration));
-                        std::fs::write(&path, &p.image).with_context(|| path.display().to_string())?;
-                    }
-                }
-                Some(Event::Result(result)) => {
-                    bar.finish();
-                    std::fs::write(&args.out, &result.image).with_context(|| format!("--out: {}", args.out.display()))?;
-                    let t = result.timings.unwrap_or_default();
-                    println!(
-                        "wrote {} ({}x{}) after {} iterations, final loss {:.4e}; queue {:.2}s precompute {:.2}s optimise {:.2}s encode {:.3}s",
-                        args.out.display(),
-                        result.width,
-                        result.height,
-                        result.iterations,
-                        result.losses.unwrap_or_default().total,
-                        t.queue_wait_seconds,
-                        t.style_precompute_seconds,
-                        t.optimise_seconds,
-                        t.encode_seconds
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match stream_once(&args, request()?).await {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Failed(status)) if attempt <= args.retries && retryable(&status) => {
+                    let wait = std::time::Duration::from_secs(1 << (attempt - 1).min(5));
+                    eprintln!(
+                        "attempt {attempt}: {:?}: {}; retrying in {}s",
+                        status.code(),
+                        status.message(),
+                        wait.as_secs()
                     );
-                    return Ok(());
+                    tokio::time::sleep(wait).await;
                 }
-                None => {}
+                Err(Attempt::Failed(status)) => return Err(status_error(status)),
+                Err(Attempt::Broken(e)) => return Err(e),
             }
         }
-        bail!("the server closed the stream without a result")
     })
+}
+
+/// Why one attempt of `submit` did not deliver its result.
+enum Attempt {
+    /// The server (or the connection to it) ended the call with this status.
+    Failed(tonic::Status),
+    /// Anything else (connecting, writing files); not retried.
+    Broken(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Attempt {
+    fn from(e: anyhow::Error) -> Self {
+        Attempt::Broken(e)
+    }
+}
+
+/// Sends the request once and follows its stream to the result.
+async fn stream_once(
+    args: &SubmitArgs,
+    request: tonic::Request<proto::StylizeRequest>,
+) -> std::result::Result<(), Attempt> {
+    let mut client = connect(&args.connect).await?;
+    let mut stream = client
+        .stylize(request)
+        .await
+        .map_err(Attempt::Failed)?
+        .into_inner();
+    let total = (args.job.iterations * args.job.scales) as u64;
+    let bar = progress_bar(total, args.quiet)?;
+    while let Some(event) = stream.message().await.map_err(Attempt::Failed)? {
+        use proto::stylize_event::Event;
+        match event.event {
+            Some(Event::Queued(q)) => bar.set_message(format!("queued at position {}", q.position)),
+            Some(Event::Started(s)) => bar.set_message(format!(
+                "started on {} ({}), {} tile(s), ~{} MiB",
+                s.worker,
+                s.device,
+                s.tiles,
+                s.memory_estimate_bytes >> 20
+            )),
+            Some(Event::Progress(p)) => {
+                bar.set_position(p.iteration as u64);
+                let l = p.losses.unwrap_or_default();
+                bar.set_message(loss_message(
+                    p.scale as usize,
+                    l.total,
+                    l.content,
+                    l.style,
+                    l.tv,
+                ));
+            }
+            Some(Event::Preview(p)) => {
+                if let Some(dir) = &args.previews {
+                    let ext = if p.format == proto::ImageFormat::Jpeg as i32 {
+                        "jpg"
+                    } else {
+                        "png"
+                    };
+                    let path = dir.join(format!("preview-{:05}.{ext}", p.iteration));
+                    std::fs::write(&path, &p.image).with_context(|| path.display().to_string())?;
+                }
+            }
+            Some(Event::Result(result)) => {
+                bar.finish();
+                std::fs::write(&args.out, &result.image)
+                    .with_context(|| format!("--out: {}", args.out.display()))?;
+                let t = result.timings.unwrap_or_default();
+                println!(
+                    "wrote {} ({}x{}) after {} iterations, final loss {:.4e}; queue {:.2}s precompute {:.2}s optimise {:.2}s encode {:.3}s",
+                    args.out.display(),
+                    result.width,
+                    result.height,
+                    result.iterations,
+                    result.losses.unwrap_or_default().total,
+                    t.queue_wait_seconds,
+                    t.style_precompute_seconds,
+                    t.optimise_seconds,
+                    t.encode_seconds
+                );
+                return Ok(());
+            }
+            None => {}
+        }
+    }
+    Err(anyhow::anyhow!("the server closed the stream without a result").into())
 }
 
 pub fn register_style(args: RegisterStyleArgs) -> Result<()> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use stylize::cache::StyleCache;
+use stylize::cache::{SharedStore, StyleCache};
 use stylize::scheduler::{self, SchedulerConfig};
 
 use super::args::memory_budget;
@@ -53,6 +53,14 @@ pub struct ServeArgs {
     /// Byte budget for decoded images of registered styles.
     #[arg(long, env = "STYLIZE_REGISTRY_BYTES", default_value_t = 256 << 20)]
     registry_bytes: usize,
+    /// A Redis every replica shares (`redis://[user:password@]host:port[/db]`, `rediss://`
+    /// for TLS): registered styles and computed style targets live there, so any replica
+    /// resolves any key and restarts lose nothing. Default: this process only.
+    #[arg(long, env = "STYLIZE_REGISTRY")]
+    registry: Option<String>,
+    /// Seconds a shared entry lives after its last use.
+    #[arg(long, env = "STYLIZE_REGISTRY_TTL_SECONDS", default_value_t = stylize::cache::shared::DEFAULT_TTL.as_secs())]
+    registry_ttl_seconds: u64,
     /// Seconds in-flight work may take to finish after SIGTERM before it is handed back.
     #[arg(long, env = "STYLIZE_GRACE_PERIOD_SECONDS", default_value_t = 60.0)]
     grace_period_seconds: f64,
@@ -103,6 +111,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
         None => TokenGate::open(),
     };
+    let shared_store = match &args.registry {
+        Some(url) => Some(Arc::new(shared_store(url, args.registry_ttl_seconds)?)),
+        None => None,
+    };
     let budget = memory_budget(args.memory_budget.as_deref())?;
     // The style cache and the registry hold up to their byte limits beside the jobs.
     let held = (args.cache_bytes + args.registry_bytes) as u64;
@@ -131,6 +143,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             max_message_bytes: args.max_message_bytes,
         },
         registry_bytes: args.registry_bytes,
+        shared_store: shared_store.clone(),
         grace_period: Duration::from_secs_f64(args.grace_period_seconds),
         tls,
         gate,
@@ -138,7 +151,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let backends = scheduler::Backends {
         engine: backends.engine,
         features: backends.features,
-        cache: Arc::new(StyleCache::new(args.cache_bytes)),
+        cache: Arc::new(match shared_store {
+            Some(store) => StyleCache::with_shared(args.cache_bytes, store),
+            None => StyleCache::new(args.cache_bytes),
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -153,4 +169,20 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         },
     ))?;
     Ok(())
+}
+
+/// The shared registry at `url`, checked once: a store that does not answer yet is logged,
+/// not fatal (requests that need it answer UNAVAILABLE until it does).
+fn shared_store(url: &str, ttl_seconds: u64) -> Result<SharedStore> {
+    let store = SharedStore::open(url, Duration::from_secs(ttl_seconds))
+        .map_err(|e| anyhow::anyhow!("--registry / --registry-ttl-seconds: {e}"))?;
+    match store.ping() {
+        Ok(()) => tracing::info!(
+            store = store.address(),
+            ttl_s = ttl_seconds,
+            "shared registry"
+        ),
+        Err(e) => tracing::warn!(error = %e, "shared registry not answering yet"),
+    }
+    Ok(store)
 }

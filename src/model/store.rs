@@ -55,11 +55,7 @@ pub(crate) fn f32_tensor(
             view.shape()
         ));
     }
-    Ok(view
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    Ok(le_floats(view.data()))
 }
 
 pub fn from_safetensors(bytes: &[u8]) -> Result<Vgg19Weights, String> {
@@ -99,8 +95,17 @@ pub fn from_safetensors(bytes: &[u8]) -> Result<Vgg19Weights, String> {
     })
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
+/// Float32 values as little-endian bytes (safetensors' and PyTorch's storage layout).
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Little-endian float32 bytes as values; a trailing partial value is ignored.
+pub fn le_floats(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Writes weights as float32 safetensors with the convention in the metadata, atomically

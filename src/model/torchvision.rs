@@ -102,10 +102,7 @@ pub fn from_pth(bytes: &[u8]) -> Result<Vgg19Weights, String> {
             let slice = data
                 .get(t.offset * 4..(t.offset + t.numel()) * 4)
                 .ok_or_else(|| format!("{name}: storage too short"))?;
-            Ok(slice
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
+            Ok(super::store::le_floats(slice))
         },
         "pth",
     )

@@ -256,12 +256,22 @@ pub fn job_spec(
                 decode_field(bytes, &format!("styles[{k}].image"), limits)
             }
             Some(proto::style_input::Source::Key(key)) => {
-                registry.get(key).map(Arc::unwrap_or_clone).ok_or_else(|| {
-                    Error::invalid(
-                        format!("styles[{k}].key"),
-                        format!("`{key}` is not registered (RegisterStyle first)"),
-                    )
-                })
+                let field = format!("styles[{k}].key");
+                if !StyleRegistry::is_key(key) {
+                    return Err(Error::invalid(
+                        field,
+                        "not a style key (the 64 lowercase hex digits of the sha256 of the style's file)",
+                    ));
+                }
+                registry
+                    .resolve(key, |bytes| decode_field(bytes, &field, limits))?
+                    .map(Arc::unwrap_or_clone)
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            &field,
+                            format!("`{key}` is not registered, or expired (RegisterStyle first)"),
+                        )
+                    })
             }
             None => Err(Error::invalid(
                 format!("styles[{k}]"),
@@ -323,6 +333,7 @@ pub fn lookup(l: Lookup) -> i32 {
         Lookup::Hit => proto::CacheLookup::Hit as i32,
         Lookup::Miss => proto::CacheLookup::Miss as i32,
         Lookup::Joined => proto::CacheLookup::Joined as i32,
+        Lookup::Shared => proto::CacheLookup::Shared as i32,
     }
 }
 

@@ -60,7 +60,9 @@ pub fn status(err: Error) -> Status {
             Status::resource_exhausted(err.to_string())
         }
         Error::NonFinite(_) => Status::failed_precondition(err.to_string()),
-        Error::ShuttingDown | Error::HandedBack(_) => Status::unavailable(err.to_string()),
+        Error::ShuttingDown | Error::HandedBack(_) | Error::SharedStore(_) => {
+            Status::unavailable(err.to_string())
+        }
         Error::DeadlineExceeded(_) | Error::JobTimeLimit(_) => {
             Status::deadline_exceeded(err.to_string())
         }
@@ -94,8 +96,10 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub scheduler: SchedulerConfig,
     pub limits: Limits,
-    /// Bytes of decoded images kept for `RegisterStyle` keys.
+    /// Bytes of registered styles (file and decoded pixels) this replica keeps.
     pub registry_bytes: usize,
+    /// Where registered styles live for every replica; `None` keeps them in this process.
+    pub shared_store: Option<Arc<crate::cache::SharedStore>>,
     /// How long in-flight work may take to finish after SIGTERM before it is cancelled.
     pub grace_period: Duration,
     /// TLS on the gRPC port; `None` serves plaintext (e.g. behind a TLS-terminating proxy).
@@ -273,7 +277,7 @@ impl StylizeService {
             let lookups = warm_style(&image, &options, source, backends.engine.convention())
                 .map_err(convert::in_request)?;
             // Only a style whose targets were computed gets a key.
-            let key = registry.register(StyleRegistry::key_of(&message.image), Arc::new(image))?;
+            let key = registry.register(&message.image, Arc::new(image))?;
             names::publish_cache(&backends.cache.stats());
             tracing::info!(%key, "style registered");
             Ok(proto::RegisterStyleResponse {
@@ -313,7 +317,10 @@ pub async fn serve(
     let places = config.scheduler.workers.max(1) + config.scheduler.max_queue;
     let service = StylizeService {
         scheduler: scheduler.clone(),
-        registry: Arc::new(StyleRegistry::new(config.registry_bytes)),
+        registry: Arc::new(match &config.shared_store {
+            Some(store) => StyleRegistry::shared(config.registry_bytes, store.clone()),
+            None => StyleRegistry::new(config.registry_bytes),
+        }),
         limits: config.limits.clone(),
         places: Arc::new(Semaphore::new(places)),
         registrations: Arc::new(Semaphore::new(config.scheduler.workers.max(1))),

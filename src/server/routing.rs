@@ -1,6 +1,7 @@
-//! The style-affinity routing key: a header clients set so a load balancer hashing it
-//! (Envoy `ring_hash`, Istio `consistentHash`) sends requests that share a style to the
-//! replica that already holds its Grams in cache. The server itself ignores the header.
+//! How clients route across replicas: the style-affinity key, a header clients set so a
+//! load balancer hashing it (Envoy `ring_hash`, Istio `consistentHash`) sends requests that
+//! share a style to the replica that already holds its Grams in cache (the server itself
+//! ignores the header), and which failures a client retries on another replica.
 
 use super::proto::{StyleInput, style_input::Source};
 use crate::cache::StyleRegistry;
@@ -18,9 +19,46 @@ pub fn style_routing_key(styles: &[StyleInput]) -> Option<String> {
     }
 }
 
+/// Whether a request that failed with `status` should be sent again (to any replica): the
+/// replica answered `UNAVAILABLE` (draining, handed the job back, shared registry down), or
+/// the connection broke before any status arrived (the replica died). Other clients see the
+/// latter as `UNAVAILABLE`; tonic reports it as `UNKNOWN` carrying the transport error.
+pub fn retryable(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable => true,
+        tonic::Code::Unknown => {
+            let mut source = std::error::Error::source(status);
+            while let Some(cause) = source {
+                if cause.is::<std::io::Error>() {
+                    return true;
+                }
+                source = cause.source();
+            }
+            status.message().starts_with("h2 protocol error")
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unavailable_and_broken_connections_are_retried_nothing_else() {
+        assert!(retryable(&tonic::Status::unavailable("draining")));
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        assert_eq!(broken.code(), tonic::Code::Unknown);
+        assert!(retryable(&broken));
+        assert!(!retryable(&tonic::Status::unknown(
+            "a handler's own unknown"
+        )));
+        assert!(!retryable(&tonic::Status::invalid_argument("size")));
+        assert!(!retryable(&tonic::Status::resource_exhausted("queue full")));
+        assert!(!retryable(&tonic::Status::internal("bug")));
+    }
 
     #[test]
     fn keys_follow_the_first_style() {

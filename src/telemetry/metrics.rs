@@ -25,9 +25,11 @@ pub const MEMORY_RESERVED: &str = "stylize_memory_reserved_bytes";
 pub const TILES_PER_JOB: &str = "stylize_tiles_per_job";
 pub const REGISTRATIONS_TOTAL: &str = "stylize_register_style_total";
 pub const REGISTRATION_DURATION: &str = "stylize_register_style_duration_seconds";
+pub const CACHE_SHARED_TOTAL: &str = "stylize_style_cache_shared_total";
+pub const STORE_ERRORS_TOTAL: &str = "stylize_registry_store_errors_total";
 
 /// Every metric the server exports (for tests and dashboards).
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 20] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     QUEUE_DEPTH,
@@ -46,6 +48,8 @@ pub const ALL: [&str; 18] = [
     TILES_PER_JOB,
     REGISTRATIONS_TOTAL,
     REGISTRATION_DURATION,
+    CACHE_SHARED_TOTAL,
+    STORE_ERRORS_TOTAL,
 ];
 
 /// Request outcomes, the `outcome` label of `stylize_requests_total`.
@@ -124,6 +128,14 @@ fn describe() {
     describe_counter!(CACHE_HITS_TOTAL, "Style cache hits");
     describe_counter!(CACHE_MISSES_TOTAL, "Style cache misses");
     describe_counter!(CACHE_EVICTIONS_TOTAL, "Style cache evictions");
+    describe_counter!(
+        CACHE_SHARED_TOTAL,
+        "Style cache misses served from the shared registry store"
+    );
+    describe_counter!(
+        STORE_ERRORS_TOTAL,
+        "Failed commands against the shared registry store, by op"
+    );
     describe_gauge!(CACHE_BYTES, Unit::Bytes, "Bytes held by the style cache");
     describe_gauge!(CACHE_ENTRIES, "Styles held by the style cache");
     describe_gauge!(
@@ -162,6 +174,9 @@ fn describe() {
     metrics::gauge!(MEMORY_RESERVED).set(0.0);
     metrics::counter!(ITERATIONS_TOTAL).increment(0);
     publish_cache(&crate::cache::CacheStats::default());
+    for op in crate::cache::shared::OPS {
+        metrics::counter!(STORE_ERRORS_TOTAL, "op" => op).increment(0);
+    }
 }
 
 /// Mirrors the style cache's counters into the exporter.
@@ -169,6 +184,7 @@ pub fn publish_cache(stats: &crate::cache::CacheStats) {
     metrics::counter!(CACHE_HITS_TOTAL).absolute(stats.hits + stats.joined);
     metrics::counter!(CACHE_MISSES_TOTAL).absolute(stats.misses);
     metrics::counter!(CACHE_EVICTIONS_TOTAL).absolute(stats.evictions);
+    metrics::counter!(CACHE_SHARED_TOTAL).absolute(stats.shared);
     metrics::gauge!(CACHE_BYTES).set(stats.bytes as f64);
     metrics::gauge!(CACHE_ENTRIES).set(stats.entries as f64);
 }

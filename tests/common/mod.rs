@@ -3,6 +3,7 @@
 //! that runs a `stylize serve` process for the server tests.
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod server;
 
 use std::path::PathBuf;

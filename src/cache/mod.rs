@@ -1,7 +1,16 @@
 //! The style-target cache shared by all requests: per-style Gram matrices keyed by
 //! everything that changes them, bounded by bytes with least-recently-used eviction, and
 //! single-flight, so concurrent requests for the same uncached style compute it once.
-//! It stores and returns host data; it never runs a network itself.
+//! With a shared store (`--registry redis://…`) targets computed on any replica are read
+//! from there before they are computed here. It stores and returns host data; it never runs
+//! a network itself.
+
+pub mod registry;
+pub mod shared;
+pub mod targets;
+
+pub use registry::StyleRegistry;
+pub use shared::SharedStore;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::model::Layer;
 use crate::net::{Gram, TargetIdentity};
+use shared::Entry;
 
 /// Default byte budget (512 MiB: ~200 styles' Grams at the default layers).
 pub const DEFAULT_BUDGET_BYTES: usize = 512 << 20;
@@ -46,6 +56,8 @@ pub enum Lookup {
     Miss,
     /// Another call was computing it; this one waited for its result.
     Joined,
+    /// Not held here, read from the shared store (another replica computed it).
+    Shared,
 }
 
 /// Counters for Prometheus.
@@ -54,6 +66,8 @@ pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
     pub joined: u64,
+    /// Misses served from the shared store instead of computed.
+    pub shared: u64,
     pub evictions: u64,
     pub bytes: u64,
     pub entries: u64,
@@ -81,7 +95,9 @@ pub struct StyleCache {
     hits: AtomicU64,
     misses: AtomicU64,
     joined: AtomicU64,
+    shared_hits: AtomicU64,
     evictions: AtomicU64,
+    shared: Option<Arc<SharedStore>>,
 }
 
 fn size_of(grams: &[Gram]) -> usize {
@@ -104,7 +120,18 @@ impl StyleCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             joined: AtomicU64::new(0),
+            shared_hits: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            shared: None,
+        }
+    }
+
+    /// A cache that reads targets from `store` before computing them, and writes what it
+    /// computes there.
+    pub fn with_shared(budget_bytes: usize, store: Arc<SharedStore>) -> Self {
+        Self {
+            shared: Some(store),
+            ..Self::new(budget_bytes)
         }
     }
 
@@ -137,10 +164,24 @@ impl StyleCache {
             flight
         };
         self.misses.fetch_add(1, Ordering::Relaxed);
-        // Whatever happens (error or panic in `compute`), waiters must be released.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(compute))
-            .unwrap_or_else(|_| Err(Error::StylePrecompute("style precompute panicked".into())))
-            .map(Arc::new);
+        let (outcome, how) = match self.stored_targets(key) {
+            Some(grams) => {
+                self.shared_hits.fetch_add(1, Ordering::Relaxed);
+                (Ok(Arc::new(grams)), Lookup::Shared)
+            }
+            None => {
+                // Whatever happens (error or panic in `compute`), waiters must be released.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(compute))
+                    .unwrap_or_else(|_| {
+                        Err(Error::StylePrecompute("style precompute panicked".into()))
+                    })
+                    .map(Arc::new);
+                if let Ok(grams) = &outcome {
+                    self.share_targets(key, grams);
+                }
+                (outcome, Lookup::Miss)
+            }
+        };
         {
             let mut state = self.state.lock().map_err(|_| poisoned())?;
             state.in_flight.remove(key);
@@ -156,7 +197,28 @@ impl StyleCache {
             *slot = Some(shared);
         }
         flight.done.notify_all();
-        outcome.map(|g| (g, Lookup::Miss))
+        outcome.map(|g| (g, how))
+    }
+
+    /// `key`'s targets from the shared store, if it has usable ones. A store that is down
+    /// or holds damaged bytes only costs the computation (logged and counted).
+    fn stored_targets(&self, key: &StyleKey) -> Option<Vec<Gram>> {
+        let store = self.shared.as_ref()?;
+        let bytes = store.get(Entry::Targets(&targets::target_id(key))).ok()??;
+        targets::decode(key, &bytes)
+            .inspect_err(|e| tracing::warn!(error = %e, "ignoring stored style targets"))
+            .ok()
+    }
+
+    /// Shares computed targets; a failed write is logged and counted, not the request's.
+    fn share_targets(&self, key: &StyleKey, grams: &[Gram]) {
+        let Some(store) = &self.shared else { return };
+        match targets::encode(key, grams) {
+            Ok(bytes) => {
+                let _ = store.put(Entry::Targets(&targets::target_id(key)), &bytes);
+            }
+            Err(e) => tracing::warn!(error = %e, "style targets not shared"),
+        }
     }
 
     fn wait(flight: &Flight) -> Result<StyleGrams> {
@@ -214,64 +276,10 @@ impl StyleCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             joined: self.joined.load(Ordering::Relaxed),
+            shared: self.shared_hits.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
             bytes,
             entries,
         }
-    }
-}
-
-/// Styles registered by key (`RegisterStyle`), so requests can send the key instead of the
-/// image. Bounded by decoded bytes, least recently used first out.
-pub struct StyleRegistry {
-    budget: usize,
-    state: Mutex<(lru::LruCache<String, Arc<image::RgbImage>>, usize)>,
-}
-
-impl StyleRegistry {
-    pub fn new(budget_bytes: usize) -> Self {
-        Self {
-            budget: budget_bytes,
-            state: Mutex::new((lru::LruCache::unbounded(), 0)),
-        }
-    }
-
-    /// The key of a style: the hex sha256 of its encoded file as sent. It is also the
-    /// routing key (`x-stylize-style-key`) a client computes for the same bytes, so a
-    /// registration and the requests that use it, by key or by bytes, hash alike.
-    pub fn key_of(encoded: &[u8]) -> String {
-        hex::encode(Sha256::digest(encoded))
-    }
-
-    /// Keeps `image` (decoded from the file whose key is `key`) and returns `key`.
-    pub fn register(&self, key: String, image: Arc<image::RgbImage>) -> Result<String> {
-        let size = image.as_raw().len();
-        if size > self.budget {
-            return Err(Error::invalid(
-                "image",
-                format!(
-                    "{size} decoded bytes exceed the registry's budget of {}",
-                    self.budget
-                ),
-            ));
-        }
-        let mut guard = self.state.lock().map_err(|_| poisoned())?;
-        let (entries, bytes) = &mut *guard;
-        if let Some(old) = entries.pop(&key) {
-            *bytes -= old.as_raw().len();
-        }
-        while *bytes + size > self.budget {
-            match entries.pop_lru() {
-                Some((_, evicted)) => *bytes -= evicted.as_raw().len(),
-                None => break,
-            }
-        }
-        *bytes += size;
-        entries.put(key.clone(), image);
-        Ok(key)
-    }
-
-    pub fn get(&self, key: &str) -> Option<Arc<image::RgbImage>> {
-        self.state.lock().ok()?.0.get(key).cloned()
     }
 }

@@ -1,0 +1,74 @@
+//! A throwaway `redis-server` (Debian's package) on a loopback port for the shared-registry
+//! tests, configured like the cluster's (an LRU memory cap), without persistence.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server: {e} (install Debian's redis-server package)")
+            });
+        let redis = Redis { child, port };
+        let client = redis::Client::open(redis.url()).unwrap();
+        let started = Instant::now();
+        while client
+            .get_connection()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Keys under `pattern` (e.g. `stylize:v1:style:*`).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut conn = redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("KEYS").arg(pattern).query(&mut conn).unwrap()
+    }
+
+    /// Seconds `key` has left to live (-1: no expiry, -2: absent).
+    pub fn ttl(&self, key: &str) -> i64 {
+        let mut conn = redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("TTL").arg(key).query(&mut conn).unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,209 @@
+//! Several replicas behind one shared registry (Redis, started by the test): a style
+//! registered on one replica is used by key on the others, a killed replica's client retries
+//! elsewhere, a restarted replica still resolves keys, a drain hands queued work back at
+//! once, and a panicking job leaves its replica serving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::Redis;
+use common::server::{
+    STYLE, Server, collect, final_status, occupy_worker_and_queue, request, until,
+};
+use stylize::server::proto::{self, CacheLookup, stylize_event::Event};
+use stylize::server::routing::retryable;
+use tonic::Code;
+
+fn replica(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec![
+        "--registry",
+        url.as_str(),
+        "--workers",
+        "1",
+        "--max-queue",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// A short job on the style registered under `key`.
+fn by_key(key: &str, iterations: u32) -> proto::StylizeRequest {
+    let mut request = request(iterations);
+    request.styles = vec![proto::StyleInput {
+        source: Some(proto::style_input::Source::Key(key.to_string())),
+    }];
+    request
+}
+
+/// How the job's style targets were found, from its Result.
+async fn lookups(server: &Server, request: proto::StylizeRequest) -> Vec<i32> {
+    let events = collect(&mut server.client().await, request).await.unwrap();
+    match events.last() {
+        Some(Event::Result(result)) => result.style_cache.clone(),
+        other => panic!("no result: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_one_registry_and_fail_over() {
+    let redis = Redis::start();
+    let a = replica(&redis, &[]);
+    let b = replica(&redis, &[]);
+    let c = Server::start_wrapped(
+        "STYLIZE_TEST_PANIC_FOR_REQUEST=boom exec \"$0\" \"$@\"",
+        &[
+            "--registry",
+            &redis.url(),
+            "--workers",
+            "1",
+            "--max-queue",
+            "4",
+        ],
+    );
+
+    // Registered on A: the key is the file's digest, and the file and its targets are in
+    // the store with the default time to live.
+    let registered = a
+        .client()
+        .await
+        .register_style(proto::RegisterStyleRequest {
+            image: STYLE.to_vec(),
+            size: 32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(registered.style_cache, vec![CacheLookup::Miss as i32]);
+    let key = registered.key;
+    assert_eq!(key, stylize::cache::StyleRegistry::key_of(STYLE));
+    let stored = format!("stylize:v1:style:{key}");
+    assert_eq!(redis.keys("stylize:v1:style:*"), vec![stored.clone()]);
+    assert_eq!(redis.keys("stylize:v1:targets:*").len(), 1);
+    let ttl = redis.ttl(&stored);
+    assert!(
+        (7 * 24 * 3600 - 60..=7 * 24 * 3600).contains(&ttl),
+        "ttl {ttl}"
+    );
+
+    // B and C never saw the style: each reads it and its targets from the store once, then
+    // holds them.
+    for replica in [&b, &c] {
+        assert_eq!(
+            lookups(replica, by_key(&key, 2)).await,
+            vec![CacheLookup::Shared as i32]
+        );
+        assert_eq!(
+            lookups(replica, by_key(&key, 2)).await,
+            vec![CacheLookup::Hit as i32]
+        );
+        assert_eq!(replica.metric("stylize_style_cache_shared_total"), 1.0);
+    }
+
+    // kill -9 of the replica running a job: its client sees the connection lost (retryable
+    // as documented: other gRPC clients report UNAVAILABLE, tonic UNKNOWN with the transport
+    // error) and, retrying, completes on another replica.
+    let mut running = b
+        .client()
+        .await
+        .stylize(by_key(&key, 10_000))
+        .await
+        .unwrap()
+        .into_inner();
+    until(&mut running, |e| matches!(e, Event::Progress(_))).await;
+    drop(b);
+    let lost = final_status(&mut running).await;
+    assert!(retryable(&lost), "{lost:?}");
+    let events = collect(&mut c.client().await, by_key(&key, 3))
+        .await
+        .unwrap();
+    assert!(matches!(events.last(), Some(Event::Result(r)) if r.iterations == 3));
+
+    // A restarted A (nothing in its memory) still resolves the key.
+    drop(a);
+    let a = replica(&redis, &[]);
+    assert_eq!(
+        lookups(&a, by_key(&key, 2)).await,
+        vec![CacheLookup::Shared as i32]
+    );
+
+    // An injected panic fails that job alone; C's only worker serves the next one.
+    let mut doomed = by_key(&key, 1);
+    doomed.request_id = "boom".into();
+    let panicked = collect(&mut c.client().await, doomed).await.unwrap_err();
+    assert_eq!(panicked.code(), Code::Internal, "{panicked:?}");
+    let events = collect(&mut c.client().await, by_key(&key, 2))
+        .await
+        .unwrap();
+    assert!(matches!(events.last(), Some(Event::Result(r)) if r.iterations == 2));
+
+    // SIGTERM with three queued jobs hands them back, retryable, within a second.
+    let mut client = c.client().await;
+    let (_running, first) = occupy_worker_and_queue(&mut client).await;
+    let mut queued = vec![first];
+    for _ in 0..2 {
+        let mut waiting = client.stylize(by_key(&key, 1)).await.unwrap().into_inner();
+        until(&mut waiting, |e| matches!(e, Event::Queued(_))).await;
+        queued.push(waiting);
+    }
+    let terminated = Instant::now();
+    c.terminate();
+    for mut waiting in queued {
+        let handed_back = final_status(&mut waiting).await;
+        assert_eq!(handed_back.code(), Code::Unavailable, "{handed_back:?}");
+    }
+    let waited = terminated.elapsed();
+    assert!(
+        waited < Duration::from_secs(1),
+        "handed back after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_that_does_not_answer_makes_keyed_work_unavailable_not_the_server() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::start(&["--registry", &format!("redis://127.0.0.1:{port}")]);
+    let mut client = server.client().await;
+    let refused = client
+        .register_style(proto::RegisterStyleRequest {
+            image: STYLE.to_vec(),
+            size: 32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("shared style registry")
+            && refused.message().contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        refused.message()
+    );
+    let keyed = collect(
+        &mut client,
+        by_key(&stylize::cache::StyleRegistry::key_of(STYLE), 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(keyed.code(), Code::Unavailable, "{keyed:?}");
+    assert!(retryable(&refused) && retryable(&keyed));
+    // Styles sent as bytes need no registry: they are served here (from the targets the
+    // refused registration computed).
+    let events = collect(&mut client, request(2)).await.unwrap();
+    match events.last() {
+        Some(Event::Result(result)) => {
+            assert_eq!(result.style_cache, vec![CacheLookup::Hit as i32])
+        }
+        other => panic!("no result: {other:?}"),
+    }
+    assert!(server.metric("stylize_registry_store_errors_total{op=\"put\"}") >= 1.0);
+    assert!(server.metric("stylize_registry_store_errors_total{op=\"get\"}") >= 1.0);
+}
