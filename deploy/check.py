@@ -1,7 +1,7 @@
 """Offline validation of deploy/ (run by scripts/check-deploy.sh, part of scripts/test).
 
-- Renders the kustomize overlays (resources, labels, images and strategic-merge patches: the
-  subset deploy/k8s uses) and validates every object against the Kubernetes schemas with
+- Renders the kustomize overlays (resources, components, labels, images and strategic-merge
+  patches: the subset deploy/k8s uses) and validates every object against the Kubernetes schemas with
   kubernetes-validate --strict; custom resources (ServiceMonitor, PrometheusRule, Istio) get
   structural checks instead.
 - promtool check rules and promtool test rules on the PrometheusRule's groups.
@@ -70,9 +70,23 @@ def render(directory):
     for resource in kustomization.get("resources", []):
         path = (directory / resource).resolve()
         docs += render(path) if path.is_dir() else load_all(path)
+    for component in kustomization.get("components", []):
+        docs = apply_component((directory / component).resolve(), docs)
     for entry in kustomization.get("labels", []):
         for doc in docs:
             doc.setdefault("metadata", {}).setdefault("labels", {}).update(entry["pairs"])
+    docs = apply_patches(directory, kustomization, docs)
+    for image in kustomization.get("images", []):
+        for doc in docs:
+            for container in containers(doc):
+                name, _, tag = container["image"].partition(":")
+                if name == image["name"]:
+                    container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
+    return docs
+
+
+def apply_patches(directory, kustomization, docs):
+    docs = list(docs)
     for entry in kustomization.get("patches", []):
         patch = yaml.safe_load((directory / entry["path"]).read_text())
         targets = [i for i, d in enumerate(docs)
@@ -81,13 +95,18 @@ def render(directory):
             fail(f"{directory}: patch {entry['path']} matches {len(targets)} objects")
             continue
         docs[targets[0]] = merge(docs[targets[0]], patch)
-    for image in kustomization.get("images", []):
-        for doc in docs:
-            for container in containers(doc):
-                name, _, tag = container["image"].partition(":")
-                if name == image["name"]:
-                    container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
     return docs
+
+
+def apply_component(directory, docs):
+    """A kustomize Component: its resources join the parent's, its patches apply to all."""
+    component = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    if component.get("kind") != "Component":
+        fail(f"{directory}: listed as a component but is a {component.get('kind')}")
+    docs = list(docs)
+    for resource in component.get("resources", []):
+        docs += load_all(directory / resource)
+    return apply_patches(directory, component, docs)
 
 
 def containers(doc):
@@ -116,7 +135,8 @@ def check_kubernetes(validator):
 
 
 def check_workload(overlay, docs):
-    by_kind = {d["kind"]: d for d in docs}
+    # Stylize's own objects (the registry's Redis has a Service and pods of its own).
+    by_kind = {d["kind"]: d for d in docs if d["metadata"]["name"] == "stylize"}
     deployment = by_kind["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -143,7 +163,28 @@ def check_workload(overlay, docs):
             fail("gpu: STYLIZE_DEVICE must be cuda:0")
     elif gpus is not None:
         fail(f"{overlay}: requests a GPU")
+    check_registry(overlay, docs, env)
     ok(f"{overlay}: probes, drain timing, headless Service, HPA metric, placement")
+
+
+def check_registry(overlay, docs, env):
+    """STYLIZE_REGISTRY names a Service of the overlay, whose Redis bounds its memory with an
+    LRU policy; entries have a TTL."""
+    url = env.get("STYLIZE_REGISTRY") or ""
+    host, _, port = url.removeprefix("redis://").partition(":")
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    ports = [p["port"] for p in services.get(host, {}).get("spec", {}).get("ports", [])]
+    if not url.startswith("redis://") or not port.isdigit() or int(port) not in ports:
+        fail(f"{overlay}: STYLIZE_REGISTRY {url!r} is not a redis:// URL of one of its Services")
+        return
+    configs = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == host]
+    conf = configs[0]["data"].get("redis.conf", "") if configs else ""
+    settings = dict(line.split(None, 1) for line in conf.splitlines() if line.strip())
+    if not settings.get("maxmemory") or settings.get("maxmemory-policy") != "allkeys-lru":
+        fail(f"{overlay}: the registry's Redis needs maxmemory and maxmemory-policy allkeys-lru")
+    if int(env.get("STYLIZE_REGISTRY_TTL_SECONDS") or 0) <= 0:
+        fail(f"{overlay}: STYLIZE_REGISTRY_TTL_SECONDS must be set")
+    ok(f"{overlay}: shared registry {url}, {settings.get('maxmemory')} allkeys-lru")
 
 
 def check_rules():

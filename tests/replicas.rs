@@ -207,3 +207,39 @@ async fn a_registry_that_does_not_answer_makes_keyed_work_unavailable_not_the_se
     assert!(server.metric("stylize_registry_store_errors_total{op=\"put\"}") >= 1.0);
     assert!(server.metric("stylize_registry_store_errors_total{op=\"get\"}") >= 1.0);
 }
+
+#[tokio::test]
+async fn each_use_renews_a_shared_entry_and_puts_back_one_the_store_lost() {
+    let redis = Redis::start();
+    let server = replica(&redis, &[]);
+    let key = server
+        .client()
+        .await
+        .register_style(proto::RegisterStyleRequest {
+            image: STYLE.to_vec(),
+            size: 32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key;
+    let stored = format!("stylize:v1:style:{key}");
+    let week = 7 * 24 * 3600;
+    // Nearly expired, then used: the full time to live again.
+    let _: bool = redis.command(&["EXPIRE", &stored, "100"]);
+    assert_eq!(
+        lookups(&server, by_key(&key, 1)).await,
+        vec![CacheLookup::Hit as i32]
+    );
+    assert!(redis.ttl(&stored) > week - 60, "ttl {}", redis.ttl(&stored));
+    // Lost by the store (evicted, flushed): the replica holding it writes it back on use.
+    let _: i64 = redis.command(&["DEL", &stored]);
+    assert_eq!(
+        lookups(&server, by_key(&key, 1)).await,
+        vec![CacheLookup::Hit as i32]
+    );
+    assert!(redis.ttl(&stored) > week - 60, "ttl {}", redis.ttl(&stored));
+    let back: Vec<u8> = redis.command(&["GET", &stored]);
+    assert_eq!(back, STYLE, "the file as registered");
+}

@@ -47,22 +47,25 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Runs one command, e.g. `["EXPIRE", key, "100"]`.
+    pub fn command<T: redis::FromRedisValue>(&self, words: &[&str]) -> T {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let mut command = redis::cmd(words[0]);
+        for word in &words[1..] {
+            command.arg(*word);
+        }
+        command.query(&mut conn).unwrap()
+    }
+
     /// Keys under `pattern` (e.g. `stylize:v1:style:*`).
     pub fn keys(&self, pattern: &str) -> Vec<String> {
-        let mut conn = redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        redis::cmd("KEYS").arg(pattern).query(&mut conn).unwrap()
+        self.command(&["KEYS", pattern])
     }
 
     /// Seconds `key` has left to live (-1: no expiry, -2: absent).
     pub fn ttl(&self, key: &str) -> i64 {
-        let mut conn = redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        redis::cmd("TTL").arg(key).query(&mut conn).unwrap()
+        self.command(&["TTL", key])
     }
 }
 
