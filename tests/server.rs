@@ -361,6 +361,48 @@ async fn a_panicking_job_fails_alone_and_its_worker_serves_on() {
 }
 
 #[tokio::test]
+async fn a_replica_whose_workers_all_died_reports_not_serving() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    // The hook's `worker:` form panics outside the job's isolation, ending the thread.
+    let server = Server::start_wrapped(
+        "STYLIZE_TEST_PANIC_FOR_REQUEST=worker:doom exec \"$0\" \"$@\"",
+        &["--workers", "1"],
+    );
+    let mut health = HealthClient::new(server.channel().await);
+    let status = |service: &str| HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let serving = health.check(status("")).await.unwrap().into_inner().status;
+    assert_eq!(serving, ServingStatus::Serving as i32);
+    let mut doomed = request(1);
+    doomed.request_id = "doom".into();
+    let lost = collect(&mut server.client().await, doomed)
+        .await
+        .unwrap_err();
+    assert_eq!(lost.code(), Code::Internal, "{lost:?}");
+    let since = Instant::now();
+    loop {
+        let now = health
+            .check(status("stylize.v1.Stylizer"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if now == ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(5), "still {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.log().contains("no worker is alive"),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
 async fn a_full_queue_answers_resource_exhausted_at_once() {
     let server = Server::start(&["--workers", "1", "--max-queue", "1"]);
     let mut client = server.client().await;

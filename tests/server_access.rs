@@ -131,10 +131,15 @@ async fn a_bearer_token_guards_the_service_but_not_health() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    // Nothing ran for them: no job started, no style was computed.
+    // Nothing ran for them: no job started, no style was computed. Each is counted under
+    // its own method.
     assert_eq!(
         server.metric("stylize_requests_total{outcome=\"unauthenticated\"}"),
-        4.0
+        3.0
+    );
+    assert_eq!(
+        server.metric("stylize_register_style_total{outcome=\"unauthenticated\"}"),
+        1.0
     );
     assert_eq!(server.metric("stylize_iterations_total"), 0.0);
     assert_eq!(server.metric("stylize_style_cache_misses_total"), 0.0);

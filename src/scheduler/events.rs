@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::JobEvent;
+use crate::error::Error;
+use crate::telemetry::metrics as names;
 
 struct Channel {
     pending: Mutex<VecDeque<JobEvent>>,
@@ -107,9 +109,22 @@ impl EventReceiver {
     }
 
     /// The events as a stream.
+    /// A job whose sender vanished without a final event (its worker thread died) ends with
+    /// a failure, so the client gets a status rather than a stream that just stops.
     pub fn into_stream(self) -> impl tokio_stream::Stream<Item = JobEvent> + Send {
-        futures_util::stream::unfold(self, |mut receiver| async move {
-            receiver.recv().await.map(|event| (event, receiver))
+        futures_util::stream::unfold(Some(self), |receiver| async move {
+            let mut receiver = receiver?;
+            match receiver.recv().await {
+                Some(event @ (JobEvent::Finished(_) | JobEvent::Failed(_))) => Some((event, None)),
+                Some(event) => Some((event, Some(receiver))),
+                None => {
+                    // Its worker, which counts every job, is gone: count it here.
+                    names::count_request(names::outcome::INTERNAL);
+                    tracing::error!("a job's worker stopped without an answer");
+                    let lost = Error::Panicked("its worker stopped without an answer".into());
+                    Some((JobEvent::Failed(lost), None))
+                }
+            }
         })
     }
 }

@@ -43,6 +43,11 @@ pub(super) fn run(index: usize, shared: &Shared) {
                     .0;
             }
         };
+        if std::env::var(PANIC_FOR_REQUEST_ENV)
+            .is_ok_and(|v| v.strip_prefix("worker:") == Some(job.spec.request_id.as_str()))
+        {
+            panic!("injected outside the job's isolation: the worker thread dies");
+        }
         let cancel = job.cancel.clone();
         let span = job.span.clone();
         let reserved = job.plan.estimate;
@@ -73,7 +78,7 @@ pub(super) fn outcome_of(err: &Error) -> &'static str {
     match err {
         Error::Cancelled => outcome::CANCELLED,
         Error::DeadlineExceeded(_) | Error::JobTimeLimit(_) => outcome::DEADLINE_EXCEEDED,
-        Error::ShuttingDown | Error::HandedBack(_) => outcome::UNAVAILABLE,
+        Error::ShuttingDown | Error::HandedBack(_) | Error::SharedStore(_) => outcome::UNAVAILABLE,
         Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
             outcome::INVALID_ARGUMENT
         }
@@ -139,7 +144,8 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
     }
 }
 
-/// Set to a request id, makes that job panic (tests of the isolation below).
+/// Set to a request id, makes that job panic (tests of the isolation below); set to
+/// `worker:<id>`, kills the worker thread that picks that job (tests of the health watch).
 pub const PANIC_FOR_REQUEST_ENV: &str = "STYLIZE_TEST_PANIC_FOR_REQUEST";
 
 /// `run_job` with a panic caught: the job fails `INTERNAL`, the worker serves on.

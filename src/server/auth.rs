@@ -8,7 +8,6 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
 use crate::error::{Error, Result};
-use crate::telemetry::metrics::{self as names, outcome};
 
 /// Checks calls against one shared token, or admits every call when none is configured.
 #[derive(Clone, Default)]
@@ -77,7 +76,6 @@ impl tonic::service::Interceptor for TokenGate {
         if self.admits(header) {
             Ok(request)
         } else {
-            names::count_request(outcome::UNAUTHENTICATED);
             Err(Status::unauthenticated(
                 "missing or wrong bearer token (metadata `authorization: Bearer <token>`)",
             ))

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod convert;
 pub mod deadline;
 pub mod routing;
+pub mod tally;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,14 +72,17 @@ pub fn status(err: Error) -> Status {
     }
 }
 
-fn outcome_of(status: &Status) -> &'static str {
-    match status.code() {
+/// The outcome label of a final status.
+fn outcome_of_code(code: tonic::Code) -> &'static str {
+    match code {
         tonic::Code::InvalidArgument => outcome::INVALID_ARGUMENT,
         tonic::Code::ResourceExhausted => outcome::RESOURCE_EXHAUSTED,
         tonic::Code::Unavailable => outcome::UNAVAILABLE,
         tonic::Code::DeadlineExceeded => outcome::DEADLINE_EXCEEDED,
         tonic::Code::Cancelled => outcome::CANCELLED,
         tonic::Code::FailedPrecondition => outcome::DIVERGED,
+        tonic::Code::Unauthenticated => outcome::UNAUTHENTICATED,
+        tonic::Code::Unimplemented => outcome::UNIMPLEMENTED,
         _ => outcome::INTERNAL,
     }
 }
@@ -144,19 +148,6 @@ fn request_id(given: &str) -> String {
     }
 }
 
-/// Counts a request refused before it reached the scheduler.
-/// A Stylize request refused before it was queued: counted and logged.
-fn refused(status: Status) -> Status {
-    names::count_request(outcome_of(&status));
-    logged(status)
-}
-
-/// A refusal, logged (RegisterStyle's caller counts its own outcomes).
-fn logged(status: Status) -> Status {
-    tracing::info!(code = ?status.code(), message = status.message(), "refused");
-    status
-}
-
 /// Tells probes and balancers this replica takes no work.
 async fn report_not_serving(health: &tonic_health::server::HealthReporter) {
     health
@@ -175,14 +166,13 @@ impl Stylizer for StylizeService {
         &self,
         request: Request<proto::StylizeRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let deadline =
-            deadline::from_metadata(request.metadata(), Instant::now()).map_err(refused)?;
-        self.scheduler.admits().map_err(|e| refused(status(e)))?;
+        let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
+        self.scheduler.admits().map_err(status)?;
         let place = self
             .places
             .clone()
             .try_acquire_owned()
-            .map_err(|_| refused(status(Error::QueueFull(self.scheduler.queue_depth()))))?;
+            .map_err(|_| status(Error::QueueFull(self.scheduler.queue_depth())))?;
         let message = request.into_inner();
         let id = request_id(&message.request_id);
         let span = tracing::info_span!("stylize", request_id = %id);
@@ -192,13 +182,11 @@ impl Stylizer for StylizeService {
         })
         .instrument(span.clone())
         .await
-        .map_err(|e| refused(Status::internal(format!("request decoding panicked: {e}"))))?
-        .map_err(|e| refused(status(e)))?;
+        .map_err(|e| Status::internal(format!("request decoding panicked: {e}")))?
+        .map_err(status)?;
         let submitted = {
             let _entered = span.enter();
-            self.scheduler
-                .submit(spec, span.clone())
-                .map_err(|e| refused(status(e)))?
+            self.scheduler.submit(spec, span.clone()).map_err(status)?
         };
         // The place is held until the stream ends (or the client drops it).
         let stream = submitted.events.into_stream().map(move |event| {
@@ -212,34 +200,30 @@ impl Stylizer for StylizeService {
         &self,
         request: Request<proto::RegisterStyleRequest>,
     ) -> Result<Response<proto::RegisterStyleResponse>, Status> {
+        // Refusals are counted where every refusal is (`tally`); a success here.
         let called = Instant::now();
         let answer = self.register(request).await;
-        let outcome = match &answer {
-            Ok(_) => outcome::OK,
-            Err(status) => outcome_of(status),
-        };
-        names::count_registration(outcome, called.elapsed().as_secs_f64());
+        if answer.is_ok() {
+            names::count_registration(outcome::OK, called.elapsed().as_secs_f64());
+        }
         answer
     }
 }
 
 impl StylizeService {
-    /// RegisterStyle's work; its caller counts the outcome.
+    /// RegisterStyle's work.
     async fn register(
         &self,
         request: Request<proto::RegisterStyleRequest>,
     ) -> Result<Response<proto::RegisterStyleResponse>, Status> {
-        let deadline =
-            deadline::from_metadata(request.metadata(), Instant::now()).map_err(logged)?;
-        self.scheduler.admits().map_err(|e| logged(status(e)))?;
+        let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
+        self.scheduler.admits().map_err(status)?;
         let permit = self
             .registrations
             .clone()
             .try_acquire_owned()
             .map_err(|_| {
-                logged(Status::resource_exhausted(
-                    "style registrations are at their limit; retry later",
-                ))
+                Status::resource_exhausted("style registrations are at their limit; retry later")
             })?;
         let message = request.into_inner();
         let (limits, registry, scheduler) = (
@@ -288,8 +272,8 @@ impl StylizeService {
         };
         let response = tokio::task::spawn_blocking(move || span.in_scope(work))
             .await
-            .map_err(|e| logged(Status::internal(format!("register_style panicked: {e}"))))?
-            .map_err(|e| logged(status(e)))?;
+            .map_err(|e| Status::internal(format!("register_style panicked: {e}")))?
+            .map_err(status)?;
         Ok(Response::new(response))
     }
 }
@@ -358,6 +342,7 @@ pub async fn serve(
     }
     let (stop_transport, transport_stopped) = tokio::sync::oneshot::channel::<()>();
     let transport = builder
+        .layer(tally::layer())
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection, config.gate.clone()))
         .add_service(InterceptedService::new(stylizer, config.gate.clone()))

@@ -64,6 +64,8 @@ pub mod outcome {
     /// The optimisation diverged because of the request's weights (`FAILED_PRECONDITION`).
     pub const DIVERGED: &str = "diverged";
     pub const UNAUTHENTICATED: &str = "unauthenticated";
+    /// A method this server does not have.
+    pub const UNIMPLEMENTED: &str = "unimplemented";
 }
 
 const JOB_SECONDS: &[f64] = &[
@@ -163,6 +165,7 @@ fn describe() {
         outcome::INTERNAL,
         outcome::DIVERGED,
         outcome::UNAUTHENTICATED,
+        outcome::UNIMPLEMENTED,
     ] {
         metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome).increment(0);
         metrics::counter!(REGISTRATIONS_TOTAL, "outcome" => outcome).increment(0);
