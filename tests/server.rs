@@ -402,6 +402,76 @@ async fn a_replica_whose_workers_all_died_reports_not_serving() {
     );
 }
 
+/// Relays one TCP connection to `to`; once `silent` is set it forwards nothing either way
+/// but keeps both sockets open, like a client host that vanished without closing.
+async fn relay(
+    to: std::net::SocketAddr,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(to).await.unwrap();
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        for (mut from, mut into) in [(client_read, server_write), (server_read, client_write)] {
+            let silent = silent.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 1 << 16];
+                while let Ok(n @ 1..) = from.read(&mut buffer).await {
+                    if !silent.load(std::sync::atomic::Ordering::Relaxed)
+                        && into.write_all(&buffer[..n]).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                // Held open until the other side closes.
+                drop(into);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_without_closing_stops_its_job() {
+    let server = Server::start(&[
+        "--workers",
+        "1",
+        "--keepalive-seconds",
+        "0.5",
+        "--keepalive-timeout-seconds",
+        "0.5",
+    ]);
+    let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let through = relay(server.addr, silent.clone()).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{through}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = StylizerClient::new(channel);
+    let mut stream = client.stylize(request(10_000)).await.unwrap().into_inner();
+    until(&mut stream, |e| matches!(e, Event::Progress(_))).await;
+    silent.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Unanswered pings drop the connection; the job stops and the worker is free.
+    let since = Instant::now();
+    while server.metric("stylize_requests_total{outcome=\"cancelled\"}") < 1.0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the job still runs for a vanished client"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.metric("stylize_in_flight_requests"), 0.0);
+    let events = collect(&mut server.client().await, request(2))
+        .await
+        .unwrap();
+    assert!(matches!(events.last(), Some(Event::Result(r)) if r.iterations == 2));
+}
+
 #[tokio::test]
 async fn a_full_queue_answers_resource_exhausted_at_once() {
     let server = Server::start(&["--workers", "1", "--max-queue", "1"]);

@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// Seconds a shared entry lives after its last use.
     #[arg(long, env = "STYLIZE_REGISTRY_TTL_SECONDS", default_value_t = stylize::cache::shared::DEFAULT_TTL.as_secs())]
     registry_ttl_seconds: u64,
+    /// Seconds between HTTP/2 pings on each connection: a client that vanished without
+    /// closing it (dead host, partition) is found, and its job stops within an iteration.
+    #[arg(long, env = "STYLIZE_KEEPALIVE_SECONDS", default_value_t = stylize::server::KEEPALIVE_INTERVAL.as_secs_f64())]
+    keepalive_seconds: f64,
+    /// Seconds a ping may go unanswered before the connection is dropped.
+    #[arg(long, env = "STYLIZE_KEEPALIVE_TIMEOUT_SECONDS", default_value_t = stylize::server::KEEPALIVE_TIMEOUT.as_secs_f64())]
+    keepalive_timeout_seconds: f64,
     /// Seconds in-flight work may take to finish after SIGTERM before it is handed back.
     #[arg(long, env = "STYLIZE_GRACE_PERIOD_SECONDS", default_value_t = 60.0)]
     grace_period_seconds: f64,
@@ -96,6 +103,17 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     }
     if !(args.grace_period_seconds.is_finite() && args.grace_period_seconds >= 0.0) {
         anyhow::bail!("--grace-period-seconds must be a number >= 0");
+    }
+    for (flag, seconds) in [
+        ("--keepalive-seconds", args.keepalive_seconds),
+        (
+            "--keepalive-timeout-seconds",
+            args.keepalive_timeout_seconds,
+        ),
+    ] {
+        if !(seconds.is_finite() && (0.1..=86_400.0).contains(&seconds)) {
+            anyhow::bail!("{flag} must be a number of seconds from 0.1 to 86400");
+        }
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsIdentity {
@@ -145,6 +163,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         registry_bytes: args.registry_bytes,
         shared_store: shared_store.clone(),
         grace_period: Duration::from_secs_f64(args.grace_period_seconds),
+        keepalive: (
+            Duration::from_secs_f64(args.keepalive_seconds),
+            Duration::from_secs_f64(args.keepalive_timeout_seconds),
+        ),
         tls,
         gate,
     };

@@ -87,9 +87,9 @@ fn outcome_of_code(code: tonic::Code) -> &'static str {
     }
 }
 
-/// How often an idle connection is pinged.
+/// How often a connection is pinged, by default.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-/// How long a ping may go unanswered before the connection is dropped.
+/// How long a ping may go unanswered before the connection is dropped, by default.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything `serve` needs besides the backends.
@@ -106,6 +106,9 @@ pub struct ServerConfig {
     pub shared_store: Option<Arc<crate::cache::SharedStore>>,
     /// How long in-flight work may take to finish after SIGTERM before it is cancelled.
     pub grace_period: Duration,
+    /// HTTP/2 pings: how often, and how long one may go unanswered before the connection
+    /// (and every job on it) is dropped.
+    pub keepalive: (Duration, Duration),
     /// TLS on the gRPC port; `None` serves plaintext (e.g. behind a TLS-terminating proxy).
     pub tls: Option<TlsIdentity>,
     /// Who may call the stylize service and reflection (health is always open).
@@ -332,8 +335,8 @@ pub async fn serve(
     // HTTP/2 pings find a client that vanished without closing its connection (a dead
     // host, a partition): the connection drops, and its job ends within an iteration.
     let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+        .http2_keepalive_interval(Some(config.keepalive.0))
+        .http2_keepalive_timeout(Some(config.keepalive.1));
     if let Some(identity) = &config.tls {
         let identity = tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem);
         builder = builder
