@@ -10,7 +10,7 @@ use crate::cache::{StyleCache, StyleKey, image_digest};
 use crate::engine::OrtEngine;
 use crate::engine::driver::Evaluate;
 use crate::engine::loss::{LayerTarget, Objective, TermWeights};
-use crate::engine::optim::{Adam, Optimizer};
+use crate::engine::optim::Adam;
 use crate::error::Result;
 use crate::features::{FeatureExtractor, OrtFeatures};
 use crate::model::{InputImage, Layer, Vgg19Weights};
@@ -178,9 +178,7 @@ fn time_steps(objective: &dyn Evaluate, start: &Tensor, repeats: usize) -> Resul
     let mut x = start.clone();
     time_repeats(repeats, || {
         let (_, grad) = objective.evaluate(&x)?;
-        if let Some(next) = adam.step(&x, &grad)? {
-            x = next;
-        }
+        x = adam.update(&x, &grad)?;
         Ok(())
     })
 }

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 use serde_json::Value;
 use stylize::engine::loss::{LayerTarget, LossBreakdown, Objective, TermWeights};
-use stylize::engine::optim::{Adam, Lbfgs, Optimizer};
+use stylize::engine::optim::{Adam, Lbfgs, LineSearch};
 use stylize::features::{CandleFeatures, FeatureExtractor, blend};
 use stylize::image_io;
 use stylize::model::{ChannelOrder, InputConvention, InputImage, Layer};
@@ -487,7 +487,7 @@ fn check_float32(case: &Case, report: &mut Report) {
             rel(losses.total, *expected),
             TOL_ADAM,
         );
-        x = adam.step(&x, &grad).unwrap().unwrap();
+        x = adam.update(&x, &grad).unwrap();
     }
     check_end_point(case, report, &objective, &x, "adam", "", TOL_ADAM, TOL_ADAM);
 
@@ -611,6 +611,10 @@ fn check_ort_engine(case: &Case, report: &mut Report) {
         preview_every: 0,
         tile_side: None,
         kept_stages: 1,
+        // The fixtures' trajectories are unbounded.
+        bounds: None,
+        line_search: LineSearch::Fixed,
+        stop: Default::default(),
     };
     let (losses, grad) = engine
         .objective(&job, &scale)
@@ -630,17 +634,23 @@ fn check_ort_engine(case: &Case, report: &mut Report) {
     };
     use stylize::engine::Engine;
     let result = engine.optimise(&job, &mut sink).unwrap();
-    for (k, (ours, theirs)) in seen
-        .iter()
-        .zip(case.f64_list(&["adam", "losses"]))
-        .enumerate()
-    {
+    // Each report is the point after that step: x1 .. x10, whose losses are the fixture's
+    // adam.losses[1..] and then loss_final, which the result carries too.
+    let mut expected = case.f64_list(&["adam", "losses"]).split_off(1);
+    expected.push(case.f64_at(&["adam", "loss_final"]));
+    assert_eq!(seen.len(), expected.len(), "one report per step");
+    for (k, (ours, theirs)) in seen.iter().zip(expected).enumerate() {
         report.check(
-            &format!("ort engine adam.losses[{k}]"),
+            &format!("ort engine adam.losses[{}]", k + 1),
             rel(*ours, theirs),
             TOL_ADAM,
         );
     }
+    report.check(
+        "ort engine result losses = adam.loss_final",
+        rel(result.losses.total, case.f64_at(&["adam", "loss_final"])),
+        TOL_ADAM,
+    );
     let x10 = Tensor::from_vec(result.image.data, setup.x0.shape(), &Device::Cpu).unwrap();
     report.check(
         "ort engine adam_x10",
@@ -685,7 +695,10 @@ fn run_lbfgs(objective: &Objective<'_>, x0: &Tensor, n: usize) -> (Vec<f64>, Ten
     let (mut loss, mut grad) = objective.evaluate(&x).unwrap();
     for k in 0..n {
         losses.push(loss.total);
-        x = lbfgs.step(&x, &grad).unwrap().expect("descent direction");
+        x = lbfgs
+            .advance(&x, &grad)
+            .unwrap()
+            .expect("descent direction");
         if k + 1 < n {
             (loss, grad) = objective.evaluate(&x).unwrap();
         }

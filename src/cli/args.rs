@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use stylize::backends::{self, Backends, DeviceChoice};
-use stylize::engine::{OptimizerKind, Pooling, TermWeights};
+use stylize::engine::optim::LineSearch;
+use stylize::engine::{OptimizerKind, Pooling, StopRules, TermWeights};
 use stylize::features::select::BackendChoice;
 use stylize::image_io;
 use stylize::model::{Layer, Vgg19Weights, fetch};
@@ -91,6 +92,14 @@ pub enum OptimizerArg {
     Adam,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LineSearchArg {
+    /// torch.optim.LBFGS(line_search_fn="strong_wolfe").
+    StrongWolfe,
+    /// The fixed step 1 of the contract's L-BFGS.
+    None,
+}
+
 /// The engine options of one job (the contract's defaults).
 #[derive(Args)]
 pub struct JobArgs {
@@ -139,6 +148,20 @@ pub struct JobArgs {
     /// when a whole frame does not fit the memory budget). The result is the same.
     #[arg(long)]
     pub tile_size: Option<u32>,
+    /// Let the image leave the 8-bit pixel range while optimising (the contract's unbounded
+    /// trajectory; out-of-range pixels are clamped when encoded). Default: kept inside.
+    #[arg(long)]
+    pub unbounded: bool,
+    /// How L-BFGS chooses its steps.
+    #[arg(long, value_enum, default_value = "strong-wolfe")]
+    pub line_search: LineSearchArg,
+    /// Stop a scale once the loss fell by less than this fraction over its last 10
+    /// iterations (e.g. 0.001; 0: run every iteration).
+    #[arg(long, default_value_t = 0.0)]
+    pub tolerance: f64,
+    /// Return the image reached after this many seconds of optimisation (0: no limit).
+    #[arg(long, default_value_t = 0.0)]
+    pub time_budget_seconds: f64,
 }
 
 pub fn parse_layers(flag: &str, spec: &str) -> Result<Vec<(Layer, f64)>> {
@@ -192,7 +215,28 @@ impl JobArgs {
             scales: self.scales,
             preview_every: 0,
             tile_size: self.tile_size,
+            bounded: !self.unbounded,
+            line_search: match self.line_search {
+                LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
+                LineSearchArg::None => LineSearch::Fixed,
+            },
+            stop: StopRules {
+                tolerance: off_or_positive("tolerance", self.tolerance)?,
+                time_budget: off_or_positive("time-budget-seconds", self.time_budget_seconds)?
+                    .map(std::time::Duration::from_secs_f64),
+            },
         })
+    }
+}
+
+/// `None` for 0 (off); a finite positive value as given; anything else refused naming `flag`.
+fn off_or_positive(flag: &str, value: f64) -> Result<Option<f64>> {
+    if value == 0.0 {
+        Ok(None)
+    } else if value.is_finite() && value > 0.0 && value < 1e9 {
+        Ok(Some(value))
+    } else {
+        anyhow::bail!("--{flag}: {value} is not a positive number (0: off)")
     }
 }
 

@@ -12,7 +12,7 @@ use stylize::server::proto::{self, stylizer_client::StylizerClient};
 use stylize::server::routing::{STYLE_KEY_HEADER, retryable, style_routing_key};
 
 use super::args::{
-    JobArgs, OptimizerArg, loss_message, parse_layers, progress_bar, read_flag_file,
+    JobArgs, LineSearchArg, OptimizerArg, loss_message, parse_layers, progress_bar, read_flag_file,
 };
 use super::connect::ConnectArgs;
 
@@ -119,6 +119,13 @@ fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
         jpeg_quality: 0,
         tile_size: job.tile_size.unwrap_or(0),
         lbfgs_history: job.lbfgs_history as u32,
+        unbounded: job.unbounded,
+        line_search: match job.line_search {
+            LineSearchArg::StrongWolfe => proto::LineSearch::StrongWolfe,
+            LineSearchArg::None => proto::LineSearch::None,
+        } as i32,
+        tolerance: job.tolerance,
+        time_budget_seconds: job.time_budget_seconds,
     })
 }
 
@@ -274,12 +281,14 @@ async fn stream_once(
                     .with_context(|| format!("--out: {}", args.out.display()))?;
                 let t = result.timings.unwrap_or_default();
                 println!(
-                    "wrote {} ({}x{}) after {} iterations, final loss {:.4e}; queue {:.2}s precompute {:.2}s optimise {:.2}s encode {:.3}s",
+                    "wrote {} ({}x{}) after {} iterations (stopped: {}), final loss {:.4e}, 8-bit image {:.4e}; queue {:.2}s precompute {:.2}s optimise {:.2}s encode {:.3}s",
                     args.out.display(),
                     result.width,
                     result.height,
                     result.iterations,
+                    result.stopped().as_str_name(),
                     result.losses.unwrap_or_default().total,
+                    result.delivered_losses.unwrap_or_default().total,
                     t.queue_wait_seconds,
                     t.style_precompute_seconds,
                     t.optimise_seconds,

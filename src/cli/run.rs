@@ -132,12 +132,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
     println!(
-        "wrote {} ({}x{}) after {} iterations, final loss {:.4e}",
+        "wrote {} ({}x{}) after {} iterations (stopped on {}) in {:.1}s, final loss {:.4e}, 8-bit image {:.4e}",
         args.out.display(),
         rendered.image.width(),
         rendered.image.height(),
         rendered.iterations,
-        rendered.losses.total
+        rendered.stopped.name(),
+        rendered.stats.optimise.as_secs_f64(),
+        rendered.losses.total,
+        rendered.delivered.total
     );
     Ok(())
 }

@@ -13,7 +13,7 @@ use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTa
 use crate::error::{Error, Result};
 use crate::features::CandleFeatures;
 use crate::features::candle::device_name;
-use crate::model::{InputConvention, Layer, Vgg19Weights};
+use crate::model::{InputConvention, InputImage, Layer, Vgg19Weights};
 use crate::net::Pooling;
 use crate::net::stages::{Stage, StagedPlan};
 use crate::net::tiling::{Window, core_gram_sum};
@@ -220,6 +220,13 @@ impl Engine for CandleEngine {
     fn optimise(&self, job: &OptimiseJob, progress: &mut ProgressSink<'_>) -> Result<Optimised> {
         let placement = self.placement();
         driver::optimise(job, progress, &placement, |scale| {
+            self.evaluator_on(job, scale, &placement)
+        })
+    }
+
+    fn score(&self, job: &OptimiseJob, image: &InputImage) -> Result<LossBreakdown> {
+        let placement = self.placement();
+        driver::score(job, &placement, image, |scale| {
             self.evaluator_on(job, scale, &placement)
         })
     }

@@ -2,6 +2,8 @@
 //! scales, the optimiser, progress and cancellation. An engine supplies only the objective
 //! (loss and gradient) for each scale.
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
@@ -9,10 +11,10 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::optim::{Adam, Lbfgs, Optimizer};
+use super::optim::{Adam, Lbfgs, Optimizer, Point};
 use super::{
     Init, LossBreakdown, OptimiseJob, Optimised, OptimizerKind, Progress, ProgressSink,
-    ScaleTargets,
+    ScaleTargets, StopReason, TOLERANCE_WINDOW,
 };
 use crate::error::{Error, Result};
 use crate::image_io::resize_input;
@@ -74,7 +76,56 @@ impl Placement<'_> {
     }
 }
 
-/// Runs `job`, asking `objective_for` for each scale's objective.
+/// The loss of `image` under the job's last scale (the size the result is delivered at).
+pub fn score<'o>(
+    job: &OptimiseJob,
+    placement: &Placement<'_>,
+    image: &InputImage,
+    objective_for: impl FnOnce(&ScaleTargets) -> Result<Box<dyn Evaluate + 'o>>,
+) -> Result<LossBreakdown> {
+    let scale = job
+        .scales
+        .last()
+        .ok_or_else(|| Error::invalid("scales", "no scale to score against"))?;
+    let objective = objective_for(scale)?;
+    Ok(objective.evaluate_and_release(&placement.upload(image)?)?.0)
+}
+
+/// An accepted point must be finite: a finite loss can still come with an overflowed
+/// gradient (huge loss weights in float32), and stepping along it would stream garbage.
+fn check_finite(point: &Point, iteration: usize) -> Result<()> {
+    if !point.losses.is_finite() {
+        return Err(Error::NonFinite(format!(
+            "loss is {} at iteration {iteration}",
+            point.losses.total
+        )));
+    }
+    let grad_sum = point
+        .grad
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    if !grad_sum.is_finite() {
+        return Err(Error::NonFinite(format!(
+            "the gradient is not finite at iteration {iteration} (loss {:e})",
+            point.losses.total
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the loss fell by less than `tolerance` (relative) over the window.
+fn settled(recent: &VecDeque<f64>, tolerance: Option<f64>) -> bool {
+    let (Some(tolerance), Some(&first), Some(&last)) = (tolerance, recent.front(), recent.back())
+    else {
+        return false;
+    };
+    recent.len() > TOLERANCE_WINDOW && (first - last) <= tolerance * first.abs()
+}
+
+/// Runs `job`, asking `objective_for` for each scale's objective. Every reported point was
+/// evaluated and accepted by the optimiser; the result is the last accepted point of the
+/// last scale, with its losses.
 pub fn optimise<'o>(
     job: &OptimiseJob,
     progress: &mut ProgressSink<'_>,
@@ -84,46 +135,57 @@ pub fn optimise<'o>(
     let start = Instant::now();
     let total = job.total_iterations();
     let mut iteration: usize = 0;
-    let mut current: Option<InputImage> = None;
-    let mut last_losses = None;
+    let mut current: Option<(InputImage, LossBreakdown)> = None;
+    let mut stopped = StopReason::Iterations;
+    let out_of_time = || job.stop.time_budget.is_some_and(|b| start.elapsed() >= b);
+    let last_scale = job.scales.len().saturating_sub(1);
     for (scale_index, scale) in job.scales.iter().enumerate() {
         let content = &scale.content;
         let start_image = match current.take() {
             None => placement.initial(&job.init, content),
-            Some(previous) => resize_input(&previous, content.height, content.width),
+            Some((previous, _)) => resize_input(&previous, content.height, content.width),
         };
         let mut x = placement.upload(&start_image)?;
+        if let Some(bounds) = &job.bounds {
+            x = bounds.project(&x)?;
+        }
         let objective = objective_for(scale)?;
-        let mut optimizer: Box<dyn Optimizer> = match job.optimizer {
-            OptimizerKind::Adam { lr } => Box::new(Adam::new(lr)),
-            OptimizerKind::Lbfgs { history } => Box::new(Lbfgs::new(1.0, history)),
-        };
-        for step in 0..scale.iterations {
-            let (losses, grad) = if step + 1 == scale.iterations {
-                objective.evaluate_and_release(&x)?
+        // A scale's last iteration hands back the objective's working memory.
+        let releasing = Cell::new(scale.iterations <= 1);
+        let mut evaluate = |x: &Tensor| {
+            if releasing.get() {
+                objective.evaluate_and_release(x)
             } else {
-                objective.evaluate(&x)?
-            };
-            if !losses.is_finite() {
-                return Err(Error::NonFinite(format!(
-                    "loss is {} at iteration {}",
-                    losses.total,
-                    iteration + 1
-                )));
+                objective.evaluate(x)
             }
-            // A finite loss can still come with an overflowed gradient (huge loss weights
-            // in float32); stepping along it would stream a garbage image.
-            let grad_sum = grad.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !grad_sum.is_finite() {
-                return Err(Error::NonFinite(format!(
-                    "the gradient is not finite at iteration {} (loss {:e})",
-                    iteration + 1,
-                    losses.total
-                )));
+        };
+        let (losses, grad) = evaluate(&x)?;
+        let mut point = Point { x, losses, grad };
+        check_finite(&point, iteration + 1)?;
+        // Out of time before this scale started: the previous scale's image, at this size.
+        if stopped == StopReason::TimeBudget {
+            current = Some((placement.download(&point.x)?, point.losses));
+            continue;
+        }
+        let mut optimizer: Box<dyn Optimizer> = match job.optimizer {
+            OptimizerKind::Adam { lr } => Box::new(Adam::new(lr).within(job.bounds)),
+            OptimizerKind::Lbfgs { history } => Box::new(
+                Lbfgs::new(1.0, history)
+                    .searching(job.line_search)
+                    .within(job.bounds),
+            ),
+        };
+        let mut recent = VecDeque::from([point.losses.total]);
+        for step in 0..scale.iterations {
+            releasing.set(step + 1 == scale.iterations);
+            match optimizer.iterate(&point, &mut evaluate)? {
+                Some(next) => point = next,
+                None => break,
             }
             iteration += 1;
+            check_finite(&point, iteration)?;
             let preview = if job.preview_every > 0 && iteration.is_multiple_of(job.preview_every) {
-                Some(placement.download(&x)?)
+                Some(placement.download(&point.x)?)
             } else {
                 None
             };
@@ -131,25 +193,36 @@ pub fn optimise<'o>(
                 iteration,
                 total,
                 scale: scale_index,
-                losses: losses.clone(),
+                losses: point.losses.clone(),
                 elapsed: start.elapsed(),
                 preview,
             };
-            last_losses = Some(losses);
             if let ControlFlow::Break(()) = progress(&report) {
                 return Err(Error::Cancelled);
             }
-            match optimizer.step(&x, &grad)? {
-                Some(next) => x = next,
-                None => break,
+            recent.push_back(point.losses.total);
+            if recent.len() > TOLERANCE_WINDOW + 1 {
+                recent.pop_front();
+            }
+            if out_of_time() {
+                stopped = StopReason::TimeBudget;
+                break;
+            }
+            if settled(&recent, job.stop.tolerance) {
+                if scale_index == last_scale {
+                    stopped = StopReason::Tolerance;
+                }
+                break;
             }
         }
-        current = Some(placement.download(&x)?);
+        current = Some((placement.download(&point.x)?, point.losses));
     }
-    let image = current.ok_or_else(|| Error::invalid("scales", "no scale to optimise"))?;
+    let (image, losses) =
+        current.ok_or_else(|| Error::invalid("scales", "no scale to optimise"))?;
     Ok(Optimised {
         image,
-        losses: last_losses.unwrap_or_default(),
+        losses,
         iterations: iteration,
+        stopped,
     })
 }

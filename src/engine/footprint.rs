@@ -61,6 +61,11 @@ pub struct JobShape {
 /// Bytes of a float32 value.
 const FLOAT: f64 = 4.0;
 
+/// Frame-sized float32 RGB tensors a job holds besides its tiles, per pixel: the image, its
+/// gradient and the content target (120 B), and the optimiser's step (direction, projection
+/// masks, and the strong-Wolfe line search's bracketed points with their gradients: 96 B).
+const FRAME_BYTES_PER_PIXEL: f64 = 216.0;
+
 impl Footprint {
     /// ONNX Runtime on the CPU, fitted above the peaks `stylize run` reached (2 L-BFGS
     /// iterations, 2-core x86-64): untiled 512x288 0.96 GiB, 1024x576 2.49 GiB, 1920x1080
@@ -71,7 +76,7 @@ impl Footprint {
         resident: 768 << 20,
         per_whole_pixel: 3450.0,
         per_tile_value: 100.0,
-        per_frame_pixel: 120.0,
+        per_frame_pixel: FRAME_BYTES_PER_PIXEL,
         per_pair_pixel: 24.0,
         per_style_pixel: 1200.0,
         state: StateBytes {
@@ -90,7 +95,7 @@ impl Footprint {
         resident: 600 << 20,
         per_whole_pixel: 3450.0,
         per_tile_value: 100.0,
-        per_frame_pixel: 120.0,
+        per_frame_pixel: FRAME_BYTES_PER_PIXEL,
         per_pair_pixel: 24.0,
         per_style_pixel: 1200.0,
         state: StateBytes {

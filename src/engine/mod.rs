@@ -1,6 +1,7 @@
 //! Optimising an image: the `Engine` trait the scheduler and CLI see, the job it runs, the
 //! progress it reports, and the candle implementation (CPU now, CUDA through the same code).
 
+pub mod bounds;
 pub mod candle_engine;
 pub mod driver;
 pub mod footprint;
@@ -10,6 +11,7 @@ pub mod onnx_loss;
 pub mod optim;
 pub mod ort_engine;
 pub mod tiled;
+pub mod wolfe;
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -81,6 +83,47 @@ pub struct OptimiseJob {
     /// its passes (at least one; each kept stage saves its forward passes and holds its
     /// tiles' ReLU masks, pool indices and tapped maps).
     pub kept_stages: usize,
+    /// The box the image stays in (`None`: unbounded, the contract's trajectory).
+    pub bounds: Option<bounds::PixelBox>,
+    /// How L-BFGS chooses its steps.
+    pub line_search: optim::LineSearch,
+    /// When to stop before the iterations run out.
+    pub stop: StopRules,
+}
+
+/// Stopping before the iterations run out.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StopRules {
+    /// Stop a scale once the loss fell by less than this fraction over the last
+    /// `TOLERANCE_WINDOW` iterations (`None`: never).
+    pub tolerance: Option<f64>,
+    /// Return the image reached when this much time has passed (`None`: no limit).
+    pub time_budget: Option<Duration>,
+}
+
+/// Iterations over which `StopRules::tolerance` measures the loss's decrease.
+pub const TOLERANCE_WINDOW: usize = 10;
+
+/// Why an optimisation ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StopReason {
+    /// Every scale ran its iterations (or its optimiser found no descent direction left).
+    #[default]
+    Iterations,
+    /// The last scale stopped on `tolerance`.
+    Tolerance,
+    /// The time budget ran out.
+    TimeBudget,
+}
+
+impl StopReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Iterations => "iterations",
+            StopReason::Tolerance => "tolerance",
+            StopReason::TimeBudget => "time_budget",
+        }
+    }
 }
 
 impl OptimiseJob {
@@ -125,9 +168,10 @@ pub struct Progress {
 #[derive(Debug, Clone)]
 pub struct Optimised {
     pub image: InputImage,
-    /// The loss at the last evaluated point.
+    /// The loss of `image` (it was evaluated).
     pub losses: LossBreakdown,
     pub iterations: usize,
+    pub stopped: StopReason,
 }
 
 /// Receives progress; returning `Break` cancels the job (it ends with `Error::Cancelled`).
@@ -142,4 +186,7 @@ pub trait Engine: Send + Sync {
     /// The memory model of a job on this engine (with its paired precompute).
     fn footprint(&self) -> footprint::Footprint;
     fn optimise(&self, job: &OptimiseJob, progress: &mut ProgressSink<'_>) -> Result<Optimised>;
+    /// The loss of `image` (in the input convention, at the last scale's size) against the
+    /// job's last-scale targets: how a delivered image is scored.
+    fn score(&self, job: &OptimiseJob, image: &InputImage) -> Result<LossBreakdown>;
 }

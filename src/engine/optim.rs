@@ -1,29 +1,52 @@
-//! Gradient-based optimisers over a candle tensor, with PyTorch's semantics, in ask/tell
-//! form: the caller evaluates loss and gradient at `x`, the optimiser returns the next `x`.
-//! State tensors are plain (never `Var`s), so no autograd graph is kept alive.
+//! Gradient-based optimisers over a candle tensor, with PyTorch's semantics: Adam, and
+//! L-BFGS with a fixed step or a strong-Wolfe line search; both optionally kept inside the
+//! pixel box (projected steps; L-BFGS's two-loop on the coordinates no bound holds). An
+//! iteration evaluates the objective as often as its method needs and returns the accepted
+//! point with its loss and gradient, so what is reported is always a point that was
+//! evaluated. State tensors are plain (never `Var`s), so no autograd graph is kept alive.
 
 use std::collections::VecDeque;
 
 use candle_core::{DType, Tensor};
 
+use super::LossBreakdown;
+use super::bounds::PixelBox;
 use crate::error::Result;
 
-/// One optimiser step: the next point, or `None` when the method has stopped
-/// (L-BFGS found no descent direction).
-pub trait Optimizer: Send {
-    fn step(&mut self, x: &Tensor, grad: &Tensor) -> Result<Option<Tensor>>;
+/// An evaluated point.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub x: Tensor,
+    pub losses: LossBreakdown,
+    pub grad: Tensor,
 }
 
-fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
+/// Loss and gradient at a point.
+pub type Objective<'a> = dyn FnMut(&Tensor) -> Result<(LossBreakdown, Tensor)> + 'a;
+
+/// One iteration from an evaluated point: the accepted next point, or `None` when the method
+/// has stopped (no descent direction is left).
+pub trait Optimizer: Send {
+    fn iterate(&mut self, at: &Point, evaluate: &mut Objective<'_>) -> Result<Option<Point>>;
+}
+
+fn evaluated(x: Tensor, evaluate: &mut Objective<'_>) -> Result<Point> {
+    let (losses, grad) = evaluate(&x)?;
+    Ok(Point { x, losses, grad })
+}
+
+pub(super) fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
     Ok((a * b)?
         .sum_all()?
         .to_dtype(DType::F64)?
         .to_scalar::<f64>()?)
 }
 
-/// `torch.optim.Adam` without weight decay: bias-corrected moments.
+/// `torch.optim.Adam` without weight decay: bias-corrected moments; with bounds, each step
+/// is projected onto the box.
 pub struct Adam {
     lr: f64,
+    bounds: Option<PixelBox>,
     beta1: f64,
     beta2: f64,
     eps: f64,
@@ -40,12 +63,18 @@ impl Adam {
             eps: 1e-8,
             steps: 0,
             moments: None,
+            bounds: None,
         }
     }
-}
 
-impl Optimizer for Adam {
-    fn step(&mut self, x: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    /// Kept inside `bounds` (`None`: unbounded).
+    pub fn within(mut self, bounds: Option<PixelBox>) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    /// The next point from `x` and its gradient (PyTorch's `step`), unprojected.
+    pub fn update(&mut self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
         self.steps += 1;
         let (m, v) = match self.moments.take() {
             Some((m, v)) => (m, v),
@@ -59,11 +88,32 @@ impl Optimizer for Adam {
         let denom = ((v.sqrt()? / bias2.sqrt())? + self.eps)?;
         let next = (x - ((&m / denom)? * (self.lr / bias1))?)?;
         self.moments = Some((m, v));
-        Ok(Some(next))
+        Ok(next)
     }
 }
 
-/// `torch.optim.LBFGS` with `line_search_fn=None` and fixed step `lr`.
+impl Optimizer for Adam {
+    fn iterate(&mut self, at: &Point, evaluate: &mut Objective<'_>) -> Result<Option<Point>> {
+        let mut next = self.update(&at.x, &at.grad)?;
+        if let Some(bounds) = &self.bounds {
+            next = bounds.project(&next)?;
+        }
+        evaluated(next, evaluate).map(Some)
+    }
+}
+
+/// How L-BFGS chooses its step along a direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineSearch {
+    /// The fixed step `lr` (PyTorch's `line_search_fn=None`, the contract's trajectory).
+    Fixed,
+    /// PyTorch's `line_search_fn="strong_wolfe"`: sufficient decrease and curvature.
+    StrongWolfe,
+}
+
+/// `torch.optim.LBFGS`: fixed step `lr` or a strong-Wolfe line search; with bounds, the
+/// two-loop runs on the coordinates no bound holds and steps are projected onto the box
+/// (curvature pairs are the steps actually taken).
 pub struct Lbfgs {
     lr: f64,
     history: usize,
@@ -71,9 +121,11 @@ pub struct Lbfgs {
     /// Curvature pairs (s, y, 1 / y.s), oldest first.
     pairs: VecDeque<(Tensor, Tensor, f64)>,
     h_diag: f64,
-    /// Previous direction and step length, and the gradient they were taken from.
-    previous: Option<(Tensor, f64, Tensor)>,
+    /// The previous step taken, and the gradient it was taken from.
+    previous: Option<(Tensor, Tensor)>,
     diagnostics: Vec<PairDiagnostic>,
+    line_search: LineSearch,
+    bounds: Option<PixelBox>,
 }
 
 /// What happened to each candidate curvature pair (kept when `y.s > 1e-10`).
@@ -94,25 +146,44 @@ impl Lbfgs {
             h_diag: 1.0,
             previous: None,
             diagnostics: Vec::new(),
+            line_search: LineSearch::Fixed,
+            bounds: None,
         }
+    }
+
+    /// Steps chosen by `line_search`.
+    pub fn searching(mut self, line_search: LineSearch) -> Self {
+        self.line_search = line_search;
+        self
+    }
+
+    /// Kept inside `bounds` (`None`: unbounded).
+    pub fn within(mut self, bounds: Option<PixelBox>) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     pub fn diagnostics(&self) -> &[PairDiagnostic] {
         &self.diagnostics
     }
 
-    fn direction(&mut self, grad: &Tensor) -> Result<(Tensor, f64)> {
-        let Some((d, t, prev_grad)) = self.previous.take() else {
+    /// The search direction at a point with gradient `grad` (restricted to the coordinates
+    /// where `free` is 1), and the initial step length.
+    fn direction(&mut self, grad: &Tensor, free: Option<&Tensor>) -> Result<(Tensor, f64)> {
+        let descent = match free {
+            Some(free) => (grad * free)?,
+            None => grad.clone(),
+        };
+        let Some((s, prev_grad)) = self.previous.take() else {
             // First iteration: steepest descent, step scaled by min(1, 1/sum|g|).
-            let abs_sum = grad
+            let abs_sum = descent
                 .abs()?
                 .sum_all()?
                 .to_dtype(DType::F64)?
                 .to_scalar::<f64>()?;
-            return Ok((grad.neg()?, (1.0f64).min(1.0 / abs_sum) * self.lr));
+            return Ok((descent.neg()?, (1.0f64).min(1.0 / abs_sum) * self.lr));
         };
         let y = (grad - &prev_grad)?;
-        let s = (d * t)?;
         let ys = dot(&y, &s)?;
         let kept = ys > 1e-10;
         self.diagnostics.push(PairDiagnostic { s_dot_y: ys, kept });
@@ -123,7 +194,7 @@ impl Lbfgs {
             self.h_diag = ys / dot(&y, &y)?;
             self.pairs.push_back((s, y, 1.0 / ys));
         }
-        let mut q = grad.neg()?;
+        let mut q = descent.neg()?;
         let mut alphas = vec![0.0; self.pairs.len()];
         for (i, (s, y, ro)) in self.pairs.iter().enumerate().rev() {
             alphas[i] = dot(s, &q)? * ro;
@@ -134,19 +205,77 @@ impl Lbfgs {
             let beta = dot(y, &r)? * ro;
             r = (r + (s * (alphas[i] - beta))?)?;
         }
+        if let Some(free) = free {
+            r = (r * free)?;
+        }
         Ok((r, self.lr))
     }
-}
 
-impl Optimizer for Lbfgs {
-    fn step(&mut self, x: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (d, t) = self.direction(grad)?;
+    /// One fixed-step iteration without bounds, ask/tell style (PyTorch's trajectory, for
+    /// the fixtures): the next point from `x` and its gradient.
+    pub fn advance(&mut self, x: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (d, t) = self.direction(grad, None)?;
         let gtd = dot(grad, &d)?;
         if gtd > -self.tolerance_change {
             return Ok(None);
         }
-        let next = (x + (&d * t)?)?;
-        self.previous = Some((d, t, grad.clone()));
+        let step = (&d * t)?;
+        let next = (x + &step)?;
+        self.previous = Some((step, grad.clone()));
         Ok(Some(next))
+    }
+}
+
+impl Optimizer for Lbfgs {
+    fn iterate(&mut self, at: &Point, evaluate: &mut Objective<'_>) -> Result<Option<Point>> {
+        let free = match &self.bounds {
+            Some(bounds) => Some(bounds.free(&at.x, &at.grad)?),
+            None => None,
+        };
+        let (d, t) = self.direction(&at.grad, free.as_ref())?;
+        let gtd = dot(&at.grad, &d)?;
+        if gtd > -self.tolerance_change {
+            return Ok(None);
+        }
+        let path = Path {
+            from: &at.x,
+            direction: &d,
+            bounds: self.bounds.as_ref(),
+        };
+        let (next, t) = match self.line_search {
+            LineSearch::Fixed => (path.evaluate_at(t, evaluate)?.0, t),
+            LineSearch::StrongWolfe => super::wolfe::search(&path, at, gtd, t, evaluate)?,
+        };
+        // The step actually taken: exactly `t d` without bounds (PyTorch's pair), the
+        // projected difference with them.
+        let step = match self.bounds {
+            None => (&d * t)?,
+            Some(_) => (&next.x - &at.x)?,
+        };
+        self.previous = Some((step, at.grad.clone()));
+        Ok(Some(next))
+    }
+}
+
+/// Points along a direction from a point, projected onto the box when there is one.
+pub struct Path<'a> {
+    pub from: &'a Tensor,
+    pub direction: &'a Tensor,
+    pub bounds: Option<&'a PixelBox>,
+}
+
+impl Path<'_> {
+    /// The point at step `t`, evaluated, and the slope of the loss along the path there
+    /// (the gradient against the direction, on the coordinates still inside the box).
+    pub fn evaluate_at(&self, t: f64, evaluate: &mut Objective<'_>) -> Result<(Point, f64)> {
+        let mut x = (self.from + (self.direction * t)?)?;
+        let mut moving = self.direction.clone();
+        if let Some(bounds) = self.bounds {
+            x = bounds.project(&x)?;
+            moving = (moving * bounds.inside(&x)?)?;
+        }
+        let point = evaluated(x, evaluate)?;
+        let slope = dot(&point.grad, &moving)?;
+        Ok((point, slope))
     }
 }

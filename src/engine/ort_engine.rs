@@ -19,7 +19,7 @@ use super::tiled::{StageForward, StagePasses, TapTerm, TileRun, TiledObjective, 
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
 use crate::features::{FeatureExtractor, OrtFeatures};
-use crate::model::{InputConvention, Layer, Vgg19Weights};
+use crate::model::{InputConvention, InputImage, Layer, Vgg19Weights};
 use crate::net::stages::{Stage, StagedPlan};
 use crate::net::tiling::Window;
 use crate::runtime::sessions::{SessionTable, SharedSession};
@@ -494,5 +494,14 @@ impl Engine for OrtEngine {
         driver::optimise(job, progress, &placement, |scale| {
             self.evaluator(job, scale)
         })
+    }
+
+    fn score(&self, job: &OptimiseJob, image: &InputImage) -> Result<LossBreakdown> {
+        let placement = Placement {
+            device: &Device::Cpu,
+            dtype: DType::F32,
+            convention: &self.weights.convention,
+        };
+        driver::score(job, &placement, image, |scale| self.evaluator(job, scale))
     }
 }

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use crate::cache::{Lookup, StyleCache, StyleKey, image_digest};
+use crate::engine::bounds::PixelBox;
+use crate::engine::optim::LineSearch;
 use crate::engine::{
     Engine, Init, LossBreakdown, OptimiseJob, OptimizerKind, ProgressSink, ScaleTargets,
-    TermWeights,
+    StopReason, StopRules, TermWeights,
 };
 use crate::error::{Error, Result};
 use crate::features::{FeatureExtractor, Gram, blend};
@@ -64,6 +66,12 @@ pub struct RenderOptions {
     /// Tile cores at most this many pixels on a side (`None`: the server chooses to fit its
     /// memory, whole frames when they fit). The result is the same either way.
     pub tile_size: Option<u32>,
+    /// Keep the image inside the 8-bit pixel box while optimising (default); `false` gives
+    /// the contract's unbounded trajectory.
+    pub bounded: bool,
+    /// How L-BFGS chooses its steps (default strong-Wolfe; `Fixed` is the contract's).
+    pub line_search: LineSearch,
+    pub stop: StopRules,
 }
 
 pub fn default_content_layers() -> Vec<(Layer, f64)> {
@@ -103,6 +111,9 @@ pub fn single_step_job(content: InputImage, style_grams: Vec<Gram>) -> OptimiseJ
         preview_every: 0,
         tile_side: None,
         kept_stages: 1,
+        bounds: None,
+        line_search: LineSearch::Fixed,
+        stop: StopRules::default(),
     }
 }
 
@@ -122,6 +133,9 @@ impl Default for RenderOptions {
             scales: 1,
             preview_every: 0,
             tile_size: None,
+            bounded: true,
+            line_search: LineSearch::StrongWolfe,
+            stop: StopRules::default(),
         }
     }
 }
@@ -307,6 +321,8 @@ impl StyleSource<'_> {
 pub struct RenderStats {
     pub precompute: Duration,
     pub optimise: Duration,
+    /// Scoring the delivered image.
+    pub score: Duration,
     /// One entry per style and scale.
     pub style_lookups: Vec<Lookup>,
 }
@@ -317,6 +333,9 @@ pub struct Rendered {
     pub image: RgbImage,
     pub losses: LossBreakdown,
     pub iterations: usize,
+    pub stopped: StopReason,
+    /// The loss of the delivered 8-bit image (as encoded losslessly: PNG).
+    pub delivered: LossBreakdown,
     pub stats: RenderStats,
 }
 
@@ -412,6 +431,9 @@ pub fn prepare(
         preview_every: options.preview_every,
         tile_side: plan.tile_side,
         kept_stages: plan.kept_stages,
+        bounds: options.bounded.then(|| PixelBox::of(convention)),
+        line_search: options.line_search,
+        stop: options.stop,
     })
 }
 
@@ -477,10 +499,16 @@ pub fn render_planned(
     if request.options.preserve_colors {
         image = transfer_luminance(&image, &request.content);
     }
+    // What the user receives is the 8-bit image: scored again, as delivered.
+    let started = Instant::now();
+    let delivered = engine.score(&job, &engine.convention().to_input(&image))?;
+    stats.score = started.elapsed();
     Ok(Rendered {
         image,
         losses: optimised.losses,
         iterations: optimised.iterations,
+        stopped: optimised.stopped,
+        delivered,
         stats,
     })
 }

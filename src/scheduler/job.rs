@@ -46,6 +46,9 @@ pub struct JobOutput {
     pub height: u32,
     pub losses: LossBreakdown,
     pub iterations: usize,
+    pub stopped: crate::engine::StopReason,
+    /// The loss of the delivered 8-bit image.
+    pub delivered: LossBreakdown,
     pub timings: Timings,
     pub style_cache: Vec<Lookup>,
 }

@@ -125,9 +125,11 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
     match result {
         Ok(output) => {
             names::count_request(outcome::OK);
+            names::count_stop(output.stopped.name());
             tracing::info!(
                 duration_s = duration.as_secs_f64(),
                 iterations = output.iterations,
+                stopped = output.stopped.name(),
                 "finished"
             );
             job.events.send(JobEvent::Finished(Box::new(output)));
@@ -262,6 +264,8 @@ fn run_job(
         height: rendered.image.height(),
         losses: rendered.losses,
         iterations: rendered.iterations,
+        stopped: rendered.stopped,
+        delivered: rendered.delivered,
         timings: Timings {
             queue_wait,
             precompute: rendered.stats.precompute,

@@ -9,7 +9,8 @@ use image::RgbImage;
 
 use super::proto;
 use crate::cache::{Lookup, StyleRegistry};
-use crate::engine::{LossBreakdown, OptimizerKind, TermWeights};
+use crate::engine::optim::LineSearch;
+use crate::engine::{LossBreakdown, OptimizerKind, StopReason, StopRules, TermWeights};
 use crate::error::{Error, Result};
 use crate::image_io::{self, Encoding};
 use crate::model::Layer;
@@ -159,7 +160,39 @@ pub fn options(o: &proto::Options) -> Result<RenderOptions> {
         scales: pick(o.scales, defaults.scales),
         preview_every: o.preview_interval as usize,
         tile_size: (o.tile_size > 0).then_some(o.tile_size),
+        bounded: !o.unbounded,
+        line_search: match proto::LineSearch::try_from(o.line_search) {
+            Ok(proto::LineSearch::Unspecified | proto::LineSearch::StrongWolfe) => {
+                LineSearch::StrongWolfe
+            }
+            Ok(proto::LineSearch::None) => LineSearch::Fixed,
+            Err(_) => {
+                return Err(Error::invalid(
+                    "options.line_search",
+                    format!("unknown value {}", o.line_search),
+                ));
+            }
+        },
+        stop: StopRules {
+            tolerance: positive_or_off("options.tolerance", o.tolerance)?,
+            time_budget: positive_or_off("options.time_budget_seconds", o.time_budget_seconds)?
+                .map(Duration::from_secs_f64),
+        },
     })
+}
+
+/// `None` for 0 (off); a finite positive value as given; anything else refused.
+fn positive_or_off(field: &str, value: f64) -> Result<Option<f64>> {
+    if value == 0.0 {
+        Ok(None)
+    } else if value.is_finite() && value > 0.0 && value < 1e9 {
+        Ok(Some(value))
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("{value} is not a positive number (0: off)"),
+        ))
+    }
 }
 
 fn encoding(o: &proto::Options) -> Result<Encoding> {
@@ -383,6 +416,7 @@ pub fn event(event: JobEvent) -> std::result::Result<proto::StylizeEvent, tonic:
             width: output.width,
             height: output.height,
             losses: Some(losses(&output.losses)),
+            delivered_losses: Some(losses(&output.delivered)),
             iterations: output.iterations as u32,
             timings: Some(proto::Timings {
                 queue_wait_seconds: seconds(output.timings.queue_wait),
@@ -391,6 +425,11 @@ pub fn event(event: JobEvent) -> std::result::Result<proto::StylizeEvent, tonic:
                 encode_seconds: seconds(output.timings.encode),
             }),
             style_cache: output.style_cache.into_iter().map(lookup).collect(),
+            stopped: match output.stopped {
+                StopReason::Iterations => proto::StopReason::Iterations,
+                StopReason::Tolerance => proto::StopReason::Tolerance,
+                StopReason::TimeBudget => proto::StopReason::TimeBudget,
+            } as i32,
         }),
         JobEvent::Failed(err) => return Err(super::status(err)),
     };

@@ -25,11 +25,12 @@ pub const MEMORY_RESERVED: &str = "stylize_memory_reserved_bytes";
 pub const TILES_PER_JOB: &str = "stylize_tiles_per_job";
 pub const REGISTRATIONS_TOTAL: &str = "stylize_register_style_total";
 pub const REGISTRATION_DURATION: &str = "stylize_register_style_duration_seconds";
+pub const JOB_STOPS_TOTAL: &str = "stylize_job_stops_total";
 pub const CACHE_SHARED_TOTAL: &str = "stylize_style_cache_shared_total";
 pub const STORE_ERRORS_TOTAL: &str = "stylize_registry_store_errors_total";
 
 /// Every metric the server exports (for tests and dashboards).
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 21] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     QUEUE_DEPTH,
@@ -50,6 +51,7 @@ pub const ALL: [&str; 20] = [
     REGISTRATION_DURATION,
     CACHE_SHARED_TOTAL,
     STORE_ERRORS_TOTAL,
+    JOB_STOPS_TOTAL,
 ];
 
 /// Request outcomes, the `outcome` label of `stylize_requests_total`.
@@ -107,6 +109,13 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(REQUESTS_TOTAL, "Stylize requests by outcome");
     describe_counter!(REGISTRATIONS_TOTAL, "RegisterStyle calls by outcome");
+    describe_counter!(
+        JOB_STOPS_TOTAL,
+        "Completed jobs by what ended their optimisation (iterations, tolerance, time_budget)"
+    );
+    for reason in ["iterations", "tolerance", "time_budget"] {
+        metrics::counter!(JOB_STOPS_TOTAL, "reason" => reason).increment(0);
+    }
     describe_histogram!(
         REGISTRATION_DURATION,
         Unit::Seconds,
@@ -190,6 +199,11 @@ pub fn publish_cache(stats: &crate::cache::CacheStats) {
     metrics::counter!(CACHE_SHARED_TOTAL).absolute(stats.shared);
     metrics::gauge!(CACHE_BYTES).set(stats.bytes as f64);
     metrics::gauge!(CACHE_ENTRIES).set(stats.entries as f64);
+}
+
+/// Counts a completed job under what ended its optimisation.
+pub fn count_stop(reason: &'static str) {
+    metrics::counter!(JOB_STOPS_TOTAL, "reason" => reason).increment(1);
 }
 
 pub fn count_request(outcome: &'static str) {
