@@ -70,6 +70,44 @@ fn tiny_run_writes_png_and_jpeg() {
 }
 
 #[test]
+fn a_time_budget_or_a_tolerance_ends_a_run_early_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.png");
+    let out = out.to_str().unwrap();
+    for (flags, reason) in [
+        (["--time-budget-seconds", "1"], "stopped on time_budget"),
+        (["--tolerance", "0.5"], "stopped on tolerance"),
+    ] {
+        let started = std::time::Instant::now();
+        let result = stylize(&[
+            "run",
+            "--size",
+            "32",
+            "--iterations",
+            "100000",
+            "--quiet",
+            "--out",
+            out,
+            flags[0],
+            flags[1],
+        ]);
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert!(stdout.contains(reason), "{stdout}");
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "{flags:?} ran {:?}",
+            started.elapsed()
+        );
+        assert_eq!(stylize::image_io::load(Path::new(out)).unwrap().width(), 32);
+    }
+}
+
+#[test]
 fn bad_files_name_the_flag_and_file() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.jpg");
@@ -120,6 +158,12 @@ fn bad_options_name_the_flag() {
         &["--blend", "2 weights for 1 styles"],
     );
     fails_naming(&["run", "--style-scale", "0"], &["--style-scale"]);
+    fails_naming(&["run", "--tolerance", "-1"], &["--tolerance"]);
+    fails_naming(
+        &["run", "--time-budget-seconds", "inf"],
+        &["--time-budget-seconds"],
+    );
+    fails_naming(&["run", "--line-search", "armijo"], &["--line-search"]);
     fails_naming(&["run", "--optimizer", "sgd"], &["--optimizer"]);
     fails_naming(&["run", "--pooling", "min"], &["--pooling"]);
     fails_naming(&["run", "--optimizer", "adam", "--lr", "0"], &["--lr"]);

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 use serde_json::Value;
+use stylize::engine::bounds::PixelBox;
 use stylize::engine::loss::{LayerTarget, LossBreakdown, Objective, TermWeights};
-use stylize::engine::optim::{Adam, Lbfgs, LineSearch};
+use stylize::engine::optim::{Adam, Lbfgs, LineSearch, Optimizer, Point};
 use stylize::features::{CandleFeatures, FeatureExtractor, blend};
 use stylize::image_io;
 use stylize::model::{ChannelOrder, InputConvention, InputImage, Layer};
@@ -511,6 +512,46 @@ fn check_float32(case: &Case, report: &mut Report) {
             "lbfgs (f32): losses not finite or final {:.4e} >= first {:.4e}",
             final_f32.total, lbfgs_losses[0]
         ));
+    }
+
+    // The server's L-BFGS (strong-Wolfe, bounded by default) never blows up: no accepted
+    // point's loss exceeds 10x the start's, unbounded or inside the pixel box.
+    let bounds = PixelBox::of(&case.convention());
+    for bounded in [None, Some(bounds)] {
+        let mut lbfgs = Lbfgs::new(1.0, 100)
+            .searching(LineSearch::StrongWolfe)
+            .within(bounded);
+        let x0 = match &bounded {
+            Some(b) => b.project(&setup.x0).unwrap(),
+            None => setup.x0.clone(),
+        };
+        let (losses, grad) = objective.evaluate(&x0).unwrap();
+        let mut point = Point {
+            x: x0,
+            losses,
+            grad,
+        };
+        let start = point.losses.total;
+        let mut evaluate = |x: &Tensor| objective.evaluate(x);
+        for k in 0..10 {
+            match lbfgs.iterate(&point, &mut evaluate).unwrap() {
+                Some(next) => point = next,
+                None => break,
+            }
+            let loss = point.losses.total;
+            if !(loss.is_finite() && loss <= 10.0 * start) {
+                report.fail(format!(
+                    "strong-Wolfe lbfgs (f32, bounded {}): loss {loss:.4e} at step {k} from {start:.4e}",
+                    bounded.is_some()
+                ));
+            }
+        }
+        if point.losses.total >= start {
+            report.fail(format!(
+                "strong-Wolfe lbfgs (f32, bounded {}): no progress from {start:.4e}",
+                bounded.is_some()
+            ));
+        }
     }
 }
 

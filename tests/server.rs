@@ -473,6 +473,59 @@ async fn a_client_that_vanishes_without_closing_stops_its_job() {
 }
 
 #[tokio::test]
+async fn tolerance_and_time_budget_end_jobs_early_and_say_so() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut client = server.client().await;
+    let result = |events: Vec<Event>| match events.last() {
+        Some(Event::Result(result)) => result.clone(),
+        other => panic!("no result: {other:?}"),
+    };
+    let mut budgeted = request(10_000);
+    budgeted.options.as_mut().unwrap().time_budget_seconds = 1.0;
+    let started = Instant::now();
+    let budgeted = result(collect(&mut client, budgeted).await.unwrap());
+    assert_eq!(budgeted.stopped(), proto::StopReason::TimeBudget);
+    assert!(budgeted.iterations < 10_000);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut tolerant = request(10_000);
+    tolerant.options.as_mut().unwrap().tolerance = 0.5;
+    let tolerant = result(collect(&mut client, tolerant).await.unwrap());
+    assert_eq!(tolerant.stopped(), proto::StopReason::Tolerance);
+    assert!(tolerant.iterations < 10_000);
+    let finished = result(collect(&mut client, request(2)).await.unwrap());
+    assert_eq!(finished.stopped(), proto::StopReason::Iterations);
+    // The delivered 8-bit image is scored too, close to the optimiser's last point.
+    let (float, delivered) = (
+        finished.losses.unwrap().total,
+        finished.delivered_losses.unwrap().total,
+    );
+    assert!(
+        (delivered / float - 1.0).abs() < 0.5,
+        "{float} vs {delivered}"
+    );
+    for (reason, count) in [
+        ("time_budget", 1.0),
+        ("tolerance", 1.0),
+        ("iterations", 1.0),
+    ] {
+        let series = format!("stylize_job_stops_total{{reason=\"{reason}\"}}");
+        assert_eq!(server.metric(&series), count, "{series}");
+    }
+    let mut bad = request(1);
+    bad.options.as_mut().unwrap().tolerance = -1.0;
+    let refused = collect(&mut client, bad).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("options.tolerance"),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_full_queue_answers_resource_exhausted_at_once() {
     let server = Server::start(&["--workers", "1", "--max-queue", "1"]);
     let mut client = server.client().await;

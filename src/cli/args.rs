@@ -157,10 +157,10 @@ pub struct JobArgs {
     pub line_search: LineSearchArg,
     /// Stop a scale once the loss fell by less than this fraction over its last 10
     /// iterations (e.g. 0.001; 0: run every iteration).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub tolerance: f64,
     /// Return the image reached after this many seconds of optimisation (0: no limit).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub time_budget_seconds: f64,
 }
 
