@@ -27,6 +27,13 @@ impl PixelBox {
         Self { lo, hi }
     }
 
+    /// The narrowest channel interval's width.
+    pub fn width(&self) -> f64 {
+        (0..3)
+            .map(|c| f64::from(self.hi[c] - self.lo[c]))
+            .fold(f64::INFINITY, f64::min)
+    }
+
     /// The bounds as 1x3x1x1 tensors on `like`'s device and dtype.
     fn tensors(&self, like: &Tensor) -> Result<(Tensor, Tensor)> {
         let make = |v: [f32; 3]| -> Result<Tensor> {

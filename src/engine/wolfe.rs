@@ -154,6 +154,7 @@ pub fn search(
     }
     let [first, second] = bracket;
     let best = if low == 0 { first } else { second };
+    tracing::debug!(evaluations, initial = t, accepted = best.t, "line search");
     let t = best.t;
     // A bracket whose best end is the start point gives no step: the start is kept.
     let point = best.point.unwrap_or_else(|| at.clone());
