@@ -121,7 +121,7 @@ fn bounded_runs_stay_in_the_box_and_end_at_the_constrained_minimum() {
 }
 
 #[test]
-fn with_bounds_that_never_bind_the_bounded_lbfgs_is_the_unbounded_one() {
+fn with_bounds_that_never_bind_bounded_lbfgs_takes_the_unbounded_steps_and_ends_alike() {
     let bowl = Bowl::new(|i| (i as f64 * 0.37).sin() * 20.0);
     for search in [LineSearch::Fixed, LineSearch::StrongWolfe] {
         let mut free = Lbfgs::new(1.0, 10).searching(search);
@@ -130,15 +130,22 @@ fn with_bounds_that_never_bind_the_bounded_lbfgs_is_the_unbounded_one() {
             .within(Some(caffe_box()));
         let a = run(&mut free, &bowl, bowl.start(1.0), 30);
         let b = run(&mut boxed, &bowl, bowl.start(1.0), 30);
-        assert_eq!(a.len(), b.len(), "{search:?}");
-        for (k, (p, q)) in a.iter().zip(&b).enumerate() {
-            let gap = max_abs(&(&p.x - &q.x).unwrap()) / max_abs(&p.x).max(1.0);
-            assert!(gap < 1e-9, "{search:?}: iteration {k} differs by {gap:e}");
+        // The fixed step takes the same steps; the line search inside the box starts its
+        // first search at a box-scaled trial step (see optim.rs), so only where it ends is
+        // compared.
+        if search == LineSearch::Fixed {
+            assert_eq!(a.len(), b.len(), "{search:?}");
+            for (k, (p, q)) in a.iter().zip(&b).enumerate() {
+                let gap = max_abs(&(&p.x - &q.x).unwrap()) / max_abs(&p.x).max(1.0);
+                assert!(gap < 1e-9, "{search:?}: iteration {k} differs by {gap:e}");
+            }
         }
-        assert!(
-            a.last().unwrap().losses.total < 1e-6 * a[0].losses.total,
-            "{search:?}"
-        );
+        for run in [&a, &b] {
+            let end = run.last().unwrap();
+            assert!(end.losses.total < 1e-6 * run[0].losses.total, "{search:?}");
+            let gap = max_abs(&(&end.x - &bowl.centre).unwrap());
+            assert!(gap < 1e-3, "{search:?}: ends {gap} from the minimum");
+        }
     }
 }
 
