@@ -183,6 +183,45 @@ fn time_steps(objective: &dyn Evaluate, start: &Tensor, repeats: usize) -> Resul
     })
 }
 
+/// Iterations of the bench's render job (the job figure).
+pub const JOB_ITERATIONS: usize = 30;
+
+/// Seconds per iteration of a real render job at `size` (one scale, the server's default
+/// L-BFGS, `JOB_ITERATIONS` iterations): the optimisation's wall time over its iterations,
+/// so the optimiser's own arithmetic and line-search evaluations count, unlike the step's.
+pub fn measure_job(
+    engine: &dyn crate::engine::Engine,
+    features: &dyn FeatureExtractor,
+    size: usize,
+) -> Result<f64> {
+    let side = size as u32;
+    let pattern = |seed: u32| {
+        image::RgbImage::from_fn(side, side, move |x, y| {
+            let v = |k: u32| ((x * (7 + k) + y * (13 + seed) + k * seed) % 251) as u8;
+            image::Rgb([v(0), v(1), v(2)])
+        })
+    };
+    let request = crate::render::RenderRequest {
+        content: pattern(1),
+        styles: vec![pattern(2)],
+        blend: vec![],
+        options: crate::render::RenderOptions {
+            size: side,
+            iterations: JOB_ITERATIONS,
+            ..Default::default()
+        },
+    };
+    let source = crate::render::StyleSource {
+        features,
+        cache: None,
+        tile_side: None,
+    };
+    let rendered = crate::render::render(&request, engine, source, &mut |_| {
+        std::ops::ControlFlow::Continue(())
+    })?;
+    Ok(rendered.stats.optimise.as_secs_f64() / rendered.iterations.max(1) as f64)
+}
+
 /// A cache hit as a request sees it: digest of the decoded style image, then the lookup.
 pub fn time_cache_hit(size: usize, layers: &[Layer]) -> Result<f64> {
     let image = image::RgbImage::from_fn(size as u32, size as u32, |x, y| {

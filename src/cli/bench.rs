@@ -122,6 +122,8 @@ struct OurRow {
     size: usize,
     precompute_s: f64,
     step_s: f64,
+    /// Seconds per iteration of a real render job (ONNX Runtime path only).
+    job_s: Option<f64>,
 }
 
 fn mib(bytes: Option<u64>) -> String {
@@ -210,10 +212,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             .then(|| torch_rows(&args.sizes, args.repeats, &torch_device));
         let mut ours = Vec::new();
         for &size in &args.sizes {
-            let (precompute_s, step_s) = match &ort {
+            let (precompute_s, step_s, job_s) = match &ort {
                 Some((features, engine)) => {
                     let t = stylize::bench::measure_ort(features, engine, size, args.repeats)?;
-                    (t.precompute_s, t.step_s)
+                    let job = stylize::bench::measure_job(engine, features.as_ref(), size)?;
+                    (t.precompute_s, t.step_s, Some(job))
                 }
                 None => {
                     let t = stylize::bench::measure_candle(&weights, size, args.repeats, &device)?;
@@ -225,13 +228,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                         )?,
                         None => t.forward_s,
                     };
-                    (precompute_s, t.step_s)
+                    (precompute_s, t.step_s, None)
                 }
             };
             ours.push(OurRow {
                 size,
                 precompute_s,
                 step_s,
+                job_s,
             });
         }
         print_round(round, &ours, torch.as_ref());
@@ -333,6 +337,16 @@ fn print_round(round: usize, ours: &[OurRow], torch: Option<&Result<Vec<TorchRow
                 t.peak_gpu_mib.unwrap_or(t.peak_rss_mib)
             ))
         );
+    }
+    for row in ours {
+        if let Some(job) = row.job_s {
+            println!(
+                "{:>6} job: {job:.3} s/iteration (L-BFGS, {} iterations, one scale) = {:.2}x the step",
+                row.size,
+                stylize::bench::JOB_ITERATIONS,
+                job / row.step_s
+            );
+        }
     }
 }
 
