@@ -160,9 +160,10 @@ mod tests {
             assert_eq!(a.unwrap(), b.unwrap());
         };
         same(bounds.project(&x32).unwrap(), bounds.project(&x64).unwrap());
+        let free64 = bounds.free(&bounds.project(&x64).unwrap(), &g64).unwrap();
         same(
             bounds.free(&bounds.project(&x32).unwrap(), &g32).unwrap(),
-            { bounds.free(&bounds.project(&x64).unwrap(), &g64).unwrap() },
+            free64,
         );
         same(bounds.inside(&x32).unwrap(), bounds.inside(&x64).unwrap());
     }
