@@ -12,6 +12,7 @@ use stylize::engine::{OptimizerKind, Pooling, StopRules, TermWeights};
 use stylize::features::select::BackendChoice;
 use stylize::image_io;
 use stylize::model::{Layer, Vgg19Weights, fetch};
+use stylize::render::preset::{Preset, Quality};
 use stylize::render::{InitChoice, RenderOptions};
 
 /// The embedded demo images (`assets/`, licences in `assets/LICENSES.md`).
@@ -93,6 +94,23 @@ pub enum OptimizerArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+pub enum QualityArg {
+    Draft,
+    Standard,
+    Final,
+}
+
+impl QualityArg {
+    pub fn quality(self) -> Quality {
+        match self {
+            QualityArg::Draft => Quality::Draft,
+            QualityArg::Standard => Quality::Standard,
+            QualityArg::Final => Quality::Final,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 pub enum LineSearchArg {
     /// torch.optim.LBFGS(line_search_fn="strong_wolfe").
     StrongWolfe,
@@ -106,9 +124,9 @@ pub struct JobArgs {
     /// Longest side of the output in pixels.
     #[arg(long, default_value_t = 512)]
     pub size: u32,
-    /// Iterations at each scale.
-    #[arg(long, default_value_t = 500)]
-    pub iterations: usize,
+    /// Iterations at each scale (default 500, or the --quality preset's).
+    #[arg(long)]
+    pub iterations: Option<usize>,
     #[arg(long, value_enum, default_value = "lbfgs")]
     pub optimizer: OptimizerArg,
     /// Adam's learning rate (input-space units).
@@ -138,9 +156,10 @@ pub struct JobArgs {
     /// Keep the content's colours (transfer luminance only).
     #[arg(long)]
     pub preserve_colors: bool,
-    /// Coarse-to-fine scales: optimise at size/2^(n-1) first, doubling up to size.
-    #[arg(long, default_value_t = 1)]
-    pub scales: usize,
+    /// Coarse-to-fine scales: optimise at size/2^(n-1) first, doubling up to size (default
+    /// 1, or the --quality preset's).
+    #[arg(long)]
+    pub scales: Option<usize>,
     /// L-BFGS curvature pairs kept (0: up to 100, fewer when memory requires).
     #[arg(long, default_value_t = 0)]
     pub lbfgs_history: usize,
@@ -155,8 +174,12 @@ pub struct JobArgs {
     /// How L-BFGS chooses its steps.
     #[arg(long, value_enum, default_value = "strong-wolfe")]
     pub line_search: LineSearchArg,
+    /// A preset for scales, iterations and tolerance (README, "Presets"); flags given
+    /// override it. Default: the contract's settings.
+    #[arg(long, value_enum)]
+    pub quality: Option<QualityArg>,
     /// Stop a scale once the loss fell by less than this fraction over its last 10
-    /// iterations (e.g. 0.001; 0: run every iteration).
+    /// iterations (e.g. 0.001; 0: run every iteration, or the preset's).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub tolerance: f64,
     /// Return the image reached after this many seconds of optimisation (0: no limit).
@@ -185,8 +208,26 @@ pub fn parse_layers(flag: &str, spec: &str) -> Result<Vec<(Layer, f64)>> {
 }
 
 impl JobArgs {
+    /// The preset `--quality` names at this size, if any.
+    fn preset(&self) -> Option<Preset> {
+        self.quality.map(|q| q.quality().preset(self.size))
+    }
+
+    /// Iterations per scale and scales: the flags, else the preset's, else the contract's.
+    pub fn counts(&self) -> (usize, usize) {
+        let defaults = RenderOptions::default();
+        let preset = self.preset();
+        (
+            self.iterations
+                .unwrap_or(preset.map_or(defaults.iterations, |p| p.iterations)),
+            self.scales
+                .unwrap_or(preset.map_or(defaults.scales, |p| p.scales)),
+        )
+    }
+
     /// Core options; the init image is read from disk when `--init` is a path.
     pub fn options(&self) -> Result<RenderOptions> {
+        let (iterations, scales) = self.counts();
         let init = match self.init.as_str() {
             "content" => InitChoice::Content,
             "noise" => InitChoice::Noise,
@@ -194,7 +235,7 @@ impl JobArgs {
         };
         Ok(RenderOptions {
             size: self.size,
-            iterations: self.iterations,
+            iterations,
             optimizer: match self.optimizer {
                 OptimizerArg::Adam => OptimizerKind::Adam { lr: self.lr },
                 OptimizerArg::Lbfgs => OptimizerKind::Lbfgs {
@@ -212,7 +253,7 @@ impl JobArgs {
             init,
             seed: self.seed,
             preserve_colors: self.preserve_colors,
-            scales: self.scales,
+            scales,
             preview_every: 0,
             tile_size: self.tile_size,
             bounded: !self.unbounded,
@@ -221,7 +262,10 @@ impl JobArgs {
                 LineSearchArg::None => LineSearch::Fixed,
             },
             stop: StopRules {
-                tolerance: off_or_positive("tolerance", self.tolerance)?,
+                tolerance: match (self.tolerance, self.preset()) {
+                    (0.0, Some(preset)) => Some(preset.tolerance),
+                    (given, _) => off_or_positive("tolerance", given)?,
+                },
                 time_budget: off_or_positive("time-budget-seconds", self.time_budget_seconds)?
                     .map(std::time::Duration::from_secs_f64),
             },

@@ -12,7 +12,8 @@ use stylize::server::proto::{self, stylizer_client::StylizerClient};
 use stylize::server::routing::{STYLE_KEY_HEADER, retryable, style_routing_key};
 
 use super::args::{
-    JobArgs, LineSearchArg, OptimizerArg, loss_message, parse_layers, progress_bar, read_flag_file,
+    JobArgs, LineSearchArg, OptimizerArg, QualityArg, loss_message, parse_layers, progress_bar,
+    read_flag_file,
 };
 use super::connect::ConnectArgs;
 
@@ -93,7 +94,7 @@ fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
     };
     Ok(proto::Options {
         size: job.size,
-        iterations: job.iterations as u32,
+        iterations: job.iterations.unwrap_or(0) as u32,
         optimizer: match job.optimizer {
             OptimizerArg::Lbfgs => proto::Optimizer::Lbfgs,
             OptimizerArg::Adam => proto::Optimizer::Adam,
@@ -109,7 +110,7 @@ fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
         seed: job.seed,
         preserve_colors: job.preserve_colors,
         style_scale: Some(job.style_scale),
-        scales: job.scales as u32,
+        scales: job.scales.unwrap_or(0) as u32,
         progress_interval: 0,
         preview_interval: 0,
         output_format: match format {
@@ -126,6 +127,12 @@ fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
         } as i32,
         tolerance: job.tolerance,
         time_budget_seconds: job.time_budget_seconds,
+        quality: match job.quality {
+            None => proto::Quality::Unspecified,
+            Some(QualityArg::Draft) => proto::Quality::Draft,
+            Some(QualityArg::Standard) => proto::Quality::Standard,
+            Some(QualityArg::Final) => proto::Quality::Final,
+        } as i32,
     })
 }
 
@@ -240,7 +247,8 @@ async fn stream_once(
         .await
         .map_err(Attempt::Failed)?
         .into_inner();
-    let total = (args.job.iterations * args.job.scales) as u64;
+    let (iterations, scales) = args.job.counts();
+    let total = (iterations * scales) as u64;
     let bar = progress_bar(total, args.quiet)?;
     while let Some(event) = stream.message().await.map_err(Attempt::Failed)? {
         use proto::stylize_event::Event;

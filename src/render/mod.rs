@@ -4,6 +4,7 @@
 //! content's colours).
 
 pub mod plan;
+pub mod preset;
 
 pub use plan::{MemoryPlan, plan_memory};
 

@@ -14,6 +14,7 @@ use crate::engine::{LossBreakdown, OptimizerKind, StopReason, StopRules, TermWei
 use crate::error::{Error, Result};
 use crate::image_io::{self, Encoding};
 use crate::model::Layer;
+use crate::render::preset::Quality;
 use crate::render::{
     InitChoice, RenderOptions, RenderRequest, default_content_layers, default_style_layers,
 };
@@ -134,9 +135,29 @@ pub fn options(o: &proto::Options) -> Result<RenderOptions> {
     };
     let default_weights = TermWeights::default();
     let pick = |v: u32, d: usize| if v == 0 { d } else { v as usize };
+    let size = if o.size == 0 { defaults.size } else { o.size };
+    let preset = match proto::Quality::try_from(o.quality) {
+        Ok(proto::Quality::Unspecified) => None,
+        Ok(proto::Quality::Draft) => Some(Quality::Draft.preset(size)),
+        Ok(proto::Quality::Standard) => Some(Quality::Standard.preset(size)),
+        Ok(proto::Quality::Final) => Some(Quality::Final.preset(size)),
+        Err(_) => {
+            return Err(Error::invalid(
+                "options.quality",
+                format!("unknown value {}", o.quality),
+            ));
+        }
+    };
+    let tolerance = match (o.tolerance, preset) {
+        (0.0, Some(p)) => Some(p.tolerance),
+        (given, _) => positive_or_off("options.tolerance", given)?,
+    };
     Ok(RenderOptions {
-        size: if o.size == 0 { defaults.size } else { o.size },
-        iterations: pick(o.iterations, defaults.iterations),
+        size,
+        iterations: pick(
+            o.iterations,
+            preset.map_or(defaults.iterations, |p| p.iterations),
+        ),
         optimizer,
         weights: TermWeights {
             content: o.content_weight.unwrap_or(default_weights.content),
@@ -157,7 +178,7 @@ pub fn options(o: &proto::Options) -> Result<RenderOptions> {
         init: InitChoice::Content,
         seed: o.seed,
         preserve_colors: o.preserve_colors,
-        scales: pick(o.scales, defaults.scales),
+        scales: pick(o.scales, preset.map_or(defaults.scales, |p| p.scales)),
         preview_every: o.preview_interval as usize,
         tile_size: (o.tile_size > 0).then_some(o.tile_size),
         bounded: !o.unbounded,
@@ -174,7 +195,7 @@ pub fn options(o: &proto::Options) -> Result<RenderOptions> {
             }
         },
         stop: StopRules {
-            tolerance: positive_or_off("options.tolerance", o.tolerance)?,
+            tolerance,
             time_budget: positive_or_off("options.time_budget_seconds", o.time_budget_seconds)?
                 .map(Duration::from_secs_f64),
         },
@@ -434,4 +455,48 @@ pub fn event(event: JobEvent) -> std::result::Result<proto::StylizeEvent, tonic:
         JobEvent::Failed(err) => return Err(super::status(err)),
     };
     Ok(proto::StylizeEvent { event: Some(event) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quality_preset_fills_what_the_request_leaves_unset() {
+        let wire = proto::Options {
+            size: 256,
+            quality: proto::Quality::Standard as i32,
+            ..Default::default()
+        };
+        let preset = Quality::Standard.preset(256);
+        let chosen = options(&wire).unwrap();
+        assert_eq!(
+            (chosen.iterations, chosen.scales, chosen.stop.tolerance),
+            (preset.iterations, preset.scales, Some(preset.tolerance))
+        );
+        let overridden = options(&proto::Options {
+            iterations: 7,
+            scales: 1,
+            tolerance: 0.5,
+            ..wire.clone()
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                overridden.iterations,
+                overridden.scales,
+                overridden.stop.tolerance
+            ),
+            (7, 1, Some(0.5))
+        );
+        // Without a preset, the contract's defaults.
+        let contract = options(&proto::Options::default()).unwrap();
+        assert_eq!((contract.iterations, contract.scales), (500, 1));
+        assert_eq!(contract.stop.tolerance, None);
+        let unknown = options(&proto::Options {
+            quality: 9,
+            ..Default::default()
+        });
+        assert!(unknown.unwrap_err().to_string().contains("options.quality"));
+    }
 }

@@ -1,0 +1,87 @@
+//! Quality presets: named trade-offs between time and the delivered image's loss, each
+//! choosing scales, iterations per scale and the stopping tolerance for an output size (the
+//! L-BFGS history stays the server's, up to 100 pairs as memory allows). Explicit options override a preset's; without one the contract's defaults
+//! apply. Measured in the README ("Presets").
+
+use std::str::FromStr;
+
+/// A named quality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quality {
+    /// A quick look: two scales, 20 iterations each.
+    Draft,
+    /// Better than PyTorch's 300-iteration L-BFGS image in a fraction of its time.
+    Standard,
+    /// Until the loss settles.
+    Final,
+}
+
+/// What a preset sets (all L-BFGS with the strong-Wolfe search, inside the pixel box).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preset {
+    pub scales: usize,
+    pub iterations: usize,
+    pub tolerance: f64,
+}
+
+impl Quality {
+    pub fn name(self) -> &'static str {
+        match self {
+            Quality::Draft => "draft",
+            Quality::Standard => "standard",
+            Quality::Final => "final",
+        }
+    }
+
+    /// The preset for outputs whose longest side is `size`: one scale fewer below 128 px
+    /// (the coarsest would be too small to carry style), one more from 1024 px.
+    pub fn preset(self, size: u32) -> Preset {
+        let (scales, iterations, tolerance) = match self {
+            Quality::Draft => (2, 20, 1e-2),
+            Quality::Standard => (3, 30, 1e-3),
+            Quality::Final => (3, 150, 1e-4),
+        };
+        let scales = match size {
+            0..128 => scales - 1,
+            1024.. => scales + 1,
+            _ => scales,
+        };
+        Preset {
+            scales,
+            iterations,
+            tolerance,
+        }
+    }
+}
+
+impl FromStr for Quality {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "draft" => Ok(Quality::Draft),
+            "standard" => Ok(Quality::Standard),
+            "final" => Ok(Quality::Final),
+            other => Err(format!(
+                "unknown quality `{other}` (draft, standard or final)"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_grow_in_work_and_adapt_scales_to_the_size() {
+        let at = |q: Quality| q.preset(512);
+        assert!(at(Quality::Draft).iterations < at(Quality::Standard).iterations);
+        assert!(at(Quality::Standard).iterations < at(Quality::Final).iterations);
+        assert!(at(Quality::Final).tolerance < at(Quality::Draft).tolerance);
+        assert_eq!(Quality::Standard.preset(64).scales, 2);
+        assert_eq!(Quality::Standard.preset(2048).scales, 4);
+        assert_eq!("final".parse(), Ok(Quality::Final));
+        assert!("best".parse::<Quality>().is_err());
+    }
+}
