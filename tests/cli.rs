@@ -164,6 +164,7 @@ fn bad_options_name_the_flag() {
         &["--time-budget-seconds"],
     );
     fails_naming(&["run", "--line-search", "armijo"], &["--line-search"]);
+    fails_naming(&["run", "--quality", "best"], &["--quality"]);
     fails_naming(&["run", "--optimizer", "sgd"], &["--optimizer"]);
     fails_naming(&["run", "--pooling", "min"], &["--pooling"]);
     fails_naming(&["run", "--optimizer", "adam", "--lr", "0"], &["--lr"]);
