@@ -257,6 +257,9 @@ impl JobArgs {
             preview_every: 0,
             tile_size: self.tile_size,
             bounded: !self.unbounded,
+            max_history: self
+                .preset()
+                .map_or(RenderOptions::default().max_history, |p| p.max_history),
             line_search: match self.line_search {
                 LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
                 LineSearchArg::None => LineSearch::Fixed,

@@ -72,6 +72,9 @@ pub struct RenderOptions {
     pub bounded: bool,
     /// How L-BFGS chooses its steps (default strong-Wolfe; `Fixed` is the contract's).
     pub line_search: LineSearch,
+    /// The longest L-BFGS history the server may choose when the request leaves it to the
+    /// server (a preset's cap; default 100, the contract's).
+    pub max_history: usize,
     pub stop: StopRules,
 }
 
@@ -136,6 +139,7 @@ impl Default for RenderOptions {
             tile_size: None,
             bounded: true,
             line_search: LineSearch::StrongWolfe,
+            max_history: plan::DEFAULT_HISTORY,
             stop: StopRules::default(),
         }
     }

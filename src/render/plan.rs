@@ -174,7 +174,12 @@ pub fn plan_memory(
     let options = &request.options;
     let histories: Vec<usize> = match options.optimizer {
         OptimizerKind::Adam { .. } => vec![0],
-        OptimizerKind::Lbfgs { history: 0 } => HISTORIES.to_vec(),
+        // The server chooses, longest first, up to the preset's cap.
+        OptimizerKind::Lbfgs { history: 0 } => HISTORIES
+            .iter()
+            .copied()
+            .filter(|&h| h <= options.max_history.max(HISTORIES[HISTORIES.len() - 1]))
+            .collect(),
         OptimizerKind::Lbfgs { history } => vec![history],
     };
     let sides: Vec<Option<usize>> = match options.tile_size {
@@ -313,6 +318,19 @@ mod tests {
     }
 
     const FOOTPRINT: Footprint = Footprint::ORT_CPU;
+
+    #[test]
+    fn a_presets_history_cap_bounds_what_the_server_chooses() {
+        let mut capped = request(256, 256, None);
+        capped.options.optimizer = OptimizerKind::Lbfgs { history: 0 };
+        let free = plan_memory(&capped, &FOOTPRINT, None).unwrap();
+        assert_eq!(free.history, DEFAULT_HISTORY);
+        capped.options.max_history = 20;
+        assert_eq!(plan_memory(&capped, &FOOTPRINT, None).unwrap().history, 20);
+        // A request's own history is kept whatever the cap.
+        capped.options.optimizer = OptimizerKind::Lbfgs { history: 70 };
+        assert_eq!(plan_memory(&capped, &FOOTPRINT, None).unwrap().history, 70);
+    }
 
     #[test]
     fn without_a_limit_every_stage_keeps_its_state() {

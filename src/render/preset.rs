@@ -1,6 +1,7 @@
 //! Quality presets: named trade-offs between time and the delivered image's loss, each
-//! choosing scales, iterations per scale and the stopping tolerance for an output size (the
-//! L-BFGS history stays the server's, up to 100 pairs as memory allows). Explicit options override a preset's; without one the contract's defaults
+//! choosing scales, iterations per scale, the stopping tolerance and the longest L-BFGS
+//! history (memory: 2 x history image-size tensors; the server may choose less to fit) for
+//! an output size. Explicit options override a preset's; without one the contract's defaults
 //! apply. Measured in the README ("Presets").
 
 use std::str::FromStr;
@@ -22,6 +23,7 @@ pub struct Preset {
     pub scales: usize,
     pub iterations: usize,
     pub tolerance: f64,
+    pub max_history: usize,
 }
 
 impl Quality {
@@ -36,10 +38,10 @@ impl Quality {
     /// The preset for outputs whose longest side is `size`: one scale fewer below 128 px
     /// (the coarsest would be too small to carry style), one more from 1024 px.
     pub fn preset(self, size: u32) -> Preset {
-        let (scales, iterations, tolerance) = match self {
-            Quality::Draft => (2, 20, 1e-2),
-            Quality::Standard => (3, 30, 1e-3),
-            Quality::Final => (3, 150, 1e-4),
+        let (scales, iterations, tolerance, max_history) = match self {
+            Quality::Draft => (2, 20, 1e-2, 20),
+            Quality::Standard => (3, 30, 1e-3, 50),
+            Quality::Final => (3, 150, 1e-4, 100),
         };
         let scales = match size {
             0..128 => scales - 1,
@@ -50,6 +52,7 @@ impl Quality {
             scales,
             iterations,
             tolerance,
+            max_history,
         }
     }
 }

@@ -182,6 +182,7 @@ pub fn options(o: &proto::Options) -> Result<RenderOptions> {
         preview_every: o.preview_interval as usize,
         tile_size: (o.tile_size > 0).then_some(o.tile_size),
         bounded: !o.unbounded,
+        max_history: preset.map_or(defaults.max_history, |p| p.max_history),
         line_search: match proto::LineSearch::try_from(o.line_search) {
             Ok(proto::LineSearch::Unspecified | proto::LineSearch::StrongWolfe) => {
                 LineSearch::StrongWolfe
@@ -474,6 +475,7 @@ mod tests {
             (chosen.iterations, chosen.scales, chosen.stop.tolerance),
             (preset.iterations, preset.scales, Some(preset.tolerance))
         );
+        assert_eq!(chosen.max_history, preset.max_history);
         let overridden = options(&proto::Options {
             iterations: 7,
             scales: 1,
