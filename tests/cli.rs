@@ -74,23 +74,31 @@ fn a_time_budget_or_a_tolerance_ends_a_run_early_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.png");
     let out = out.to_str().unwrap();
-    for (flags, reason) in [
-        (["--time-budget-seconds", "1"], "stopped on time_budget"),
-        (["--tolerance", "0.5"], "stopped on tolerance"),
+    // The budget runs out at the coarsest of three scales: the image still comes back at
+    // full size.
+    for (flags, reason, width) in [
+        (
+            [
+                "--time-budget-seconds",
+                "1",
+                "--size",
+                "128",
+                "--scales",
+                "3",
+            ],
+            "stopped on time_budget",
+            128,
+        ),
+        (
+            ["--tolerance", "0.5", "--size", "32", "--scales", "1"],
+            "stopped on tolerance",
+            32,
+        ),
     ] {
         let started = std::time::Instant::now();
-        let result = stylize(&[
-            "run",
-            "--size",
-            "32",
-            "--iterations",
-            "100000",
-            "--quiet",
-            "--out",
-            out,
-            flags[0],
-            flags[1],
-        ]);
+        let mut args = vec!["run", "--iterations", "10000", "--quiet", "--out", out];
+        args.extend_from_slice(&flags);
+        let result = stylize(&args);
         let stdout = String::from_utf8_lossy(&result.stdout);
         assert!(
             result.status.success(),
@@ -103,7 +111,10 @@ fn a_time_budget_or_a_tolerance_ends_a_run_early_and_says_so() {
             "{flags:?} ran {:?}",
             started.elapsed()
         );
-        assert_eq!(stylize::image_io::load(Path::new(out)).unwrap().width(), 32);
+        assert_eq!(
+            stylize::image_io::load(Path::new(out)).unwrap().width(),
+            width
+        );
     }
 }
 
