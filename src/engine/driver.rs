@@ -140,6 +140,11 @@ pub fn optimise<'o>(
     let out_of_time = || job.stop.time_budget.is_some_and(|b| start.elapsed() >= b);
     let last_scale = job.scales.len().saturating_sub(1);
     for (scale_index, scale) in job.scales.iter().enumerate() {
+        // Out of time: only the last scale's size is delivered, so the scales between are
+        // skipped (no objective built, nothing evaluated).
+        if stopped == StopReason::TimeBudget && scale_index != last_scale {
+            continue;
+        }
         let content = &scale.content;
         let start_image = match current.take() {
             None => placement.initial(&job.init, content),
@@ -162,7 +167,7 @@ pub fn optimise<'o>(
         let (losses, grad) = evaluate(&x)?;
         let mut point = Point { x, losses, grad };
         check_finite(&point, iteration + 1)?;
-        // Out of time before this scale started: the previous scale's image, at this size.
+        // Out of time before the last scale started: the image reached, at the full size.
         if stopped == StopReason::TimeBudget {
             current = Some((placement.download(&point.x)?, point.losses));
             continue;
