@@ -727,24 +727,27 @@ fn host(t: &Tensor) -> InputImage {
     }
 }
 
-/// One `LBFGS.step(closure)` of `n` iterations: losses at each evaluation, the end point,
-/// and the optimiser (for its diagnostics).
+/// One `LBFGS.step(closure)` of `n` iterations (fixed step, unbounded: PyTorch's
+/// trajectory): the loss at each iteration's start, the end point, and the optimiser (for
+/// its diagnostics).
 fn run_lbfgs(objective: &Objective<'_>, x0: &Tensor, n: usize) -> (Vec<f64>, Tensor, Lbfgs) {
     let mut lbfgs = Lbfgs::new(1.0, 100);
-    let mut x = x0.clone();
+    let mut evaluate = |x: &Tensor| objective.evaluate(x);
+    let (losses, grad) = objective.evaluate(x0).unwrap();
+    let mut point = Point {
+        x: x0.clone(),
+        losses,
+        grad,
+    };
     let mut losses = Vec::new();
-    let (mut loss, mut grad) = objective.evaluate(&x).unwrap();
-    for k in 0..n {
-        losses.push(loss.total);
-        x = lbfgs
-            .advance(&x, &grad)
+    for _ in 0..n {
+        losses.push(point.losses.total);
+        point = lbfgs
+            .iterate(&point, &mut evaluate)
             .unwrap()
             .expect("descent direction");
-        if k + 1 < n {
-            (loss, grad) = objective.evaluate(&x).unwrap();
-        }
     }
-    (losses, x, lbfgs)
+    (losses, point.x, lbfgs)
 }
 
 /// `{method}.loss_final` = L at the end point, and the end point `{method}_x10` itself.

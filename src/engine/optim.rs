@@ -35,6 +35,14 @@ fn evaluated(x: Tensor, evaluate: &mut Objective<'_>) -> Result<Point> {
     Ok(Point { x, losses, grad })
 }
 
+/// The largest absolute value in `t`.
+pub(super) fn max_abs(t: &Tensor) -> Result<f64> {
+    Ok(t.abs()?
+        .max_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?)
+}
+
 pub(super) fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
     Ok((a * b)?
         .sum_all()?
@@ -214,20 +222,6 @@ impl Lbfgs {
         }
         Ok((r, self.lr))
     }
-
-    /// One fixed-step iteration without bounds, ask/tell style (PyTorch's trajectory, for
-    /// the fixtures): the next point from `x` and its gradient.
-    pub fn advance(&mut self, x: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (d, t) = self.direction(grad, None)?;
-        let gtd = dot(grad, &d)?;
-        if gtd > -self.tolerance_change {
-            return Ok(None);
-        }
-        let step = (&d * t)?;
-        let next = (x + &step)?;
-        self.previous = Some((step, grad.clone()));
-        Ok(Some(next))
-    }
 }
 
 impl Optimizer for Lbfgs {
@@ -249,11 +243,7 @@ impl Optimizer for Lbfgs {
         if let (true, LineSearch::StrongWolfe, Some(bounds)) =
             (first, self.line_search, &self.bounds)
         {
-            let largest = d
-                .abs()?
-                .max_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+            let largest = max_abs(&d)?;
             if largest > 0.0 {
                 t = FIRST_MOVE * bounds.width() / largest;
             }

@@ -4,7 +4,7 @@
 //! or the evaluations run out (25), in which case the best point bracketed is taken. Only
 //! the accepted point leaves this module.
 
-use super::optim::{Objective, Path, Point};
+use super::optim::{Objective, Path, Point, max_abs};
 use crate::error::Result;
 
 const C1: f64 = 1e-4;
@@ -49,12 +49,7 @@ pub fn search(
     evaluate: &mut Objective<'_>,
 ) -> Result<(Point, f64)> {
     let f0 = at.losses.total;
-    let d_norm = path
-        .direction
-        .abs()?
-        .max_all()?
-        .to_dtype(candle_core::DType::F64)?
-        .to_scalar::<f64>()?;
+    let d_norm = max_abs(path.direction)?;
     let mut try_step = |t: f64| -> Result<Trial> {
         let (point, slope) = path.evaluate_at(t, evaluate)?;
         let f = point.losses.total;
