@@ -5,6 +5,7 @@
 //! from there before they are computed here. It stores and returns host data; it never runs
 //! a network itself.
 
+mod byte_lru;
 pub mod registry;
 pub mod shared;
 pub mod targets;
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::model::Layer;
 use crate::net::{Gram, TargetIdentity};
+use byte_lru::ByteLru;
 use shared::Entry;
 
 /// Default byte budget (512 MiB: ~200 styles' Grams at the default layers).
@@ -84,8 +86,7 @@ struct Flight {
 }
 
 struct State {
-    entries: lru::LruCache<StyleKey, StyleGrams>,
-    bytes: usize,
+    entries: ByteLru<StyleKey, StyleGrams>,
     in_flight: HashMap<StyleKey, Arc<Flight>>,
 }
 
@@ -100,7 +101,7 @@ pub struct StyleCache {
     shared: Option<Arc<SharedStore>>,
 }
 
-fn size_of(grams: &[Gram]) -> usize {
+fn size_of(grams: &StyleGrams) -> usize {
     grams.iter().map(Gram::bytes).sum()
 }
 
@@ -113,8 +114,7 @@ impl StyleCache {
         Self {
             budget: budget_bytes,
             state: Mutex::new(State {
-                entries: lru::LruCache::unbounded(),
-                bytes: 0,
+                entries: ByteLru::new(budget_bytes, size_of),
                 in_flight: HashMap::new(),
             }),
             hits: AtomicU64::new(0),
@@ -186,7 +186,8 @@ impl StyleCache {
             let mut state = self.state.lock().map_err(|_| poisoned())?;
             state.in_flight.remove(key);
             if let Ok(grams) = &outcome {
-                self.insert(&mut state, key.clone(), grams.clone());
+                let evicted = state.entries.put(key.clone(), grams.clone());
+                self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
             }
         }
         let shared = match &outcome {
@@ -233,29 +234,6 @@ impl StyleCache {
         }
     }
 
-    /// Inserts, evicting least-recently-used entries until the budget holds. An entry larger
-    /// than the whole budget is not kept.
-    fn insert(&self, state: &mut State, key: StyleKey, grams: StyleGrams) {
-        let size = size_of(&grams);
-        if size > self.budget {
-            return;
-        }
-        if let Some(old) = state.entries.pop(&key) {
-            state.bytes -= size_of(&old);
-        }
-        while state.bytes + size > self.budget {
-            match state.entries.pop_lru() {
-                Some((_, evicted)) => {
-                    state.bytes -= size_of(&evicted);
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
-                }
-                None => break,
-            }
-        }
-        state.bytes += size;
-        state.entries.put(key, grams);
-    }
-
     /// The Grams for `key` if cached (counts as a hit or nothing).
     pub fn get(&self, key: &StyleKey) -> Option<StyleGrams> {
         let mut state = self.state.lock().ok()?;
@@ -270,7 +248,7 @@ impl StyleCache {
         let (bytes, entries) = self
             .state
             .lock()
-            .map(|s| (s.bytes as u64, s.entries.len() as u64))
+            .map(|s| (s.entries.bytes() as u64, s.entries.len() as u64))
             .unwrap_or_default();
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use super::byte_lru::ByteLru;
 use super::shared::{Entry, SharedStore};
 use crate::error::{Error, Result};
 
@@ -27,9 +28,13 @@ impl Held {
     }
 }
 
+fn held_bytes(held: &Held) -> usize {
+    held.bytes()
+}
+
 pub struct StyleRegistry {
     budget: usize,
-    state: Mutex<(lru::LruCache<String, Held>, usize)>,
+    state: Mutex<ByteLru<String, Held>>,
     shared: Option<Arc<SharedStore>>,
 }
 
@@ -42,7 +47,7 @@ impl StyleRegistry {
     pub fn new(budget_bytes: usize) -> Self {
         Self {
             budget: budget_bytes,
-            state: Mutex::new((lru::LruCache::unbounded(), 0)),
+            state: Mutex::new(ByteLru::new(budget_bytes, held_bytes)),
             shared: None,
         }
     }
@@ -100,13 +105,7 @@ impl StyleRegistry {
         key: &str,
         decode: impl FnOnce(&[u8]) -> Result<image::RgbImage>,
     ) -> Result<Option<Arc<image::RgbImage>>> {
-        let local = self
-            .state
-            .lock()
-            .map_err(|_| poisoned())?
-            .0
-            .get(key)
-            .cloned();
+        let local = self.state.lock().map_err(|_| poisoned())?.get(key).cloned();
         let Some(store) = &self.shared else {
             return Ok(local.map(|held| held.image));
         };
@@ -131,26 +130,13 @@ impl StyleRegistry {
             image: Arc::new(decode(&encoded)?),
             encoded: Arc::from(encoded),
         };
-        if held.bytes() <= self.budget {
-            self.keep(key.to_string(), held.clone())?;
-        }
+        // Kept here unless it alone exceeds the budget.
+        self.keep(key.to_string(), held.clone())?;
         Ok(Some(held.image))
     }
 
     fn keep(&self, key: String, held: Held) -> Result<()> {
-        let mut guard = self.state.lock().map_err(|_| poisoned())?;
-        let (entries, bytes) = &mut *guard;
-        if let Some(old) = entries.pop(&key) {
-            *bytes -= old.bytes();
-        }
-        while *bytes + held.bytes() > self.budget {
-            match entries.pop_lru() {
-                Some((_, evicted)) => *bytes -= evicted.bytes(),
-                None => break,
-            }
-        }
-        *bytes += held.bytes();
-        entries.put(key, held);
+        self.state.lock().map_err(|_| poisoned())?.put(key, held);
         Ok(())
     }
 }
