@@ -12,8 +12,9 @@ use stylize::engine::{OptimizerKind, Pooling, StopRules, TermWeights};
 use stylize::features::select::BackendChoice;
 use stylize::image_io;
 use stylize::model::{Layer, Vgg19Weights, fetch};
+use stylize::render::preset::stop_tolerance;
 use stylize::render::preset::{Preset, Quality};
-use stylize::render::{InitChoice, RenderOptions};
+use stylize::render::{InitChoice, RenderOptions, positive_or_off};
 
 /// The embedded demo images (`assets/`, licences in `assets/LICENSES.md`).
 pub const DEMO_CONTENT: &[u8] = include_bytes!("../../assets/chelsea.png");
@@ -94,23 +95,6 @@ pub enum OptimizerArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum QualityArg {
-    Draft,
-    Standard,
-    Final,
-}
-
-impl QualityArg {
-    pub fn quality(self) -> Quality {
-        match self {
-            QualityArg::Draft => Quality::Draft,
-            QualityArg::Standard => Quality::Standard,
-            QualityArg::Final => Quality::Final,
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 pub enum LineSearchArg {
     /// torch.optim.LBFGS(line_search_fn="strong_wolfe").
     StrongWolfe,
@@ -174,10 +158,10 @@ pub struct JobArgs {
     /// How L-BFGS chooses its steps.
     #[arg(long, value_enum, default_value = "strong-wolfe")]
     pub line_search: LineSearchArg,
-    /// A preset for scales, iterations and tolerance (README, "Presets"); flags given
-    /// override it. Default: the contract's settings.
-    #[arg(long, value_enum)]
-    pub quality: Option<QualityArg>,
+    /// A preset for scales, iterations, tolerance and history: draft, standard or final
+    /// (README, "Presets"); flags given override it. Default: the contract's settings.
+    #[arg(long)]
+    pub quality: Option<Quality>,
     /// Stop a scale once the loss fell by less than this fraction over its last 10
     /// iterations (e.g. 0.001; 0: run every iteration, or the preset's).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
@@ -210,7 +194,7 @@ pub fn parse_layers(flag: &str, spec: &str) -> Result<Vec<(Layer, f64)>> {
 impl JobArgs {
     /// The preset `--quality` names at this size, if any.
     fn preset(&self) -> Option<Preset> {
-        self.quality.map(|q| q.quality().preset(self.size))
+        self.quality.map(|q| q.preset(self.size))
     }
 
     /// Iterations per scale and scales: the flags, else the preset's, else the contract's.
@@ -265,25 +249,11 @@ impl JobArgs {
                 LineSearchArg::None => LineSearch::Fixed,
             },
             stop: StopRules {
-                tolerance: match (self.tolerance, self.preset()) {
-                    (0.0, Some(preset)) => Some(preset.tolerance),
-                    (given, _) => off_or_positive("tolerance", given)?,
-                },
-                time_budget: off_or_positive("time-budget-seconds", self.time_budget_seconds)?
+                tolerance: stop_tolerance("--tolerance", self.tolerance, self.preset())?,
+                time_budget: positive_or_off("--time-budget-seconds", self.time_budget_seconds)?
                     .map(std::time::Duration::from_secs_f64),
             },
         })
-    }
-}
-
-/// `None` for 0 (off); a finite positive value as given; anything else refused naming `flag`.
-fn off_or_positive(flag: &str, value: f64) -> Result<Option<f64>> {
-    if value == 0.0 {
-        Ok(None)
-    } else if value.is_finite() && value > 0.0 && value < 1e9 {
-        Ok(Some(value))
-    } else {
-        anyhow::bail!("--{flag}: {value} is not a positive number (0: off)")
     }
 }
 

@@ -8,12 +8,12 @@ use clap::Args;
 
 use stylize::cache::StyleRegistry;
 use stylize::image_io::Encoding;
+use stylize::render::preset::Quality;
 use stylize::server::proto::{self, stylizer_client::StylizerClient};
 use stylize::server::routing::{STYLE_KEY_HEADER, retryable, style_routing_key};
 
 use super::args::{
-    JobArgs, LineSearchArg, OptimizerArg, QualityArg, loss_message, parse_layers, progress_bar,
-    read_flag_file,
+    JobArgs, LineSearchArg, OptimizerArg, loss_message, parse_layers, progress_bar, read_flag_file,
 };
 use super::connect::ConnectArgs;
 
@@ -129,9 +129,9 @@ fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
         time_budget_seconds: job.time_budget_seconds,
         quality: match job.quality {
             None => proto::Quality::Unspecified,
-            Some(QualityArg::Draft) => proto::Quality::Draft,
-            Some(QualityArg::Standard) => proto::Quality::Standard,
-            Some(QualityArg::Final) => proto::Quality::Final,
+            Some(Quality::Draft) => proto::Quality::Draft,
+            Some(Quality::Standard) => proto::Quality::Standard,
+            Some(Quality::Final) => proto::Quality::Final,
         } as i32,
     })
 }

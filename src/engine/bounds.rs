@@ -52,7 +52,7 @@ impl PixelBox {
         other: Option<&Tensor>,
         per_value: impl Fn(f32, f32, f32, f32) -> f32,
     ) -> Result<Option<Tensor>> {
-        if !x.device().is_cpu() || x.dtype() != DType::F32 || x.dims().len() != 4 {
+        if !x.device().is_cpu() || x.dtype() != DType::F32 || !matches!(x.dims(), [1, 3, _, _]) {
             return Ok(None);
         }
         let values = x.flatten_all()?.to_vec1::<f32>()?;

@@ -156,6 +156,21 @@ fn non_negative(field: &str, value: f64) -> Result<()> {
     }
 }
 
+/// An optional positive setting where 0 means off: `None` for 0, a finite positive value
+/// (below 1e9) as given, anything else refused naming `field` (a request field or CLI flag).
+pub fn positive_or_off(field: &str, value: f64) -> Result<Option<f64>> {
+    if value == 0.0 {
+        Ok(None)
+    } else if value.is_finite() && value > 0.0 && value < 1e9 {
+        Ok(Some(value))
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("{value} is not a positive number (0: off)"),
+        ))
+    }
+}
+
 impl RenderOptions {
     /// Checks every option, naming the offending field.
     pub fn validate(&self) -> Result<()> {

@@ -6,6 +6,8 @@
 
 use std::str::FromStr;
 
+use crate::error::Result;
+
 /// A named quality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quality {
@@ -27,14 +29,6 @@ pub struct Preset {
 }
 
 impl Quality {
-    pub fn name(self) -> &'static str {
-        match self {
-            Quality::Draft => "draft",
-            Quality::Standard => "standard",
-            Quality::Final => "final",
-        }
-    }
-
     /// The preset for outputs whose longest side is `size`: one scale fewer below 128 px
     /// (the coarsest would be too small to carry style), one more from 1024 px.
     pub fn preset(self, size: u32) -> Preset {
@@ -54,6 +48,15 @@ impl Quality {
             tolerance,
             max_history,
         }
+    }
+}
+
+/// The stopping tolerance for a given value (0: the preset's, else none), checked and
+/// named by `field` when refused.
+pub fn stop_tolerance(field: &str, given: f64, preset: Option<Preset>) -> Result<Option<f64>> {
+    match (given, preset) {
+        (0.0, Some(preset)) => Ok(Some(preset.tolerance)),
+        (given, _) => super::positive_or_off(field, given),
     }
 }
 

@@ -14,7 +14,8 @@ use crate::engine::{LossBreakdown, OptimizerKind, StopReason, StopRules, TermWei
 use crate::error::{Error, Result};
 use crate::image_io::{self, Encoding};
 use crate::model::Layer;
-use crate::render::preset::Quality;
+use crate::render::positive_or_off;
+use crate::render::preset::{Quality, stop_tolerance};
 use crate::render::{
     InitChoice, RenderOptions, RenderRequest, default_content_layers, default_style_layers,
 };
@@ -148,10 +149,7 @@ pub fn options(o: &proto::Options) -> Result<RenderOptions> {
             ));
         }
     };
-    let tolerance = match (o.tolerance, preset) {
-        (0.0, Some(p)) => Some(p.tolerance),
-        (given, _) => positive_or_off("options.tolerance", given)?,
-    };
+    let tolerance = stop_tolerance("options.tolerance", o.tolerance, preset)?;
     Ok(RenderOptions {
         size,
         iterations: pick(
@@ -201,20 +199,6 @@ pub fn options(o: &proto::Options) -> Result<RenderOptions> {
                 .map(Duration::from_secs_f64),
         },
     })
-}
-
-/// `None` for 0 (off); a finite positive value as given; anything else refused.
-fn positive_or_off(field: &str, value: f64) -> Result<Option<f64>> {
-    if value == 0.0 {
-        Ok(None)
-    } else if value.is_finite() && value > 0.0 && value < 1e9 {
-        Ok(Some(value))
-    } else {
-        Err(Error::invalid(
-            field,
-            format!("{value} is not a positive number (0: off)"),
-        ))
-    }
 }
 
 fn encoding(o: &proto::Options) -> Result<Encoding> {
