@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::server::{STYLE, Server, collect, request, until};
+use common::server::{STYLE, Server, collect, registration, request, until};
 use stylize::server::proto::{self, stylize_event::Event};
 use tonic::Code;
 
@@ -109,13 +109,7 @@ async fn every_status_clients_saw_is_counted_under_its_outcome() {
 
     // RegisterStyle: one registered, one undecodable image, one over the limit.
     for image in [STYLE.to_vec(), b"not an image".to_vec(), vec![0; 500_000]] {
-        let answer = client
-            .register_style(proto::RegisterStyleRequest {
-                image,
-                size: 32,
-                ..Default::default()
-            })
-            .await;
+        let answer = client.register_style(registration(&image)).await;
         register.saw(answer.map(|_| Code::Ok).unwrap_or_else(|s| s.code()));
     }
 

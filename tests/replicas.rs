@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::redis::Redis;
 use common::server::{
-    STYLE, Server, collect, final_status, occupy_worker_and_queue, request, until,
+    STYLE, Server, by_key, collect, final_status, occupy_worker_and_queue, registration, request,
+    until,
 };
 use stylize::server::proto::{self, CacheLookup, stylize_event::Event};
 use stylize::server::routing::retryable;
@@ -27,15 +28,6 @@ fn replica(redis: &Redis, extra: &[&str]) -> Server {
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
-}
-
-/// A short job on the style registered under `key`.
-fn by_key(key: &str, iterations: u32) -> proto::StylizeRequest {
-    let mut request = request(iterations);
-    request.styles = vec![proto::StyleInput {
-        source: Some(proto::style_input::Source::Key(key.to_string())),
-    }];
-    request
 }
 
 /// How the job's style targets were found, from its Result.
@@ -69,11 +61,7 @@ async fn three_replicas_share_one_registry_and_fail_over() {
     let registered = a
         .client()
         .await
-        .register_style(proto::RegisterStyleRequest {
-            image: STYLE.to_vec(),
-            size: 32,
-            ..Default::default()
-        })
+        .register_style(registration(STYLE))
         .await
         .unwrap()
         .into_inner();
@@ -173,11 +161,7 @@ async fn a_registry_that_does_not_answer_makes_keyed_work_unavailable_not_the_se
     let server = Server::start(&["--registry", &format!("redis://127.0.0.1:{port}")]);
     let mut client = server.client().await;
     let refused = client
-        .register_style(proto::RegisterStyleRequest {
-            image: STYLE.to_vec(),
-            size: 32,
-            ..Default::default()
-        })
+        .register_style(registration(STYLE))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
@@ -215,11 +199,7 @@ async fn each_use_renews_a_shared_entry_and_puts_back_one_the_store_lost() {
     let key = server
         .client()
         .await
-        .register_style(proto::RegisterStyleRequest {
-            image: STYLE.to_vec(),
-            size: 32,
-            ..Default::default()
-        })
+        .register_style(registration(STYLE))
         .await
         .unwrap()
         .into_inner()

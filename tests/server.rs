@@ -14,7 +14,8 @@ use stylize::server::proto::{self, stylize_event::Event, stylizer_client::Styliz
 use tonic::Code;
 
 use common::server::{
-    STYLE, Server, collect, final_status, occupy_worker_and_queue, request, until,
+    STYLE, Server, by_key, collect, final_status, occupy_worker_and_queue, registration, request,
+    until,
 };
 
 #[tokio::test]
@@ -169,11 +170,7 @@ async fn registered_styles_are_used_by_key() {
     let server = Server::start(&[]);
     let mut client = server.client().await;
     let registered = client
-        .register_style(proto::RegisterStyleRequest {
-            image: STYLE.to_vec(),
-            size: 32,
-            ..Default::default()
-        })
+        .register_style(registration(STYLE))
         .await
         .unwrap()
         .into_inner();
@@ -189,11 +186,9 @@ async fn registered_styles_are_used_by_key() {
         stylize::server::routing::style_routing_key(&by_bytes).as_deref(),
         Some(registered.key.as_str())
     );
-    let mut by_key = request(1);
-    by_key.styles = vec![proto::StyleInput {
-        source: Some(proto::style_input::Source::Key(registered.key.clone())),
-    }];
-    let events = collect(&mut client, by_key).await.unwrap();
+    let events = collect(&mut client, by_key(&registered.key, 1))
+        .await
+        .unwrap();
     let Some(Event::Result(result)) = events.last() else {
         panic!()
     };
@@ -201,11 +196,7 @@ async fn registered_styles_are_used_by_key() {
     // RegisterStyle has its own counter and latency; a refused one counts there too, and
     // never among the Stylize requests.
     let refused = client
-        .register_style(proto::RegisterStyleRequest {
-            image: b"not an image".to_vec(),
-            size: 32,
-            ..Default::default()
-        })
+        .register_style(registration(b"not an image"))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
@@ -360,6 +351,29 @@ async fn a_panicking_job_fails_alone_and_its_worker_serves_on() {
     assert_eq!(server.metric("stylize_in_flight_requests"), 0.0);
 }
 
+/// Polls the stylize service's health until it reports NOT_SERVING, failing after `within`.
+async fn until_not_serving(
+    health: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    within: Duration,
+) {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let since = Instant::now();
+    loop {
+        let check = HealthCheckRequest {
+            service: "stylize.v1.Stylizer".into(),
+        };
+        let status = health.check(check).await.unwrap().into_inner().status;
+        if status == ServingStatus::NotServing as i32 {
+            return;
+        }
+        assert!(
+            since.elapsed() < within,
+            "health never flipped: still {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_replica_whose_workers_all_died_reports_not_serving() {
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -381,20 +395,7 @@ async fn a_replica_whose_workers_all_died_reports_not_serving() {
         .await
         .unwrap_err();
     assert_eq!(lost.code(), Code::Internal, "{lost:?}");
-    let since = Instant::now();
-    loop {
-        let now = health
-            .check(status("stylize.v1.Stylizer"))
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        if now == ServingStatus::NotServing as i32 {
-            break;
-        }
-        assert!(since.elapsed() < Duration::from_secs(5), "still {now}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_not_serving(&mut health, Duration::from_secs(5)).await;
     assert!(
         server.log().contains("no worker is alive"),
         "{}",
@@ -819,20 +820,7 @@ async fn health_and_reflection_work_and_sigterm_drains_in_flight_work_and_hands_
         waited < Duration::from_secs(1),
         "queued jobs handed back after {waited:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = health
-            .check(check("stylize.v1.Stylizer"))
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        if status == ServingStatus::NotServing as i32 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "health never flipped");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_not_serving(&mut health, Duration::from_secs(5)).await;
     let draining = probe();
     assert!(!draining.status.success());
     assert!(

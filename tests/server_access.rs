@@ -6,11 +6,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use stylize::server::proto::{self, stylize_event::Event, stylizer_client::StylizerClient};
+use stylize::server::proto::{stylize_event::Event, stylizer_client::StylizerClient};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use common::server::{CONTENT, STYLE, Server, collect, request};
+use common::server::{CONTENT, STYLE, Server, collect, registration, request};
 
 /// A throwaway authority and a `localhost` certificate it signed, as PEM files.
 struct TestPki {
@@ -123,11 +123,7 @@ async fn a_bearer_token_guards_the_service_but_not_health() {
         assert_eq!(err.code(), Code::Unauthenticated, "{token:?}: {err:?}");
     }
     let err = client
-        .register_style(proto::RegisterStyleRequest {
-            image: STYLE.to_vec(),
-            size: 32,
-            ..Default::default()
-        })
+        .register_style(registration(STYLE))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");

@@ -147,6 +147,25 @@ pub fn request(iterations: u32) -> proto::StylizeRequest {
     }
 }
 
+/// RegisterStyle for `image` at 32 px.
+pub fn registration(image: &[u8]) -> proto::RegisterStyleRequest {
+    proto::RegisterStyleRequest {
+        image: image.to_vec(),
+        size: 32,
+        ..Default::default()
+    }
+}
+
+/// `request(iterations)` on the style registered under `key`.
+pub fn by_key(key: &str, iterations: u32) -> proto::StylizeRequest {
+    proto::StylizeRequest {
+        styles: vec![proto::StyleInput {
+            source: Some(proto::style_input::Source::Key(key.to_string())),
+        }],
+        ..request(iterations)
+    }
+}
+
 pub async fn collect(
     client: &mut StylizerClient<Channel>,
     request: proto::StylizeRequest,
