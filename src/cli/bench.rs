@@ -1,5 +1,6 @@
 //! `stylize bench`: prints the benchmark table.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -54,6 +55,24 @@ pub struct BenchArgs {
     /// Iterations per --frames job.
     #[arg(long, default_value_t = 2)]
     iterations: usize,
+    /// Instead of the step table: PyTorch's plain Gatys run (torch.optim.LBFGS from the
+    /// content; `$STYLIZE_PYTHON` must import torch) and then each --quality preset on
+    /// --content x --style at each of --sizes, every delivered 8-bit image scored with the
+    /// contract loss: wall time, score and their ratios to PyTorch's.
+    #[arg(long, requires_all = ["content", "style"])]
+    quality: bool,
+    /// The content image for --quality.
+    #[arg(long)]
+    content: Option<PathBuf>,
+    /// The style image for --quality.
+    #[arg(long)]
+    style: Option<PathBuf>,
+    /// PyTorch's L-BFGS iterations for --quality.
+    #[arg(long, default_value_t = 300)]
+    torch_iterations: usize,
+    /// Write --quality's delivered images here (`pytorch-256.png`, `standard-256.png`, ...).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
     /// Engine for --frames (auto, ort, candle).
     #[arg(long, default_value = "auto")]
     engine: String,
@@ -76,39 +95,16 @@ struct TorchRow {
 
 /// Runs the PyTorch reference, or explains why it cannot.
 fn torch_rows(sizes: &[usize], repeats: usize, device: &str) -> Result<Vec<TorchRow>, String> {
-    let python = std::env::var("STYLIZE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = std::process::Command::new(&python)
-        .args(["-c", "import torch"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        return Err(format!(
-            "PyTorch is not importable by `{python}` (pip install torch, or set STYLIZE_PYTHON)"
-        ));
-    }
-    let script = std::env::temp_dir().join(format!("stylize-torch-step-{}.py", std::process::id()));
-    std::fs::write(&script, TORCH_SCRIPT).map_err(|e| e.to_string())?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let output = std::process::Command::new(&python)
-        .arg(&script)
-        .args(sizes.iter().map(|s| s.to_string()))
-        .args([
-            "--repeats",
-            &repeats.to_string(),
-            "--threads",
-            &threads.to_string(),
-            "--device",
-            device,
-        ])
-        .output();
-    let _ = std::fs::remove_file(&script);
-    let output = output.map_err(|e| e.to_string())?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).map_err(|e| format!("{e}: {line}")))
-        .collect()
+    let mut args: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "--repeats".into(),
+        repeats.to_string(),
+        "--threads".into(),
+        super::torch::threads().to_string(),
+        "--device".into(),
+        device.into(),
+    ]);
+    super::torch::run_script("torch-step", TORCH_SCRIPT, &args)
 }
 
 /// One round: our figures, then PyTorch's (measured just before) when asked for.
@@ -185,6 +181,27 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     } else {
         None
     };
+    if args.quality {
+        let Some((features, engine)) = &ort else {
+            bail!(
+                "--quality: runs the ONNX Runtime engine on the CPU (--device cpu), unavailable here"
+            );
+        };
+        if args.torch_iterations == 0 {
+            bail!("--torch-iterations: must be at least 1");
+        }
+        let (Some(content), Some(style)) = (&args.content, &args.style) else {
+            bail!("--quality: needs --content and --style");
+        };
+        let run = super::bench_quality::QualityRun {
+            content,
+            style,
+            sizes: &args.sizes,
+            torch_iterations: args.torch_iterations,
+            out_dir: args.out_dir.as_deref(),
+        };
+        return super::bench_quality::quality_table(&run, &weights, features, engine);
+    }
     // On a GPU the server precomputes with ONNX Runtime's CUDA provider when it starts.
     let ort_gpu = if device.is_cpu() {
         None

@@ -3,8 +3,10 @@
 pub mod args;
 pub mod bench;
 pub mod bench_frames;
+pub mod bench_quality;
 pub mod client;
 pub mod connect;
 pub mod loadgen;
 pub mod run;
 pub mod serve;
+pub mod torch;

@@ -533,6 +533,52 @@ pub fn render_planned(
     })
 }
 
+/// The network inputs of a request's output scale, as its job sees them: the content at the
+/// output size and each style at its side. What a reference implementation needs to start
+/// from the same pixels.
+pub fn output_scale_inputs(
+    request: &RenderRequest,
+    convention: &InputConvention,
+) -> (InputImage, Vec<InputImage>) {
+    let options = &request.options;
+    let side = style_side(options.size, options.style_scale);
+    let content = convention.to_input(&resize_longest(&request.content, options.size));
+    let styles = request
+        .styles
+        .iter()
+        .map(|style| convention.to_input(&resize_longest(style, side)))
+        .collect();
+    (content, styles)
+}
+
+/// The loss of any 8-bit `image` of the output size against the request's targets at its
+/// output scale (what `Rendered::delivered` is for the image stylize delivers).
+pub fn score_image(
+    request: &RenderRequest,
+    engine: &dyn Engine,
+    styles: StyleSource<'_>,
+    image: &RgbImage,
+) -> Result<LossBreakdown> {
+    let mut output_scale = request.clone();
+    output_scale.options.scales = 1;
+    let plan = plan_memory(&output_scale, &engine.footprint(), None)?;
+    let job = prepare(&output_scale, engine, styles, &plan, &mut Vec::new())?;
+    let expected = job.scales[0].content.shape();
+    if (1, 3, image.height() as usize, image.width() as usize) != expected {
+        return Err(Error::invalid(
+            "image",
+            format!(
+                "{}x{} is not the output size {}x{}",
+                image.width(),
+                image.height(),
+                expected.3,
+                expected.2
+            ),
+        ));
+    }
+    engine.score(&job, &engine.convention().to_input(image))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

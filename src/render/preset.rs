@@ -29,6 +29,18 @@ pub struct Preset {
 }
 
 impl Quality {
+    /// Every preset, quickest first.
+    pub const ALL: [Quality; 3] = [Quality::Draft, Quality::Standard, Quality::Final];
+
+    /// The name `--quality` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quality::Draft => "draft",
+            Quality::Standard => "standard",
+            Quality::Final => "final",
+        }
+    }
+
     /// The preset for outputs whose longest side is `size`: one scale fewer below 128 px
     /// (the coarsest would be too small to carry style), one more from 1024 px.
     pub fn preset(self, size: u32) -> Preset {
@@ -51,6 +63,23 @@ impl Quality {
     }
 }
 
+impl Preset {
+    /// The preset's options at `size`, everything else the defaults.
+    pub fn options(self, size: u32) -> super::RenderOptions {
+        super::RenderOptions {
+            size,
+            scales: self.scales,
+            iterations: self.iterations,
+            max_history: self.max_history,
+            stop: crate::engine::StopRules {
+                tolerance: Some(self.tolerance),
+                time_budget: None,
+            },
+            ..Default::default()
+        }
+    }
+}
+
 /// The stopping tolerance for a given value (0: the preset's, else none), checked and
 /// named by `field` when refused.
 pub fn stop_tolerance(field: &str, given: f64, preset: Option<Preset>) -> Result<Option<f64>> {
@@ -64,14 +93,10 @@ impl FromStr for Quality {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        match name {
-            "draft" => Ok(Quality::Draft),
-            "standard" => Ok(Quality::Standard),
-            "final" => Ok(Quality::Final),
-            other => Err(format!(
-                "unknown quality `{other}` (draft, standard or final)"
-            )),
-        }
+        Quality::ALL
+            .into_iter()
+            .find(|q| q.name() == name)
+            .ok_or_else(|| format!("unknown quality `{name}` (draft, standard or final)"))
     }
 }
 

@@ -2,6 +2,8 @@
 //! with the Grams) and per full optimisation step (forward + backward + Adam update) in ONNX
 //! Runtime and in candle, per style-cache hit, and the process's peak memory.
 
+pub mod quality;
+
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};

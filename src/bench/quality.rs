@@ -1,0 +1,83 @@
+//! The quality benchmark's stylize side: each preset's render of a pair at a size, timed
+//! from images to result and scored as delivered, and the scoring of a reference run's
+//! image on the same targets (`stylize bench --quality` compares them).
+
+use std::time::Instant;
+
+use image::RgbImage;
+
+use crate::engine::{Engine, LossBreakdown};
+use crate::error::Result;
+use crate::features::FeatureExtractor;
+use crate::render::preset::Quality;
+use crate::render::{RenderRequest, Rendered, StyleSource, render, score_image};
+
+/// The request a pair renders as at `size` under `quality` (`None`: the contract's options,
+/// which the reference's scoring uses; only the output scale's targets count there).
+pub fn pair_request(
+    content: &RgbImage,
+    style: &RgbImage,
+    size: u32,
+    quality: Option<Quality>,
+) -> RenderRequest {
+    RenderRequest {
+        content: content.clone(),
+        styles: vec![style.clone()],
+        blend: vec![],
+        options: match quality {
+            Some(q) => q.preset(size).options(size),
+            None => crate::render::RenderOptions {
+                size,
+                ..Default::default()
+            },
+        },
+    }
+}
+
+/// One preset's render: wall seconds from the images to the optimised image (style
+/// precompute included, no cache) and what it delivered.
+pub struct PresetRun {
+    pub seconds: f64,
+    pub rendered: Rendered,
+}
+
+pub fn run_preset(
+    engine: &dyn Engine,
+    features: &dyn FeatureExtractor,
+    request: &RenderRequest,
+) -> Result<PresetRun> {
+    let source = StyleSource {
+        features,
+        cache: None,
+        tile_side: None,
+    };
+    let started = Instant::now();
+    let rendered = render(request, engine, source, &mut |_| {
+        std::ops::ControlFlow::Continue(())
+    })?;
+    // The delivered image's scoring is the benchmark's, not the job's.
+    let seconds = started.elapsed().as_secs_f64() - rendered.stats.score.as_secs_f64();
+    Ok(PresetRun { seconds, rendered })
+}
+
+/// The loss of another implementation's 8-bit `image` on the pair's targets at `size`.
+pub fn score_reference(
+    engine: &dyn Engine,
+    features: &dyn FeatureExtractor,
+    content: &RgbImage,
+    style: &RgbImage,
+    image: &RgbImage,
+) -> Result<LossBreakdown> {
+    let size = image.width().max(image.height());
+    let source = StyleSource {
+        features,
+        cache: None,
+        tile_side: None,
+    };
+    score_image(
+        &pair_request(content, style, size, None),
+        engine,
+        source,
+        image,
+    )
+}

@@ -1,0 +1,56 @@
+//! The quality benchmark scores another implementation's image exactly as stylize scores
+//! its own delivered image (same targets at the output scale), and refuses an image of the
+//! wrong size.
+
+mod common;
+
+use std::path::Path;
+
+use stylize::bench::quality::{pair_request, run_preset, score_reference};
+use stylize::engine::{OrtEngine, Pooling};
+use stylize::image_io;
+use stylize::render::preset::Quality;
+
+fn shipped(name: &str) -> image::RgbImage {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/images")
+        .join(name);
+    image_io::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn a_reference_image_is_scored_like_the_delivered_one() {
+    let ort = std::sync::Arc::new(common::ort_features(Pooling::Max));
+    let engine = OrtEngine::new(ort.environment(), common::shared_weights(), ort.clone(), 0);
+    let (content, style) = (shipped("chelsea.png"), shipped("the_scream.jpg"));
+    let request = pair_request(&content, &style, 96, Some(Quality::Draft));
+    assert_eq!(request.options.scales, 1, "one scale fewer below 128 px");
+    let done = run_preset(&engine, ort.as_ref(), &request).unwrap();
+    let image = &done.rendered.image;
+    let rescored = score_reference(&engine, ort.as_ref(), &content, &style, image).unwrap();
+    let delivered = done.rendered.delivered.total;
+    assert!(
+        (rescored.total - delivered).abs() <= 1e-6 * delivered,
+        "the bench's score {} differs from the job's {delivered}",
+        rescored.total
+    );
+    // The untouched content (a reference that never moved) scores worse than the render.
+    let resized = image_io::resize_longest(&content, 96);
+    let unmoved = score_reference(&engine, ort.as_ref(), &content, &style, &resized).unwrap();
+    assert!(
+        unmoved.total > 1.5 * delivered,
+        "{} vs {delivered}",
+        unmoved.total
+    );
+    // An image whose shape is not the content's at its size has no targets to match.
+    let err = score_reference(
+        &engine,
+        ort.as_ref(),
+        &content,
+        &style,
+        &image::RgbImage::new(64, 40),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(err.to_string().contains("image"), "{err}");
+}
