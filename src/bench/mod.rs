@@ -188,14 +188,31 @@ fn time_steps(objective: &dyn Evaluate, start: &Tensor, repeats: usize) -> Resul
 /// Iterations of the bench's render job (the job figure).
 pub const JOB_ITERATIONS: usize = 30;
 
-/// Seconds per iteration of a real render job at `size` (one scale, the server's default
-/// L-BFGS, `JOB_ITERATIONS` iterations): the optimisation's wall time over its iterations,
-/// so the optimiser's own arithmetic and line-search evaluations count, unlike the step's.
+/// A real render job's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct JobFigure {
+    /// The optimisation's wall time over its iterations.
+    pub seconds_per_iteration: f64,
+    pub iterations: usize,
+    /// Objective evaluations, the initial point's and line-search trials included.
+    pub evaluations: usize,
+    /// Mean seconds of one evaluation within the job.
+    pub seconds_per_evaluation: f64,
+    /// Seconds building the scale's objective (the content targets' forward pass).
+    pub building_s: f64,
+    /// Seconds per iteration outside the evaluations and the building: the optimiser's own
+    /// arithmetic and the progress reports.
+    pub overhead_per_iteration: f64,
+}
+
+/// A real render job at `size` (one scale, the server's default L-BFGS, `JOB_ITERATIONS`
+/// iterations): the optimisation's wall time over its iterations, so the optimiser's own
+/// arithmetic and line-search evaluations count, unlike the step's.
 pub fn measure_job(
     engine: &dyn crate::engine::Engine,
     features: &dyn FeatureExtractor,
     size: usize,
-) -> Result<f64> {
+) -> Result<JobFigure> {
     let side = size as u32;
     let pattern = |seed: u32| {
         image::RgbImage::from_fn(side, side, move |x, y| {
@@ -221,7 +238,21 @@ pub fn measure_job(
     let rendered = crate::render::render(&request, engine, source, &mut |_| {
         std::ops::ControlFlow::Continue(())
     })?;
-    Ok(rendered.stats.optimise.as_secs_f64() / rendered.iterations.max(1) as f64)
+    let [optimise, evaluating, building_s] = [
+        rendered.stats.optimise,
+        rendered.stats.evaluating,
+        rendered.stats.building,
+    ]
+    .map(|d| d.as_secs_f64());
+    let iterations = rendered.iterations.max(1) as f64;
+    Ok(JobFigure {
+        seconds_per_iteration: optimise / iterations,
+        iterations: rendered.iterations,
+        evaluations: rendered.evaluations,
+        seconds_per_evaluation: evaluating / rendered.evaluations.max(1) as f64,
+        building_s,
+        overhead_per_iteration: (optimise - evaluating - building_s) / iterations,
+    })
 }
 
 /// A cache hit as a request sees it: digest of the decoded style image, then the lookup.

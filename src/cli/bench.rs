@@ -118,8 +118,8 @@ struct OurRow {
     size: usize,
     precompute_s: f64,
     step_s: f64,
-    /// Seconds per iteration of a real render job (ONNX Runtime path only).
-    job_s: Option<f64>,
+    /// A real render job (ONNX Runtime path only).
+    job: Option<stylize::bench::JobFigure>,
 }
 
 fn mib(bytes: Option<u64>) -> String {
@@ -229,7 +229,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             .then(|| torch_rows(&args.sizes, args.repeats, &torch_device));
         let mut ours = Vec::new();
         for &size in &args.sizes {
-            let (precompute_s, step_s, job_s) = match &ort {
+            let (precompute_s, step_s, job) = match &ort {
                 Some((features, engine)) => {
                     let t = stylize::bench::measure_ort(features, engine, size, args.repeats)?;
                     let job = stylize::bench::measure_job(engine, features.as_ref(), size)?;
@@ -252,7 +252,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 size,
                 precompute_s,
                 step_s,
-                job_s,
+                job,
             });
         }
         print_round(round, &ours, torch.as_ref());
@@ -356,12 +356,19 @@ fn print_round(round: usize, ours: &[OurRow], torch: Option<&Result<Vec<TorchRow
         );
     }
     for row in ours {
-        if let Some(job) = row.job_s {
+        if let Some(job) = row.job {
             println!(
-                "{:>6} job: {job:.3} s/iteration (L-BFGS, {} iterations, one scale) = {:.2}x the step",
+                "{:>6} job: {:.3} s/iteration (L-BFGS, {} iterations, one scale) = {:.2}x the step; {} evaluations of {:.3} s ({:.2}x), objective built in {:.2} s; the optimiser's own {:.1} ms/iteration = {:.3}x the step",
                 row.size,
-                stylize::bench::JOB_ITERATIONS,
-                job / row.step_s
+                job.seconds_per_iteration,
+                job.iterations,
+                job.seconds_per_iteration / row.step_s,
+                job.evaluations,
+                job.seconds_per_evaluation,
+                job.seconds_per_evaluation / row.step_s,
+                job.building_s,
+                job.overhead_per_iteration * 1e3,
+                job.overhead_per_iteration / row.step_s
             );
         }
     }

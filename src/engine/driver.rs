@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
@@ -100,12 +100,7 @@ fn check_finite(point: &Point, iteration: usize) -> Result<()> {
             point.losses.total
         )));
     }
-    let grad_sum = point
-        .grad
-        .sum_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?;
-    if !grad_sum.is_finite() {
+    if !super::vector::abs_sum(&point.grad)?.is_finite() {
         return Err(Error::NonFinite(format!(
             "the gradient is not finite at iteration {iteration} (loss {:e})",
             point.losses.total
@@ -137,6 +132,9 @@ pub fn optimise<'o>(
     let mut iteration: usize = 0;
     let mut current: Option<(InputImage, LossBreakdown)> = None;
     let mut stopped = StopReason::Iterations;
+    let evaluations = Cell::new(0);
+    let evaluating = Cell::new(Duration::ZERO);
+    let mut building = Duration::ZERO;
     let out_of_time = || job.stop.time_budget.is_some_and(|b| start.elapsed() >= b);
     let last_scale = job.scales.len().saturating_sub(1);
     for (scale_index, scale) in job.scales.iter().enumerate() {
@@ -152,17 +150,23 @@ pub fn optimise<'o>(
         };
         let mut x = placement.upload(&start_image)?;
         if let Some(bounds) = &job.bounds {
-            x = bounds.project(&x)?;
+            super::vector::project(&mut x, bounds)?;
         }
+        let started = Instant::now();
         let objective = objective_for(scale)?;
+        building += started.elapsed();
         // A scale's last iteration hands back the objective's working memory.
         let releasing = Cell::new(scale.iterations <= 1);
         let mut evaluate = |x: &Tensor| {
-            if releasing.get() {
+            evaluations.set(evaluations.get() + 1);
+            let started = Instant::now();
+            let evaluated = if releasing.get() {
                 objective.evaluate_and_release(x)
             } else {
                 objective.evaluate(x)
-            }
+            };
+            evaluating.set(evaluating.get() + started.elapsed());
+            evaluated
         };
         let (losses, grad) = evaluate(&x)?;
         let mut point = Point { x, losses, grad };
@@ -228,6 +232,9 @@ pub fn optimise<'o>(
         image,
         losses,
         iterations: iteration,
+        evaluations: evaluations.get(),
+        evaluating: evaluating.get(),
+        building,
         stopped,
     })
 }

@@ -11,6 +11,7 @@ pub mod onnx_loss;
 pub mod optim;
 pub mod ort_engine;
 pub mod tiled;
+pub mod vector;
 pub mod wolfe;
 
 use std::ops::ControlFlow;
@@ -171,6 +172,13 @@ pub struct Optimised {
     /// The loss of `image` (it was evaluated).
     pub losses: LossBreakdown,
     pub iterations: usize,
+    /// Objective evaluations, initial points and line-search trials included.
+    pub evaluations: usize,
+    /// Time spent in those evaluations (the rest of the optimisation's time is the
+    /// optimiser's own arithmetic, scale changes and progress reports).
+    pub evaluating: Duration,
+    /// Time building each scale's objective (its content targets' forward pass).
+    pub building: Duration,
     pub stopped: StopReason,
 }
 

@@ -3,15 +3,20 @@
 //! pixel box (projected steps; L-BFGS's two-loop on the coordinates no bound holds). An
 //! iteration evaluates the objective as often as its method needs and returns the accepted
 //! point with its loss and gradient, so what is reported is always a point that was
-//! evaluated. State tensors are plain (never `Var`s), so no autograd graph is kept alive.
+//! evaluated. State tensors are plain (never `Var`s), so no autograd graph is kept alive,
+//! and are buffers the optimiser owns and updates in place (`vector`): once the history is
+//! full an iteration allocates only the points it evaluates.
 
 use std::collections::VecDeque;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::LossBreakdown;
 use super::bounds::PixelBox;
+use super::vector::{self, buffer_like};
 use crate::error::Result;
+
+pub use super::vector::{dot, max_abs};
 
 /// An evaluated point.
 #[derive(Debug, Clone)]
@@ -33,21 +38,6 @@ pub trait Optimizer: Send {
 fn evaluated(x: Tensor, evaluate: &mut Objective<'_>) -> Result<Point> {
     let (losses, grad) = evaluate(&x)?;
     Ok(Point { x, losses, grad })
-}
-
-/// The largest absolute value in `t`.
-pub(super) fn max_abs(t: &Tensor) -> Result<f64> {
-    Ok(t.abs()?
-        .max_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?)
-}
-
-pub(super) fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
-    Ok((a * b)?
-        .sum_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?)
 }
 
 /// `torch.optim.Adam` without weight decay: bias-corrected moments; with bounds, each step
@@ -81,20 +71,21 @@ impl Adam {
         self
     }
 
-    /// The next point from `x` and its gradient (PyTorch's `step`), unprojected.
+    /// The next point from `x` and its gradient (PyTorch's `step`), unprojected. The
+    /// moments are updated in place.
     pub fn update(&mut self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
         self.steps += 1;
-        let (m, v) = match self.moments.take() {
-            Some((m, v)) => (m, v),
-            None => (grad.zeros_like()?, grad.zeros_like()?),
+        let (mut m, mut v) = match self.moments.take() {
+            Some(moments) => moments,
+            None => (buffer_like(grad)?, buffer_like(grad)?),
         };
         // m.lerp_(g, 1 - beta1), as PyTorch writes it.
-        let m = (&m + ((grad - &m)? * (1.0 - self.beta1))?)?;
-        let v = ((&v * self.beta2)? + (grad.sqr()? * (1.0 - self.beta2))?)?;
+        vector::lerp(&mut m, 1.0 - self.beta1, grad)?;
+        vector::decay_square(&mut v, self.beta2, 1.0 - self.beta2, grad)?;
         let bias1 = 1.0 - self.beta1.powi(self.steps);
         let bias2 = 1.0 - self.beta2.powi(self.steps);
-        let denom = ((v.sqrt()? / bias2.sqrt())? + self.eps)?;
-        let next = (x - ((&m / denom)? * (self.lr / bias1))?)?;
+        let mut next = x.copy()?;
+        vector::adam_step(&mut next, &m, &v, self.lr / bias1, bias2.sqrt(), self.eps)?;
         self.moments = Some((m, v));
         Ok(next)
     }
@@ -104,7 +95,7 @@ impl Optimizer for Adam {
     fn iterate(&mut self, at: &Point, evaluate: &mut Objective<'_>) -> Result<Option<Point>> {
         let mut next = self.update(&at.x, &at.grad)?;
         if let Some(bounds) = &self.bounds {
-            next = bounds.project(&next)?;
+            vector::project(&mut next, bounds)?;
         }
         evaluated(next, evaluate).map(Some)
     }
@@ -130,14 +121,27 @@ pub struct Lbfgs {
     lr: f64,
     history: usize,
     tolerance_change: f64,
-    /// Curvature pairs (s, y, 1 / y.s), oldest first.
-    pairs: VecDeque<(Tensor, Tensor, f64)>,
+    /// Curvature pairs, oldest first.
+    pairs: VecDeque<Pair>,
+    /// Buffers of dropped pairs, reused for new ones.
+    spare: Vec<Tensor>,
+    /// The search direction's buffer.
+    direction: Option<Tensor>,
+    /// The two-loop's coefficients, one per pair.
+    alphas: Vec<f64>,
     h_diag: f64,
-    /// The previous step taken, and the gradient it was taken from.
+    /// The previous step taken (a buffer of ours), and the gradient it was taken from.
     previous: Option<(Tensor, Tensor)>,
     diagnostics: Vec<PairDiagnostic>,
     line_search: LineSearch,
     bounds: Option<PixelBox>,
+}
+
+/// A curvature pair: step s, gradient change y, and 1 / y.s.
+struct Pair {
+    s: Tensor,
+    y: Tensor,
+    rho: f64,
 }
 
 /// What happened to each candidate curvature pair (kept when `y.s > 1e-10`).
@@ -155,6 +159,9 @@ impl Lbfgs {
             history: history.max(1),
             tolerance_change: -1.0,
             pairs: VecDeque::new(),
+            spare: Vec::new(),
+            direction: None,
+            alphas: Vec::new(),
             h_diag: 1.0,
             previous: None,
             diagnostics: Vec::new(),
@@ -179,61 +186,80 @@ impl Lbfgs {
         &self.diagnostics
     }
 
-    /// The search direction at a point with gradient `grad` (restricted to the coordinates
-    /// where `free` is 1), and the initial step length.
-    fn direction(&mut self, grad: &Tensor, free: Option<&Tensor>) -> Result<(Tensor, f64)> {
-        let descent = match free {
-            Some(free) => (grad * free)?,
-            None => grad.clone(),
-        };
-        let Some((s, prev_grad)) = self.previous.take() else {
-            // First iteration: steepest descent, step scaled by min(1, 1/sum|g|).
-            let abs_sum = descent
-                .abs()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-            return Ok((descent.neg()?, (1.0f64).min(1.0 / abs_sum) * self.lr));
-        };
-        let y = (grad - &prev_grad)?;
+    /// A buffer shaped like `like`: a dropped pair's, else a new one.
+    fn buffer(&mut self, like: &Tensor) -> Result<Tensor> {
+        match self.spare.pop() {
+            Some(buffer) => Ok(buffer),
+            None => buffer_like(like),
+        }
+    }
+
+    /// Turns the previous step and the gradient change since into a curvature pair, kept
+    /// when `y.s > 1e-10` (PyTorch's rule).
+    fn record_pair(&mut self, s: Tensor, previous_grad: &Tensor, grad: &Tensor) -> Result<()> {
+        let mut y = self.buffer(grad)?;
+        vector::set_difference(&mut y, grad, previous_grad)?;
         let ys = dot(&y, &s)?;
         let kept = ys > 1e-10;
         self.diagnostics.push(PairDiagnostic { s_dot_y: ys, kept });
-        if kept {
-            if self.pairs.len() == self.history {
-                self.pairs.pop_front();
-            }
-            self.h_diag = ys / dot(&y, &y)?;
-            self.pairs.push_back((s, y, 1.0 / ys));
+        if !kept {
+            self.spare.extend([s, y]);
+            return Ok(());
         }
-        let mut q = descent.neg()?;
-        let mut alphas = vec![0.0; self.pairs.len()];
-        for (i, (s, y, ro)) in self.pairs.iter().enumerate().rev() {
-            alphas[i] = dot(s, &q)? * ro;
-            q = (q - (y * alphas[i])?)?;
+        if self.pairs.len() == self.history
+            && let Some(oldest) = self.pairs.pop_front()
+        {
+            self.spare.extend([oldest.s, oldest.y]);
         }
-        let mut r = (q * self.h_diag)?;
-        for (i, (s, y, ro)) in self.pairs.iter().enumerate() {
-            let beta = dot(y, &r)? * ro;
-            r = (r + (s * (alphas[i] - beta))?)?;
+        self.h_diag = ys / dot(&y, &y)?;
+        self.pairs.push_back(Pair {
+            s,
+            y,
+            rho: 1.0 / ys,
+        });
+        Ok(())
+    }
+
+    /// Writes into `d` the search direction at `at` (restricted to the coordinates no
+    /// bound holds) and returns the initial step length.
+    fn direction(&mut self, at: &Point, d: &mut Tensor) -> Result<f64> {
+        match &self.bounds {
+            Some(bounds) => vector::set_free(d, bounds, -1.0, &at.x, &at.grad)?,
+            None => vector::set_scaled(d, -1.0, &at.grad)?,
         }
-        if let Some(free) = free {
-            r = (r * free)?;
+        let Some((s, previous_grad)) = self.previous.take() else {
+            // First iteration: steepest descent, step scaled by min(1, 1/sum|g|).
+            return Ok((1.0f64).min(1.0 / vector::abs_sum(d)?) * self.lr);
+        };
+        self.record_pair(s, &previous_grad, &at.grad)?;
+        self.alphas.resize(self.pairs.len(), 0.0);
+        for (i, pair) in self.pairs.iter().enumerate().rev() {
+            self.alphas[i] = dot(&pair.s, d)? * pair.rho;
+            vector::axpy(d, -self.alphas[i], &pair.y)?;
         }
-        Ok((r, self.lr))
+        vector::scale(d, self.h_diag)?;
+        for (i, pair) in self.pairs.iter().enumerate() {
+            let beta = dot(&pair.y, d)? * pair.rho;
+            vector::axpy(d, self.alphas[i] - beta, &pair.s)?;
+        }
+        if let Some(bounds) = &self.bounds {
+            vector::zero_held(d, bounds, &at.x, &at.grad)?;
+        }
+        Ok(self.lr)
     }
 }
 
 impl Optimizer for Lbfgs {
     fn iterate(&mut self, at: &Point, evaluate: &mut Objective<'_>) -> Result<Option<Point>> {
-        let free = match &self.bounds {
-            Some(bounds) => Some(bounds.free(&at.x, &at.grad)?),
-            None => None,
-        };
         let first = self.previous.is_none();
-        let (d, mut t) = self.direction(&at.grad, free.as_ref())?;
+        let mut d = match self.direction.take() {
+            Some(d) => d,
+            None => buffer_like(&at.grad)?,
+        };
+        let mut t = self.direction(at, &mut d)?;
         let gtd = dot(&at.grad, &d)?;
         if gtd > -self.tolerance_change {
+            self.direction = Some(d);
             return Ok(None);
         }
         // PyTorch's first trial step, min(1, 1/sum|g|) lr, is about five decades short at
@@ -259,11 +285,13 @@ impl Optimizer for Lbfgs {
         };
         // The step actually taken: exactly `t d` without bounds (PyTorch's pair), the
         // projected difference with them.
-        let step = match self.bounds {
-            None => (&d * t)?,
-            Some(_) => (&next.x - &at.x)?,
-        };
+        let mut step = self.buffer(&at.x)?;
+        match self.bounds {
+            None => vector::set_scaled(&mut step, t, &d)?,
+            Some(_) => vector::set_difference(&mut step, &next.x, &at.x)?,
+        }
         self.previous = Some((step, at.grad.clone()));
+        self.direction = Some(d);
         Ok(Some(next))
     }
 }
@@ -279,14 +307,13 @@ impl Path<'_> {
     /// The point at step `t`, evaluated, and the slope of the loss along the path there
     /// (the gradient against the direction, on the coordinates still inside the box).
     pub fn evaluate_at(&self, t: f64, evaluate: &mut Objective<'_>) -> Result<(Point, f64)> {
-        let mut x = (self.from + (self.direction * t)?)?;
-        let mut moving = self.direction.clone();
-        if let Some(bounds) = self.bounds {
-            x = bounds.project(&x)?;
-            moving = (moving * bounds.inside(&x)?)?;
-        }
+        let mut x = buffer_like(self.from)?;
+        vector::set_along_path(&mut x, self.bounds, self.from, t, self.direction)?;
         let point = evaluated(x, evaluate)?;
-        let slope = dot(&point.grad, &moving)?;
+        let slope = match self.bounds {
+            Some(bounds) => vector::dot_inside(&point.grad, self.direction, &point.x, bounds)?,
+            None => dot(&point.grad, self.direction)?,
+        };
         Ok((point, slope))
     }
 }

@@ -341,6 +341,9 @@ impl StyleSource<'_> {
 pub struct RenderStats {
     pub precompute: Duration,
     pub optimise: Duration,
+    /// The parts of `optimise` spent evaluating the objective and building it per scale.
+    pub evaluating: Duration,
+    pub building: Duration,
     /// Scoring the delivered image.
     pub score: Duration,
     /// One entry per style and scale.
@@ -353,6 +356,8 @@ pub struct Rendered {
     pub image: RgbImage,
     pub losses: LossBreakdown,
     pub iterations: usize,
+    /// Objective evaluations (see `Optimised::evaluations`).
+    pub evaluations: usize,
     pub stopped: StopReason,
     /// The loss of the delivered 8-bit image (as encoded losslessly: PNG).
     pub delivered: LossBreakdown,
@@ -515,6 +520,8 @@ pub fn render_planned(
     let started = Instant::now();
     let optimised = engine.optimise(&job, progress)?;
     stats.optimise = started.elapsed();
+    stats.evaluating = optimised.evaluating;
+    stats.building = optimised.building;
     let mut image = engine.convention().to_rgb(&optimised.image);
     if request.options.preserve_colors {
         image = transfer_luminance(&image, &request.content);
@@ -527,6 +534,7 @@ pub fn render_planned(
         image,
         losses: optimised.losses,
         iterations: optimised.iterations,
+        evaluations: optimised.evaluations,
         stopped: optimised.stopped,
         delivered,
         stats,
