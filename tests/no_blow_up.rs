@@ -6,18 +6,9 @@
 mod common;
 
 use std::ops::ControlFlow;
-use std::path::Path;
 
 use stylize::engine::{OrtEngine, Pooling, Progress};
-use stylize::image_io;
 use stylize::render::{RenderOptions, RenderRequest, StyleSource, render};
-
-fn shipped(name: &str) -> image::RgbImage {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/images")
-        .join(name);
-    image_io::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 #[test]
 fn default_jobs_on_shipped_pairs_never_raise_the_loss_and_deliver_what_they_report() {
@@ -29,8 +20,8 @@ fn default_jobs_on_shipped_pairs_never_raise_the_loss_and_deliver_what_they_repo
         ("chelsea.png", "shipwreck.jpg", 512, 4),
     ] {
         let request = RenderRequest {
-            content: shipped(content),
-            styles: vec![shipped(style)],
+            content: common::shipped(content),
+            styles: vec![common::shipped(style)],
             blend: vec![],
             options: RenderOptions {
                 size,

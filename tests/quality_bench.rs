@@ -4,25 +4,19 @@
 
 mod common;
 
-use std::path::Path;
-
 use stylize::bench::quality::{pair_request, run_preset, score_reference};
 use stylize::engine::{OrtEngine, Pooling};
 use stylize::image_io;
 use stylize::render::preset::Quality;
 
-fn shipped(name: &str) -> image::RgbImage {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/images")
-        .join(name);
-    image_io::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 #[test]
 fn a_reference_image_is_scored_like_the_delivered_one() {
     let ort = std::sync::Arc::new(common::ort_features(Pooling::Max));
     let engine = OrtEngine::new(ort.environment(), common::shared_weights(), ort.clone(), 0);
-    let (content, style) = (shipped("chelsea.png"), shipped("the_scream.jpg"));
+    let (content, style) = (
+        common::shipped("chelsea.png"),
+        common::shipped("the_scream.jpg"),
+    );
     let request = pair_request(&content, &style, 96, Some(Quality::Draft));
     assert_eq!(request.options.scales, 1, "one scale fewer below 128 px");
     let done = run_preset(&engine, ort.as_ref(), &request).unwrap();

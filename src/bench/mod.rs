@@ -207,22 +207,19 @@ pub struct JobFigure {
 
 /// A real render job at `size` (one scale, the server's default L-BFGS, `JOB_ITERATIONS`
 /// iterations): the optimisation's wall time over its iterations, so the optimiser's own
-/// arithmetic and line-search evaluations count, unlike the step's.
+/// arithmetic and line-search evaluations count, unlike the step's. Its images are the
+/// step's (as 8-bit pixels), so both evaluate the same kind of data.
 pub fn measure_job(
     engine: &dyn crate::engine::Engine,
     features: &dyn FeatureExtractor,
     size: usize,
 ) -> Result<JobFigure> {
     let side = size as u32;
-    let pattern = |seed: u32| {
-        image::RgbImage::from_fn(side, side, move |x, y| {
-            let v = |k: u32| ((x * (7 + k) + y * (13 + seed) + k * seed) % 251) as u8;
-            image::Rgb([v(0), v(1), v(2)])
-        })
-    };
+    let image =
+        |seed: u64| Ok::<_, crate::Error>(engine.convention().to_rgb(&random_image(size, seed)?));
     let request = crate::render::RenderRequest {
-        content: pattern(1),
-        styles: vec![pattern(2)],
+        content: image(1)?,
+        styles: vec![image(2)?],
         blend: vec![],
         options: crate::render::RenderOptions {
             size: side,

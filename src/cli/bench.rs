@@ -23,7 +23,7 @@ pub struct BenchArgs {
     /// Timed repetitions per measurement (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Also run the identical step in PyTorch (scripts/torch_step.py) and print the ratios;
+    /// Also run the identical step in PyTorch (`scripts/torch_reference.py step`) and print the ratios;
     /// uses `$STYLIZE_PYTHON` (default python3), which needs `torch` installed.
     #[arg(long)]
     compare_torch: bool,
@@ -67,7 +67,7 @@ pub struct BenchArgs {
     /// The style image for --quality.
     #[arg(long)]
     style: Option<PathBuf>,
-    /// PyTorch's L-BFGS iterations for --quality.
+    /// PyTorch's L-BFGS iterations for --quality (0: no PyTorch run, the presets alone).
     #[arg(long, default_value_t = 300)]
     torch_iterations: usize,
     /// Write --quality's delivered images here (`pytorch-256.png`, `standard-256.png`, ...).
@@ -79,8 +79,6 @@ pub struct BenchArgs {
     #[command(flatten)]
     weights: WeightsArgs,
 }
-
-const TORCH_SCRIPT: &str = include_str!("../../scripts/torch_step.py");
 
 /// One size measured by PyTorch.
 #[derive(serde::Deserialize)]
@@ -99,12 +97,10 @@ fn torch_rows(sizes: &[usize], repeats: usize, device: &str) -> Result<Vec<Torch
     args.extend([
         "--repeats".into(),
         repeats.to_string(),
-        "--threads".into(),
-        super::torch::threads().to_string(),
         "--device".into(),
         device.into(),
     ]);
-    super::torch::run_script("torch-step", TORCH_SCRIPT, &args)
+    super::torch::run_reference("step", &args)
 }
 
 /// One round: our figures, then PyTorch's (measured just before) when asked for.
@@ -187,15 +183,16 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 "--quality: runs the ONNX Runtime engine on the CPU (--device cpu), unavailable here"
             );
         };
-        if args.torch_iterations == 0 {
-            bail!("--torch-iterations: must be at least 1");
-        }
         let (Some(content), Some(style)) = (&args.content, &args.style) else {
             bail!("--quality: needs --content and --style");
         };
         let run = super::bench_quality::QualityRun {
             content,
             style,
+            images: (
+                stylize::image_io::load(content).context("--content")?,
+                stylize::image_io::load(style).context("--style")?,
+            ),
             sizes: &args.sizes,
             torch_iterations: args.torch_iterations,
             out_dir: args.out_dir.as_deref(),

@@ -1,4 +1,4 @@
-//! `stylize bench --quality`: a plain PyTorch Gatys run (`scripts/torch_gatys.py`:
+//! `stylize bench --quality`: a plain PyTorch Gatys run (`scripts/torch_reference.py gatys`:
 //! `torch.optim.LBFGS`, 300 iterations from the content, the contract's losses and weights)
 //! and then each stylize preset on the same pair and size. Every delivered 8-bit image is
 //! scored with the contract loss on the same targets; prints wall times, scores and their
@@ -14,18 +14,18 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use stylize::bench::quality::{pair_request, run_preset, score_reference};
 use stylize::engine::OrtEngine;
 use stylize::features::OrtFeatures;
-use stylize::image_io;
 use stylize::model::{InputImage, Vgg19Weights, store};
 use stylize::render::output_scale_inputs;
 use stylize::render::preset::Quality;
-
-const GATYS_SCRIPT: &str = include_str!("../../scripts/torch_gatys.py");
 
 /// What the quality benchmark runs.
 pub struct QualityRun<'a> {
     pub content: &'a Path,
     pub style: &'a Path,
+    /// The content and style, loaded.
+    pub images: (RgbImage, RgbImage),
     pub sizes: &'a [usize],
+    /// PyTorch's iterations (0: no PyTorch run, the presets alone).
     pub torch_iterations: usize,
     /// Where each delivered image is written (`None`: nowhere).
     pub out_dir: Option<&'a Path>,
@@ -107,58 +107,36 @@ pub fn quality_table(
     features: &OrtFeatures,
     engine: &OrtEngine,
 ) -> Result<()> {
-    let content = image_io::load(run.content).context("--content")?;
-    let style = image_io::load(run.style).context("--style")?;
+    let (content, style) = &run.images;
     if let Some(dir) = run.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("--out-dir {}", dir.display()))?;
     }
     let scratch =
         Scratch(std::env::temp_dir().join(format!("stylize-quality-{}", std::process::id())));
     std::fs::create_dir_all(&scratch.0)?;
-    let weights_path = scratch.0.join("weights.safetensors");
-    store::save(weights, &weights_path)?;
+    store::save(weights, &scratch.0.join("weights.safetensors"))?;
+    let reference = match run.torch_iterations {
+        0 => "each preset (no PyTorch run)".to_string(),
+        n => format!(
+            "PyTorch torch.optim.LBFGS ({n} iterations, lr 1, history 100, from the content) vs each preset"
+        ),
+    };
     println!(
-        "stylize bench --quality: {} x {}, PyTorch torch.optim.LBFGS ({} iterations, lr 1, history 100, from the content) vs each preset; {} threads each; \"8-bit\" is the delivered image's contract loss",
+        "stylize bench --quality: {} x {}, {reference}; {} threads; \"8-bit\" is the delivered image's contract loss",
         run.content.display(),
         run.style.display(),
-        run.torch_iterations,
         super::torch::threads(),
     );
     for &size in run.sizes {
-        let side = size as u32;
-        let reference = pair_request(&content, &style, side, None);
-        let (content_input, style_inputs) = output_scale_inputs(&reference, &weights.convention);
-        let inputs_path = scratch.0.join(format!("inputs-{size}.safetensors"));
-        let result_path = scratch.0.join(format!("result-{size}.safetensors"));
-        write_inputs(&inputs_path, &content_input, &style_inputs[0])?;
-        let args = [&weights_path, &inputs_path, &result_path]
-            .map(|p| p.display().to_string())
-            .into_iter()
-            .chain([
-                "--iterations".into(),
-                run.torch_iterations.to_string(),
-                "--threads".into(),
-                super::torch::threads().to_string(),
-            ])
-            .collect::<Vec<_>>();
-        let torch: TorchGatys = super::torch::run_script("torch-gatys", GATYS_SCRIPT, &args)
-            .map_err(anyhow::Error::msg)?
-            .pop()
-            .context("the PyTorch script printed nothing")?;
-        let torch_image = weights
-            .convention
-            .to_rgb(&read_result(&result_path, &content_input)?);
-        save(run.out_dir, "pytorch", size, &torch_image)?;
-        let torch_score = score_reference(engine, features, &content, &style, &torch_image)?;
-        let mut rows = vec![Row {
-            name: "pytorch".into(),
-            seconds: torch.targets_s + torch.optimise_s,
-            iterations: torch.iterations,
-            float_loss: torch.loss,
-            delivered: torch_score.total,
-        }];
+        let mut rows = Vec::new();
+        if run.torch_iterations > 0 {
+            rows.push(reference_row(
+                run, size, &scratch, weights, features, engine,
+            )?);
+        }
+        let has_reference = !rows.is_empty();
         for quality in Quality::ALL {
-            let request = pair_request(&content, &style, side, Some(quality));
+            let request = pair_request(content, style, size as u32, Some(quality));
             let done = run_preset(engine, features, &request)?;
             save(run.out_dir, quality.name(), size, &done.rendered.image)?;
             rows.push(Row {
@@ -169,27 +147,76 @@ pub fn quality_table(
                 delivered: done.rendered.delivered.total,
             });
         }
-        print_size(size, &rows);
+        print_size(size, &rows, has_reference);
     }
     Ok(())
 }
 
-fn print_size(size: usize, rows: &[Row]) {
+/// PyTorch's run at `size` on stylize's inputs, its image scored like ours.
+fn reference_row(
+    run: &QualityRun<'_>,
+    size: usize,
+    scratch: &Scratch,
+    weights: &Vgg19Weights,
+    features: &OrtFeatures,
+    engine: &OrtEngine,
+) -> Result<Row> {
+    let (content, style) = (&run.images.0, &run.images.1);
+    let reference = pair_request(content, style, size as u32, None);
+    let (content_input, style_inputs) = output_scale_inputs(&reference, &weights.convention);
+    let inputs_path = scratch.0.join(format!("inputs-{size}.safetensors"));
+    let result_path = scratch.0.join(format!("result-{size}.safetensors"));
+    write_inputs(&inputs_path, &content_input, &style_inputs[0])?;
+    let args = [
+        &scratch.0.join("weights.safetensors"),
+        &inputs_path,
+        &result_path,
+    ]
+    .map(|p| p.display().to_string())
+    .into_iter()
+    .chain(["--iterations".into(), run.torch_iterations.to_string()])
+    .collect::<Vec<_>>();
+    let torch: TorchGatys = super::torch::run_reference("gatys", &args)
+        .map_err(anyhow::Error::msg)?
+        .pop()
+        .context("the PyTorch script printed nothing")?;
+    let image = weights
+        .convention
+        .to_rgb(&read_result(&result_path, &content_input)?);
+    save(run.out_dir, "pytorch", size, &image)?;
+    let score = score_reference(engine, features, content, style, &image)?;
+    Ok(Row {
+        name: "pytorch".into(),
+        seconds: torch.targets_s + torch.optimise_s,
+        iterations: torch.iterations,
+        float_loss: torch.loss,
+        delivered: score.total,
+    })
+}
+
+/// The table at one size; the ratios are to the first row when it is PyTorch's.
+fn print_size(size: usize, rows: &[Row], has_reference: bool) {
     println!(
         "{:>6} {:>9} {:>9} {:>11} {:>11} {:>11} {:>12} {:>12}",
         "size", "run", "wall s", "iterations", "float loss", "8-bit", "time ratio", "score ratio"
     );
-    let torch = &rows[0];
+    let ratio = |ours: f64, theirs: f64| {
+        if has_reference {
+            format!("{:.3}", ours / theirs)
+        } else {
+            "-".into()
+        }
+    };
     for row in rows {
         println!(
-            "{size:>6} {:>9} {:>9.1} {:>11} {:>11.4e} {:>11.4e} {:>12.3} {:>12.3}",
+            "{size:>6} {:>9} {:>9.1} {:>11} {:>11.4e} {:>11.4e} {:>12} {:>12}",
             row.name,
             row.seconds,
             row.iterations,
             row.float_loss,
             row.delivered,
-            row.seconds / torch.seconds,
-            row.delivered / torch.delivered
+            ratio(row.seconds, rows[0].seconds),
+            ratio(row.delivered, rows[0].delivered)
         );
     }
 }

@@ -1,5 +1,5 @@
-//! Runs the repository's PyTorch reference scripts (embedded in the binary) with
-//! `$STYLIZE_PYTHON` (default python3) and reads the JSON lines they print.
+//! Runs the repository's PyTorch references (`scripts/torch_reference.py`, embedded in the
+//! binary) with `$STYLIZE_PYTHON` (default python3) and reads the JSON lines they print.
 
 use std::process::Command;
 
@@ -8,11 +8,13 @@ pub fn python() -> String {
     std::env::var("STYLIZE_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Runs `source` (a script's text) with `args`; one parsed value per line of its output,
-/// or why it could not run (PyTorch missing, the script failing).
-pub fn run_script<T: serde::de::DeserializeOwned>(
-    name: &str,
-    source: &str,
+const SCRIPT: &str = include_str!("../../scripts/torch_reference.py");
+
+/// Runs the reference's `command` (`step` or `gatys`) with `args` on as many threads as
+/// ours; one parsed value per line of its output, or why it could not run (PyTorch missing,
+/// the script failing).
+pub fn run_reference<T: serde::de::DeserializeOwned>(
+    command: &str,
     args: &[String],
 ) -> Result<Vec<T>, String> {
     let python = python();
@@ -22,9 +24,13 @@ pub fn run_script<T: serde::de::DeserializeOwned>(
             "PyTorch is not importable by `{python}` (pip install torch, or set STYLIZE_PYTHON)"
         ));
     }
-    let script = std::env::temp_dir().join(format!("stylize-{name}-{}.py", std::process::id()));
-    std::fs::write(&script, source).map_err(|e| format!("{}: {e}", script.display()))?;
-    let output = Command::new(&python).arg(&script).args(args).output();
+    let script = std::env::temp_dir().join(format!("stylize-torch-{}.py", std::process::id()));
+    std::fs::write(&script, SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
+    let output = Command::new(&python)
+        .arg(&script)
+        .args(["--threads", &threads().to_string(), command])
+        .args(args)
+        .output();
     let _ = std::fs::remove_file(&script);
     let output = output.map_err(|e| format!("{python}: {e}"))?;
     if !output.status.success() {

@@ -16,6 +16,14 @@ use stylize::model::{InputImage, Vgg19Weights, fetch};
 use stylize::runtime::library::{self as ort_library, Flavor};
 use stylize::runtime::{self as ort_runtime, Provider};
 
+/// One of the shipped images in `../shared/images`.
+pub fn shipped(name: &str) -> image::RgbImage {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/images")
+        .join(name);
+    stylize::image_io::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 pub fn models_dir() -> PathBuf {
     std::env::var_os("STYLIZE_MODELS_DIR")
         .map(PathBuf::from)
