@@ -13,6 +13,7 @@ pub mod image_io;
 pub mod loadgen;
 pub mod memory;
 pub mod model;
+pub mod motion;
 pub mod net;
 pub mod onnx;
 pub mod render;
