@@ -51,11 +51,7 @@ fn request(size: u32, iterations: usize, optimizer: OptimizerKind) -> RenderRequ
 }
 
 fn source(features: &CandleFeatures) -> StyleSource<'_> {
-    StyleSource {
-        features,
-        cache: None,
-        tile_side: None,
-    }
+    StyleSource::uncached(features)
 }
 
 fn run(request: &RenderRequest) -> (stylize::render::Rendered, Vec<Progress>) {

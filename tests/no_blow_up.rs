@@ -35,11 +35,7 @@ fn default_jobs_on_shipped_pairs_never_raise_the_loss_and_deliver_what_they_repo
             seen.push(p.clone());
             ControlFlow::Continue(())
         };
-        let source = StyleSource {
-            features: ort.as_ref(),
-            cache: None,
-            tile_side: None,
-        };
+        let source = StyleSource::uncached(ort.as_ref());
         let rendered = render(&request, &engine, source, &mut sink).unwrap();
         let pair = format!("{content} x {style} at {size}");
         assert_eq!(

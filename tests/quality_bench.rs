@@ -4,7 +4,7 @@
 
 mod common;
 
-use stylize::bench::quality::{pair_request, run_preset, score_reference};
+use stylize::bench::quality::{pair_request, render_timed, score_reference};
 use stylize::engine::{OrtEngine, Pooling};
 use stylize::image_io;
 use stylize::render::preset::Quality;
@@ -19,7 +19,7 @@ fn a_reference_image_is_scored_like_the_delivered_one() {
     );
     let request = pair_request(&content, &style, 96, Some(Quality::Draft));
     assert_eq!(request.options.scales, 1, "one scale fewer below 128 px");
-    let done = run_preset(&engine, ort.as_ref(), &request).unwrap();
+    let done = render_timed(&engine, ort.as_ref(), &request).unwrap();
     let image = &done.rendered.image;
     let rescored = score_reference(&engine, ort.as_ref(), &content, &style, image).unwrap();
     let delivered = done.rendered.delivered.total;

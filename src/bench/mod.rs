@@ -227,14 +227,7 @@ pub fn measure_job(
             ..Default::default()
         },
     };
-    let source = crate::render::StyleSource {
-        features,
-        cache: None,
-        tile_side: None,
-    };
-    let rendered = crate::render::render(&request, engine, source, &mut |_| {
-        std::ops::ControlFlow::Continue(())
-    })?;
+    let rendered = quality::render_timed(engine, features, &request)?.rendered;
     let [optimise, evaluating, building_s] = [
         rendered.stats.optimise,
         rendered.stats.evaluating,

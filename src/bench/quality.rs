@@ -1,4 +1,4 @@
-//! The quality benchmark's stylize side: each preset's render of a pair at a size, timed
+//! The quality benchmark's stylize side (and the job figure's render): each preset's render of a pair at a size, timed
 //! from images to result and scored as delivered, and the scoring of a reference run's
 //! image on the same targets (`stylize bench --quality` compares them).
 
@@ -34,30 +34,28 @@ pub fn pair_request(
     }
 }
 
-/// One preset's render: wall seconds from the images to the optimised image (style
-/// precompute included, no cache) and what it delivered.
-pub struct PresetRun {
+/// A render timed: wall seconds from the images to the optimised image (style precompute
+/// included, no cache) and what it delivered.
+pub struct TimedRender {
     pub seconds: f64,
     pub rendered: Rendered,
 }
 
-pub fn run_preset(
+pub fn render_timed(
     engine: &dyn Engine,
     features: &dyn FeatureExtractor,
     request: &RenderRequest,
-) -> Result<PresetRun> {
-    let source = StyleSource {
-        features,
-        cache: None,
-        tile_side: None,
-    };
+) -> Result<TimedRender> {
     let started = Instant::now();
-    let rendered = render(request, engine, source, &mut |_| {
-        std::ops::ControlFlow::Continue(())
-    })?;
+    let rendered = render(
+        request,
+        engine,
+        StyleSource::uncached(features),
+        &mut |_| std::ops::ControlFlow::Continue(()),
+    )?;
     // The delivered image's scoring is the benchmark's, not the job's.
     let seconds = started.elapsed().as_secs_f64() - rendered.stats.score.as_secs_f64();
-    Ok(PresetRun { seconds, rendered })
+    Ok(TimedRender { seconds, rendered })
 }
 
 /// The loss of another implementation's 8-bit `image` on the pair's targets at `size`.
@@ -69,15 +67,10 @@ pub fn score_reference(
     image: &RgbImage,
 ) -> Result<LossBreakdown> {
     let size = image.width().max(image.height());
-    let source = StyleSource {
-        features,
-        cache: None,
-        tile_side: None,
-    };
     score_image(
         &pair_request(content, style, size, None),
         engine,
-        source,
+        StyleSource::uncached(features),
         image,
     )
 }

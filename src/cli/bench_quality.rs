@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use image::RgbImage;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use stylize::bench::quality::{pair_request, run_preset, score_reference};
+use stylize::bench::quality::{pair_request, render_timed, score_reference};
 use stylize::engine::OrtEngine;
 use stylize::features::OrtFeatures;
 use stylize::model::{InputImage, Vgg19Weights, store};
@@ -42,6 +42,13 @@ struct TorchGatys {
 
 /// A scratch directory removed when dropped, error or not.
 struct Scratch(PathBuf);
+
+impl Scratch {
+    /// Where the weights are written for PyTorch.
+    fn weights(&self) -> PathBuf {
+        self.0.join("weights.safetensors")
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -114,7 +121,7 @@ pub fn quality_table(
     let scratch =
         Scratch(std::env::temp_dir().join(format!("stylize-quality-{}", std::process::id())));
     std::fs::create_dir_all(&scratch.0)?;
-    store::save(weights, &scratch.0.join("weights.safetensors"))?;
+    store::save(weights, &scratch.weights())?;
     let reference = match run.torch_iterations {
         0 => "each preset (no PyTorch run)".to_string(),
         n => format!(
@@ -137,7 +144,7 @@ pub fn quality_table(
         let has_reference = !rows.is_empty();
         for quality in Quality::ALL {
             let request = pair_request(content, style, size as u32, Some(quality));
-            let done = run_preset(engine, features, &request)?;
+            let done = render_timed(engine, features, &request)?;
             save(run.out_dir, quality.name(), size, &done.rendered.image)?;
             rows.push(Row {
                 name: quality.name().into(),
@@ -167,15 +174,11 @@ fn reference_row(
     let inputs_path = scratch.0.join(format!("inputs-{size}.safetensors"));
     let result_path = scratch.0.join(format!("result-{size}.safetensors"));
     write_inputs(&inputs_path, &content_input, &style_inputs[0])?;
-    let args = [
-        &scratch.0.join("weights.safetensors"),
-        &inputs_path,
-        &result_path,
-    ]
-    .map(|p| p.display().to_string())
-    .into_iter()
-    .chain(["--iterations".into(), run.torch_iterations.to_string()])
-    .collect::<Vec<_>>();
+    let args = [&scratch.weights(), &inputs_path, &result_path]
+        .map(|p| p.display().to_string())
+        .into_iter()
+        .chain(["--iterations".into(), run.torch_iterations.to_string()])
+        .collect::<Vec<_>>();
     let torch: TorchGatys = super::torch::run_reference("gatys", &args)
         .map_err(anyhow::Error::msg)?
         .pop()

@@ -74,11 +74,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let footprint = backends.engine.footprint();
     let for_job = budget.bytes.saturating_sub(footprint.resident);
     let plan = render::plan_memory(&request, &footprint, Some(for_job)).map_err(flag_error)?;
-    let source = StyleSource {
-        features: backends.features.as_ref(),
-        cache: None,
-        tile_side: None,
-    };
+    let source = StyleSource::uncached(backends.features.as_ref());
     let total = request.options.iterations * request.options.scales;
     let bar = progress_bar(total as u64, args.quiet)?;
     let mut marks: Vec<std::time::Duration> = Vec::new();

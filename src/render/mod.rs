@@ -306,7 +306,16 @@ pub struct StyleSource<'a> {
     pub tile_side: Option<usize>,
 }
 
-impl StyleSource<'_> {
+impl<'a> StyleSource<'a> {
+    /// Straight from `features`: no cache, whole images.
+    pub fn uncached(features: &'a dyn FeatureExtractor) -> Self {
+        Self {
+            features,
+            cache: None,
+            tile_side: None,
+        }
+    }
+
     /// One style's Grams at `longest_side`, from the cache when it holds them.
     fn grams(
         &self,
