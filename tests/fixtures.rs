@@ -656,6 +656,7 @@ fn check_ort_engine(case: &Case, report: &mut Report) {
         bounds: None,
         line_search: LineSearch::Fixed,
         stop: Default::default(),
+        temporal: None,
     };
     let (losses, grad) = engine
         .objective(&job, &scale)

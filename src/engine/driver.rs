@@ -88,7 +88,19 @@ pub fn score<'o>(
         .last()
         .ok_or_else(|| Error::invalid("scales", "no scale to score against"))?;
     let objective = objective_for(scale)?;
+    let objective = with_temporal(objective, job, placement, scale)?;
     Ok(objective.evaluate_and_release(&placement.upload(image)?)?.0)
+}
+
+/// `objective` with the job's temporal term, if it has one.
+fn with_temporal<'o>(
+    objective: Box<dyn Evaluate + 'o>,
+    job: &OptimiseJob,
+    placement: &Placement<'_>,
+    scale: &ScaleTargets,
+) -> Result<Box<dyn Evaluate + 'o>> {
+    let size = (scale.content.height, scale.content.width);
+    super::temporal::attach(objective, job.temporal.as_ref(), placement, size)
 }
 
 /// An accepted point must be finite: a finite loss can still come with an overflowed
@@ -153,7 +165,7 @@ pub fn optimise<'o>(
             super::vector::project(&mut x, bounds)?;
         }
         let started = Instant::now();
-        let objective = objective_for(scale)?;
+        let objective = with_temporal(objective_for(scale)?, job, placement, scale)?;
         building += started.elapsed();
         // A scale's last iteration hands back the objective's working memory.
         let releasing = Cell::new(scale.iterations <= 1);

@@ -89,13 +89,15 @@ pub struct LossBreakdown {
     /// `L_s`: sum of layer-weighted style means.
     pub style: f64,
     pub tv: f64,
+    /// `L_t`: a sequence frame's temporal term (0 for stills).
+    pub temporal: f64,
     pub content_per_layer: Vec<f64>,
     pub style_per_layer: Vec<f64>,
 }
 
 impl LossBreakdown {
     pub fn is_finite(&self) -> bool {
-        [self.total, self.content, self.style, self.tv]
+        [self.total, self.content, self.style, self.tv, self.temporal]
             .iter()
             .all(|v| v.is_finite())
     }

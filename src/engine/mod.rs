@@ -10,6 +10,7 @@ pub mod mosaic;
 pub mod onnx_loss;
 pub mod optim;
 pub mod ort_engine;
+pub mod temporal;
 pub mod tiled;
 pub mod vector;
 pub mod wolfe;
@@ -90,6 +91,8 @@ pub struct OptimiseJob {
     pub line_search: optim::LineSearch,
     /// When to stop before the iterations run out.
     pub stop: StopRules,
+    /// A sequence frame's temporal term (`None` for stills); its size must be every scale's.
+    pub temporal: Option<temporal::TemporalTarget>,
 }
 
 /// Stopping before the iterations run out.

@@ -118,6 +118,7 @@ pub fn single_step_job(content: InputImage, style_grams: Vec<Gram>) -> OptimiseJ
         bounds: None,
         line_search: LineSearch::Fixed,
         stop: StopRules::default(),
+        temporal: None,
     }
 }
 
@@ -468,6 +469,7 @@ pub fn prepare(
         bounds: options.bounded.then(|| PixelBox::of(convention)),
         line_search: options.line_search,
         stop: options.stop,
+        temporal: None,
     })
 }
 
