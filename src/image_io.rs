@@ -7,6 +7,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageFormat, ImageReader, RgbImage, imageops::FilterType};
 
 use crate::error::{Error, Result};
+use crate::exr_file::{self, Transfer};
 use crate::model::InputImage;
 
 /// Largest accepted width or height of a decoded image.
@@ -21,14 +22,23 @@ fn image_error(name: &str, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Decodes PNG or JPEG bytes to 8-bit RGB, refusing oversized or empty images before
-/// allocating. `name` names the source in errors (a path or a request field).
+/// Decodes PNG or JPEG (8- or 16-bit) or OpenEXR (scene-linear) bytes to 8-bit RGB,
+/// refusing oversized or empty images before allocating. `name` names the source in errors
+/// (a path or a request field).
 pub fn decode(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    decode_with(bytes, name, Transfer::SceneLinear)
+}
+
+/// `decode`, with OpenEXR values read through `transfer`.
+pub fn decode_with(bytes: &[u8], name: &str, transfer: Transfer) -> Result<RgbImage> {
+    if exr_file::is_exr(bytes) {
+        return exr_file::decode_rgb(bytes, name, transfer);
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_error(name, e))?;
     if reader.format().is_none() {
-        return Err(image_error(name, "not a PNG or JPEG image"));
+        return Err(image_error(name, "not a PNG, JPEG or OpenEXR image"));
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_DIMENSION);
@@ -44,11 +54,14 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<RgbImage> {
 
 /// Width and height from the image header, without decoding the pixels.
 pub fn dimensions(bytes: &[u8], name: &str) -> Result<(u32, u32)> {
+    if exr_file::is_exr(bytes) {
+        return exr_file::dimensions(bytes, name);
+    }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_error(name, e))?;
     if reader.format().is_none() {
-        return Err(image_error(name, "not a PNG or JPEG image"));
+        return Err(image_error(name, "not a PNG, JPEG or OpenEXR image"));
     }
     reader.into_dimensions().map_err(|e| image_error(name, e))
 }
@@ -65,6 +78,8 @@ pub fn load(path: &Path) -> Result<RgbImage> {
 pub enum Encoding {
     Png,
     Jpeg { quality: u8 },
+    /// Half-float OpenEXR, scene-linear (the inverse of the sRGB transfer function).
+    Exr,
 }
 
 impl Encoding {
@@ -77,10 +92,11 @@ impl Encoding {
         match ext.as_deref() {
             Some("png") => Ok(Encoding::Png),
             Some("jpg" | "jpeg") => Ok(Encoding::Jpeg { quality: 95 }),
+            Some("exr") => Ok(Encoding::Exr),
             _ => Err(Error::invalid(
                 "out",
                 format!(
-                    "{}: the extension must be .png, .jpg or .jpeg",
+                    "{}: the extension must be .png, .jpg, .jpeg or .exr",
                     path.display()
                 ),
             )),
@@ -96,6 +112,7 @@ pub fn encode(image: &RgbImage, encoding: Encoding) -> Result<Vec<u8>> {
             let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
             DynamicImage::ImageRgb8(image.clone()).write_with_encoder(encoder)
         }
+        Encoding::Exr => return exr_file::encode_rgb(image, Transfer::SceneLinear),
     };
     result.map_err(|e| image_error("output", e))?;
     Ok(out.into_inner())

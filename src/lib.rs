@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cache;
 pub mod engine;
 pub mod error;
+pub mod exr_file;
 pub mod features;
 pub mod image_io;
 pub mod loadgen;

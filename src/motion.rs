@@ -78,45 +78,17 @@ fn finite(name: &str, motion: Motion) -> Result<Motion> {
 }
 
 /// Reads motion from the channels `channels` names, in whichever part (layer) of a
-/// multipart OpenEXR file holds them. A channel is found by its full name (`part.channel`)
-/// or by its name within a part of that prefix.
+/// multipart OpenEXR file holds them.
 pub fn read_exr(path: &Path, channels: &ExrMotionChannels) -> Result<Motion> {
-    use exr::prelude::{FlatSamples, read_all_flat_layers_from_file};
-    let name = path.display().to_string();
-    let image = read_all_flat_layers_from_file(path).map_err(|e| refuse(&name, e.to_string()))?;
-    let find = |wanted: &str| {
-        image.layer_data.iter().find_map(|layer| {
-            let part = layer.attributes.layer_name.as_ref().map(|t| t.to_string());
-            layer.channel_data.list.iter().find_map(|channel| {
-                let own = channel.name.to_string();
-                let full = match &part {
-                    Some(part) if !own.starts_with(&format!("{part}.")) => format!("{part}.{own}"),
-                    _ => own,
-                };
-                (full == wanted).then(|| {
-                    let values: Vec<f32> = match &channel.sample_data {
-                        FlatSamples::F16(v) => v.iter().map(|h| h.to_f32()).collect(),
-                        FlatSamples::F32(v) => v.clone(),
-                        FlatSamples::U32(v) => v.iter().map(|&u| u as f32).collect(),
-                    };
-                    (layer.size.width(), layer.size.height(), values)
-                })
-            })
-        })
-    };
-    let missing = |wanted: &str| refuse(&name, format!("no channel {wanted}"));
-    let (width, height, x) = find(&channels.x).ok_or_else(|| missing(&channels.x))?;
-    let (w2, h2, y) = find(&channels.y).ok_or_else(|| missing(&channels.y))?;
-    if (w2, h2) != (width, height) {
-        return Err(refuse(&name, "the motion channels differ in size"));
-    }
+    let read = crate::exr_file::read_channels(path, &[&channels.x, &channels.y])?;
+    let [x, y] = [&read.planes[0], &read.planes[1]];
     let motion = Motion {
-        width,
-        height,
+        width: read.width,
+        height: read.height,
         dx: x.iter().map(|v| v * channels.x_sign).collect(),
         dy: y.iter().map(|v| v * channels.y_sign).collect(),
     };
-    finite(&name, motion)
+    finite(&path.display().to_string(), motion)
 }
 
 /// Middlebury's `.flo` magic number (the bytes "PIEH").
@@ -159,6 +131,137 @@ pub fn read_flo(bytes: &[u8], name: &str) -> Result<Motion> {
     finite(name, motion)
 }
 
+impl Motion {
+    /// Checks the field has `width` x `height` finite offsets, naming `field` (a request field
+    /// such as `frames[3].motion_to_previous`).
+    pub fn check(&self, field: &str, width: usize, height: usize) -> Result<()> {
+        if (self.width, self.height) != (width, height) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "motion is {}x{}, the frame {width}x{height}",
+                    self.width, self.height
+                ),
+            ));
+        }
+        let plane = width * height;
+        if self.dx.len() != plane || self.dy.len() != plane {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{} and {} offsets for {width}x{height} pixels",
+                    self.dx.len(),
+                    self.dy.len()
+                ),
+            ));
+        }
+        if let Some(i) = self.dx.iter().chain(&self.dy).position(|v| !v.is_finite()) {
+            let i = i % plane;
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "motion is not finite at pixel ({}, {})",
+                    i % width,
+                    i / width
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The same motion on a `width` x `height` grid: sampled bilinearly at the corresponding
+    /// points and measured in the new grid's pixels.
+    pub fn resized(&self, width: usize, height: usize) -> Motion {
+        if (width, height) == (self.width, self.height) {
+            return self.clone();
+        }
+        let (sx, sy) = (
+            self.width as f32 / width as f32,
+            self.height as f32 / height as f32,
+        );
+        let mut planes = self.dx.clone();
+        planes.extend_from_slice(&self.dy);
+        let mut dx = Vec::with_capacity(width * height);
+        let mut dy = Vec::with_capacity(width * height);
+        for y in 0..height {
+            for x in 0..width {
+                // Pixel centres line up: centre x of the new grid is (x + 0.5) * sx - 0.5.
+                let at = (
+                    ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (self.width - 1) as f32),
+                    ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (self.height - 1) as f32),
+                );
+                let [u, v] = sample(&planes, self.width, self.height, at);
+                dx.push(u / sx);
+                dy.push(v / sy);
+            }
+        }
+        Motion {
+            width,
+            height,
+            dx,
+            dy,
+        }
+    }
+}
+
+/// Plane `c` of channel-major `planes` (each `w` x `h`), bilinearly at `(x, y)` inside the grid.
+fn bilinear(planes: &[f32], w: usize, h: usize, (x, y): (f32, f32), c: usize) -> f32 {
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let at = |x: usize, y: usize| planes[c * w * h + y * w + x];
+    let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
+    let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
+/// Both planes of a two-plane field at `at`.
+fn sample(planes: &[f32], w: usize, h: usize, at: (f32, f32)) -> [f32; 2] {
+    [0, 1].map(|c| bilinear(planes, w, h, at, c))
+}
+
+/// Ruder et al.'s consistency of a frame's motion to the previous frame (`backward`) with the
+/// previous frame's motion to this one (`forward`, read where `backward` points): a pixel is
+/// consistent when following one and then the other comes back near where it started,
+/// `|f + b|² <= 0.01 (|f|² + |b|²) + 0.5`, and it is not on a motion boundary,
+/// `|∇b|² <= 0.01 |b|² + 0.002`. Pixels pointing outside the previous frame are not.
+pub fn consistent(backward: &Motion, forward: &Motion) -> Vec<bool> {
+    let (w, h) = (backward.width, backward.height);
+    let mut planes = forward.dx.clone();
+    planes.extend_from_slice(&forward.dy);
+    let gradient = |values: &[f32], x: usize, y: usize| {
+        let i = y * w + x;
+        let gx = if x + 1 < w {
+            values[i + 1] - values[i]
+        } else {
+            0.0
+        };
+        let gy = if y + 1 < h {
+            values[i + w] - values[i]
+        } else {
+            0.0
+        };
+        gx * gx + gy * gy
+    };
+    (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            let (bx, by) = (backward.dx[i], backward.dy[i]);
+            let (px, py) = (x as f32 + bx, y as f32 + by);
+            if !(px >= 0.0 && py >= 0.0 && px <= (w - 1) as f32 && py <= (h - 1) as f32) {
+                return false;
+            }
+            let [fx, fy] = sample(&planes, w, h, (px, py));
+            let b2 = bx * bx + by * by;
+            let round_trip = (fx + bx).powi(2) + (fy + by).powi(2);
+            let agrees = round_trip <= 0.01 * (fx * fx + fy * fy + b2) + 0.5;
+            let boundary =
+                gradient(&backward.dx, x, y) + gradient(&backward.dy, x, y) > 0.01 * b2 + 0.002;
+            agrees && !boundary
+        })
+        .collect()
+}
+
 /// `image` (channel-major planes of `motion`'s size) warped along `motion`: each pixel takes
 /// the bilinear sample of `image` where the motion says it is. Pixels whose sample falls
 /// outside the image are marked invalid (and take 0).
@@ -174,14 +277,8 @@ pub fn warp(image: &[f32], channels: usize, motion: &Motion) -> (Vec<f32>, Vec<b
             continue;
         }
         valid[i] = true;
-        let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
-        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-        let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
         for c in 0..channels {
-            let at = |x: usize, y: usize| image[c * plane + y * w + x];
-            let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
-            let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
-            out[c * plane + i] = top * (1.0 - fy) + bottom * fy;
+            out[c * plane + i] = bilinear(image, w, h, (sx, sy), c);
         }
     }
     (out, valid)

@@ -113,10 +113,7 @@ fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
         scales: job.scales.unwrap_or(0) as u32,
         progress_interval: 0,
         preview_interval: 0,
-        output_format: match format {
-            Encoding::Png => proto::ImageFormat::Png,
-            Encoding::Jpeg { .. } => proto::ImageFormat::Jpeg,
-        } as i32,
+        output_format: stylize::server::convert::format(format),
         jpeg_quality: 0,
         tile_size: job.tile_size.unwrap_or(0),
         lbfgs_history: job.lbfgs_history as u32,

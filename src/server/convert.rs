@@ -204,6 +204,7 @@ pub fn options(o: &proto::Options) -> Result<RenderOptions> {
 fn encoding(o: &proto::Options) -> Result<Encoding> {
     match proto::ImageFormat::try_from(o.output_format) {
         Ok(proto::ImageFormat::Unspecified | proto::ImageFormat::Png) => Ok(Encoding::Png),
+        Ok(proto::ImageFormat::Exr) => Ok(Encoding::Exr),
         Ok(proto::ImageFormat::Jpeg) => {
             let quality = if o.jpeg_quality == 0 {
                 95
@@ -357,13 +358,16 @@ fn losses(l: &LossBreakdown) -> proto::Losses {
         content: l.content,
         style: l.style,
         tv: l.tv,
+        temporal: l.temporal,
     }
 }
 
-fn format(encoding: Encoding) -> i32 {
+/// The wire format of an encoding.
+pub fn format(encoding: Encoding) -> i32 {
     match encoding {
         Encoding::Png => proto::ImageFormat::Png as i32,
         Encoding::Jpeg { .. } => proto::ImageFormat::Jpeg as i32,
+        Encoding::Exr => proto::ImageFormat::Exr as i32,
     }
 }
 
