@@ -124,6 +124,15 @@ pub fn channel_names(bytes: &[u8], name: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Whether the file at `path` holds a channel of this name (full or within its part).
+pub fn has_channel(path: &Path, channel: &str) -> bool {
+    let name = path.display().to_string();
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| channel_names(&bytes, &name).ok())
+        .is_some_and(|names| names.iter().any(|n| n == channel))
+}
+
 /// Writes three row-major planes as a half-float RGB file's bytes.
 pub fn encode_rgb_half(width: usize, height: usize, rgb: [&[f32]; 3]) -> Result<Vec<u8>> {
     use exr::prelude::{Image, SpecificChannels, Vec2, WritableImage, f16};

@@ -77,7 +77,9 @@ pub fn load(path: &Path) -> Result<RgbImage> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     Png,
-    Jpeg { quality: u8 },
+    Jpeg {
+        quality: u8,
+    },
     /// Half-float OpenEXR, scene-linear (the inverse of the sRGB transfer function).
     Exr,
 }

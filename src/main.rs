@@ -35,6 +35,8 @@ struct Cli {
 enum Command {
     /// Stylise one image (defaults to the embedded demo cat and The Starry Night).
     Run(Box<cli::run::RunArgs>),
+    /// Stylise a shot's frames in order, temporally coherent along the renderer's motion.
+    Sequence(Box<cli::sequence::SequenceArgs>),
     /// Serve the gRPC API (health, reflection, Prometheus metrics, graceful drain).
     Serve(Box<cli::serve::ServeArgs>),
     /// Send one job to a server and save the result.
@@ -101,6 +103,7 @@ fn dispatch() -> Result<()> {
     logging::init(format);
     match cli.command {
         Command::Run(args) => cli::run::run(*args),
+        Command::Sequence(args) => cli::sequence::run(*args),
         Command::Serve(args) => cli::serve::serve(*args),
         Command::Submit(args) => cli::client::submit(*args),
         Command::RegisterStyle(args) => cli::client::register_style(args),

@@ -306,6 +306,17 @@ pub fn read_image(
     })
 }
 
+/// The `--style` images, or the embedded demo painting when none is given.
+pub fn read_styles(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
+    if paths.is_empty() {
+        return Ok(vec![read_image("style", None, DEMO_STYLE, "demo style")?]);
+    }
+    paths
+        .iter()
+        .map(|p| read_image("style", Some(p), &[], ""))
+        .collect()
+}
+
 /// A progress bar in the project's style (hidden when `quiet`).
 pub fn progress_bar(total: u64, quiet: bool) -> Result<indicatif::ProgressBar> {
     let bar = if quiet {

@@ -11,8 +11,8 @@ use stylize::image_io;
 use stylize::render::{self, RenderRequest, StyleSource};
 
 use super::args::{
-    BackendArgs, DEMO_CONTENT, DEMO_STYLE, JobArgs, flag_error, loss_message, memory_budget,
-    progress_bar, read_image,
+    BackendArgs, DEMO_CONTENT, JobArgs, flag_error, loss_message, memory_budget, progress_bar,
+    read_image, read_styles,
 };
 
 #[derive(Args)]
@@ -54,14 +54,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         DEMO_CONTENT,
         "demo content",
     )?;
-    let styles = if args.styles.is_empty() {
-        vec![read_image("style", None, DEMO_STYLE, "demo style")?]
-    } else {
-        args.styles
-            .iter()
-            .map(|p| read_image("style", Some(p), &[], ""))
-            .collect::<Result<_>>()?
-    };
+    let styles = read_styles(&args.styles)?;
     let request = RenderRequest {
         content,
         styles,

@@ -32,6 +32,9 @@ pub struct SequenceOptions {
     /// Check a frame's motion to the previous frame against the previous frame's motion to
     /// this one, when both are given (Ruder's criterion), and hold only consistent pixels.
     pub consistency_check: bool,
+    /// Stylise every frame as an independent still (the flickering baseline a sequence is
+    /// measured against); the warped previous frame is still reported, for `warping_error`.
+    pub independent: bool,
 }
 
 impl SequenceOptions {
@@ -42,6 +45,7 @@ impl SequenceOptions {
             temporal_weight: DEFAULT_TEMPORAL_WEIGHT,
             later_iterations: iterations.div_ceil(2).max(1),
             consistency_check: true,
+            independent: false,
         }
     }
 
@@ -127,6 +131,11 @@ impl<'a> SequenceRenderer<'a> {
         })
     }
 
+    /// Whether frames are stylised as independent stills.
+    pub fn independent(&self) -> bool {
+        self.options.independent
+    }
+
     /// The index the next frame will have.
     pub fn next_index(&self) -> usize {
         self.next_index
@@ -201,16 +210,18 @@ impl<'a> SequenceRenderer<'a> {
                 frame.mask.as_deref(),
                 output_size,
             );
-            let start = warm_start(&request.content, &warped, &certainty);
             certain = certainty.iter().map(|&c| c as f64).sum::<f64>() / certainty.len() as f64;
-            request.options.scales = 1;
-            request.options.iterations = self.options.later_iterations;
-            request.options.init = InitChoice::Image(start);
-            temporal = Some(TemporalTarget {
-                warped: self.engine.convention().to_input(&warped),
-                certainty: certainty.clone(),
-                weight: self.options.temporal_weight,
-            });
+            if !self.options.independent {
+                let start = warm_start(&request.content, &warped, &certainty);
+                request.options.scales = 1;
+                request.options.iterations = self.options.later_iterations;
+                request.options.init = InitChoice::Image(start);
+                temporal = Some(TemporalTarget {
+                    warped: self.engine.convention().to_input(&warped),
+                    certainty: certainty.clone(),
+                    weight: self.options.temporal_weight,
+                });
+            }
             warped_previous = Some((warped, certainty));
         }
         let plan = plan_memory(&request, &self.engine.footprint(), self.budget)?;
