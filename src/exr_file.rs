@@ -21,21 +21,14 @@ pub struct Channels {
     pub planes: Vec<Vec<f32>>,
 }
 
-/// Reads the channels `wanted` names. A channel is found by its full name (`part.channel`)
-/// or by its name within a part of that prefix; a missing channel, channels of different
-/// sizes, or a damaged file is refused naming the file.
-pub fn read_channels(path: &Path, wanted: &[&str]) -> Result<Channels> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| refuse(&name, e.to_string()))?;
-    decode_channels(&bytes, &name, wanted)
-}
-
 /// Whether `bytes` start like an OpenEXR file.
 pub fn is_exr(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x76, 0x2f, 0x31, 0x01])
 }
 
-/// `read_channels` on a file's bytes; `name` names it in errors.
+/// Reads the channels `wanted` names from a file's bytes. A channel is found by its full name
+/// (`part.channel`) or by its name within a part of that prefix; a missing channel, channels
+/// of different sizes, or a damaged file is refused naming the file (`name`).
 pub fn decode_channels(bytes: &[u8], name: &str, wanted: &[&str]) -> Result<Channels> {
     use exr::prelude::{FlatSamples, ReadChannels, ReadLayers};
     let image = exr::prelude::read()

@@ -41,6 +41,8 @@ enum Command {
     Serve(Box<cli::serve::ServeArgs>),
     /// Send one job to a server and save the result.
     Submit(Box<cli::client::SubmitArgs>),
+    /// Send a shot to a server's StylizeSequence stream and save its frames.
+    SubmitSequence(Box<cli::submit_sequence::SubmitSequenceArgs>),
     /// Precompute a style on a server and print its key.
     RegisterStyle(cli::client::RegisterStyleArgs),
     /// Check a server's gRPC health (exit 0 when serving), for container health checks.
@@ -106,6 +108,7 @@ fn dispatch() -> Result<()> {
         Command::Sequence(args) => cli::sequence::run(*args),
         Command::Serve(args) => cli::serve::serve(*args),
         Command::Submit(args) => cli::client::submit(*args),
+        Command::SubmitSequence(args) => cli::submit_sequence::submit_sequence(*args),
         Command::RegisterStyle(args) => cli::client::register_style(args),
         Command::Probe(args) => cli::client::probe(args),
         Command::Bench(args) => cli::bench::bench(args),

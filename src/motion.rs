@@ -80,7 +80,14 @@ fn finite(name: &str, motion: Motion) -> Result<Motion> {
 /// Reads motion from the channels `channels` names, in whichever part (layer) of a
 /// multipart OpenEXR file holds them.
 pub fn read_exr(path: &Path, channels: &ExrMotionChannels) -> Result<Motion> {
-    let read = crate::exr_file::read_channels(path, &[&channels.x, &channels.y])?;
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| refuse(&name, e.to_string()))?;
+    decode_exr(&bytes, &name, channels)
+}
+
+/// `read_exr` on a file's bytes; `name` names it in errors.
+pub fn decode_exr(bytes: &[u8], name: &str, channels: &ExrMotionChannels) -> Result<Motion> {
+    let read = crate::exr_file::decode_channels(bytes, name, &[&channels.x, &channels.y])?;
     let [x, y] = [&read.planes[0], &read.planes[1]];
     let motion = Motion {
         width: read.width,
@@ -88,7 +95,7 @@ pub fn read_exr(path: &Path, channels: &ExrMotionChannels) -> Result<Motion> {
         dx: x.iter().map(|v| v * channels.x_sign).collect(),
         dy: y.iter().map(|v| v * channels.y_sign).collect(),
     };
-    finite(&path.display().to_string(), motion)
+    finite(name, motion)
 }
 
 /// Middlebury's `.flo` magic number (the bytes "PIEH").

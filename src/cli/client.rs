@@ -86,7 +86,7 @@ fn layer_weights(flag: &str, spec: &str) -> Result<Vec<proto::LayerWeight>> {
         .collect())
 }
 
-fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
+pub(super) fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
     let (init, init_image) = match job.init.as_str() {
         "content" => (proto::Init::Content, Vec::new()),
         "noise" => (proto::Init::Noise, Vec::new()),
@@ -133,17 +133,17 @@ fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
     })
 }
 
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub(super) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("server answered {:?}: {}", status.code(), status.message())
 }
 
-async fn connect(args: &ConnectArgs) -> Result<StylizerClient<tonic::transport::Channel>> {
+pub(super) async fn connect(args: &ConnectArgs) -> Result<StylizerClient<tonic::transport::Channel>> {
     Ok(StylizerClient::new(args.channel().await?)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)

@@ -228,38 +228,51 @@ impl Shot {
         }
     }
 
-    /// The inputs of the `position`-th frame.
+    /// The `position`-th frame's file, as it is on disk.
+    pub fn content_bytes(&self, position: usize) -> Result<(PathBuf, Vec<u8>)> {
+        let path = frame_path("frames", &self.args.frames, self.numbers[position])?;
+        let bytes = std::fs::read(&path).with_context(|| format!("--frames: {}", path.display()))?;
+        Ok((path, bytes))
+    }
+
+    /// The `position`-th frame's motion to the previous frame (none for the first).
+    pub fn to_previous(&self, position: usize) -> Result<Option<Motion>> {
+        match (&self.motion, position) {
+            (Some(pattern), 1..) => {
+                let path = frame_path("motion", pattern, self.numbers[position])?;
+                Ok(Some(read_motion("motion", &path, &self.channels)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The `position`-th frame's mask (none for the first, or without --mask).
+    pub fn mask(&self, position: usize) -> Result<Option<Vec<f32>>> {
+        let Some(pattern) = self.args.mask.as_ref().filter(|_| position > 0) else {
+            return Ok(None);
+        };
+        let path = frame_path("mask", pattern, self.numbers[position])?;
+        let grey = image::open(&path)
+            .with_context(|| format!("--mask: {}", path.display()))?
+            .into_luma16();
+        Ok(Some(grey.pixels().map(|p| p[0] as f32 / 65535.0).collect()))
+    }
+
+    /// The inputs of the `position`-th frame, decoded.
     pub fn frame(&self, position: usize) -> Result<FrameInput> {
-        let number = self.numbers[position];
-        let path = frame_path("frames", &self.args.frames, number)?;
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("--frames: {}", path.display()))?;
+        let (path, bytes) = self.content_bytes(position)?;
         let content = image_io::decode_with(&bytes, &path.display().to_string(), self.transfer())
             .context("--frames")?;
-        let to_previous = match (&self.motion, position) {
-            (_, 0) => None,
-            (Some(pattern), _) => {
-                let path = frame_path("motion", pattern, number)?;
-                Some(read_motion("motion", &path, &self.channels)?)
-            }
-            (None, _) => None,
-        };
-        let mask = match &self.args.mask {
-            Some(pattern) if position > 0 => {
-                let path = frame_path("mask", pattern, number)?;
-                let grey = image::open(&path)
-                    .with_context(|| format!("--mask: {}", path.display()))?
-                    .into_luma16();
-                Some(grey.pixels().map(|p| p[0] as f32 / 65535.0).collect())
-            }
-            _ => None,
-        };
         Ok(FrameInput {
             content: Some(content),
-            to_previous,
-            to_next: self.to_next(number)?,
-            mask,
+            to_previous: self.to_previous(position)?,
+            to_next: self.to_next(self.numbers[position])?,
+            mask: self.mask(position)?,
         })
+    }
+
+    pub fn args(&self) -> &ShotArgs {
+        &self.args
     }
 }
 

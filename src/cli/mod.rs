@@ -11,4 +11,5 @@ pub mod loadgen;
 pub mod run;
 pub mod sequence;
 pub mod serve;
+pub mod submit_sequence;
 pub mod torch;

@@ -138,8 +138,8 @@ impl Pass<'_> {
         Ok(figures)
     }
 
-    fn iterations_of(&self, position: usize, renderer: &SequenceRenderer<'_>) -> usize {
-        if position == 0 || renderer.independent() {
+    fn iterations_of(&self, position: usize, renderer: &mut SequenceRenderer<'_>) -> usize {
+        if position == 0 || renderer.state().independent() {
             self.first_iterations
         } else {
             self.later_iterations
@@ -207,7 +207,9 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         let bytes = std::fs::read(&path).with_context(|| format!("--out: {}", path.display()))?;
         let output = image_io::decode_with(&bytes, &path.display().to_string(), shot.transfer())
             .with_context(|| format!("--out: resuming from {}", path.display()))?;
-        renderer.resume_after(done, output, shot.to_next(number)?);
+        renderer
+            .state()
+            .resume_after(done, output, shot.to_next(number)?);
         println!("resuming after frame {number} ({done} frames written)");
     }
     let frames = shot.numbers.len();

@@ -5,17 +5,16 @@
 //! pixels that are certain: inside the previous frame, consistent with the previous frame's
 //! motion to this one when that is given, or as an explicit mask says.
 
-use std::time::Instant;
-
 use image::RgbImage;
 
 use super::options::{InitChoice, RenderRequest};
 use super::plan::plan_memory;
-use super::still::{RenderStats, Rendered, StyleSource, prepare, run_prepared};
+use super::still::{Rendered, StyleSource, render_frame};
 use crate::engine::temporal::TemporalTarget;
 use crate::engine::{Engine, ProgressSink};
 use crate::error::{Error, Result};
 use crate::image_io::{fit_longest, resize_exact};
+use crate::model::InputConvention;
 use crate::motion::{Motion, consistent, warp};
 
 /// Ruder et al.'s temporal weight for the Caffe weights' loss scale.
@@ -94,37 +93,48 @@ struct Previous {
     to_next: Option<Motion>,
 }
 
-/// Stylises a shot's frames one at a time, in order.
-pub struct SequenceRenderer<'a> {
+/// A frame ready to render: its request (the still's for the first frame, a warm start at
+/// the output size for later ones) and its temporal target.
+#[derive(Debug, Clone)]
+pub struct FrameJob {
+    pub index: usize,
+    pub request: RenderRequest,
+    pub temporal: Option<TemporalTarget>,
+    /// The fraction of pixels the temporal term holds (0 for the first frame).
+    pub certain: f64,
+    /// The warped previous frame and its certainty (none for the first frame).
+    pub warped_previous: Option<(RgbImage, Vec<f32>)>,
+    /// This frame's motion to the next, kept for the next frame's consistency check.
+    pub to_next: Option<Motion>,
+}
+
+/// Where a shot is between frames: its settings, its frame size, and the last delivered
+/// frame. Turns each incoming frame into a `FrameJob`; whoever renders it reports the
+/// delivered image back with `delivered`.
+pub struct SequenceState {
     base: RenderRequest,
     options: SequenceOptions,
-    engine: &'a dyn Engine,
-    styles: StyleSource<'a>,
-    budget: Option<u64>,
+    convention: InputConvention,
     /// The shot's frame size, set by the first frame.
     size: Option<(u32, u32)>,
     previous: Option<Previous>,
     next_index: usize,
 }
 
-impl<'a> SequenceRenderer<'a> {
+impl SequenceState {
     /// `base` carries the styles, blend and still options (its content is ignored: each
-    /// frame brings its own); `budget` is the memory plan's (`None`: unlimited).
+    /// frame brings its own); `convention` is the engine's.
     pub fn new(
         base: RenderRequest,
         options: SequenceOptions,
-        engine: &'a dyn Engine,
-        styles: StyleSource<'a>,
-        budget: Option<u64>,
+        convention: InputConvention,
     ) -> Result<Self> {
         base.validate()?;
         options.validate()?;
         Ok(Self {
             base,
             options,
-            engine,
-            styles,
-            budget,
+            convention,
             size: None,
             previous: None,
             next_index: 0,
@@ -148,29 +158,22 @@ impl<'a> SequenceRenderer<'a> {
         self.previous = Some(Previous { output, to_next });
     }
 
-    /// Stylises the next frame.
-    pub fn frame(
-        &mut self,
-        frame: FrameInput,
-        progress: &mut ProgressSink<'_>,
-    ) -> Result<FrameRendered> {
+    /// Checks the next frame (errors name `frames[i].field`) and prepares its job.
+    pub fn prepare_frame(&self, frame: FrameInput) -> Result<FrameJob> {
         let index = self.next_index;
         let field = |name: &str| format!("frames[{index}].{name}");
         let content = frame
             .content
             .ok_or_else(|| Error::invalid(field("content"), "no content image"))?;
         let size = content.dimensions();
-        match self.size {
-            Some(shot) if shot != size => {
-                return Err(Error::invalid(
-                    field("content"),
-                    format!(
-                        "{}x{} differs from the shot's {}x{}",
-                        size.0, size.1, shot.0, shot.1
-                    ),
-                ));
-            }
-            _ => {}
+        if let Some(shot) = self.size.filter(|&shot| shot != size) {
+            return Err(Error::invalid(
+                field("content"),
+                format!(
+                    "{}x{} differs from the shot's {}x{}",
+                    size.0, size.1, shot.0, shot.1
+                ),
+            ));
         }
         let (w, h) = (size.0 as usize, size.1 as usize);
         for (name, motion) in [
@@ -184,70 +187,117 @@ impl<'a> SequenceRenderer<'a> {
         if let Some(mask) = &frame.mask {
             check_mask(mask, &field("mask"), w, h)?;
         }
-        let mut request = RenderRequest {
-            content,
-            ..self.base.clone()
+        let mut job = FrameJob {
+            index,
+            request: RenderRequest {
+                content,
+                ..self.base.clone()
+            },
+            temporal: None,
+            certain: 0.0,
+            warped_previous: None,
+            to_next: frame.to_next,
         };
-        let mut temporal = None;
-        let mut warped_previous = None;
-        let mut certain = 0.0;
-        if let Some(previous) = &self.previous {
-            let to_previous = frame.to_previous.as_ref().ok_or_else(|| {
-                Error::invalid(
-                    field("motion_to_previous"),
-                    "frames after the first need their motion to the previous frame",
-                )
-            })?;
-            let forward = previous
-                .to_next
-                .as_ref()
-                .filter(|_| self.options.consistency_check);
-            let output_size = fit_longest(size.0, size.1, request.options.size);
-            let (warped, certainty) = warp_previous(
-                &previous.output,
-                to_previous,
-                forward,
-                frame.mask.as_deref(),
-                output_size,
-            );
-            certain = certainty.iter().map(|&c| c as f64).sum::<f64>() / certainty.len() as f64;
-            if !self.options.independent {
-                let start = warm_start(&request.content, &warped, &certainty);
-                request.options.scales = 1;
-                request.options.iterations = self.options.later_iterations;
-                request.options.init = InitChoice::Image(start);
-                temporal = Some(TemporalTarget {
-                    warped: self.engine.convention().to_input(&warped),
-                    certainty: certainty.clone(),
-                    weight: self.options.temporal_weight,
-                });
-            }
-            warped_previous = Some((warped, certainty));
+        let Some(previous) = &self.previous else {
+            return Ok(job);
+        };
+        let to_previous = frame.to_previous.as_ref().ok_or_else(|| {
+            Error::invalid(
+                field("motion_to_previous"),
+                "frames after the first need their motion to the previous frame",
+            )
+        })?;
+        let forward = previous
+            .to_next
+            .as_ref()
+            .filter(|_| self.options.consistency_check);
+        let output_size = fit_longest(size.0, size.1, job.request.options.size);
+        let (warped, certainty) = warp_previous(
+            &previous.output,
+            to_previous,
+            forward,
+            frame.mask.as_deref(),
+            output_size,
+        );
+        job.certain = certainty.iter().map(|&c| c as f64).sum::<f64>() / certainty.len() as f64;
+        if !self.options.independent {
+            let options = &mut job.request.options;
+            options.scales = 1;
+            options.iterations = self.options.later_iterations;
+            options.init = InitChoice::Image(warm_start(&job.request.content, &warped, &certainty));
+            job.temporal = Some(TemporalTarget {
+                warped: self.convention.to_input(&warped),
+                certainty: certainty.clone(),
+                weight: self.options.temporal_weight,
+            });
         }
-        let plan = plan_memory(&request, &self.engine.footprint(), self.budget)?;
-        let mut stats = RenderStats::default();
-        let started = Instant::now();
-        let mut job = prepare(
-            &request,
+        job.warped_previous = Some((warped, certainty));
+        Ok(job)
+    }
+
+    /// Records frame `job` as delivered as `output`; the next frame follows it.
+    pub fn delivered(&mut self, job: &FrameJob, output: &RgbImage) {
+        self.size = Some(job.request.content.dimensions());
+        self.previous = Some(Previous {
+            output: output.clone(),
+            to_next: job.to_next.clone(),
+        });
+        self.next_index = job.index + 1;
+    }
+}
+
+/// Stylises a shot's frames one at a time, in order, in this process.
+pub struct SequenceRenderer<'a> {
+    state: SequenceState,
+    engine: &'a dyn Engine,
+    styles: StyleSource<'a>,
+    budget: Option<u64>,
+}
+
+impl<'a> SequenceRenderer<'a> {
+    /// See `SequenceState::new`; `budget` is the memory plan's (`None`: unlimited).
+    pub fn new(
+        base: RenderRequest,
+        options: SequenceOptions,
+        engine: &'a dyn Engine,
+        styles: StyleSource<'a>,
+        budget: Option<u64>,
+    ) -> Result<Self> {
+        let state = SequenceState::new(base, options, engine.convention().clone())?;
+        Ok(Self {
+            state,
+            engine,
+            styles,
+            budget,
+        })
+    }
+
+    pub fn state(&mut self) -> &mut SequenceState {
+        &mut self.state
+    }
+
+    /// Stylises the next frame.
+    pub fn frame(
+        &mut self,
+        frame: FrameInput,
+        progress: &mut ProgressSink<'_>,
+    ) -> Result<FrameRendered> {
+        let job = self.state.prepare_frame(frame)?;
+        let plan = plan_memory(&job.request, &self.engine.footprint(), self.budget)?;
+        let rendered = render_frame(
+            &job.request,
+            job.temporal.clone(),
             self.engine,
             self.styles,
             &plan,
-            &mut stats.style_lookups,
+            progress,
         )?;
-        stats.precompute = started.elapsed();
-        job.temporal = temporal;
-        let rendered = run_prepared(&request, self.engine, &job, stats, progress)?;
-        self.size = Some(size);
-        self.previous = Some(Previous {
-            output: rendered.image.clone(),
-            to_next: frame.to_next,
-        });
-        self.next_index += 1;
+        self.state.delivered(&job, &rendered.image);
         Ok(FrameRendered {
-            index,
+            index: job.index,
             rendered,
-            certain,
-            warped_previous,
+            certain: job.certain,
+            warped_previous: job.warped_previous,
         })
     }
 }

@@ -14,6 +14,7 @@ use super::options::{
 use super::plan::{MemoryPlan, plan_memory};
 use crate::cache::{Lookup, StyleCache, StyleKey, image_digest};
 use crate::engine::bounds::PixelBox;
+use crate::engine::temporal::TemporalTarget;
 use crate::engine::optim::LineSearch;
 use crate::engine::{
     Engine, Init, LossBreakdown, OptimiseJob, OptimizerKind, ProgressSink, ScaleTargets,
@@ -279,16 +280,29 @@ pub fn render_planned(
     plan: &MemoryPlan,
     progress: &mut ProgressSink<'_>,
 ) -> Result<Rendered> {
+    render_frame(request, None, engine, styles, plan, progress)
+}
+
+/// `render_planned` with a sequence frame's temporal term (`None`: a still).
+pub fn render_frame(
+    request: &RenderRequest,
+    temporal: Option<TemporalTarget>,
+    engine: &dyn Engine,
+    styles: StyleSource<'_>,
+    plan: &MemoryPlan,
+    progress: &mut ProgressSink<'_>,
+) -> Result<Rendered> {
     let mut stats = RenderStats::default();
     let started = Instant::now();
-    let job = prepare(request, engine, styles, plan, &mut stats.style_lookups)?;
+    let mut job = prepare(request, engine, styles, plan, &mut stats.style_lookups)?;
     stats.precompute = started.elapsed();
+    job.temporal = temporal;
     run_prepared(request, engine, &job, stats, progress)
 }
 
 /// Optimises `job` (prepared from `request`, `stats` holding its precompute) and delivers
 /// the 8-bit image, scored again as delivered.
-pub fn run_prepared(
+fn run_prepared(
     request: &RenderRequest,
     engine: &dyn Engine,
     job: &OptimiseJob,

@@ -22,6 +22,8 @@ pub struct JobSpec {
     /// finished image fails `ResultTooLarge` instead of reaching the client as a transport
     /// error no one counted.
     pub max_result_bytes: Option<usize>,
+    /// A sequence frame's temporal term (`None` for stills).
+    pub temporal: Option<crate::engine::temporal::TemporalTarget>,
 }
 
 /// What a result message carries besides the image (losses, timings, cache lookups),
@@ -51,6 +53,8 @@ pub struct JobOutput {
     pub delivered: LossBreakdown,
     pub timings: Timings,
     pub style_cache: Vec<Lookup>,
+    /// The delivered pixels (what `image` encodes), for a sequence's next frame.
+    pub pixels: image::RgbImage,
 }
 
 /// Events of one job, in order: `Queued`, `Started`, `Progress`/`Preview`..., then exactly

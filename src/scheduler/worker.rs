@@ -11,7 +11,7 @@ use super::{JobEvent, JobOutput, QueuedJob, Shared, Timings};
 use crate::engine::Progress;
 use crate::error::Error;
 use crate::image_io::encode;
-use crate::render::{StyleSource, render_planned};
+use crate::render::{StyleSource, render_frame};
 use crate::telemetry::metrics::{self as names, outcome};
 
 pub(super) fn run(index: usize, shared: &Shared) {
@@ -226,8 +226,9 @@ fn run_job(
         cache: Some(backends.cache.as_ref()),
         tile_side: None,
     };
-    let rendered = match render_planned(
+    let rendered = match render_frame(
         &spec.request,
+        spec.temporal.clone(),
         backends.engine.as_ref(),
         source,
         &job.plan,
@@ -273,5 +274,6 @@ fn run_job(
             encode: started.elapsed(),
         },
         style_cache: rendered.stats.style_lookups,
+        pixels: rendered.image,
     })
 }

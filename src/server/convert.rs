@@ -76,6 +76,16 @@ pub fn in_request(err: Error) -> Error {
 
 /// Decodes one image field after checking its header against the pixel limit.
 pub fn decode_field(bytes: &[u8], field: &str, limits: &Limits) -> Result<RgbImage> {
+    decode_field_with(bytes, field, limits, crate::exr_file::Transfer::SceneLinear)
+}
+
+/// `decode_field`, OpenEXR values read through `transfer`.
+pub fn decode_field_with(
+    bytes: &[u8],
+    field: &str,
+    limits: &Limits,
+    transfer: crate::exr_file::Transfer,
+) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(Error::invalid(field, "no image bytes"));
     }
@@ -89,7 +99,7 @@ pub fn decode_field(bytes: &[u8], field: &str, limits: &Limits) -> Result<RgbIma
             ),
         ));
     }
-    image_io::decode(bytes, field).map_err(|e| match e {
+    image_io::decode_with(bytes, field, transfer).map_err(|e| match e {
         Error::Image { reason, .. } => Error::invalid(field, reason),
         other => other,
     })
@@ -270,6 +280,19 @@ pub fn job_spec(
     limits: &Limits,
     registry: &StyleRegistry,
 ) -> Result<JobSpec> {
+    let content = decode_field(&request.content, "content", limits)?;
+    job_spec_for(request, content, request_id, deadline, limits, registry)
+}
+
+/// `job_spec` with the content already decoded (a sequence's frames bring their own).
+pub fn job_spec_for(
+    request: proto::StylizeRequest,
+    content: RgbImage,
+    request_id: String,
+    deadline: Option<Instant>,
+    limits: &Limits,
+    registry: &StyleRegistry,
+) -> Result<JobSpec> {
     let wire = request.options.unwrap_or_default();
     let mut options = options(&wire)?;
     check_limits(&options, limits)?;
@@ -286,7 +309,6 @@ pub fn job_spec(
             ),
         ));
     }
-    let content = decode_field(&request.content, "content", limits)?;
     let styles = request
         .styles
         .iter()
@@ -349,10 +371,11 @@ pub fn job_spec(
         progress_every: (wire.progress_interval as usize).max(1),
         deadline,
         max_result_bytes: Some(limits.max_message_bytes),
+        temporal: None,
     })
 }
 
-fn losses(l: &LossBreakdown) -> proto::Losses {
+pub fn losses(l: &LossBreakdown) -> proto::Losses {
     proto::Losses {
         total: l.total,
         content: l.content,

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod convert;
 pub mod deadline;
 pub mod routing;
+pub mod sequence;
 pub mod tally;
 
 use std::future::Future;
@@ -141,7 +142,7 @@ pub struct StylizeService {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::StylizeEvent, Status>> + Send>>;
 
-fn request_id(given: &str) -> String {
+pub(crate) fn request_id(given: &str) -> String {
     if given.is_empty() {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -164,6 +165,30 @@ async fn report_not_serving(health: &tonic_health::server::HealthReporter) {
 #[tonic::async_trait]
 impl Stylizer for StylizeService {
     type StylizeStream = EventStream;
+    type StylizeSequenceStream = sequence::SequenceStream;
+
+    async fn stylize_sequence(
+        &self,
+        request: Request<tonic::Streaming<proto::SequenceRequest>>,
+    ) -> Result<Response<sequence::SequenceStream>, Status> {
+        let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
+        self.scheduler.admits().map_err(status)?;
+        // The shot holds one place for its whole length: its frames queue one at a time.
+        let place = self
+            .places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| status(Error::QueueFull(self.scheduler.queue_depth())))?;
+        let runner = sequence::Runner {
+            scheduler: self.scheduler.clone(),
+            limits: self.limits.clone(),
+            registry: self.registry.clone(),
+        };
+        let stream = runner
+            .start(request.into_inner(), deadline, place)
+            .await?;
+        Ok(Response::new(stream))
+    }
 
     async fn stylize(
         &self,

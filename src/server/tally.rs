@@ -26,7 +26,9 @@ enum Method {
 impl Method {
     fn of(path: &str) -> Option<Method> {
         match path {
-            "/stylize.v1.Stylizer/Stylize" => Some(Method::Stylize),
+            "/stylize.v1.Stylizer/Stylize" | "/stylize.v1.Stylizer/StylizeSequence" => {
+                Some(Method::Stylize)
+            }
             "/stylize.v1.Stylizer/RegisterStyle" => Some(Method::RegisterStyle),
             _ => None,
         }

@@ -28,9 +28,12 @@ pub const REGISTRATION_DURATION: &str = "stylize_register_style_duration_seconds
 pub const JOB_STOPS_TOTAL: &str = "stylize_job_stops_total";
 pub const CACHE_SHARED_TOTAL: &str = "stylize_style_cache_shared_total";
 pub const STORE_ERRORS_TOTAL: &str = "stylize_registry_store_errors_total";
+pub const FRAMES_TOTAL: &str = "stylize_sequence_frames_total";
+pub const FRAME_DURATION: &str = "stylize_sequence_frame_duration_seconds";
+pub const TEMPORAL_LOSS: &str = "stylize_sequence_temporal_loss";
 
 /// Every metric the server exports (for tests and dashboards).
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 24] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     QUEUE_DEPTH,
@@ -52,6 +55,9 @@ pub const ALL: [&str; 21] = [
     CACHE_SHARED_TOTAL,
     STORE_ERRORS_TOTAL,
     JOB_STOPS_TOTAL,
+    FRAMES_TOTAL,
+    FRAME_DURATION,
+    TEMPORAL_LOSS,
 ];
 
 /// Request outcomes, the `outcome` label of `stylize_requests_total`.
@@ -163,6 +169,16 @@ fn describe() {
         TILES_PER_JOB,
         "Tiles each job's largest frame is cut into (1: whole)"
     );
+    describe_counter!(FRAMES_TOTAL, "Sequence frames delivered");
+    describe_histogram!(
+        FRAME_DURATION,
+        Unit::Seconds,
+        "A sequence frame's time from its message to its result"
+    );
+    describe_histogram!(
+        TEMPORAL_LOSS,
+        "Each later sequence frame's temporal term, as delivered (mean squared input-space difference on held pixels)"
+    );
     // Zero-valued series exist from the start, so dashboards and alerts see them.
     for outcome in [
         outcome::OK,
@@ -185,6 +201,9 @@ fn describe() {
     metrics::gauge!(IN_FLIGHT).set(0.0);
     metrics::gauge!(MEMORY_RESERVED).set(0.0);
     metrics::counter!(ITERATIONS_TOTAL).increment(0);
+    metrics::counter!(FRAMES_TOTAL).increment(0);
+    let _ = metrics::histogram!(FRAME_DURATION);
+    let _ = metrics::histogram!(TEMPORAL_LOSS);
     publish_cache(&crate::cache::CacheStats::default());
     for op in crate::cache::shared::OPS {
         metrics::counter!(STORE_ERRORS_TOTAL, "op" => op).increment(0);
@@ -214,4 +233,13 @@ pub fn count_request(outcome: &'static str) {
 pub fn count_registration(outcome: &'static str, seconds: f64) {
     metrics::counter!(REGISTRATIONS_TOTAL, "outcome" => outcome).increment(1);
     metrics::histogram!(REGISTRATION_DURATION).record(seconds);
+}
+
+/// Records one delivered sequence frame.
+pub fn count_frame(seconds: f64, temporal: Option<f64>) {
+    metrics::counter!(FRAMES_TOTAL).increment(1);
+    metrics::histogram!(FRAME_DURATION).record(seconds);
+    if let Some(temporal) = temporal {
+        metrics::histogram!(TEMPORAL_LOSS).record(temporal);
+    }
 }

@@ -1,0 +1,365 @@
+//! The StylizeSequence stream: reads the setup and then frames from the client, turns each
+//! frame into a scheduler job through the shot's `SequenceState`, and streams each frame's
+//! events tagged with its index, then its result as soon as it is done. Frames run one at a
+//! time (each starts from the previous result); a client that hangs up cancels the frame
+//! being optimised within one iteration.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use image::RgbImage;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Status, Streaming};
+use tracing::Instrument;
+
+use super::convert::{self, Limits};
+use super::proto;
+use super::status;
+use crate::cache::StyleRegistry;
+use crate::error::{Error, Result};
+use crate::exr_file::Transfer;
+use crate::motion::{ExrMotionChannels, Motion, read_flo};
+use crate::render::sequence::{
+    DEFAULT_TEMPORAL_WEIGHT, FrameInput, FrameJob, SequenceOptions, SequenceState, warping_error,
+};
+use crate::scheduler::{JobEvent, JobSpec, Scheduler};
+use crate::telemetry::metrics as names;
+
+pub type SequenceStream = Pin<Box<dyn Stream<Item = Result<proto::SequenceEvent, Status>> + Send>>;
+
+/// What every frame of a shot shares: the job settings (its content replaced per frame),
+/// how OpenEXR frames are read, and the shot's state.
+struct Shot {
+    template: JobSpec,
+    transfer: Transfer,
+    state: SequenceState,
+}
+
+/// The shot's settings from its setup message. Runs on a blocking thread (styles decode).
+fn shot(
+    setup: proto::SequenceSetup,
+    request_id: String,
+    deadline: Option<Instant>,
+    limits: &Limits,
+    registry: &StyleRegistry,
+    convention: crate::model::InputConvention,
+) -> Result<Shot> {
+    let wire = setup.sequence.unwrap_or_default();
+    let request = proto::StylizeRequest {
+        request_id: String::new(),
+        content: Vec::new(),
+        styles: setup.styles,
+        blend: setup.blend,
+        options: setup.options,
+    };
+    // Each frame brings its content; the setup's placeholder is never rendered.
+    let placeholder = RgbImage::new(1, 1);
+    let template = convert::job_spec_for(
+        request,
+        placeholder,
+        request_id,
+        deadline,
+        limits,
+        registry,
+    )?;
+    let defaults = SequenceOptions::for_iterations(template.request.options.iterations);
+    let options = SequenceOptions {
+        temporal_weight: wire.temporal_weight.unwrap_or(DEFAULT_TEMPORAL_WEIGHT),
+        later_iterations: match wire.later_iterations {
+            0 => defaults.later_iterations,
+            n => n as usize,
+        },
+        consistency_check: !wire.no_consistency_check,
+        independent: false,
+    };
+    if options.later_iterations > limits.max_iterations {
+        return Err(Error::invalid(
+            "sequence.later_iterations",
+            format!(
+                "{} exceeds the limit of {}",
+                options.later_iterations, limits.max_iterations
+            ),
+        ));
+    }
+    options.validate().map_err(|e| match e {
+        Error::InvalidOption { field, reason } => Error::invalid(format!("sequence.{field}"), reason),
+        other => other,
+    })?;
+    let transfer = if wire.display_referred {
+        Transfer::DisplayReferred
+    } else {
+        Transfer::SceneLinear
+    };
+    let state = SequenceState::new(template.request.clone(), options, convention)?;
+    Ok(Shot {
+        template,
+        transfer,
+        state,
+    })
+}
+
+/// A motion message as a field of offsets; errors name `field`.
+fn motion(wire: &proto::Motion, field: &str, to_next: bool) -> Result<Motion> {
+    use proto::motion::Source;
+    let named = |e: Error| match e {
+        Error::Image { reason, .. } => Error::invalid(field, reason),
+        other => other,
+    };
+    match &wire.source {
+        Some(Source::Flow(flow)) => Ok(Motion {
+            width: flow.width as usize,
+            height: flow.height as usize,
+            dx: flow.dx.clone(),
+            dy: flow.dy.clone(),
+        }),
+        Some(Source::Flo(bytes)) => read_flo(bytes, field).map_err(named),
+        Some(Source::Exr(exr)) => {
+            let blender = if to_next {
+                ExrMotionChannels::blender_to_next()
+            } else {
+                ExrMotionChannels::blender_to_previous()
+            };
+            let sign = |negate: bool| if negate { -1.0 } else { 1.0 };
+            let channels = if exr.x_channel.is_empty() && exr.y_channel.is_empty() {
+                blender
+            } else {
+                ExrMotionChannels {
+                    x: exr.x_channel.clone(),
+                    y: exr.y_channel.clone(),
+                    x_sign: sign(exr.negate_x),
+                    y_sign: sign(exr.negate_y),
+                }
+            };
+            crate::motion::decode_exr(&exr.file, field, &channels).map_err(named)
+        }
+        None => Err(Error::invalid(field, "no flow, flo or exr source is set")),
+    }
+}
+
+/// Decodes one frame message and prepares its job. Runs on a blocking thread.
+fn frame_job(
+    frame: proto::SequenceFrame,
+    shot: &Shot,
+    limits: &Limits,
+) -> Result<FrameJob> {
+    let index = shot.state.next_index();
+    let field = |name: &str| format!("frames[{index}].{name}");
+    let content =
+        convert::decode_field_with(&frame.content, &field("content"), limits, shot.transfer)?;
+    let input = FrameInput {
+        content: Some(content),
+        to_previous: frame
+            .motion_to_previous
+            .as_ref()
+            .map(|m| motion(m, &field("motion_to_previous"), false))
+            .transpose()?,
+        to_next: frame
+            .motion_to_next
+            .as_ref()
+            .map(|m| motion(m, &field("motion_to_next"), true))
+            .transpose()?,
+        mask: if frame.mask.is_empty() {
+            None
+        } else {
+            Some(mask(&frame.mask, &field("mask"))?)
+        },
+    };
+    shot.state.prepare_frame(input)
+}
+
+/// A greyscale mask image as certainties in [0, 1].
+fn mask(bytes: &[u8], field: &str) -> Result<Vec<f32>> {
+    let decoded = image::load_from_memory(bytes)
+        .map_err(|e| Error::invalid(field, format!("not a greyscale image: {e}")))?;
+    Ok(decoded
+        .into_luma16()
+        .pixels()
+        .map(|p| p[0] as f32 / 65535.0)
+        .collect())
+}
+
+/// A job event as the sequence stream carries it; `None` for the result (sent separately).
+fn tagged(index: usize, event: JobEvent) -> Option<Result<proto::SequenceEvent, Status>> {
+    use proto::sequence_event::Event as Out;
+    use proto::stylize_event::Event as In;
+    let event = match convert::event(event) {
+        Ok(proto::StylizeEvent { event }) => event?,
+        Err(status) => return Some(Err(status)),
+    };
+    let event = match event {
+        In::Queued(e) => Out::Queued(e),
+        In::Started(e) => Out::Started(e),
+        In::Progress(e) => Out::Progress(e),
+        In::Preview(e) => Out::Preview(e),
+        In::Result(_) => return None,
+    };
+    Some(Ok(proto::SequenceEvent {
+        frame: index as u32,
+        event: Some(event),
+    }))
+}
+
+/// What runs a shot: the scheduler, the limits and the style registry.
+#[derive(Clone)]
+pub struct Runner {
+    pub scheduler: Scheduler,
+    pub limits: Limits,
+    pub registry: Arc<StyleRegistry>,
+}
+
+type Outbound = mpsc::Sender<Result<proto::SequenceEvent, Status>>;
+
+impl Runner {
+    /// Reads the setup, then streams the shot from a task that ends when the client closes
+    /// its stream, hangs up, or a frame fails.
+    pub async fn start(
+        self,
+        mut inbound: Streaming<proto::SequenceRequest>,
+        deadline: Option<Instant>,
+        place: tokio::sync::OwnedSemaphorePermit,
+    ) -> std::result::Result<SequenceStream, Status> {
+        use proto::sequence_request::Message;
+        let first = inbound.message().await?;
+        let Some(proto::SequenceRequest {
+            message: Some(Message::Setup(setup)),
+        }) = first
+        else {
+            return Err(status(Error::invalid(
+                "setup",
+                "the first message must be a SequenceSetup",
+            )));
+        };
+        let request_id = super::request_id(&setup.request_id);
+        let span = tracing::info_span!("stylize_sequence", request_id = %request_id);
+        let (limits, registry) = (self.limits.clone(), self.registry.clone());
+        let convention = self.scheduler.backends().engine.convention().clone();
+        let shot = tokio::task::spawn_blocking(move || {
+            shot(setup, request_id, deadline, &limits, &registry, convention)
+        })
+        .instrument(span.clone())
+        .await
+        .map_err(|e| Status::internal(format!("setup decoding panicked: {e}")))?
+        .map_err(status)?;
+        let (out, events) = mpsc::channel(16);
+        tokio::spawn(
+            async move {
+                let _place = place;
+                self.frames(shot, inbound, out).await;
+            }
+            .instrument(span),
+        );
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(events)))
+    }
+
+    /// Runs frames until the client's stream ends or something fails (the failure is the
+    /// stream's last message).
+    async fn frames(
+        &self,
+        mut shot: Shot,
+        mut inbound: Streaming<proto::SequenceRequest>,
+        out: Outbound,
+    ) {
+        use proto::sequence_request::Message;
+        loop {
+            let frame = match inbound.message().await {
+                Ok(None) => return,
+                Ok(Some(proto::SequenceRequest {
+                    message: Some(Message::Frame(frame)),
+                })) => frame,
+                Ok(Some(_)) => {
+                    let index = shot.state.next_index();
+                    let wrong = Error::invalid(
+                        format!("frames[{index}]"),
+                        "after the setup, every message must be a SequenceFrame",
+                    );
+                    let _ = out.send(Err(status(wrong))).await;
+                    return;
+                }
+                // The client hung up or broke the stream: nobody to answer.
+                Err(_) => return,
+            };
+            let started = Instant::now();
+            match self.frame(shot, frame, &out).await {
+                Some(next) => shot = next,
+                None => return,
+            }
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "frame delivered");
+        }
+    }
+
+    /// One frame: decode, queue, forward its events, record its result. `None` when the
+    /// shot ends (a failure was sent, or the client is gone).
+    async fn frame(&self, shot: Shot, frame: proto::SequenceFrame, out: &Outbound) -> Option<Shot> {
+        let started = Instant::now();
+        let limits = self.limits.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let job = frame_job(frame, &shot, &limits);
+            (shot, job)
+        })
+        .await;
+        let (mut shot, job) = match prepared {
+            Ok((shot, Ok(job))) => (shot, job),
+            Ok((_, Err(e))) => {
+                let _ = out.send(Err(status(e))).await;
+                return None;
+            }
+            Err(e) => {
+                let _ = out
+                    .send(Err(Status::internal(format!("frame decoding panicked: {e}"))))
+                    .await;
+                return None;
+            }
+        };
+        let spec = JobSpec {
+            request_id: format!("{}/frame-{}", shot.template.request_id, job.index),
+            request: job.request.clone(),
+            temporal: job.temporal.clone(),
+            ..shot.template.clone()
+        };
+        let submitted = match self.scheduler.submit(spec, tracing::Span::current()) {
+            Ok(submitted) => submitted,
+            Err(e) => {
+                let _ = out.send(Err(status(e))).await;
+                return None;
+            }
+        };
+        let mut events = Box::pin(submitted.events.into_stream());
+        while let Some(event) = events.next().await {
+            let JobEvent::Finished(output) = event else {
+                let failed = matches!(event, JobEvent::Failed(_));
+                if let Some(message) = tagged(job.index, event)
+                    && (out.send(message).await.is_err() || failed)
+                {
+                    // Dropping the events cancels the job within one iteration.
+                    return None;
+                }
+                continue;
+            };
+            shot.state.delivered(&job, &output.pixels);
+            let e_warp = job
+                .warped_previous
+                .as_ref()
+                .and_then(|(warped, certainty)| warping_error(&output.pixels, warped, certainty));
+            let temporal = job.temporal.as_ref().map(|_| output.delivered.temporal);
+            names::count_frame(started.elapsed().as_secs_f64(), temporal);
+            let result = match convert::event(JobEvent::Finished(output)) {
+                Ok(proto::StylizeEvent {
+                    event: Some(proto::stylize_event::Event::Result(result)),
+                }) => result,
+                _ => return None,
+            };
+            let message = proto::SequenceEvent {
+                frame: job.index as u32,
+                event: Some(proto::sequence_event::Event::Result(proto::FrameResult {
+                    result: Some(result),
+                    held_fraction: job.certain,
+                    warping_error: e_warp,
+                })),
+            };
+            return out.send(Ok(message)).await.ok().map(|()| shot);
+        }
+        None
+    }
+}
