@@ -137,7 +137,9 @@ pub(super) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("server answered {:?}: {}", status.code(), status.message())
 }
 
-pub(super) async fn connect(args: &ConnectArgs) -> Result<StylizerClient<tonic::transport::Channel>> {
+pub(super) async fn connect(
+    args: &ConnectArgs,
+) -> Result<StylizerClient<tonic::transport::Channel>> {
     Ok(StylizerClient::new(args.channel().await?)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))

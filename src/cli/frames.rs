@@ -231,7 +231,8 @@ impl Shot {
     /// The `position`-th frame's file, as it is on disk.
     pub fn content_bytes(&self, position: usize) -> Result<(PathBuf, Vec<u8>)> {
         let path = frame_path("frames", &self.args.frames, self.numbers[position])?;
-        let bytes = std::fs::read(&path).with_context(|| format!("--frames: {}", path.display()))?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("--frames: {}", path.display()))?;
         Ok((path, bytes))
     }
 

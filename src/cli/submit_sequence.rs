@@ -69,12 +69,14 @@ fn frame_message(shot: &Shot, position: usize) -> Result<proto::SequenceRequest>
         None => Vec::new(),
     };
     Ok(proto::SequenceRequest {
-        message: Some(proto::sequence_request::Message::Frame(proto::SequenceFrame {
-            content,
-            motion_to_previous: shot.to_previous(position)?.map(flow),
-            motion_to_next: shot.to_next(shot.numbers[position])?.map(flow),
-            mask,
-        })),
+        message: Some(proto::sequence_request::Message::Frame(
+            proto::SequenceFrame {
+                content,
+                motion_to_previous: shot.to_previous(position)?.map(flow),
+                motion_to_next: shot.to_next(shot.numbers[position])?.map(flow),
+                mask,
+            },
+        )),
     })
 }
 

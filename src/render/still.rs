@@ -14,8 +14,8 @@ use super::options::{
 use super::plan::{MemoryPlan, plan_memory};
 use crate::cache::{Lookup, StyleCache, StyleKey, image_digest};
 use crate::engine::bounds::PixelBox;
-use crate::engine::temporal::TemporalTarget;
 use crate::engine::optim::LineSearch;
+use crate::engine::temporal::TemporalTarget;
 use crate::engine::{
     Engine, Init, LossBreakdown, OptimiseJob, OptimizerKind, ProgressSink, ScaleTargets,
     StopReason, StopRules, TermWeights,

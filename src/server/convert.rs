@@ -46,7 +46,17 @@ impl Default for Limits {
 
 /// Maps a core option name to the request field that carries it.
 fn request_field(field: &str) -> String {
-    let top = ["content", "styles", "blend", "request_id", "image"];
+    let top = [
+        "content",
+        "styles",
+        "blend",
+        "request_id",
+        "image",
+        "options",
+        "frames",
+        "setup",
+        "sequence",
+    ];
     let is_top = |t: &&str| {
         field == *t
             || field

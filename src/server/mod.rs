@@ -184,9 +184,7 @@ impl Stylizer for StylizeService {
             limits: self.limits.clone(),
             registry: self.registry.clone(),
         };
-        let stream = runner
-            .start(request.into_inner(), deadline, place)
-            .await?;
+        let stream = runner.start(request.into_inner(), deadline, place).await?;
         Ok(Response::new(stream))
     }
 

@@ -56,14 +56,8 @@ fn shot(
     };
     // Each frame brings its content; the setup's placeholder is never rendered.
     let placeholder = RgbImage::new(1, 1);
-    let template = convert::job_spec_for(
-        request,
-        placeholder,
-        request_id,
-        deadline,
-        limits,
-        registry,
-    )?;
+    let template =
+        convert::job_spec_for(request, placeholder, request_id, deadline, limits, registry)?;
     let defaults = SequenceOptions::for_iterations(template.request.options.iterations);
     let options = SequenceOptions {
         temporal_weight: wire.temporal_weight.unwrap_or(DEFAULT_TEMPORAL_WEIGHT),
@@ -84,7 +78,9 @@ fn shot(
         ));
     }
     options.validate().map_err(|e| match e {
-        Error::InvalidOption { field, reason } => Error::invalid(format!("sequence.{field}"), reason),
+        Error::InvalidOption { field, reason } => {
+            Error::invalid(format!("sequence.{field}"), reason)
+        }
         other => other,
     })?;
     let transfer = if wire.display_referred {
@@ -139,11 +135,7 @@ fn motion(wire: &proto::Motion, field: &str, to_next: bool) -> Result<Motion> {
 }
 
 /// Decodes one frame message and prepares its job. Runs on a blocking thread.
-fn frame_job(
-    frame: proto::SequenceFrame,
-    shot: &Shot,
-    limits: &Limits,
-) -> Result<FrameJob> {
+fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Result<FrameJob> {
     let index = shot.state.next_index();
     let field = |name: &str| format!("frames[{index}].{name}");
     let content =
@@ -250,7 +242,9 @@ impl Runner {
             }
             .instrument(span),
         );
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(events)))
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            events,
+        )))
     }
 
     /// Runs frames until the client's stream ends or something fails (the failure is the
@@ -307,7 +301,9 @@ impl Runner {
             }
             Err(e) => {
                 let _ = out
-                    .send(Err(Status::internal(format!("frame decoding panicked: {e}"))))
+                    .send(Err(Status::internal(format!(
+                        "frame decoding panicked: {e}"
+                    ))))
                     .await;
                 return None;
             }

@@ -1,0 +1,214 @@
+//! Sequences in process (issue 16): on the shared Blender shot, frames stylised as a
+//! sequence hold their strokes along the motion where independent stills flicker, later
+//! frames run their shorter budget at the output size and stay stylised; and every bad
+//! frame is refused naming `frames[i].field`.
+
+mod common;
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use image::RgbImage;
+use stylize::engine::{CandleEngine, Pooling};
+use stylize::motion::{ExrMotionChannels, Motion, read_exr};
+use stylize::render::sequence::{
+    FrameInput, FrameRendered, SequenceOptions, SequenceRenderer, SequenceState, warping_error,
+};
+use stylize::render::{RenderOptions, RenderRequest, StyleSource};
+
+fn frame_path(t: usize, ext: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../shared/sequences/rolling-ball/frame_{t:04}.{ext}"
+    ))
+}
+
+/// Frame `t` (1-based) with its motions, as `stylize sequence` reads them.
+fn frame(t: usize) -> FrameInput {
+    let exr = frame_path(t, "exr");
+    FrameInput {
+        content: Some(stylize::image_io::load(&frame_path(t, "png")).unwrap()),
+        to_previous: (t > 1)
+            .then(|| read_exr(&exr, &ExrMotionChannels::blender_to_previous()).unwrap()),
+        to_next: Some(read_exr(&exr, &ExrMotionChannels::blender_to_next()).unwrap()),
+        mask: None,
+    }
+}
+
+fn base(size: u32) -> RenderRequest {
+    RenderRequest {
+        content: RgbImage::new(1, 1),
+        styles: vec![common::shipped("starry_night.jpg")],
+        blend: vec![],
+        options: RenderOptions {
+            size,
+            scales: 2,
+            iterations: 12,
+            ..Default::default()
+        },
+    }
+}
+
+fn run(options: SequenceOptions, frames: usize) -> Vec<FrameRendered> {
+    let engine =
+        CandleEngine::new(common::weights(), Pooling::Max, &Device::Cpu, DType::F32).unwrap();
+    let features = engine.features();
+    let mut renderer = SequenceRenderer::new(
+        base(96),
+        options,
+        &engine,
+        StyleSource::uncached(&features),
+        None,
+    )
+    .unwrap();
+    (1..=frames)
+        .map(|t| {
+            renderer
+                .frame(frame(t), &mut |_| std::ops::ControlFlow::Continue(()))
+                .unwrap()
+        })
+        .collect()
+}
+
+fn e_warp(frame: &FrameRendered) -> f64 {
+    let (warped, certainty) = frame.warped_previous.as_ref().unwrap();
+    warping_error(&frame.rendered.image, warped, certainty).unwrap()
+}
+
+#[test]
+fn a_sequence_holds_its_strokes_where_stills_flicker() {
+    let options = SequenceOptions::for_iterations(12);
+    assert_eq!(options.later_iterations, 6);
+    let sequence = run(options.clone(), 4);
+    let stills = run(
+        SequenceOptions {
+            independent: true,
+            ..options
+        },
+        4,
+    );
+    for (s, i) in sequence.iter().zip(&stills).skip(1) {
+        // The same held pixels are compared in both.
+        assert_eq!(
+            s.warped_previous.as_ref().unwrap().1,
+            i.warped_previous.as_ref().unwrap().1
+        );
+        assert!(s.certain > 0.8 && s.certain < 1.0, "held {}", s.certain);
+        let (held, flicker) = (e_warp(s), e_warp(i));
+        assert!(
+            held * 5.0 <= flicker,
+            "frame {}: E_warp {held:.1} as a sequence, {flicker:.1} as stills",
+            s.index
+        );
+        // One scale, the later budget; still stylised.
+        assert!(
+            s.rendered.iterations <= 6,
+            "{} iterations",
+            s.rendered.iterations
+        );
+        assert_eq!(i.rendered.iterations, 24);
+        let (style, still_style) = (s.rendered.delivered.style, i.rendered.delivered.style);
+        assert!(
+            style <= 1.3 * still_style,
+            "frame {}: style {style:.3e} against the still's {still_style:.3e}",
+            s.index
+        );
+        assert!(s.rendered.delivered.temporal > 0.0);
+        assert_eq!(i.rendered.delivered.temporal, 0.0);
+    }
+    // The first frame is the same still either way.
+    assert_eq!(sequence[0].rendered.image, stills[0].rendered.image);
+}
+
+/// A state whose previous frame was delivered (as a flat grey 256x144 frame).
+fn after_first() -> SequenceState {
+    let convention = stylize::model::InputConvention::caffe();
+    let mut state =
+        SequenceState::new(base(64), SequenceOptions::for_iterations(4), convention).unwrap();
+    let first = state.prepare_frame(frame(1)).unwrap();
+    state.delivered(
+        &first,
+        &RgbImage::from_pixel(114, 64, image::Rgb([128, 128, 128])),
+    );
+    state
+}
+
+fn refusal(state: &SequenceState, frame: FrameInput) -> String {
+    state.prepare_frame(frame).unwrap_err().to_string()
+}
+
+#[test]
+fn bad_frames_are_refused_naming_the_field_and_the_frame() {
+    let state = after_first();
+    assert_eq!(state.next_index(), 1);
+    let good = frame(2);
+    assert!(state.prepare_frame(good.clone()).is_ok());
+    let small = FrameInput {
+        content: Some(RgbImage::new(128, 72)),
+        ..good.clone()
+    };
+    assert!(refusal(&state, small).contains("frames[1].content"));
+    let no_motion = FrameInput {
+        to_previous: None,
+        ..good.clone()
+    };
+    assert!(refusal(&state, no_motion).contains("frames[1].motion_to_previous"));
+    let motion = good.to_previous.clone().unwrap();
+    let wrong_size = Motion {
+        width: motion.width - 1,
+        ..motion.clone()
+    };
+    let text = refusal(
+        &state,
+        FrameInput {
+            to_previous: Some(wrong_size),
+            ..good.clone()
+        },
+    );
+    assert!(
+        text.contains("frames[1].motion_to_previous") && text.contains("255x144"),
+        "{text}"
+    );
+    let mut nan = motion.clone();
+    nan.dy[256 * 3 + 7] = f32::NAN;
+    let text = refusal(
+        &state,
+        FrameInput {
+            to_next: Some(nan),
+            ..good.clone()
+        },
+    );
+    assert!(
+        text.contains("frames[1].motion_to_next") && text.contains("(7, 3)"),
+        "{text}"
+    );
+    let mut mask = vec![1.0; 256 * 144];
+    mask[5] = 1.5;
+    let text = refusal(
+        &state,
+        FrameInput {
+            mask: Some(mask),
+            ..good.clone()
+        },
+    );
+    assert!(text.contains("frames[1].mask"), "{text}");
+    // A mask overrides the motion's certainty; pixels leaving the frame stay uncertain.
+    let mut held = vec![0.0; 256 * 144];
+    held[..256 * 72].fill(1.0);
+    let job = state
+        .prepare_frame(FrameInput {
+            mask: Some(held),
+            ..good
+        })
+        .unwrap();
+    let certain = job.certain;
+    assert!(certain > 0.4 && certain <= 0.5, "held {certain}");
+    assert!(job.temporal.is_some());
+    // Settings are checked up front, naming the field.
+    let bad = SequenceOptions {
+        temporal_weight: -1.0,
+        ..SequenceOptions::for_iterations(4)
+    };
+    let convention = stylize::model::InputConvention::caffe();
+    let error = SequenceState::new(base(64), bad, convention).err().unwrap();
+    assert!(error.to_string().contains("temporal_weight"), "{error}");
+}

@@ -1,0 +1,418 @@
+//! Sequences through the command line and the server, over loopback (issue 16): the shared
+//! Blender shot runs through `stylize sequence` (resuming when restarted, OpenEXR in and
+//! out), through StylizeSequence (events tagged by frame, results as each frame is done),
+//! and through `stylize submit-sequence`; wrong sizes, NaN motion, truncated OpenEXR and a
+//! client hanging up mid-shot are handled.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::server::{Server, until};
+use stylize::motion::{ExrMotionChannels, read_exr};
+use stylize::server::proto::{self, sequence_event::Event, stylize_event};
+use tokio_stream::StreamExt;
+
+fn shared(t: usize, ext: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "../shared/sequences/rolling-ball/frame_{t:04}.{ext}"
+    ))
+}
+
+/// A folder with the first `frames` frames of the shot (PNG and OpenEXR), as links.
+fn shot(frames: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for t in 1..=frames {
+        for ext in ["png", "exr"] {
+            let name = format!("frame_{t:04}.{ext}");
+            std::os::unix::fs::symlink(shared(t, ext), dir.path().join(name)).unwrap();
+        }
+    }
+    dir
+}
+
+fn stylize(args: &[&str]) -> std::process::Output {
+    common::weights();
+    common::ort_features(stylize::engine::Pooling::Max);
+    Command::new(env!("CARGO_BIN_EXE_stylize"))
+        .args(args)
+        .env("STYLIZE_MODELS_DIR", common::models_dir())
+        .output()
+        .unwrap()
+}
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn pattern(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+/// The small, quick settings every run here uses.
+const QUICK: [&str; 8] = [
+    "--size",
+    "64",
+    "--iterations",
+    "4",
+    "--later-iterations",
+    "2",
+    "--scales",
+    "1",
+];
+
+#[test]
+fn the_cli_stylises_a_shot_resumes_and_reads_and_writes_openexr() {
+    let input = shot(3);
+    let out = tempfile::tempdir().unwrap();
+    let frames = pattern(input.path(), "frame_####.png");
+    let motion = pattern(input.path(), "frame_####.exr");
+    let written = pattern(out.path(), "styled_####.png");
+    let mut args = vec![
+        "sequence", "--frames", &frames, "--motion", &motion, "--out", &written, "--quiet",
+    ];
+    args.extend(QUICK);
+    let first = stylize(&args);
+    assert!(first.status.success(), "{}", text(&first));
+    let said = text(&first);
+    for t in 1..=3 {
+        assert!(
+            out.path().join(format!("styled_{t:04}.png")).exists(),
+            "{said}"
+        );
+    }
+    assert!(
+        said.contains("frame 3:") && said.contains("E_warp"),
+        "{said}"
+    );
+    // Restarted with every frame written: nothing to do. With the last one gone: it is
+    // made again from the second.
+    let again = stylize(&args);
+    assert!(text(&again).contains("written already"), "{}", text(&again));
+    std::fs::remove_file(out.path().join("styled_0003.png")).unwrap();
+    let resumed = stylize(&args);
+    let said = text(&resumed);
+    assert!(
+        resumed.status.success() && said.contains("resuming after frame 2"),
+        "{said}"
+    );
+    assert!(out.path().join("styled_0003.png").exists());
+    assert!(!said.contains("frame 1:"), "{said}");
+
+    // OpenEXR frames (the beauty pass, scene-linear) with their own Vector pass, written
+    // as half-float OpenEXR.
+    let exr_frames = pattern(input.path(), "frame_####.exr");
+    let exr_out = pattern(out.path(), "linear_####.exr");
+    let mut args = vec![
+        "sequence",
+        "--frames",
+        &exr_frames,
+        "--out",
+        &exr_out,
+        "--quiet",
+    ];
+    args.extend(QUICK);
+    let linear = stylize(&args);
+    assert!(linear.status.success(), "{}", text(&linear));
+    let bytes = std::fs::read(out.path().join("linear_0002.exr")).unwrap();
+    let image = stylize::image_io::decode(&bytes, "linear_0002.exr").unwrap();
+    assert_eq!(image.dimensions(), (64, 36));
+
+    // A truncated OpenEXR frame is refused naming the flag and the file.
+    let broken = tempfile::tempdir().unwrap();
+    for t in 1..=2 {
+        let bytes = std::fs::read(shared(t, "exr")).unwrap();
+        let kept = if t == 2 {
+            &bytes[..bytes.len() / 3]
+        } else {
+            &bytes[..]
+        };
+        std::fs::write(broken.path().join(format!("frame_{t:04}.exr")), kept).unwrap();
+    }
+    let broken_frames = pattern(broken.path(), "frame_####.exr");
+    let mut args = vec![
+        "sequence",
+        "--frames",
+        &broken_frames,
+        "--out",
+        &exr_out,
+        "--quiet",
+        "--restart",
+    ];
+    args.extend(QUICK);
+    let refused = stylize(&args);
+    let said = text(&refused);
+    assert!(!refused.status.success());
+    assert!(said.contains("frame_0002.exr"), "{said}");
+    // PNG frames without motion: the flag is named.
+    let mut args = vec![
+        "sequence", "--frames", &frames, "--out", &written, "--quiet",
+    ];
+    args.extend(QUICK);
+    let refused = stylize(&args);
+    assert!(text(&refused).contains("--motion"), "{}", text(&refused));
+}
+
+fn flow(t: usize, to_next: bool) -> proto::Motion {
+    let channels = if to_next {
+        ExrMotionChannels::blender_to_next()
+    } else {
+        ExrMotionChannels::blender_to_previous()
+    };
+    let motion = read_exr(&shared(t, "exr"), &channels).unwrap();
+    proto::Motion {
+        source: Some(proto::motion::Source::Flow(proto::Flow {
+            width: motion.width as u32,
+            height: motion.height as u32,
+            dx: motion.dx,
+            dy: motion.dy,
+        })),
+    }
+}
+
+fn setup(iterations: u32) -> proto::SequenceRequest {
+    proto::SequenceRequest {
+        message: Some(proto::sequence_request::Message::Setup(
+            proto::SequenceSetup {
+                request_id: "shot".into(),
+                styles: vec![proto::StyleInput {
+                    source: Some(proto::style_input::Source::Image(
+                        common::server::STYLE.to_vec(),
+                    )),
+                }],
+                blend: vec![],
+                options: Some(proto::Options {
+                    size: 64,
+                    iterations,
+                    ..Default::default()
+                }),
+                sequence: Some(proto::SequenceOptions {
+                    later_iterations: 2,
+                    ..Default::default()
+                }),
+            },
+        )),
+    }
+}
+
+fn frame_message(t: usize) -> proto::SequenceFrame {
+    proto::SequenceFrame {
+        content: std::fs::read(shared(t, "png")).unwrap(),
+        motion_to_previous: (t > 1).then(|| flow(t, false)),
+        motion_to_next: Some(flow(t, true)),
+        mask: vec![],
+    }
+}
+
+fn framed(frame: proto::SequenceFrame) -> proto::SequenceRequest {
+    proto::SequenceRequest {
+        message: Some(proto::sequence_request::Message::Frame(frame)),
+    }
+}
+
+/// Sends `messages` as one StylizeSequence call; the events until the stream ends, and
+/// the final status if it failed.
+async fn shot_over_grpc(
+    server: &Server,
+    messages: Vec<proto::SequenceRequest>,
+) -> (Vec<proto::SequenceEvent>, Option<tonic::Status>) {
+    let mut client = server.client().await;
+    let outbound = tokio_stream::iter(messages);
+    let mut stream = match client.stylize_sequence(outbound).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (vec![], Some(status)),
+    };
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => events.push(event),
+            Err(status) => return (events, Some(status)),
+        }
+    }
+    (events, None)
+}
+
+fn refusal_names(status: Option<tonic::Status>, field: &str) {
+    let status = status.expect("a refusal");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains(field),
+        "{} should name {field}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn the_server_streams_each_frame_and_refuses_bad_ones() {
+    let server = Server::start(&["--workers", "1"]);
+    let messages = vec![
+        setup(4),
+        framed(frame_message(1)),
+        framed(frame_message(2)),
+        framed(frame_message(3)),
+    ];
+    let (events, failure) = shot_over_grpc(&server, messages).await;
+    assert!(failure.is_none(), "{failure:?}");
+    let results: Vec<(u32, &proto::FrameResult)> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::Result(r)) => Some((e.frame, r)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2]);
+    // Each frame's progress comes before its result, tagged with its index.
+    let mut last_frame = 0;
+    for event in &events {
+        assert!(event.frame >= last_frame);
+        last_frame = event.frame;
+    }
+    let progress_of_frame_2 = events
+        .iter()
+        .filter(|e| e.frame == 2 && matches!(e.event, Some(Event::Progress(_))))
+        .count();
+    assert_eq!(progress_of_frame_2, 2);
+    for (index, result) in &results {
+        let image = result.result.as_ref().unwrap();
+        assert_eq!((image.width, image.height), (64, 36));
+        if *index == 0 {
+            assert!(result.warping_error.is_none());
+        } else {
+            assert!(result.held_fraction > 0.8, "{}", result.held_fraction);
+            assert!(result.warping_error.unwrap() > 0.0);
+            assert!(image.delivered_losses.unwrap().temporal > 0.0);
+            // The style targets came from the cache, computed once for the shot.
+            assert_eq!(image.style_cache, [proto::CacheLookup::Hit as i32]);
+        }
+    }
+    assert_eq!(server.metric("stylize_sequence_frames_total"), 3.0);
+
+    // Bad frames end the stream INVALID_ARGUMENT naming the frame and the field.
+    let small = proto::SequenceFrame {
+        content: std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/chelsea.png"),
+        )
+        .unwrap(),
+        ..frame_message(2)
+    };
+    let (_, failure) = shot_over_grpc(
+        &server,
+        vec![setup(2), framed(frame_message(1)), framed(small)],
+    )
+    .await;
+    refusal_names(failure, "frames[1].content");
+    let mut nan = frame_message(2);
+    if let Some(proto::motion::Source::Flow(flow)) = nan
+        .motion_to_previous
+        .as_mut()
+        .and_then(|m| m.source.as_mut())
+    {
+        flow.dx[10] = f32::NAN;
+    }
+    let (_, failure) = shot_over_grpc(
+        &server,
+        vec![setup(2), framed(frame_message(1)), framed(nan)],
+    )
+    .await;
+    refusal_names(failure, "frames[1].motion_to_previous");
+    let exr = std::fs::read(shared(2, "exr")).unwrap();
+    let truncated = proto::SequenceFrame {
+        content: exr[..exr.len() / 3].to_vec(),
+        ..frame_message(2)
+    };
+    let (_, failure) = shot_over_grpc(
+        &server,
+        vec![setup(2), framed(frame_message(1)), framed(truncated)],
+    )
+    .await;
+    refusal_names(failure, "frames[1].content");
+    let (_, failure) = shot_over_grpc(&server, vec![framed(frame_message(1))]).await;
+    refusal_names(failure, "setup");
+    let mut setup_without_style = setup(2);
+    if let Some(proto::sequence_request::Message::Setup(s)) = &mut setup_without_style.message {
+        s.styles.clear();
+    }
+    let (_, failure) = shot_over_grpc(&server, vec![setup_without_style]).await;
+    refusal_names(failure, "styles");
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_mid_shot_frees_the_worker() {
+    let server = Server::start(&["--workers", "1", "--max-queue", "4"]);
+    let mut client = server.client().await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender.send(setup(10_000)).await.unwrap();
+    sender.send(framed(frame_message(1))).await.unwrap();
+    let mut shot = client
+        .stylize_sequence(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let event = shot.next().await.unwrap().unwrap();
+        if matches!(event.event, Some(Event::Progress(_))) {
+            break;
+        }
+    }
+    let hung_up = Instant::now();
+    drop(shot);
+    drop(sender);
+    let mut still = client
+        .stylize(common::server::request(1))
+        .await
+        .unwrap()
+        .into_inner();
+    until(&mut still, |e| {
+        matches!(e, stylize_event::Event::Started(_))
+    })
+    .await;
+    let waited = hung_up.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the still started {waited:?} after the hang-up"
+    );
+    until(&mut still, |e| matches!(e, stylize_event::Event::Result(_))).await;
+}
+
+#[test]
+fn submit_sequence_runs_a_shot_through_a_server() {
+    let server = Server::start(&["--workers", "1"]);
+    let input = shot(3);
+    let out = tempfile::tempdir().unwrap();
+    let address = format!("http://{}", server.addr);
+    let frames = pattern(input.path(), "frame_####.png");
+    let motion = pattern(input.path(), "frame_####.exr");
+    let written = pattern(out.path(), "served_####.png");
+    let style = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/starry_night.jpg");
+    let style = style.display().to_string();
+    let mut args = vec![
+        "submit-sequence",
+        "--server",
+        &address,
+        "--frames",
+        &frames,
+        "--motion",
+        &motion,
+        "--out",
+        &written,
+        "--style",
+        &style,
+        "--quiet",
+    ];
+    args.extend(QUICK);
+    let output = stylize(&args);
+    let said = text(&output);
+    assert!(output.status.success(), "{said}");
+    for t in 1..=3 {
+        let path = out.path().join(format!("served_{t:04}.png"));
+        let image = stylize::image_io::load(&path).unwrap();
+        assert_eq!(image.dimensions(), (64, 36));
+    }
+    assert!(said.contains("frame 3:") && said.contains("held"), "{said}");
+}
