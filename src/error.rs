@@ -86,6 +86,29 @@ pub enum Error {
     Panicked(String),
 }
 
+/// The most characters of user input an error message quotes.
+pub const QUOTE_LIMIT: usize = 64;
+
+/// `input` as an error message quotes it: at most `QUOTE_LIMIT` characters, control
+/// characters escaped, an ellipsis when cut.
+pub fn quoted(input: &str) -> String {
+    let mut out: String = input
+        .chars()
+        .take(QUOTE_LIMIT)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if input.chars().count() > QUOTE_LIMIT {
+        out.push('…');
+    }
+    out
+}
+
 impl Error {
     /// An invalid option, named by the field (CLI flag or request field) that carries it.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {

@@ -37,8 +37,13 @@ pub fn decode_with(bytes: &[u8], name: &str, transfer: Transfer) -> Result<RgbIm
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_error(name, e))?;
-    if reader.format().is_none() {
-        return Err(image_error(name, "not a PNG, JPEG or OpenEXR image"));
+    match reader.format() {
+        None => return Err(image_error(name, "not a PNG, JPEG or OpenEXR image")),
+        // The JPEG decoder fills a cut-off file with grey rather than failing.
+        Some(ImageFormat::Jpeg) if !jpeg_complete(bytes) => {
+            return Err(image_error(name, "truncated JPEG (no end-of-image marker)"));
+        }
+        Some(_) => {}
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_DIMENSION);
@@ -50,6 +55,15 @@ pub fn decode_with(bytes: &[u8], name: &str, transfer: Transfer) -> Result<RgbIm
         return Err(image_error(name, "image has zero width or height"));
     }
     Ok(decoded.into_rgb8())
+}
+
+/// Whether a JPEG file ends with its end-of-image marker (trailing padding aside).
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != 0 && !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 
 /// Width and height from the image header, without decoding the pixels.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::server::{Server, until};
 use stylize::motion::{ExrMotionChannels, read_exr};
-use stylize::server::proto::{self, sequence_event::Event, stylize_event};
+use stylize::server::proto::{self, stylize_event, stylize_sequence_response::Event};
 use tokio_stream::StreamExt;
 
 fn shared(t: usize, ext: &str) -> PathBuf {
@@ -176,9 +176,9 @@ fn flow(t: usize, to_next: bool) -> proto::Motion {
     }
 }
 
-fn setup(iterations: u32) -> proto::SequenceRequest {
-    proto::SequenceRequest {
-        message: Some(proto::sequence_request::Message::Setup(
+fn setup(iterations: u32) -> proto::StylizeSequenceRequest {
+    proto::StylizeSequenceRequest {
+        message: Some(proto::stylize_sequence_request::Message::Setup(
             proto::SequenceSetup {
                 request_id: "shot".into(),
                 styles: vec![proto::StyleInput {
@@ -210,9 +210,9 @@ fn frame_message(t: usize) -> proto::SequenceFrame {
     }
 }
 
-fn framed(frame: proto::SequenceFrame) -> proto::SequenceRequest {
-    proto::SequenceRequest {
-        message: Some(proto::sequence_request::Message::Frame(frame)),
+fn framed(frame: proto::SequenceFrame) -> proto::StylizeSequenceRequest {
+    proto::StylizeSequenceRequest {
+        message: Some(proto::stylize_sequence_request::Message::Frame(frame)),
     }
 }
 
@@ -220,8 +220,8 @@ fn framed(frame: proto::SequenceFrame) -> proto::SequenceRequest {
 /// the final status if it failed.
 async fn shot_over_grpc(
     server: &Server,
-    messages: Vec<proto::SequenceRequest>,
-) -> (Vec<proto::SequenceEvent>, Option<tonic::Status>) {
+    messages: Vec<proto::StylizeSequenceRequest>,
+) -> (Vec<proto::StylizeSequenceResponse>, Option<tonic::Status>) {
     let mut client = server.client().await;
     let outbound = tokio_stream::iter(messages);
     let mut stream = match client.stylize_sequence(outbound).await {
@@ -335,7 +335,9 @@ async fn the_server_streams_each_frame_and_refuses_bad_ones() {
     let (_, failure) = shot_over_grpc(&server, vec![framed(frame_message(1))]).await;
     refusal_names(failure, "setup");
     let mut setup_without_style = setup(2);
-    if let Some(proto::sequence_request::Message::Setup(s)) = &mut setup_without_style.message {
+    if let Some(proto::stylize_sequence_request::Message::Setup(s)) =
+        &mut setup_without_style.message
+    {
         s.styles.clear();
     }
     let (_, failure) = shot_over_grpc(&server, vec![setup_without_style]).await;

@@ -14,8 +14,8 @@ use stylize::server::proto::{self, stylize_event::Event, stylizer_client::Styliz
 use tonic::Code;
 
 use common::server::{
-    STYLE, Server, by_key, collect, final_status, occupy_worker_and_queue, registration, request,
-    until,
+    CONTENT, STYLE, Server, by_key, collect, final_status, occupy_worker_and_queue, registration,
+    request, until,
 };
 
 #[tokio::test]
@@ -716,10 +716,140 @@ async fn each_bad_field_answers_invalid_argument_naming_it() {
             "options.content_layers",
         ),
     ];
+    fn layers(names: &[&str]) -> Vec<proto::LayerWeight> {
+        names
+            .iter()
+            .map(|n| proto::LayerWeight {
+                layer: n.to_string(),
+                weight: 1.0,
+            })
+            .collect()
+    }
+    let cut_jpeg = STYLE[..STYLE.len() * 9 / 10].to_vec();
+    let mut cut_init = request(1);
+    if let Some(o) = cut_init.options.as_mut() {
+        o.init = proto::Init::Image as i32;
+        o.init_image = cut_jpeg.clone();
+    }
+    cases.extend([
+        (
+            opts(|o| o.style_layers = layers(&["relu1_1", "relu1_1"])),
+            "options.style_layers",
+        ),
+        (
+            opts(|o| o.content_layers = layers(&["relu4_2", "relu4_2"])),
+            "options.content_layers",
+        ),
+        (
+            opts(|o| o.style_layers = layers(&[" relu1_1 "])),
+            "options.style_layers",
+        ),
+        (
+            opts(|o| o.style_layers = layers(&["relu01_01"])),
+            "options.style_layers",
+        ),
+        (
+            proto::StylizeRequest {
+                content: cut_jpeg.clone(),
+                ..request(1)
+            },
+            "content",
+        ),
+        (
+            proto::StylizeRequest {
+                styles: vec![style_image(&cut_jpeg)],
+                ..request(1)
+            },
+            "styles[0].image",
+        ),
+        (cut_init, "options.init_image"),
+        // Too small for relu5_1 only at a coarser scale, or only because of the style scale:
+        // refused before queueing, naming the option at fault.
+        (opts(|o| o.scales = 3), "options.scales"),
+        (opts(|o| o.style_scale = Some(1e-9)), "options.style_scale"),
+    ]);
     for (request, field) in cases.drain(..) {
         let err = collect(&mut client, request).await.expect_err(field);
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
         assert!(err.message().contains(field), "{field}: {}", err.message());
+        assert!(
+            !err.message().contains("options.options"),
+            "{}",
+            err.message()
+        );
+    }
+    // Refused before queueing: only the two good requests above ever started.
+    let log = server.log();
+    assert!(
+        !log.contains("too small"),
+        "a size check ran in a worker:\n{log}"
+    );
+    // Messages quote a bounded prefix of what was sent.
+    let long_key = "k".repeat(10_000);
+    let err = collect(
+        &mut client,
+        proto::StylizeRequest {
+            styles: vec![proto::StyleInput {
+                source: Some(proto::style_input::Source::Key(long_key)),
+            }],
+            ..request(1)
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().len() < 400, "{} bytes", err.message().len());
+    // Huge blend weights are normalised without overflow: the same image as equal ones.
+    let result_of = |events: Vec<Event>| {
+        events
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Result(r) => Some(r.image),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let two_styles = |blend: Vec<f64>| proto::StylizeRequest {
+        styles: vec![style_image(STYLE), style_image(CONTENT)],
+        blend,
+        ..request(1)
+    };
+    let huge = result_of(
+        collect(&mut client, two_styles(vec![1e308, 1e308]))
+            .await
+            .unwrap(),
+    );
+    let equal = result_of(
+        collect(&mut client, two_styles(vec![1.0, 1.0]))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(huge, equal);
+    // RegisterStyle names its own, top-level fields.
+    for (registration, field) in [
+        (
+            proto::RegisterStyleRequest {
+                size: 8,
+                ..registration(STYLE)
+            },
+            "size",
+        ),
+        (
+            proto::RegisterStyleRequest {
+                style_layers: layers(&["relu2_1", "relu2_1"]),
+                ..registration(STYLE)
+            },
+            "style_layers",
+        ),
+        (registration(&cut_jpeg), "image"),
+    ] {
+        let err = client.register_style(registration).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert!(
+            err.message().starts_with(&format!("invalid {field}:")),
+            "{field}: {}",
+            err.message()
+        );
     }
     let bad_register = client
         .register_style(proto::RegisterStyleRequest {
@@ -768,6 +898,35 @@ async fn health_and_reflection_work_and_sigterm_drains_in_flight_work_and_hands_
         names.contains(&"stylize.v1.Stylizer".to_string()),
         "{names:?}"
     );
+    // The same through v1alpha, which many tools still speak.
+    {
+        use tonic_reflection::pb::v1alpha as alpha;
+        let mut reflection =
+            alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+        let ask = alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    "stylize.v1.Stylizer".into(),
+                ),
+            ),
+        };
+        let answer = reflection
+            .server_reflection_info(tokio_stream::iter(vec![ask]))
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+            answer.message_response
+        else {
+            panic!("no descriptor through v1alpha: {answer:?}");
+        };
+        assert!(!files.file_descriptor_proto.is_empty());
+    }
 
     let mut health = HealthClient::new(channel.clone());
     let check = |service: &str| HealthCheckRequest {

@@ -53,7 +53,7 @@ fn flow(motion: Motion) -> proto::Motion {
 }
 
 /// The `position`-th frame's message.
-fn frame_message(shot: &Shot, position: usize) -> Result<proto::SequenceRequest> {
+fn frame_message(shot: &Shot, position: usize) -> Result<proto::StylizeSequenceRequest> {
     let (_, content) = shot.content_bytes(position)?;
     let mask = match shot.mask(position)? {
         Some(values) => {
@@ -68,8 +68,8 @@ fn frame_message(shot: &Shot, position: usize) -> Result<proto::SequenceRequest>
         }
         None => Vec::new(),
     };
-    Ok(proto::SequenceRequest {
-        message: Some(proto::sequence_request::Message::Frame(
+    Ok(proto::StylizeSequenceRequest {
+        message: Some(proto::stylize_sequence_request::Message::Frame(
             proto::SequenceFrame {
                 content,
                 motion_to_previous: shot.to_previous(position)?.map(flow),
@@ -118,8 +118,8 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
     runtime()?.block_on(async {
         let (sender, receiver) = tokio::sync::mpsc::channel(2);
         sender
-            .send(proto::SequenceRequest {
-                message: Some(proto::sequence_request::Message::Setup(setup)),
+            .send(proto::StylizeSequenceRequest {
+                message: Some(proto::stylize_sequence_request::Message::Setup(setup)),
             })
             .await?;
         let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
@@ -146,7 +146,7 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
         let mut done_iterations = 0u64;
         let mut delivered = 0;
         while let Some(event) = events.next().await {
-            use proto::sequence_event::Event;
+            use proto::stylize_sequence_response::Event;
             let event = event.map_err(status_error)?;
             let position = event.frame as usize;
             match event.event {

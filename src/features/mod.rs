@@ -85,6 +85,9 @@ pub trait FeatureExtractor: Send + Sync {
 /// `sum_k b_k G_k` per layer with the weights normalised to sum to 1. `per_style[k][l]` is
 /// style k's Gram at layer l; all styles must list the same layers.
 pub fn blend(per_style: &[&[Gram]], weights: &[f64]) -> Vec<Gram> {
+    // Scaled by the largest first, so weights near f64::MAX do not overflow their sum.
+    let largest = weights.iter().copied().fold(0f64, f64::max);
+    let weights: Vec<f64> = weights.iter().map(|w| w / largest).collect();
     let total: f64 = weights.iter().sum();
     let Some(first) = per_style.first() else {
         return Vec::new();
@@ -93,7 +96,7 @@ pub fn blend(per_style: &[&[Gram]], weights: &[f64]) -> Vec<Gram> {
         .map(|layer| {
             let channels = first[layer].channels;
             let mut acc = vec![0f64; channels * channels];
-            for (grams, &w) in per_style.iter().zip(weights) {
+            for (grams, &w) in per_style.iter().zip(&weights) {
                 for (a, &g) in acc.iter_mut().zip(&grams[layer].data) {
                     *a += w / total * g as f64;
                 }

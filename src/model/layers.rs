@@ -104,13 +104,11 @@ impl fmt::Display for Layer {
 impl FromStr for Layer {
     type Err = Error;
 
+    /// Exactly a canonical name (`relu1_1` .. `relu5_4`): no spaces, signs or leading zeros.
     fn from_str(name: &str) -> Result<Self, Error> {
-        let unknown = || Error::UnknownLayer(name.to_string());
-        let rest = name.trim().strip_prefix("relu").ok_or_else(unknown)?;
-        let (block, index) = rest.split_once('_').ok_or_else(unknown)?;
-        let block: usize = block.parse().map_err(|_| unknown())?;
-        let index: usize = index.parse().map_err(|_| unknown())?;
-        Layer::new(block, index).map_err(|_| unknown())
+        Layer::all()
+            .find(|layer| layer.to_string() == name)
+            .ok_or_else(|| Error::UnknownLayer(crate::error::quoted(name)))
     }
 }
 
@@ -128,6 +126,20 @@ mod tests {
         }
         assert_eq!(all[15].to_string(), "relu5_4");
         assert_eq!("relu4_2".parse::<Layer>().unwrap().conv_position(), 9);
+    }
+
+    #[test]
+    fn names_are_parsed_strictly() {
+        for loose in [
+            " relu1_1 ",
+            "relu+1_1",
+            "relu01_01",
+            "relu1_1\n",
+            "RELU1_1",
+            "relu1-1",
+        ] {
+            assert!(loose.parse::<Layer>().is_err(), "{loose:?} was accepted");
+        }
     }
 
     #[test]

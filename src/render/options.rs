@@ -8,6 +8,7 @@ use super::plan;
 use crate::engine::optim::LineSearch;
 use crate::engine::{OptimizerKind, StopRules, TermWeights};
 use crate::error::{Error, Result};
+use crate::image_io::fit_longest;
 use crate::model::Layer;
 
 /// Largest output side accepted.
@@ -153,8 +154,14 @@ impl RenderOptions {
             ("content_layers", &self.content_layers),
             ("style_layers", &self.style_layers),
         ] {
-            for (layer, weight) in layers.iter() {
+            for (k, (layer, weight)) in layers.iter().enumerate() {
                 non_negative(&format!("{field} ({layer})"), *weight)?;
+                if layers[..k].iter().any(|(earlier, _)| earlier == layer) {
+                    return Err(Error::invalid(
+                        field,
+                        format!("{layer} is listed twice (give it once, with its weight)"),
+                    ));
+                }
             }
         }
         if self.content_layers.is_empty() && self.style_layers.is_empty() {
@@ -218,6 +225,7 @@ pub struct RenderRequest {
 impl RenderRequest {
     pub fn validate(&self) -> Result<()> {
         self.options.validate()?;
+        self.check_sizes()?;
         if self.styles.is_empty() && !self.options.style_layers.is_empty() {
             return Err(Error::invalid(
                 "styles",
@@ -238,8 +246,58 @@ impl RenderRequest {
             for &w in &self.blend {
                 non_negative("blend", w)?;
             }
-            if self.blend.iter().sum::<f64>() <= 0.0 {
+            if self.blend.iter().all(|&w| w == 0.0) {
                 return Err(Error::invalid("blend", "weights must not all be zero"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every size-dependent check, before any work is queued: the content and each style at
+    /// every scale against the deepest layer. The message names the option at fault:
+    /// `scales` when only a coarser scale is too small, `size` when the output is,
+    /// `style_scale` when the styles are shrunk below it, else the image's own shape.
+    pub fn check_sizes(&self) -> Result<()> {
+        let options = &self.options;
+        let Some(deepest) = options.deepest_layer() else {
+            return Ok(());
+        };
+        let sizes = options.scale_sizes();
+        let fits = |(w, h): (u32, u32), longest: u32| {
+            check_fits("", fit_longest(w, h, longest), deepest).is_ok()
+        };
+        let content = self.content.dimensions();
+        for (k, &longest) in sizes.iter().enumerate() {
+            let fitted = fit_longest(content.0, content.1, longest);
+            if !fits(content, longest) {
+                let field = if k + 1 < sizes.len() && fits(content, options.size) {
+                    "scales"
+                } else if fits((1, 1), options.size) {
+                    "content"
+                } else {
+                    "size"
+                };
+                return check_fits(field, fitted, deepest).map_err(|e| at_scale(e, longest));
+            }
+            if options.style_layers.is_empty() {
+                continue;
+            }
+            let side = style_side(longest, options.style_scale);
+            for (s, style) in self.styles.iter().enumerate() {
+                let dims = style.dimensions();
+                if !fits(dims, side) {
+                    let field = if options.style_scale < 1.0 && fits(dims, longest) {
+                        "style_scale".to_string()
+                    } else if k + 1 < sizes.len()
+                        && fits(dims, style_side(options.size, options.style_scale))
+                    {
+                        "scales".to_string()
+                    } else {
+                        format!("styles[{s}]")
+                    };
+                    return check_fits(&field, fit_longest(dims.0, dims.1, side), deepest)
+                        .map_err(|e| at_scale(e, longest));
+                }
             }
         }
         Ok(())
@@ -251,6 +309,36 @@ impl RenderRequest {
         } else {
             self.blend.clone()
         }
+    }
+}
+
+/// Longest side a style is rendered at for a content scale of `longest` pixels.
+pub(crate) fn style_side(longest: u32, style_scale: f64) -> u32 {
+    ((longest as f64) * style_scale).round().max(1.0) as u32
+}
+
+/// Checks an image is large enough for the deepest layer (each pool halves it).
+pub(crate) fn check_fits(field: &str, (width, height): (u32, u32), deepest: Layer) -> Result<()> {
+    let min = 1u32 << (deepest.block() - 1);
+    if width < min || height < min {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{}x{} is too small for {deepest}: each side needs at least {min} pixels at every scale",
+                width, height
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `error` saying which scale it was found at.
+fn at_scale(error: Error, longest: u32) -> Error {
+    match error {
+        Error::InvalidOption { field, reason } => {
+            Error::invalid(field, format!("{reason} (at the {longest} px scale)"))
+        }
+        other => other,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::net::stages::StagedPlan;
 use crate::net::tiling::TilePlan;
 
 use super::RenderRequest;
-use super::still::style_side;
+use super::options::style_side;
 
 /// L-BFGS pairs kept when the request leaves it to the server and memory allows.
 pub const DEFAULT_HISTORY: usize = 100;

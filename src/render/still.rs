@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use super::options::{
-    InitChoice, NOISE_LEVELS, RenderOptions, RenderRequest, default_content_layers,
-    default_style_layers,
+    InitChoice, NOISE_LEVELS, RenderOptions, RenderRequest, check_fits, default_content_layers,
+    default_style_layers, style_side,
 };
 use super::plan::{MemoryPlan, plan_memory};
 use crate::cache::{Lookup, StyleCache, StyleKey, image_digest};
@@ -128,26 +128,6 @@ pub struct Rendered {
     /// The loss of the delivered 8-bit image (as encoded losslessly: PNG).
     pub delivered: LossBreakdown,
     pub stats: RenderStats,
-}
-
-/// Longest side a style is rendered at for a content scale of `longest` pixels.
-pub(crate) fn style_side(longest: u32, style_scale: f64) -> u32 {
-    ((longest as f64) * style_scale).round().max(1.0) as u32
-}
-
-/// Checks an image is large enough for the deepest layer (each pool halves it).
-fn check_fits(field: &str, (width, height): (u32, u32), deepest: Layer) -> Result<()> {
-    let min = 1u32 << (deepest.block() - 1);
-    if width < min || height < min {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "{}x{} is too small for {deepest}: each side needs at least {min} pixels at every scale",
-                width, height
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Builds the engine job under `plan`: content and blended style Grams for every scale.

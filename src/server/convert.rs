@@ -70,6 +70,21 @@ fn request_field(field: &str) -> String {
     }
 }
 
+/// Renames a RegisterStyle error's field to its request path: the options it carries are
+/// top-level fields there (`size`, `style_scale`, `scales`, `style_layers`, `image`).
+pub fn in_registration(err: Error) -> Error {
+    match err {
+        Error::InvalidOption { field, reason } => Error::InvalidOption {
+            field: field.strip_prefix("options.").unwrap_or(&field).to_string(),
+            reason,
+        },
+        Error::UnknownLayer(name) => {
+            Error::invalid("style_layers", format!("unknown layer `{name}`"))
+        }
+        other => other,
+    }
+}
+
 /// Renames an error's field from core names to request field paths.
 pub fn in_request(err: Error) -> Error {
     match err {
@@ -129,7 +144,10 @@ fn layers(
             let layer = lw.layer.parse().map_err(|_| {
                 Error::invalid(
                     field,
-                    format!("unknown layer `{}` (expected relu1_1 .. relu5_4)", lw.layer),
+                    format!(
+                        "unknown layer `{}` (expected relu1_1 .. relu5_4)",
+                        crate::error::quoted(&lw.layer)
+                    ),
                 )
             })?;
             Ok((layer, lw.weight))
@@ -303,6 +321,17 @@ pub fn job_spec_for(
     limits: &Limits,
     registry: &StyleRegistry,
 ) -> Result<JobSpec> {
+    checked_job_spec(request, content, request_id, deadline, limits, registry).map_err(in_request)
+}
+
+fn checked_job_spec(
+    request: proto::StylizeRequest,
+    content: RgbImage,
+    request_id: String,
+    deadline: Option<Instant>,
+    limits: &Limits,
+    registry: &StyleRegistry,
+) -> Result<JobSpec> {
     let wire = request.options.unwrap_or_default();
     let mut options = options(&wire)?;
     check_limits(&options, limits)?;
@@ -341,7 +370,10 @@ pub fn job_spec_for(
                     .ok_or_else(|| {
                         Error::invalid(
                             &field,
-                            format!("`{key}` is not registered, or expired (RegisterStyle first)"),
+                            format!(
+                                "`{}` is not registered, or expired (RegisterStyle first)",
+                                crate::error::quoted(key)
+                            ),
                         )
                     })
             }
@@ -373,7 +405,7 @@ pub fn job_spec_for(
         blend: request.blend,
         options,
     };
-    render.validate().map_err(in_request)?;
+    render.validate()?;
     Ok(JobSpec {
         request_id,
         request: render,
@@ -474,7 +506,7 @@ pub fn event(event: JobEvent) -> std::result::Result<proto::StylizeEvent, tonic:
                 StopReason::TimeBudget => proto::StopReason::TimeBudget,
             } as i32,
         }),
-        JobEvent::Failed(err) => return Err(super::status(err)),
+        JobEvent::Failed(err) => return Err(super::status(in_request(err))),
     };
     Ok(proto::StylizeEvent { event: Some(event) })
 }

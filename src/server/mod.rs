@@ -55,8 +55,9 @@ fn tls_reason(err: &dyn std::error::Error) -> String {
 /// The gRPC status for a library error; the message names the field where there is one.
 pub fn status(err: Error) -> Status {
     match err {
+        // Fields are already the request's paths (see `convert::in_request`).
         Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
-            Status::invalid_argument(convert::in_request(err).to_string())
+            Status::invalid_argument(err.to_string())
         }
         Error::QueueFull(_) | Error::MemoryExhausted(_) | Error::ResultTooLarge { .. } => {
             Status::resource_exhausted(err.to_string())
@@ -148,7 +149,18 @@ pub(crate) fn request_id(given: &str) -> String {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         format!("req-{}", NEXT.fetch_add(1, Ordering::Relaxed))
     } else {
-        given.chars().take(128).collect()
+        // Logged as given: only characters that cannot forge a line or a field.
+        given
+            .chars()
+            .take(128)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._:/-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     }
 }
 
@@ -169,7 +181,7 @@ impl Stylizer for StylizeService {
 
     async fn stylize_sequence(
         &self,
-        request: Request<tonic::Streaming<proto::SequenceRequest>>,
+        request: Request<tonic::Streaming<proto::StylizeSequenceRequest>>,
     ) -> Result<Response<sequence::SequenceStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
         self.scheduler.admits().map_err(status)?;
@@ -269,7 +281,7 @@ impl StylizeService {
                 ..Default::default()
             })?;
             convert::check_limits(&options, &limits)?;
-            options.validate().map_err(convert::in_request)?;
+            options.validate()?;
             let image = convert::decode_field(&message.image, "image", &limits)?;
             let backends = scheduler.backends();
             let plan = plan_precompute(
@@ -284,8 +296,7 @@ impl StylizeService {
                 cache: Some(backends.cache.as_ref()),
                 tile_side: plan.tile_side,
             };
-            let lookups = warm_style(&image, &options, source, backends.engine.convention())
-                .map_err(convert::in_request)?;
+            let lookups = warm_style(&image, &options, source, backends.engine.convention())?;
             // Only a style whose targets were computed gets a key.
             let key = registry.register(&message.image, Arc::new(image))?;
             names::publish_cache(&backends.cache.stats());
@@ -299,7 +310,7 @@ impl StylizeService {
         let response = tokio::task::spawn_blocking(move || span.in_scope(work))
             .await
             .map_err(|e| Status::internal(format!("register_style panicked: {e}")))?
-            .map_err(status)?;
+            .map_err(|e| status(convert::in_registration(e)))?;
         Ok(Response::new(response))
     }
 }
@@ -346,10 +357,18 @@ pub async fn serve(
         tracing::error!("no worker is alive; reporting NOT_SERVING");
         report_not_serving(&watching).await;
     });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl speaks v1, many tools (Python's grpcio-reflection,
+    // older grpcurl, Postman) still ask v1alpha.
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = described()
         .build_v1()
+        .map_err(|e| Error::invalid("reflection", e.to_string()))?;
+    let reflection_alpha = described()
+        .build_v1alpha()
         .map_err(|e| Error::invalid("reflection", e.to_string()))?;
     let stylizer = StylizerServer::new(service)
         .max_decoding_message_size(config.limits.max_message_bytes)
@@ -371,6 +390,10 @@ pub async fn serve(
         .layer(tally::layer())
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection, config.gate.clone()))
+        .add_service(InterceptedService::new(
+            reflection_alpha,
+            config.gate.clone(),
+        ))
         .add_service(InterceptedService::new(stylizer, config.gate.clone()))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -27,7 +27,8 @@ use crate::render::sequence::{
 use crate::scheduler::{JobEvent, JobSpec, Scheduler};
 use crate::telemetry::metrics as names;
 
-pub type SequenceStream = Pin<Box<dyn Stream<Item = Result<proto::SequenceEvent, Status>> + Send>>;
+pub type SequenceStream =
+    Pin<Box<dyn Stream<Item = Result<proto::StylizeSequenceResponse, Status>> + Send>>;
 
 /// What every frame of a shot shares: the job settings (its content replaced per frame),
 /// how OpenEXR frames are read, and the shot's state.
@@ -173,9 +174,9 @@ fn mask(bytes: &[u8], field: &str) -> Result<Vec<f32>> {
 }
 
 /// A job event as the sequence stream carries it; `None` for the result (sent separately).
-fn tagged(index: usize, event: JobEvent) -> Option<Result<proto::SequenceEvent, Status>> {
-    use proto::sequence_event::Event as Out;
+fn tagged(index: usize, event: JobEvent) -> Option<Result<proto::StylizeSequenceResponse, Status>> {
     use proto::stylize_event::Event as In;
+    use proto::stylize_sequence_response::Event as Out;
     let event = match convert::event(event) {
         Ok(proto::StylizeEvent { event }) => event?,
         Err(status) => return Some(Err(status)),
@@ -187,7 +188,7 @@ fn tagged(index: usize, event: JobEvent) -> Option<Result<proto::SequenceEvent, 
         In::Preview(e) => Out::Preview(e),
         In::Result(_) => return None,
     };
-    Some(Ok(proto::SequenceEvent {
+    Some(Ok(proto::StylizeSequenceResponse {
         frame: index as u32,
         event: Some(event),
     }))
@@ -201,20 +202,20 @@ pub struct Runner {
     pub registry: Arc<StyleRegistry>,
 }
 
-type Outbound = mpsc::Sender<Result<proto::SequenceEvent, Status>>;
+type Outbound = mpsc::Sender<Result<proto::StylizeSequenceResponse, Status>>;
 
 impl Runner {
     /// Reads the setup, then streams the shot from a task that ends when the client closes
     /// its stream, hangs up, or a frame fails.
     pub async fn start(
         self,
-        mut inbound: Streaming<proto::SequenceRequest>,
+        mut inbound: Streaming<proto::StylizeSequenceRequest>,
         deadline: Option<Instant>,
         place: tokio::sync::OwnedSemaphorePermit,
     ) -> std::result::Result<SequenceStream, Status> {
-        use proto::sequence_request::Message;
+        use proto::stylize_sequence_request::Message;
         let first = inbound.message().await?;
-        let Some(proto::SequenceRequest {
+        let Some(proto::StylizeSequenceRequest {
             message: Some(Message::Setup(setup)),
         }) = first
         else {
@@ -252,14 +253,14 @@ impl Runner {
     async fn frames(
         &self,
         mut shot: Shot,
-        mut inbound: Streaming<proto::SequenceRequest>,
+        mut inbound: Streaming<proto::StylizeSequenceRequest>,
         out: Outbound,
     ) {
-        use proto::sequence_request::Message;
+        use proto::stylize_sequence_request::Message;
         loop {
             let frame = match inbound.message().await {
                 Ok(None) => return,
-                Ok(Some(proto::SequenceRequest {
+                Ok(Some(proto::StylizeSequenceRequest {
                     message: Some(Message::Frame(frame)),
                 })) => frame,
                 Ok(Some(_)) => {
@@ -346,13 +347,15 @@ impl Runner {
                 }) => result,
                 _ => return None,
             };
-            let message = proto::SequenceEvent {
+            let message = proto::StylizeSequenceResponse {
                 frame: job.index as u32,
-                event: Some(proto::sequence_event::Event::Result(proto::FrameResult {
-                    result: Some(result),
-                    held_fraction: job.certain,
-                    warping_error: e_warp,
-                })),
+                event: Some(proto::stylize_sequence_response::Event::Result(
+                    proto::FrameResult {
+                        result: Some(result),
+                        held_fraction: job.certain,
+                        warping_error: e_warp,
+                    },
+                )),
             };
             return out.send(Ok(message)).await.ok().map(|()| shot);
         }
