@@ -55,6 +55,27 @@ fn images() -> Vec<(&'static str, Vec<u8>)> {
             "gray9x12.jpg",
             encode(&small(&style, 9, 12).grayscale(), ImageFormat::Jpeg),
         ),
+        // Cut-off files, which must be refused, not filled in.
+        ("cut.jpg", {
+            let whole = encode(&small(&style, 16, 16), ImageFormat::Jpeg);
+            whole[..whole.len() * 9 / 10].to_vec()
+        }),
+        ("cut.png", {
+            let whole = encode(&small(&content, 16, 16), ImageFormat::Png);
+            whole[..whole.len() / 2].to_vec()
+        }),
+        ("rgb8x8.exr", {
+            let rgb = small(&content, 8, 8).to_rgb8();
+            stylize::exr_file::encode_rgb(&rgb, stylize::exr_file::Transfer::SceneLinear)
+                .expect("encode an OpenEXR seed")
+        }),
+        ("cut.exr", {
+            let rgb = small(&content, 8, 8).to_rgb8();
+            let whole =
+                stylize::exr_file::encode_rgb(&rgb, stylize::exr_file::Transfer::SceneLinear)
+                    .expect("encode an OpenEXR seed");
+            whole[..whole.len() / 2].to_vec()
+        }),
     ]
 }
 

@@ -87,10 +87,51 @@ pub fn load(path: &Path) -> Result<RgbImage> {
     decode(&bytes, &name)
 }
 
+/// 16 bits per channel RGB.
+pub type Rgb16Image = image::ImageBuffer<image::Rgb<u16>, Vec<u16>>;
+
+/// An 8-bit image at 16 bits per channel (each level times 257).
+pub fn widen(image: &RgbImage) -> Rgb16Image {
+    Rgb16Image::from_fn(image.width(), image.height(), |x, y| {
+        image::Rgb(image.get_pixel(x, y).0.map(|v| u16::from(v) * 257))
+    })
+}
+
+/// A finished image as every encoding takes it: 8-bit pixels, and the 16-bit ones a 16-bit
+/// PNG writes.
+#[derive(Clone, Copy)]
+pub struct Delivered<'a> {
+    pub image: &'a RgbImage,
+    pub deep: &'a Rgb16Image,
+}
+
+impl Delivered<'_> {
+    pub fn encode(self, encoding: Encoding) -> Result<Vec<u8>> {
+        match encoding {
+            Encoding::Png16 => {
+                let mut out = Cursor::new(Vec::new());
+                self.deep
+                    .write_to(&mut out, ImageFormat::Png)
+                    .map_err(|e| image_error("output", e))?;
+                Ok(out.into_inner())
+            }
+            other => encode(self.image, other),
+        }
+    }
+
+    /// Encodes as `encoding` and writes the file.
+    pub fn save(self, path: &Path, encoding: Encoding) -> Result<()> {
+        let bytes = self.encode(encoding)?;
+        std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    }
+}
+
 /// Output encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     Png,
+    /// PNG with 16 bits per channel, from the optimiser's unrounded result.
+    Png16,
     Jpeg {
         quality: u8,
     },
@@ -100,6 +141,14 @@ pub enum Encoding {
 
 impl Encoding {
     /// Picks the encoding from a file extension (`png`, `jpg`, `jpeg`).
+    /// The 16-bit variant of PNG when `deep` (other encodings are unchanged).
+    pub fn deepened(self, deep: bool) -> Self {
+        match self {
+            Encoding::Png if deep => Encoding::Png16,
+            other => other,
+        }
+    }
+
     pub fn from_path(path: &Path) -> Result<Self> {
         let ext = path
             .extension()
@@ -123,7 +172,7 @@ impl Encoding {
 pub fn encode(image: &RgbImage, encoding: Encoding) -> Result<Vec<u8>> {
     let mut out = Cursor::new(Vec::new());
     let result = match encoding {
-        Encoding::Png => image.write_to(&mut out, ImageFormat::Png),
+        Encoding::Png | Encoding::Png16 => image.write_to(&mut out, ImageFormat::Png),
         Encoding::Jpeg { quality } => {
             let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
             DynamicImage::ImageRgb8(image.clone()).write_with_encoder(encoder)

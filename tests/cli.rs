@@ -70,6 +70,51 @@ fn tiny_run_writes_png_and_jpeg() {
 }
 
 #[test]
+fn png16_keeps_the_precision_the_8_bit_image_rounds_away_and_exr_is_half_float() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "run",
+            "--size",
+            "32",
+            "--iterations",
+            "3",
+            "--quiet",
+            "--out",
+        ];
+        args.push(out.to_str().unwrap());
+        args.extend(extra);
+        let result = stylize(&args);
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        out
+    };
+    let deep = image::open(run("deep.png", &["--png16"])).unwrap();
+    assert_eq!(deep.color(), image::ColorType::Rgb16);
+    let deep = deep.into_rgb16();
+    // Not an 8-bit image widened: levels between the 8-bit ones are used.
+    assert!(deep.pixels().flat_map(|p| p.0).any(|v| v % 257 != 0));
+    // Rounded to 8 bits it is the 8-bit PNG the same (deterministic) run writes.
+    let shallow = stylize::image_io::load(&run("shallow.png", &[])).unwrap();
+    for (d, s) in deep.pixels().zip(shallow.pixels()) {
+        for c in 0..3 {
+            let narrowed = (d[c] as f32 / 257.0).round() as i32;
+            assert!((narrowed - s[c] as i32).abs() <= 1, "{d:?} vs {s:?}");
+        }
+    }
+    let exr = std::fs::read(run("linear.exr", &[])).unwrap();
+    assert!(stylize::exr_file::is_exr(&exr));
+    assert_eq!(
+        stylize::image_io::decode(&exr, "linear.exr").unwrap(),
+        shallow
+    );
+}
+
+#[test]
 fn a_time_budget_or_a_tolerance_ends_a_run_early_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.png");

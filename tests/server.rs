@@ -825,6 +825,8 @@ async fn each_bad_field_answers_invalid_argument_naming_it() {
             .unwrap(),
     );
     assert_eq!(huge, equal);
+    // A refused registration stores nothing: its key does not resolve.
+    let refused_key = stylize::cache::StyleRegistry::key_of(&cut_jpeg);
     // RegisterStyle names its own, top-level fields.
     for (registration, field) in [
         (
@@ -851,6 +853,27 @@ async fn each_bad_field_answers_invalid_argument_naming_it() {
             err.message()
         );
     }
+    let err = collect(&mut client, by_key(&refused_key, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("not registered"),
+        "{}",
+        err.message()
+    );
+    // 16-bit PNG results on request.
+    let deep = result_of(
+        collect(
+            &mut client,
+            opts(|o| o.output_format = proto::ImageFormat::Png16 as i32),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(
+        image::load_from_memory(&deep).unwrap().color(),
+        image::ColorType::Rgb16
+    );
     let bad_register = client
         .register_style(proto::RegisterStyleRequest {
             image: b"nope".to_vec(),

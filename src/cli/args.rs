@@ -166,6 +166,10 @@ pub struct JobArgs {
     /// iterations (e.g. 0.001; 0: run every iteration, or the preset's).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub tolerance: f64,
+    /// Write PNG outputs with 16 bits per channel, rounded from the optimiser's result rather
+    /// than its 8-bit image.
+    #[arg(long)]
+    pub png16: bool,
     /// Return the image reached after this many seconds of optimisation (0: no limit).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub time_budget_seconds: f64,

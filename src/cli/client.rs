@@ -152,7 +152,9 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn submit(args: SubmitArgs) -> Result<()> {
-    let format = Encoding::from_path(&args.out).context("--out")?;
+    let format = Encoding::from_path(&args.out)
+        .context("--out")?
+        .deepened(args.job.png16);
     if args.styles.is_empty() && args.style_keys.is_empty() {
         bail!("--style or --style-key: at least one style is needed");
     }

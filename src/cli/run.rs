@@ -47,7 +47,9 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    image_io::Encoding::from_path(&args.out).context("--out")?;
+    let encoding = image_io::Encoding::from_path(&args.out)
+        .context("--out")?
+        .deepened(args.job.png16);
     let content = read_image(
         "content",
         args.content.as_deref(),
@@ -98,7 +100,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     )
     .map_err(flag_error)?;
     bar.finish();
-    image_io::save(&rendered.image, &args.out).context("--out")?;
+    image_io::Delivered {
+        image: &rendered.image,
+        deep: &rendered.deep,
+    }
+    .save(&args.out, encoding)
+    .context("--out")?;
     if args.report {
         // Between the first and the last iteration when there are two or more (the first
         // also computed the content targets).

@@ -95,6 +95,8 @@ struct Pass<'a> {
     bar: &'a indicatif::ProgressBar,
     first_iterations: usize,
     later_iterations: usize,
+    /// PNG frames at 16 bits per channel.
+    png16: bool,
 }
 
 impl Pass<'_> {
@@ -125,7 +127,11 @@ impl Pass<'_> {
             self.bar.set_position(finished);
             let (flag, pattern) = self.out;
             let path = shot.path_in(flag, pattern, number)?;
-            write_whole(&rendered.rendered.image, &path).with_context(|| format!("--{flag}"))?;
+            let delivered = image_io::Delivered {
+                image: &rendered.rendered.image,
+                deep: &rendered.rendered.deep,
+            };
+            write_whole(delivered, &path, self.png16).with_context(|| format!("--{flag}"))?;
             let measured = FrameFigures::of(&rendered);
             let line = frame_line(number, &rendered, &measured, &path);
             if self.bar.is_hidden() {
@@ -149,13 +155,16 @@ impl Pass<'_> {
 
 /// Writes `image` whole, then renames it into place: a stopped run never leaves half a frame
 /// to resume from.
-fn write_whole(image: &image::RgbImage, path: &Path) -> Result<()> {
+fn write_whole(image: image_io::Delivered<'_>, path: &Path, deep: bool) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     }
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("png");
     let partial = path.with_extension(format!("partial.{extension}"));
-    image_io::save(image, &partial)?;
+    image.save(
+        &partial,
+        image_io::Encoding::from_path(path)?.deepened(deep),
+    )?;
     std::fs::rename(&partial, path).with_context(|| path.display().to_string())?;
     Ok(())
 }
@@ -235,6 +244,7 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         bar: &bar,
         first_iterations,
         later_iterations,
+        png16: args.job.png16,
     };
     let sequence = pass(("out", &args.shot.out)).run(&mut renderer, done)?;
     if done == frames {

@@ -82,7 +82,9 @@ fn frame_message(shot: &Shot, position: usize) -> Result<proto::StylizeSequenceR
 
 pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
     let shot = Shot::new(&args.shot)?;
-    let format = Encoding::from_path(&shot.out_path(0)?).context("--out")?;
+    let format = Encoding::from_path(&shot.out_path(0)?)
+        .context("--out")?
+        .deepened(args.job.png16);
     if args.styles.is_empty() && args.style_keys.is_empty() {
         bail!("--style or --style-key: at least one style is needed");
     }

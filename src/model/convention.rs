@@ -86,6 +86,24 @@ impl InputConvention {
     }
 }
 
+impl InputConvention {
+    /// Converts an input tensor to 16-bit RGB (0..65535 spanning the 8-bit range), rounding
+    /// and clamping: the optimiser's result without the 8-bit rounding.
+    pub fn to_rgb16(&self, input: &InputImage) -> image::ImageBuffer<image::Rgb<u16>, Vec<u16>> {
+        let plane = input.height * input.width;
+        let scale = 65535.0 / self.pixel_range;
+        let mut image = image::ImageBuffer::new(input.width as u32, input.height as u32);
+        for (i, pixel) in image.pixels_mut().enumerate() {
+            let pixel: &mut image::Rgb<u16> = pixel;
+            for c in 0..3 {
+                let value = (input.data[c * plane + i] * self.std[c] + self.mean[c]) * scale;
+                pixel.0[self.source_channel(c)] = value.round().clamp(0.0, 65535.0) as u16;
+            }
+        }
+        image
+    }
+}
+
 /// A single image in network input space: 3 x height x width, channel-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputImage {

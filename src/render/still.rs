@@ -22,7 +22,7 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 use crate::features::{FeatureExtractor, Gram, blend};
-use crate::image_io::{fit_longest, resize_longest, transfer_luminance};
+use crate::image_io::{Rgb16Image, fit_longest, resize_longest, transfer_luminance, widen};
 use crate::model::{InputConvention, InputImage, Layer};
 
 /// A one-scale, one-iteration Adam job on `content` with the default layers and loss weights;
@@ -120,6 +120,9 @@ pub struct RenderStats {
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub image: RgbImage,
+    /// The same result at 16 bits per channel, rounded from the optimiser's float image
+    /// (what a 16-bit PNG delivers; with `preserve_colors`, the 8-bit image widened).
+    pub deep: Rgb16Image,
     pub losses: LossBreakdown,
     pub iterations: usize,
     /// Objective evaluations (see `Optimised::evaluations`).
@@ -295,8 +298,10 @@ fn run_prepared(
     stats.evaluating = optimised.evaluating;
     stats.building = optimised.building;
     let mut image = engine.convention().to_rgb(&optimised.image);
+    let mut deep = engine.convention().to_rgb16(&optimised.image);
     if request.options.preserve_colors {
         image = transfer_luminance(&image, &request.content);
+        deep = widen(&image);
     }
     // What the user receives is the 8-bit image: scored again, as delivered.
     let started = Instant::now();
@@ -304,6 +309,7 @@ fn run_prepared(
     stats.score = started.elapsed();
     Ok(Rendered {
         image,
+        deep,
         losses: optimised.losses,
         iterations: optimised.iterations,
         evaluations: optimised.evaluations,

@@ -249,7 +249,11 @@ fn run_job(
     };
     metrics::histogram!(names::PRECOMPUTE_DURATION).record(rendered.stats.precompute.as_secs_f64());
     let started = Instant::now();
-    let image = encode(&rendered.image, encoding)?;
+    let delivered = crate::image_io::Delivered {
+        image: &rendered.image,
+        deep: &rendered.deep,
+    };
+    let image = delivered.encode(encoding)?;
     if let Some(limit) = spec.max_result_bytes
         && image.len() + RESULT_OVERHEAD_BYTES > limit
     {

@@ -243,6 +243,7 @@ fn encoding(o: &proto::Options) -> Result<Encoding> {
     match proto::ImageFormat::try_from(o.output_format) {
         Ok(proto::ImageFormat::Unspecified | proto::ImageFormat::Png) => Ok(Encoding::Png),
         Ok(proto::ImageFormat::Exr) => Ok(Encoding::Exr),
+        Ok(proto::ImageFormat::Png16) => Ok(Encoding::Png16),
         Ok(proto::ImageFormat::Jpeg) => {
             let quality = if o.jpeg_quality == 0 {
                 95
@@ -433,6 +434,7 @@ pub fn format(encoding: Encoding) -> i32 {
         Encoding::Png => proto::ImageFormat::Png as i32,
         Encoding::Jpeg { .. } => proto::ImageFormat::Jpeg as i32,
         Encoding::Exr => proto::ImageFormat::Exr as i32,
+        Encoding::Png16 => proto::ImageFormat::Png16 as i32,
     }
 }
 
