@@ -431,3 +431,17 @@ pub async fn serve(
     tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::request_id;
+
+    #[test]
+    fn request_ids_cannot_forge_log_lines() {
+        assert_eq!(request_id("shot-7/frame:3.v2"), "shot-7/frame:3.v2");
+        let forged = request_id("a\n2026-12-01T00:00:00Z  INFO forged\x1b[31m");
+        assert!(!forged.contains('\n') && !forged.contains('\x1b') && !forged.contains(' '));
+        assert_eq!(request_id(&"x".repeat(1000)).len(), 128);
+        assert!(request_id("").starts_with("req-"));
+    }
+}
