@@ -159,7 +159,7 @@ pub struct JobArgs {
     #[arg(long, value_enum, default_value = "strong-wolfe")]
     pub line_search: LineSearchArg,
     /// A preset for scales, iterations, tolerance and history: draft, standard or final
-    /// (README, "Presets"); flags given override it. Default: the contract's settings.
+    /// (docs/quality.md, "Presets"); flags given override it. Default: the contract's settings.
     #[arg(long)]
     pub quality: Option<Quality>,
     /// Stop a scale once the loss fell by less than this fraction over its last 10

@@ -2,7 +2,7 @@
 //! choosing scales, iterations per scale, the stopping tolerance and the longest L-BFGS
 //! history (memory: 2 x history image-size tensors; the server may choose less to fit) for
 //! an output size. Explicit options override a preset's; without one the contract's defaults
-//! apply. Measured in the README ("Presets").
+//! apply. Measured in docs/quality.md ("Presets").
 
 use std::str::FromStr;
 
