@@ -36,10 +36,18 @@ pub struct ShotArgs {
     pub motion_next: Option<String>,
     /// OpenEXR channels of the motion to the previous frame, `x,y`; a leading `-` negates
     /// one. The default reads Blender's Vector pass.
-    #[arg(long, default_value = "ViewLayer.Vector.X,-ViewLayer.Vector.Y")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        default_value = "ViewLayer.Vector.X,-ViewLayer.Vector.Y"
+    )]
     pub motion_channels: String,
     /// OpenEXR channels of the motion to the next frame (Blender's by default).
-    #[arg(long, default_value = "-ViewLayer.Vector.Z,ViewLayer.Vector.W")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        default_value = "-ViewLayer.Vector.Z,ViewLayer.Vector.W"
+    )]
     pub motion_next_channels: String,
     /// Occlusion masks overriding the motion's own: a pattern of greyscale images, white
     /// where the previous frame's pixels hold.
