@@ -21,6 +21,15 @@ pub struct Channels {
     pub planes: Vec<Vec<f32>>,
 }
 
+/// A channel's name as requests give it: `part.channel` in a named part (unless the channel
+/// already carries the part's prefix, as Blender writes them), else the channel's own.
+fn full_name(part: Option<&str>, own: String) -> String {
+    match part {
+        Some(part) if !own.starts_with(&format!("{part}.")) => format!("{part}.{own}"),
+        _ => own,
+    }
+}
+
 /// Whether `bytes` start like an OpenEXR file.
 pub fn is_exr(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x76, 0x2f, 0x31, 0x01])
@@ -44,12 +53,7 @@ pub fn decode_channels(bytes: &[u8], name: &str, wanted: &[&str]) -> Result<Chan
         image.layer_data.iter().find_map(|layer| {
             let part = layer.attributes.layer_name.as_ref().map(|t| t.to_string());
             layer.channel_data.list.iter().find_map(|channel| {
-                let own = channel.name.to_string();
-                let full = match &part {
-                    Some(part) if !own.starts_with(&format!("{part}.")) => format!("{part}.{own}"),
-                    _ => own,
-                };
-                (full == wanted).then(|| {
+                (full_name(part.as_deref(), channel.name.to_string()) == wanted).then(|| {
                     let values: Vec<f32> = match &channel.sample_data {
                         FlatSamples::F16(v) => v.iter().map(|h| h.to_f32()).collect(),
                         FlatSamples::F32(v) => v.clone(),
@@ -106,13 +110,11 @@ pub fn channel_names(bytes: &[u8], name: &str) -> Result<Vec<String>> {
                 .layer_name
                 .as_ref()
                 .map(|t| t.to_string());
-            header.channels.list.iter().map(move |channel| {
-                let own = channel.name.to_string();
-                match &part {
-                    Some(part) if !own.starts_with(&format!("{part}.")) => format!("{part}.{own}"),
-                    _ => own,
-                }
-            })
+            header
+                .channels
+                .list
+                .iter()
+                .map(move |channel| full_name(part.as_deref(), channel.name.to_string()))
         })
         .collect())
 }

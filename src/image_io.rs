@@ -66,6 +66,17 @@ fn jpeg_complete(bytes: &[u8]) -> bool {
     bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 
+/// A greyscale mask image (any bit depth) as one value in [0, 1] per pixel, row-major.
+pub fn decode_mask(bytes: &[u8], name: &str) -> Result<Vec<f32>> {
+    let decoded = image::load_from_memory(bytes)
+        .map_err(|e| image_error(name, format!("not a greyscale image: {e}")))?;
+    Ok(decoded
+        .into_luma16()
+        .pixels()
+        .map(|p| f32::from(p[0]) / 65535.0)
+        .collect())
+}
+
 /// Width and height from the image header, without decoding the pixels.
 pub fn dimensions(bytes: &[u8], name: &str) -> Result<(u32, u32)> {
     if exr_file::is_exr(bytes) {

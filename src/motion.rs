@@ -59,20 +59,8 @@ fn refuse(name: &str, reason: impl Into<String>) -> Error {
 
 /// Checks every offset is finite.
 fn finite(name: &str, motion: Motion) -> Result<Motion> {
-    match motion
-        .dx
-        .iter()
-        .chain(&motion.dy)
-        .position(|v| !v.is_finite())
-    {
-        Some(i) => Err(refuse(
-            name,
-            format!(
-                "motion is not finite at pixel ({}, {})",
-                i % (motion.width * motion.height) % motion.width,
-                i % (motion.width * motion.height) / motion.width
-            ),
-        )),
+    match motion.non_finite() {
+        Some(reason) => Err(refuse(name, reason)),
         None => Ok(motion),
     }
 }
@@ -162,18 +150,26 @@ impl Motion {
                 ),
             ));
         }
-        if let Some(i) = self.dx.iter().chain(&self.dy).position(|v| !v.is_finite()) {
-            let i = i % plane;
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "motion is not finite at pixel ({}, {})",
-                    i % width,
-                    i / width
-                ),
-            ));
+        if let Some(reason) = self.non_finite() {
+            return Err(Error::invalid(field, reason));
         }
         Ok(())
+    }
+
+    /// Where the first non-finite offset is, said as an error's reason.
+    fn non_finite(&self) -> Option<String> {
+        let plane = self.width * self.height;
+        let i = self
+            .dx
+            .iter()
+            .chain(&self.dy)
+            .position(|v| !v.is_finite())?
+            % plane;
+        Some(format!(
+            "motion is not finite at pixel ({}, {})",
+            i % self.width,
+            i / self.width
+        ))
     }
 
     /// The same motion on a `width` x `height` grid: sampled bilinearly at the corresponding

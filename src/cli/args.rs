@@ -310,15 +310,28 @@ pub fn read_image(
     })
 }
 
-/// The `--style` images, or the embedded demo painting when none is given.
-pub fn read_styles(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
-    if paths.is_empty() {
-        return Ok(vec![read_image("style", None, DEMO_STYLE, "demo style")?]);
+/// The styles of an in-process job: style files and their blend.
+#[derive(Args)]
+pub struct StyleArgs {
+    /// Style image; repeat for a blend. Default: the embedded demo painting.
+    #[arg(long = "style")]
+    pub styles: Vec<PathBuf>,
+    /// Blend weights, one per style, comma-separated (normalised to sum to 1).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub blend: Vec<f64>,
+}
+
+impl StyleArgs {
+    /// The `--style` images, or the embedded demo painting when none is given.
+    pub fn read(&self) -> Result<Vec<image::RgbImage>> {
+        if self.styles.is_empty() {
+            return Ok(vec![read_image("style", None, DEMO_STYLE, "demo style")?]);
+        }
+        self.styles
+            .iter()
+            .map(|p| read_image("style", Some(p), &[], ""))
+            .collect()
     }
-    paths
-        .iter()
-        .map(|p| read_image("style", Some(p), &[], ""))
-        .collect()
 }
 
 /// A progress bar in the project's style (hidden when `quiet`).

@@ -86,6 +86,25 @@ fn layer_weights(flag: &str, spec: &str) -> Result<Vec<proto::LayerWeight>> {
         .collect())
 }
 
+/// The `--style` files, then the `--style-key`s, as the request's styles (one needed).
+pub(super) fn wire_styles(paths: &[PathBuf], keys: &[String]) -> Result<Vec<proto::StyleInput>> {
+    if paths.is_empty() && keys.is_empty() {
+        bail!("--style or --style-key: at least one style is needed");
+    }
+    let mut styles = Vec::with_capacity(paths.len() + keys.len());
+    for path in paths {
+        let image = read_flag_file("style", path)?;
+        styles.push(proto::style_input::Source::Image(image));
+    }
+    styles.extend(keys.iter().cloned().map(proto::style_input::Source::Key));
+    Ok(styles
+        .into_iter()
+        .map(|source| proto::StyleInput {
+            source: Some(source),
+        })
+        .collect())
+}
+
 pub(super) fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Options> {
     let (init, init_image) = match job.init.as_str() {
         "content" => (proto::Init::Content, Vec::new()),
@@ -155,24 +174,9 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     let format = Encoding::from_path(&args.out)
         .context("--out")?
         .deepened(args.job.png16);
-    if args.styles.is_empty() && args.style_keys.is_empty() {
-        bail!("--style or --style-key: at least one style is needed");
-    }
+    let styles = wire_styles(&args.styles, &args.style_keys)?;
     if args.preview_interval > 0 && args.previews.is_none() {
         bail!("--previews: a folder is needed with --preview-interval");
-    }
-    let mut styles = Vec::new();
-    for path in &args.styles {
-        styles.push(proto::StyleInput {
-            source: Some(proto::style_input::Source::Image(read_flag_file(
-                "style", path,
-            )?)),
-        });
-    }
-    for key in &args.style_keys {
-        styles.push(proto::StyleInput {
-            source: Some(proto::style_input::Source::Key(key.clone())),
-        });
     }
     let mut options = wire_options(&args.job, format)?;
     options.progress_interval = args.progress_interval;

@@ -153,6 +153,7 @@ fn read_motion(flag: &str, path: &Path, channels: &ExrMotionChannels) -> Result<
 }
 
 /// Where each frame's inputs come from.
+#[derive(Clone)]
 pub struct Shot {
     pub numbers: Vec<u64>,
     args: ShotArgs,
@@ -261,10 +262,9 @@ impl Shot {
             return Ok(None);
         };
         let path = frame_path("mask", pattern, self.numbers[position])?;
-        let grey = image::open(&path)
-            .with_context(|| format!("--mask: {}", path.display()))?
-            .into_luma16();
-        Ok(Some(grey.pixels().map(|p| p[0] as f32 / 65535.0).collect()))
+        let bytes = std::fs::read(&path).with_context(|| format!("--mask: {}", path.display()))?;
+        let mask = image_io::decode_mask(&bytes, &path.display().to_string()).context("--mask")?;
+        Ok(Some(mask))
     }
 
     /// The inputs of the `position`-th frame, decoded.

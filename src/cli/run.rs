@@ -11,8 +11,8 @@ use stylize::image_io;
 use stylize::render::{self, RenderRequest, StyleSource};
 
 use super::args::{
-    BackendArgs, DEMO_CONTENT, JobArgs, flag_error, loss_message, memory_budget, progress_bar,
-    read_image, read_styles,
+    BackendArgs, DEMO_CONTENT, JobArgs, StyleArgs, flag_error, loss_message, memory_budget,
+    progress_bar, read_image,
 };
 
 #[derive(Args)]
@@ -20,12 +20,8 @@ pub struct RunArgs {
     /// Content image (PNG or JPEG). Default: the embedded demo photo.
     #[arg(long)]
     content: Option<PathBuf>,
-    /// Style image; repeat for a blend. Default: the embedded demo painting.
-    #[arg(long = "style")]
-    styles: Vec<PathBuf>,
-    /// Blend weights, one per style, comma-separated (normalised to sum to 1).
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    blend: Vec<f64>,
+    #[command(flatten)]
+    styles: StyleArgs,
     #[command(flatten)]
     job: JobArgs,
     #[command(flatten)]
@@ -56,11 +52,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         DEMO_CONTENT,
         "demo content",
     )?;
-    let styles = read_styles(&args.styles)?;
+    let styles = args.styles.read()?;
     let request = RenderRequest {
         content,
         styles,
-        blend: args.blend,
+        blend: args.styles.blend,
         options: args.job.options()?,
     };
     request.validate().map_err(flag_error)?;

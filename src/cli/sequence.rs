@@ -5,7 +5,7 @@
 //! (warping error, time, style loss).
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -15,19 +15,15 @@ use stylize::image_io;
 use stylize::render::sequence::{FrameRendered, SequenceOptions, SequenceRenderer, warping_error};
 use stylize::render::{RenderRequest, StyleSource};
 
-use super::args::{BackendArgs, JobArgs, flag_error, memory_budget, progress_bar, read_styles};
+use super::args::{BackendArgs, JobArgs, StyleArgs, flag_error, memory_budget, progress_bar};
 use super::frames::{Shot, ShotArgs};
 
 #[derive(Args)]
 pub struct SequenceArgs {
     #[command(flatten)]
     shot: ShotArgs,
-    /// Style image; repeat for a blend. Default: the embedded demo painting.
-    #[arg(long = "style")]
-    styles: Vec<PathBuf>,
-    /// Blend weights, one per style, comma-separated (normalised to sum to 1).
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    blend: Vec<f64>,
+    #[command(flatten)]
+    styles: StyleArgs,
     #[command(flatten)]
     job: JobArgs,
     #[command(flatten)]
@@ -172,7 +168,6 @@ fn write_whole(image: image_io::Delivered<'_>, path: &Path, deep: bool) -> Resul
 pub fn run(args: SequenceArgs) -> Result<()> {
     let shot = Shot::new(&args.shot)?;
     if let Some(pattern) = &args.compare_stills {
-        shot.path_in("compare-stills", pattern, 0)?;
         image_io::Encoding::from_path(&shot.path_in("compare-stills", pattern, 0)?)
             .context("--compare-stills")?;
     }
@@ -180,8 +175,8 @@ pub fn run(args: SequenceArgs) -> Result<()> {
     let shot_options = shot.options(options.iterations);
     let base = RenderRequest {
         content: shot.frame(0)?.content.context("--frames")?,
-        styles: read_styles(&args.styles)?,
-        blend: args.blend,
+        styles: args.styles.read()?,
+        blend: args.styles.blend,
         options,
     };
     let budget = memory_budget(args.memory_budget.as_deref())?;

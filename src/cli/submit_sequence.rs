@@ -12,8 +12,8 @@ use stylize::image_io::Encoding;
 use stylize::motion::Motion;
 use stylize::server::proto;
 
-use super::args::{JobArgs, progress_bar, read_flag_file};
-use super::client::{connect, runtime, status_error, wire_options};
+use super::args::{JobArgs, progress_bar};
+use super::client::{connect, runtime, status_error, wire_options, wire_styles};
 use super::connect::ConnectArgs;
 use super::frames::{Shot, ShotArgs};
 
@@ -85,21 +85,7 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
     let format = Encoding::from_path(&shot.out_path(0)?)
         .context("--out")?
         .deepened(args.job.png16);
-    if args.styles.is_empty() && args.style_keys.is_empty() {
-        bail!("--style or --style-key: at least one style is needed");
-    }
-    let mut styles = Vec::new();
-    for path in &args.styles {
-        let image = read_flag_file("style", path)?;
-        styles.push(proto::StyleInput {
-            source: Some(proto::style_input::Source::Image(image)),
-        });
-    }
-    for key in &args.style_keys {
-        styles.push(proto::StyleInput {
-            source: Some(proto::style_input::Source::Key(key.clone())),
-        });
-    }
+    let styles = wire_styles(&args.styles, &args.style_keys)?;
     let (iterations, scales) = args.job.counts();
     let options = shot.options(iterations);
     let setup = proto::SequenceSetup {
@@ -134,7 +120,7 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
             .into_inner();
         // Frames go out as the server takes them (two ahead at most).
         let reading = {
-            let shot = Shot::new(&args.shot)?;
+            let shot = shot.clone();
             tokio::spawn(async move {
                 for position in 0..shot.numbers.len() {
                     let message = frame_message(&shot, position)?;

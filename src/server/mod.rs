@@ -184,13 +184,8 @@ impl Stylizer for StylizeService {
         request: Request<tonic::Streaming<proto::StylizeSequenceRequest>>,
     ) -> Result<Response<sequence::SequenceStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
-        self.scheduler.admits().map_err(status)?;
         // The shot holds one place for its whole length: its frames queue one at a time.
-        let place = self
-            .places
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| status(Error::QueueFull(self.scheduler.queue_depth())))?;
+        let place = self.take_place()?;
         let runner = sequence::Runner {
             scheduler: self.scheduler.clone(),
             limits: self.limits.clone(),
@@ -205,12 +200,7 @@ impl Stylizer for StylizeService {
         request: Request<proto::StylizeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
-        self.scheduler.admits().map_err(status)?;
-        let place = self
-            .places
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| status(Error::QueueFull(self.scheduler.queue_depth())))?;
+        let place = self.take_place()?;
         let message = request.into_inner();
         let id = request_id(&message.request_id);
         let span = tracing::info_span!("stylize", request_id = %id);
@@ -249,6 +239,16 @@ impl Stylizer for StylizeService {
 }
 
 impl StylizeService {
+    /// Admission for a call that will queue work: refused at once while the queue is full
+    /// or the server drains, else one of the places, held until the call's stream ends.
+    fn take_place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.scheduler.admits().map_err(status)?;
+        self.places
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| status(Error::QueueFull(self.scheduler.queue_depth())))
+    }
+
     /// RegisterStyle's work.
     async fn register(
         &self,

@@ -97,13 +97,18 @@ fn shot(
     })
 }
 
+/// A decoding error as the request field's (`INVALID_ARGUMENT` naming `field`).
+fn in_field(field: &str, error: Error) -> Error {
+    match error {
+        Error::Image { reason, .. } => Error::invalid(field, reason),
+        other => other,
+    }
+}
+
 /// A motion message as a field of offsets; errors name `field`.
 fn motion(wire: &proto::Motion, field: &str, to_next: bool) -> Result<Motion> {
     use proto::motion::Source;
-    let named = |e: Error| match e {
-        Error::Image { reason, .. } => Error::invalid(field, reason),
-        other => other,
-    };
+    let named = |e: Error| in_field(field, e);
     match &wire.source {
         Some(Source::Flow(flow)) => Ok(Motion {
             width: flow.width as usize,
@@ -156,21 +161,12 @@ fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Resul
         mask: if frame.mask.is_empty() {
             None
         } else {
-            Some(mask(&frame.mask, &field("mask"))?)
+            let field = field("mask");
+            let mask = crate::image_io::decode_mask(&frame.mask, &field);
+            Some(mask.map_err(|e| in_field(&field, e))?)
         },
     };
     shot.state.prepare_frame(input)
-}
-
-/// A greyscale mask image as certainties in [0, 1].
-fn mask(bytes: &[u8], field: &str) -> Result<Vec<f32>> {
-    let decoded = image::load_from_memory(bytes)
-        .map_err(|e| Error::invalid(field, format!("not a greyscale image: {e}")))?;
-    Ok(decoded
-        .into_luma16()
-        .pixels()
-        .map(|p| p[0] as f32 / 65535.0)
-        .collect())
 }
 
 /// A job event as the sequence stream carries it; `None` for the result (sent separately).
@@ -275,12 +271,10 @@ impl Runner {
                 // The client hung up or broke the stream: nobody to answer.
                 Err(_) => return,
             };
-            let started = Instant::now();
             match self.frame(shot, frame, &out).await {
                 Some(next) => shot = next,
                 None => return,
             }
-            tracing::info!(seconds = started.elapsed().as_secs_f64(), "frame delivered");
         }
     }
 
@@ -340,7 +334,9 @@ impl Runner {
                 .as_ref()
                 .and_then(|(warped, certainty)| warping_error(&output.pixels, warped, certainty));
             let temporal = job.temporal.as_ref().map(|_| output.delivered.temporal);
-            names::count_frame(started.elapsed().as_secs_f64(), temporal);
+            let seconds = started.elapsed().as_secs_f64();
+            names::count_frame(seconds, temporal);
+            tracing::info!(frame = job.index, seconds, "frame delivered");
             let result = match convert::event(JobEvent::Finished(output)) {
                 Ok(proto::StylizeEvent {
                     event: Some(proto::stylize_event::Event::Result(result)),
