@@ -1,9 +1,14 @@
 //! OpenEXR files through the `exr` crate: named channels read from whichever part of a
-//! multipart file holds them (as renderers write passes), and half-float RGB written.
+//! multipart file holds them (as renderers write passes), decoding only the parts that hold
+//! the channels asked for, and half-float RGB written.
 
+use std::io::Cursor;
 use std::path::Path;
 
+use exr::meta::MetaData;
+
 use crate::error::{Error, Result};
+use crate::image_io::{MAX_DECODED_BYTES, MAX_DIMENSION};
 
 fn refuse(name: &str, reason: impl Into<String>) -> Error {
     Error::Image {
@@ -35,88 +40,221 @@ pub fn is_exr(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x76, 0x2f, 0x31, 0x01])
 }
 
-/// Reads the channels `wanted` names from a file's bytes. A channel is found by its full name
-/// (`part.channel`) or by its name within a part of that prefix; a missing channel, channels
-/// of different sizes, or a damaged file is refused naming the file (`name`).
-pub fn decode_channels(bytes: &[u8], name: &str, wanted: &[&str]) -> Result<Channels> {
-    use exr::prelude::{FlatSamples, ReadChannels, ReadLayers};
-    let image = exr::prelude::read()
-        .no_deep_data()
-        .largest_resolution_level()
-        .all_channels()
-        .all_layers()
-        .all_attributes()
-        .non_parallel()
-        .from_buffered(std::io::Cursor::new(bytes))
-        .map_err(|e| refuse(name, e.to_string()))?;
-    let find = |wanted: &str| {
-        image.layer_data.iter().find_map(|layer| {
-            let part = layer.attributes.layer_name.as_ref().map(|t| t.to_string());
-            layer.channel_data.list.iter().find_map(|channel| {
-                (full_name(part.as_deref(), channel.name.to_string()) == wanted).then(|| {
-                    let values: Vec<f32> = match &channel.sample_data {
-                        FlatSamples::F16(v) => v.iter().map(|h| h.to_f32()).collect(),
-                        FlatSamples::F32(v) => v.clone(),
-                        FlatSamples::U32(v) => v.iter().map(|&u| u as f32).collect(),
-                    };
-                    (layer.size.width(), layer.size.height(), values)
-                })
-            })
-        })
-    };
-    let mut size = None;
-    let mut planes = Vec::with_capacity(wanted.len());
-    for &channel in wanted {
-        let (width, height, values) =
-            find(channel).ok_or_else(|| refuse(name, format!("no channel {channel}")))?;
-        match size {
-            Some(size) if size != (width, height) => {
-                return Err(refuse(name, "the channels differ in size"));
-            }
-            _ => size = Some((width, height)),
+/// An OpenEXR file whose headers have been read: its channels' names and sizes are known,
+/// and `read` decodes just the parts holding the channels asked for. A renderer's frame
+/// (beauty, depth, motion, ... one part each) is read once for all the channels a caller
+/// needs, and parts nobody asked for are never decompressed.
+pub struct ExrFile<'b> {
+    bytes: &'b [u8],
+    name: String,
+    meta: MetaData,
+}
+
+impl<'b> ExrFile<'b> {
+    /// Reads the headers of a file's bytes; `name` names the file in errors.
+    pub fn open(bytes: &'b [u8], name: &str) -> Result<Self> {
+        let meta = MetaData::read_from_buffered(Cursor::new(bytes), false)
+            .map_err(|e| refuse(name, e.to_string()))?;
+        if meta.headers.is_empty() {
+            return Err(refuse(name, "no part"));
         }
-        planes.push(values);
+        Ok(Self {
+            bytes,
+            name: name.into(),
+            meta,
+        })
     }
-    let (width, height) = size.ok_or_else(|| refuse(name, "no channel asked for"))?;
-    Ok(Channels {
-        width,
-        height,
-        planes,
-    })
+
+    fn refuse(&self, reason: impl Into<String>) -> Error {
+        refuse(&self.name, reason)
+    }
+
+    /// The name errors give the file.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Width and height of the first part.
+    pub fn dimensions(&self) -> (u32, u32) {
+        let size = self.meta.headers[0].layer_size;
+        (size.width() as u32, size.height() as u32)
+    }
+
+    /// (part, channel within the part, full name) of every channel, part by part.
+    fn channels(&self) -> impl Iterator<Item = (usize, usize, String)> + '_ {
+        self.meta
+            .headers
+            .iter()
+            .enumerate()
+            .flat_map(|(part, header)| {
+                let part_name = header
+                    .own_attributes
+                    .layer_name
+                    .as_ref()
+                    .map(|t| t.to_string());
+                header
+                    .channels
+                    .list
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, channel)| {
+                        let name = full_name(part_name.as_deref(), channel.name.to_string());
+                        (part, index, name)
+                    })
+            })
+    }
+
+    /// The names of every channel in the file (`part.channel` for multipart files).
+    pub fn channel_names(&self) -> Vec<String> {
+        self.channels().map(|(_, _, name)| name).collect()
+    }
+
+    /// Whether the file holds a channel of this full name.
+    pub fn has_channel(&self, wanted: &str) -> bool {
+        self.channels().any(|(_, _, name)| name == wanted)
+    }
+
+    /// Decodes the channels `wanted` names (full names, as `channel_names` gives them), in
+    /// that order. Only the parts holding them are decompressed, at their full resolution.
+    /// A missing or subsampled channel, channels of different sizes, a size beyond the
+    /// decoder's limits or a damaged file is refused naming the file.
+    pub fn read(&self, wanted: &[&str]) -> Result<Channels> {
+        use exr::block::UncompressedBlock;
+        use exr::block::chunk::CompressedBlock;
+        use exr::block::reader::ChunksReader;
+        use exr::math::Vec2;
+        let mut located = Vec::with_capacity(wanted.len());
+        for &channel in wanted {
+            let found = self.channels().find(|(_, _, name)| name == channel);
+            let (part, index, _) =
+                found.ok_or_else(|| self.refuse(format!("no channel {channel}")))?;
+            located.push((part, index));
+        }
+        let Some(&(first, _)) = located.first() else {
+            return Err(self.refuse("no channel asked for"));
+        };
+        let size = self.meta.headers[first].layer_size;
+        for (&(part, index), &channel) in located.iter().zip(wanted) {
+            let header = &self.meta.headers[part];
+            if header.layer_size != size {
+                return Err(self.refuse("the channels differ in size"));
+            }
+            if header.deep {
+                return Err(self.refuse(format!("channel {channel} holds deep data")));
+            }
+            if header.channels.list[index].sampling != Vec2(1, 1) {
+                return Err(self.refuse(format!("channel {channel} is subsampled")));
+            }
+        }
+        let (width, height) = (size.width(), size.height());
+        let decoded_bytes = (width as u64) * (height as u64) * 4 * wanted.len() as u64;
+        let side = MAX_DIMENSION as usize;
+        if width == 0 || height == 0 || width > side || height > side {
+            return Err(self.refuse(format!("bad size {width}x{height}")));
+        }
+        if decoded_bytes > MAX_DECODED_BYTES {
+            return Err(self.refuse(format!(
+                "{width}x{height} x {} channels is more than {MAX_DECODED_BYTES} bytes decoded",
+                wanted.len()
+            )));
+        }
+        let mut planes = vec![vec![0f32; width * height]; wanted.len()];
+        let damaged = |e: exr::error::Error| self.refuse(e.to_string());
+        // Every chunk is read, so a cut-off file is refused whichever part it cuts; only the
+        // parts holding wanted channels are decompressed.
+        let chunks = exr::block::read(Cursor::new(self.bytes), false)
+            .and_then(|reader| reader.all_chunks(false))
+            .map_err(damaged)?;
+        let meta = chunks.meta_data().clone();
+        for chunk in chunks {
+            let chunk = chunk.map_err(damaged)?;
+            let largest = match &chunk.compressed_block {
+                CompressedBlock::Tile(tile) => tile.coordinates.level_index == Vec2(0, 0),
+                _ => true,
+            };
+            if !largest || !located.iter().any(|l| l.0 == chunk.layer_index) {
+                continue;
+            }
+            let block =
+                UncompressedBlock::decompress_chunk(chunk, &meta, false).map_err(damaged)?;
+            let channels = &meta.headers[block.index.layer].channels;
+            for line in block.lines(channels) {
+                let at = (line.location.layer, line.location.channel);
+                let start = line.location.position.y() * width + line.location.position.x();
+                let span = start..start + line.location.sample_count;
+                for (plane, _) in located.iter().enumerate().filter(|(_, l)| **l == at) {
+                    let row = planes[plane]
+                        .get_mut(span.clone())
+                        .ok_or_else(|| self.refuse("a line lies outside its part"))?;
+                    read_line(line, channels.list[at.1].sample_type, row).map_err(damaged)?;
+                }
+            }
+        }
+        Ok(Channels {
+            width,
+            height,
+            planes,
+        })
+    }
+
+    /// The colour channels: `R`, `G`, `B` of the first part whose name has `Combined` (a
+    /// Blender beauty pass), else of the first part that has all three.
+    pub fn colour_channels(&self) -> Result<[String; 3]> {
+        let names = self.channel_names();
+        colour_channels(&names)
+            .ok_or_else(|| self.refuse(format!("no R, G, B channels among {names:?}")))
+    }
+
+    /// The colour as 8-bit RGB through `transfer`.
+    pub fn rgb(&self, transfer: Transfer) -> Result<image::RgbImage> {
+        let colour = self.colour_channels()?;
+        let read = self.read(&colour.each_ref().map(String::as_str))?;
+        Ok(read.rgb(0, transfer))
+    }
+}
+
+/// One line's samples as f32, whatever the channel's sample type.
+fn read_line(
+    line: exr::block::lines::LineRef<'_>,
+    sample_type: exr::meta::attribute::SampleType,
+    row: &mut [f32],
+) -> exr::error::UnitResult {
+    use exr::meta::attribute::SampleType;
+    match sample_type {
+        SampleType::F32 => line.read_samples_into_slice(row)?,
+        SampleType::F16 => {
+            for (value, sample) in row.iter_mut().zip(line.read_samples::<exr::prelude::f16>()) {
+                *value = sample?.to_f32();
+            }
+        }
+        SampleType::U32 => {
+            for (value, sample) in row.iter_mut().zip(line.read_samples::<u32>()) {
+                *value = sample? as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Channels {
+    /// Planes `first`, `first + 1` and `first + 2` as an 8-bit RGB image through `transfer`.
+    pub fn rgb(&self, first: usize, transfer: Transfer) -> image::RgbImage {
+        let planes = &self.planes[first..first + 3];
+        image::RgbImage::from_fn(self.width as u32, self.height as u32, |x, y| {
+            let i = y as usize * self.width + x as usize;
+            image::Rgb([0, 1, 2].map(|c| (transfer.encode(planes[c][i]) * 255.0).round() as u8))
+        })
+    }
+}
+
+/// Reads the channels `wanted` names from a file's bytes (see `ExrFile::read`).
+pub fn decode_channels(bytes: &[u8], name: &str, wanted: &[&str]) -> Result<Channels> {
+    ExrFile::open(bytes, name)?.read(wanted)
 }
 
 /// Width and height of the file's first part, from its header.
 pub fn dimensions(bytes: &[u8], name: &str) -> Result<(u32, u32)> {
-    let meta = exr::meta::MetaData::read_from_buffered(std::io::Cursor::new(bytes), false)
-        .map_err(|e| refuse(name, e.to_string()))?;
-    let size = meta
-        .headers
-        .first()
-        .map(|h| h.layer_size)
-        .ok_or_else(|| refuse(name, "no part"))?;
-    Ok((size.width() as u32, size.height() as u32))
-}
-
-/// The names of every channel in the file (`part.channel` for multipart files).
-pub fn channel_names(bytes: &[u8], name: &str) -> Result<Vec<String>> {
-    let meta = exr::meta::MetaData::read_from_buffered(std::io::Cursor::new(bytes), false)
-        .map_err(|e| refuse(name, e.to_string()))?;
-    Ok(meta
-        .headers
-        .iter()
-        .flat_map(|header| {
-            let part = header
-                .own_attributes
-                .layer_name
-                .as_ref()
-                .map(|t| t.to_string());
-            header
-                .channels
-                .list
-                .iter()
-                .map(move |channel| full_name(part.as_deref(), channel.name.to_string()))
-        })
-        .collect())
+    Ok(ExrFile::open(bytes, name)?.dimensions())
 }
 
 /// Whether the file at `path` holds a channel of this name (full or within its part).
@@ -124,8 +262,13 @@ pub fn has_channel(path: &Path, channel: &str) -> bool {
     let name = path.display().to_string();
     std::fs::read(path)
         .ok()
-        .and_then(|bytes| channel_names(&bytes, &name).ok())
-        .is_some_and(|names| names.iter().any(|n| n == channel))
+        .and_then(|bytes| Some(ExrFile::open(&bytes, &name).ok()?.has_channel(channel)))
+        .unwrap_or(false)
+}
+
+/// An OpenEXR image's colour as 8-bit RGB through `transfer`.
+pub fn decode_rgb(bytes: &[u8], name: &str, transfer: Transfer) -> Result<image::RgbImage> {
+    ExrFile::open(bytes, name)?.rgb(transfer)
 }
 
 /// Writes three row-major planes as a half-float RGB file's bytes.
@@ -193,23 +336,6 @@ fn colour_channels(names: &[String]) -> Option<[String; 3]> {
     Some(['R', 'G', 'B'].map(|c| format!("{chosen}{c}")))
 }
 
-/// An OpenEXR image's colour as 8-bit RGB through `transfer`.
-pub fn decode_rgb(bytes: &[u8], name: &str, transfer: Transfer) -> Result<image::RgbImage> {
-    let names = channel_names(bytes, name)?;
-    let wanted = colour_channels(&names)
-        .ok_or_else(|| refuse(name, format!("no R, G, B channels among {names:?}")))?;
-    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
-    let read = decode_channels(bytes, name, &wanted)?;
-    let (w, h) = (read.width, read.height);
-    if w == 0 || h == 0 || w > 1 << 14 || h > 1 << 14 {
-        return Err(refuse(name, format!("bad size {w}x{h}")));
-    }
-    Ok(image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        let i = y as usize * w + x as usize;
-        image::Rgb([0, 1, 2].map(|c| (transfer.encode(read.planes[c][i]) * 255.0).round() as u8))
-    }))
-}
-
 /// An 8-bit image as half-float OpenEXR, the inverse of `transfer` (scene-linear for frames
 /// that came in scene-linear).
 pub fn encode_rgb(image: &image::RgbImage, transfer: Transfer) -> Result<Vec<u8>> {
@@ -239,6 +365,26 @@ mod tests {
             assert!(is_exr(&bytes));
             assert_eq!(decode_rgb(&bytes, "round trip", transfer).unwrap(), image);
         }
+    }
+
+    #[test]
+    fn a_header_claiming_more_than_the_decoder_may_allocate_is_refused_before_decoding() {
+        let bytes = encode_rgb(&image::RgbImage::new(4, 4), Transfer::SceneLinear).unwrap();
+        // The data window (xMin, yMin, xMax, yMax) widened to 16384 x 16384: three float
+        // planes of that would take 3 GiB.
+        let tag = b"dataWindow\0box2i\0";
+        let at = bytes.windows(tag.len()).position(|w| w == tag).unwrap() + tag.len() + 4;
+        let mut claimed = bytes.clone();
+        for (k, value) in [0i32, 0, 16_383, 16_383].into_iter().enumerate() {
+            claimed[at + 4 * k..at + 4 * k + 4].copy_from_slice(&value.to_le_bytes());
+        }
+        let file = ExrFile::open(&claimed, "claimed.exr").unwrap();
+        assert_eq!(file.dimensions(), (16_384, 16_384));
+        let error = file.rgb(Transfer::SceneLinear).unwrap_err().to_string();
+        assert!(
+            error.contains("claimed.exr") && error.contains("bytes decoded"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@
 
 use std::path::Path;
 
+use image::RgbImage;
+
 use crate::error::{Error, Result};
+use crate::exr_file::{Channels, ExrFile, Transfer};
 
 /// Per pixel (x, y) of a frame, where that pixel is in another frame: (x + dx, y + dy), x to
 /// the right, y down, pixel centres at integers.
@@ -75,15 +78,65 @@ pub fn read_exr(path: &Path, channels: &ExrMotionChannels) -> Result<Motion> {
 
 /// `read_exr` on a file's bytes; `name` names it in errors.
 pub fn decode_exr(bytes: &[u8], name: &str, channels: &ExrMotionChannels) -> Result<Motion> {
-    let read = crate::exr_file::decode_channels(bytes, name, &[&channels.x, &channels.y])?;
-    let [x, y] = [&read.planes[0], &read.planes[1]];
-    let motion = Motion {
-        width: read.width,
-        height: read.height,
-        dx: x.iter().map(|v| v * channels.x_sign).collect(),
-        dy: y.iter().map(|v| v * channels.y_sign).collect(),
+    let mut read = ExrFile::open(bytes, name)?.read(&[&channels.x, &channels.y])?;
+    take_motion(&mut read, 0, channels, name)
+}
+
+/// A frame's colour and motions from its one OpenEXR file, as renderers write them, in a
+/// single pass over the file: the colour through `transfer`, then one motion per entry of
+/// `motions`.
+pub fn read_exr_frame(
+    file: &ExrFile,
+    transfer: Transfer,
+    motions: &[&ExrMotionChannels],
+) -> Result<(RgbImage, Vec<Motion>)> {
+    let colour = file.colour_channels()?;
+    let mut wanted: Vec<&str> = colour.iter().map(String::as_str).collect();
+    for channels in motions {
+        wanted.extend([channels.x.as_str(), channels.y.as_str()]);
+    }
+    let mut read = file.read(&wanted)?;
+    let image = read.rgb(0, transfer);
+    let motions = motions
+        .iter()
+        .enumerate()
+        .map(|(k, channels)| take_motion(&mut read, 3 + 2 * k, channels, file.name()))
+        .collect::<Result<_>>()?;
+    Ok((image, motions))
+}
+
+/// The first of the motion's channels the file lacks, if any.
+pub fn missing_channel<'c>(file: &ExrFile, channels: &'c ExrMotionChannels) -> Option<&'c str> {
+    [&channels.x, &channels.y]
+        .into_iter()
+        .find(|channel| !file.has_channel(channel))
+        .map(String::as_str)
+}
+
+/// Planes `first` and `first + 1` of `read`, moved out and signed as `channels` says.
+fn take_motion(
+    read: &mut Channels,
+    first: usize,
+    channels: &ExrMotionChannels,
+    name: &str,
+) -> Result<Motion> {
+    let (width, height) = (read.width, read.height);
+    let mut plane = |k: usize, sign: f32| {
+        let mut values = std::mem::take(&mut read.planes[first + k]);
+        values.iter_mut().for_each(|v| *v *= sign);
+        values
     };
-    finite(name, motion)
+    let dx = plane(0, channels.x_sign);
+    let dy = plane(1, channels.y_sign);
+    finite(
+        name,
+        Motion {
+            width,
+            height,
+            dx,
+            dy,
+        },
+    )
 }
 
 /// Middlebury's `.flo` magic number (the bytes "PIEH").

@@ -7,7 +7,8 @@ mod common;
 
 use std::path::PathBuf;
 
-use stylize::motion::{ExrMotionChannels, Motion, read_exr, warp};
+use stylize::exr_file::{ExrFile, Transfer, decode_rgb};
+use stylize::motion::{ExrMotionChannels, Motion, read_exr, read_exr_frame, warp};
 
 fn frame(t: usize, ext: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
@@ -86,4 +87,41 @@ fn a_missing_channel_or_a_truncated_file_is_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("cut.exr"), "{err}");
+}
+
+#[test]
+fn one_pass_over_a_frame_reads_what_separate_reads_do() {
+    let bytes = std::fs::read(frame(5, "exr")).unwrap();
+    let file = ExrFile::open(&bytes, "frame_0005.exr").unwrap();
+    let previous = ExrMotionChannels::blender_to_previous();
+    let next = ExrMotionChannels::blender_to_next();
+    let (image, motions) =
+        read_exr_frame(&file, Transfer::SceneLinear, &[&previous, &next]).unwrap();
+    assert_eq!(
+        image,
+        decode_rgb(&bytes, "frame_0005.exr", Transfer::SceneLinear).unwrap()
+    );
+    assert_eq!(motions[0], read_exr(&frame(5, "exr"), &previous).unwrap());
+    assert_eq!(motions[1], read_exr(&frame(5, "exr"), &next).unwrap());
+    // The beauty pass is the frame Blender displayed (its PNG) to within rounding.
+    let png = stylize::image_io::load(&frame(5, "png")).unwrap();
+    let worst = image
+        .as_raw()
+        .iter()
+        .zip(png.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(
+        worst <= 2,
+        "beauty pass differs from the PNG by {worst} levels"
+    );
+    // A file cut short in its last part (the Vector pass) is refused even when only the
+    // beauty pass, whole in what is left, is asked for.
+    let cut = &bytes[..bytes.len() - 100];
+    let error = decode_rgb(cut, "cut.exr", Transfer::SceneLinear).unwrap_err();
+    assert!(error.to_string().contains("cut.exr"), "{error}");
+    // The depth pass is never asked for, and the names say where each channel is.
+    assert!(file.has_channel("ViewLayer.Depth.Z"));
+    assert!(!file.has_channel("Depth.Z"));
 }

@@ -332,6 +332,32 @@ async fn the_server_streams_each_frame_and_refuses_bad_ones() {
     )
     .await;
     refusal_names(failure, "frames[1].content");
+    // Motion read from the frame's own file: that file must be OpenEXR and hold the
+    // channels, else the motion's field is named.
+    let in_content = |x: &str| proto::Motion {
+        source: Some(proto::motion::Source::Exr(proto::ExrMotion {
+            x_channel: x.into(),
+            y_channel: "ViewLayer.Vector.Y".into(),
+            ..Default::default()
+        })),
+    };
+    let png_content = proto::SequenceFrame {
+        motion_to_previous: Some(in_content("ViewLayer.Vector.X")),
+        ..frame_message(2)
+    };
+    let no_channel = proto::SequenceFrame {
+        content: exr.clone(),
+        motion_to_previous: Some(in_content("ViewLayer.Vector.Q")),
+        ..frame_message(2)
+    };
+    for bad in [png_content, no_channel] {
+        let (_, failure) = shot_over_grpc(
+            &server,
+            vec![setup(2), framed(frame_message(1)), framed(bad)],
+        )
+        .await;
+        refusal_names(failure, "frames[1].motion_to_previous");
+    }
     let (_, failure) = shot_over_grpc(&server, vec![framed(frame_message(1))]).await;
     refusal_names(failure, "setup");
     let mut setup_without_style = setup(2);
@@ -382,9 +408,11 @@ async fn a_client_hanging_up_mid_shot_frees_the_worker() {
     until(&mut still, |e| matches!(e, stylize_event::Event::Result(_))).await;
 }
 
+/// A server whose messages may not exceed 1 MB: a shot frame's OpenEXR file (800 KB here)
+/// fits, that file plus its motion as offsets (590 KB more) does not.
 #[test]
 fn submit_sequence_runs_a_shot_through_a_server() {
-    let server = Server::start(&["--workers", "1"]);
+    let server = Server::start(&["--workers", "1", "--max-message-bytes", "1000000"]);
     let input = shot(3);
     let out = tempfile::tempdir().unwrap();
     let address = format!("http://{}", server.addr);
@@ -417,4 +445,27 @@ fn submit_sequence_runs_a_shot_through_a_server() {
         assert_eq!(image.dimensions(), (64, 36));
     }
     assert!(said.contains("frame 3:") && said.contains("held"), "{said}");
+
+    // OpenEXR frames holding their own Vector pass travel once, the motion read from them
+    // by the server.
+    let exr_frames = pattern(input.path(), "frame_####.exr");
+    let exr_written = pattern(out.path(), "served_exr_####.png");
+    let mut args = vec![
+        "submit-sequence",
+        "--server",
+        &address,
+        "--frames",
+        &exr_frames,
+        "--out",
+        &exr_written,
+        "--style",
+        &style,
+        "--quiet",
+    ];
+    args.extend(QUICK);
+    let output = stylize(&args);
+    let said = text(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("frame 3:") && said.contains("held"), "{said}");
+    assert!(out.path().join("served_exr_0003.png").exists());
 }

@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use stylize::exr_file::ExrFile;
 use stylize::exr_file::Transfer;
 use stylize::image_io;
-use stylize::motion::{ExrMotionChannels, Motion, read_exr, read_flo};
+use stylize::motion::{
+    ExrMotionChannels, Motion, missing_channel, read_exr, read_exr_frame, read_flo,
+};
 use stylize::render::sequence::{FrameInput, SequenceOptions};
 
 /// The sequence's own flags.
@@ -267,15 +270,52 @@ impl Shot {
         Ok(Some(mask))
     }
 
-    /// The inputs of the `position`-th frame, decoded.
+    /// The motions (to the previous frame, to the next) the `position`-th frame's own
+    /// OpenEXR file holds: those read from the --frames pattern itself.
+    pub fn motion_in_frame(&self, position: usize) -> [Option<&ExrMotionChannels>; 2] {
+        let in_frames = |pattern: &str| pattern == self.args.frames && is_exr_path(pattern);
+        let previous = self
+            .motion
+            .as_deref()
+            .filter(|p| position > 0 && in_frames(p));
+        let next = self.next.as_ref().filter(|(p, _)| in_frames(p));
+        [previous.map(|_| &self.channels), next.map(|(_, c)| c)]
+    }
+
+    /// The inputs of the `position`-th frame, decoded: a frame file that holds its own
+    /// motion is read once for all of it.
     pub fn frame(&self, position: usize) -> Result<FrameInput> {
         let (path, bytes) = self.content_bytes(position)?;
-        let content = image_io::decode_with(&bytes, &path.display().to_string(), self.transfer())
-            .context("--frames")?;
+        let name = path.display().to_string();
+        let inside = self.motion_in_frame(position);
+        let (content, [to_previous, to_next]) = if inside.iter().any(Option::is_some) {
+            let file = ExrFile::open(&bytes, &name).context("--frames")?;
+            let flags = ["motion-channels", "motion-next-channels"];
+            for (channels, flag) in inside.iter().zip(flags) {
+                if let Some(missing) = channels.and_then(|c| missing_channel(&file, c)) {
+                    bail!("--{flag}: {name} has no channel {missing}");
+                }
+            }
+            let asked: Vec<&ExrMotionChannels> = inside.iter().flatten().copied().collect();
+            let (image, read) =
+                read_exr_frame(&file, self.transfer(), &asked).context("--frames")?;
+            let mut read = read.into_iter();
+            (image, inside.map(|c| c.and_then(|_| read.next())))
+        } else {
+            let image =
+                image_io::decode_with(&bytes, &name, self.transfer()).context("--frames")?;
+            (image, [None, None])
+        };
         Ok(FrameInput {
             content: Some(content),
-            to_previous: self.to_previous(position)?,
-            to_next: self.to_next(self.numbers[position])?,
+            to_previous: match to_previous {
+                Some(motion) => Some(motion),
+                None => self.to_previous(position)?,
+            },
+            to_next: match to_next {
+                Some(motion) => Some(motion),
+                None => self.to_next(self.numbers[position])?,
+            },
             mask: self.mask(position)?,
         })
     }

@@ -9,7 +9,7 @@ use clap::Args;
 use tokio_stream::StreamExt;
 
 use stylize::image_io::Encoding;
-use stylize::motion::Motion;
+use stylize::motion::{ExrMotionChannels, Motion};
 use stylize::server::proto;
 
 use super::args::{JobArgs, progress_bar};
@@ -52,9 +52,24 @@ fn flow(motion: Motion) -> proto::Motion {
     }
 }
 
-/// The `position`-th frame's message.
+/// Motion the server reads from the frame's own OpenEXR file (sent once, as the content).
+fn in_content(channels: &ExrMotionChannels) -> proto::Motion {
+    proto::Motion {
+        source: Some(proto::motion::Source::Exr(proto::ExrMotion {
+            file: Vec::new(),
+            x_channel: channels.x.clone(),
+            y_channel: channels.y.clone(),
+            negate_x: channels.x_sign < 0.0,
+            negate_y: channels.y_sign < 0.0,
+        })),
+    }
+}
+
+/// The `position`-th frame's message. Motion kept in the frame's own OpenEXR file travels
+/// inside it; other motion is read here and sent as offsets.
 fn frame_message(shot: &Shot, position: usize) -> Result<proto::StylizeSequenceRequest> {
     let (_, content) = shot.content_bytes(position)?;
+    let in_frame = shot.motion_in_frame(position);
     let mask = match shot.mask(position)? {
         Some(values) => {
             let (width, height) = stylize::image_io::dimensions(&content, "--frames")?;
@@ -72,8 +87,14 @@ fn frame_message(shot: &Shot, position: usize) -> Result<proto::StylizeSequenceR
         message: Some(proto::stylize_sequence_request::Message::Frame(
             proto::SequenceFrame {
                 content,
-                motion_to_previous: shot.to_previous(position)?.map(flow),
-                motion_to_next: shot.to_next(shot.numbers[position])?.map(flow),
+                motion_to_previous: match in_frame {
+                    [Some(channels), _] => Some(in_content(channels)),
+                    _ => shot.to_previous(position)?.map(flow),
+                },
+                motion_to_next: match in_frame {
+                    [_, Some(channels)] => Some(in_content(channels)),
+                    _ => shot.to_next(shot.numbers[position])?.map(flow),
+                },
                 mask,
             },
         )),

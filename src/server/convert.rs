@@ -111,6 +111,13 @@ pub fn decode_field_with(
     limits: &Limits,
     transfer: crate::exr_file::Transfer,
 ) -> Result<RgbImage> {
+    check_pixels(bytes, field, limits)?;
+    image_io::decode_with(bytes, field, transfer).map_err(|e| in_field(field, e))
+}
+
+/// Refuses an empty image, or one whose header gives more pixels than the limit, before
+/// anything is decoded.
+pub fn check_pixels(bytes: &[u8], field: &str, limits: &Limits) -> Result<()> {
     if bytes.is_empty() {
         return Err(Error::invalid(field, "no image bytes"));
     }
@@ -124,10 +131,15 @@ pub fn decode_field_with(
             ),
         ));
     }
-    image_io::decode_with(bytes, field, transfer).map_err(|e| match e {
+    Ok(())
+}
+
+/// A decoding error as the request field's (`INVALID_ARGUMENT` naming `field`).
+pub fn in_field(field: &str, error: Error) -> Error {
+    match error {
         Error::Image { reason, .. } => Error::invalid(field, reason),
         other => other,
-    })
+    }
 }
 
 fn layers(

@@ -14,13 +14,15 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use super::convert::{self, Limits};
+use super::convert::{self, Limits, in_field};
 use super::proto;
 use super::status;
 use crate::cache::StyleRegistry;
+use crate::error::quoted;
 use crate::error::{Error, Result};
+use crate::exr_file::ExrFile;
 use crate::exr_file::Transfer;
-use crate::motion::{ExrMotionChannels, Motion, read_flo};
+use crate::motion::{ExrMotionChannels, Motion, missing_channel, read_exr_frame, read_flo};
 use crate::render::sequence::{
     DEFAULT_TEMPORAL_WEIGHT, FrameInput, FrameJob, SequenceOptions, SequenceState, warping_error,
 };
@@ -97,15 +99,8 @@ fn shot(
     })
 }
 
-/// A decoding error as the request field's (`INVALID_ARGUMENT` naming `field`).
-fn in_field(field: &str, error: Error) -> Error {
-    match error {
-        Error::Image { reason, .. } => Error::invalid(field, reason),
-        other => other,
-    }
-}
-
-/// A motion message as a field of offsets; errors name `field`.
+/// A motion message as a field of offsets; errors name `field`. An `exr` source without
+/// a file reads the frame's content and is decoded with it (`content_with_motion`).
 fn motion(wire: &proto::Motion, field: &str, to_next: bool) -> Result<Motion> {
     use proto::motion::Source;
     let named = |e: Error| in_field(field, e);
@@ -118,46 +113,105 @@ fn motion(wire: &proto::Motion, field: &str, to_next: bool) -> Result<Motion> {
         }),
         Some(Source::Flo(bytes)) => read_flo(bytes, field).map_err(named),
         Some(Source::Exr(exr)) => {
-            let blender = if to_next {
-                ExrMotionChannels::blender_to_next()
-            } else {
-                ExrMotionChannels::blender_to_previous()
-            };
-            let sign = |negate: bool| if negate { -1.0 } else { 1.0 };
-            let channels = if exr.x_channel.is_empty() && exr.y_channel.is_empty() {
-                blender
-            } else {
-                ExrMotionChannels {
-                    x: exr.x_channel.clone(),
-                    y: exr.y_channel.clone(),
-                    x_sign: sign(exr.negate_x),
-                    y_sign: sign(exr.negate_y),
-                }
-            };
-            crate::motion::decode_exr(&exr.file, field, &channels).map_err(named)
+            crate::motion::decode_exr(&exr.file, field, &exr_channels(exr, to_next)).map_err(named)
         }
         None => Err(Error::invalid(field, "no flow, flo or exr source is set")),
     }
+}
+
+/// An `exr` source's channels: those it names, else Blender's Vector pass.
+fn exr_channels(exr: &proto::ExrMotion, to_next: bool) -> ExrMotionChannels {
+    if exr.x_channel.is_empty() && exr.y_channel.is_empty() {
+        return if to_next {
+            ExrMotionChannels::blender_to_next()
+        } else {
+            ExrMotionChannels::blender_to_previous()
+        };
+    }
+    let sign = |negate: bool| if negate { -1.0 } else { 1.0 };
+    ExrMotionChannels {
+        x: exr.x_channel.clone(),
+        y: exr.y_channel.clone(),
+        x_sign: sign(exr.negate_x),
+        y_sign: sign(exr.negate_y),
+    }
+}
+
+/// The channels a motion message reads from the frame's own content: an `exr` source with
+/// no file (a renderer's multipart frame, sent once); `None` for any other source.
+fn in_content(wire: &proto::Motion, to_next: bool) -> Option<ExrMotionChannels> {
+    match &wire.source {
+        Some(proto::motion::Source::Exr(exr)) if exr.file.is_empty() => {
+            Some(exr_channels(exr, to_next))
+        }
+        _ => None,
+    }
+}
+
+/// The frame's content and the motions (to the previous frame, to the next) its own
+/// OpenEXR file holds, decoded in one pass; `field` names a frame's fields in errors.
+fn content_with_motion(
+    frame: &proto::SequenceFrame,
+    field: &dyn Fn(&str) -> String,
+    limits: &Limits,
+    transfer: Transfer,
+    wanted: [Option<ExrMotionChannels>; 2],
+) -> Result<(RgbImage, [Option<Motion>; 2])> {
+    let names = ["motion_to_previous", "motion_to_next"];
+    let content = field("content");
+    if !crate::exr_file::is_exr(&frame.content) {
+        let first = names[wanted.iter().position(Option::is_some).unwrap_or(0)];
+        return Err(Error::invalid(
+            field(first),
+            "an exr source without a file reads the content, which is not OpenEXR",
+        ));
+    }
+    convert::check_pixels(&frame.content, &content, limits)?;
+    let file = ExrFile::open(&frame.content, &content).map_err(|e| in_field(&content, e))?;
+    for (channels, name) in wanted.iter().zip(names) {
+        if let Some(missing) = channels.as_ref().and_then(|c| missing_channel(&file, c)) {
+            return Err(Error::invalid(
+                field(name),
+                format!("the content has no channel {}", quoted(missing)),
+            ));
+        }
+    }
+    let asked: Vec<&ExrMotionChannels> = wanted.iter().flatten().collect();
+    let (image, read) =
+        read_exr_frame(&file, transfer, &asked).map_err(|e| in_field(&content, e))?;
+    let mut read = read.into_iter();
+    let motions = wanted.map(|channels| channels.and_then(|_| read.next()));
+    Ok((image, motions))
 }
 
 /// Decodes one frame message and prepares its job. Runs on a blocking thread.
 fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Result<FrameJob> {
     let index = shot.state.next_index();
     let field = |name: &str| format!("frames[{index}].{name}");
-    let content =
-        convert::decode_field_with(&frame.content, &field("content"), limits, shot.transfer)?;
+    let wires = [&frame.motion_to_previous, &frame.motion_to_next];
+    let wanted = [false, true].map(|to_next| {
+        wires[to_next as usize]
+            .as_ref()
+            .and_then(|m| in_content(m, to_next))
+    });
+    let (content, [to_previous, to_next]) = if wanted.iter().any(Option::is_some) {
+        content_with_motion(&frame, &field, limits, shot.transfer, wanted)?
+    } else {
+        let content = field("content");
+        let image = convert::decode_field_with(&frame.content, &content, limits, shot.transfer)?;
+        (image, [None, None])
+    };
+    let other = |read: Option<Motion>, name: &str, to_next: bool| match read {
+        Some(motion) => Ok(Some(motion)),
+        None => wires[to_next as usize]
+            .as_ref()
+            .map(|m| motion(m, &field(name), to_next))
+            .transpose(),
+    };
     let input = FrameInput {
         content: Some(content),
-        to_previous: frame
-            .motion_to_previous
-            .as_ref()
-            .map(|m| motion(m, &field("motion_to_previous"), false))
-            .transpose()?,
-        to_next: frame
-            .motion_to_next
-            .as_ref()
-            .map(|m| motion(m, &field("motion_to_next"), true))
-            .transpose()?,
+        to_previous: other(to_previous, "motion_to_previous", false)?,
+        to_next: other(to_next, "motion_to_next", true)?,
         mask: if frame.mask.is_empty() {
             None
         } else {
