@@ -109,7 +109,44 @@ pub fn quoted(input: &str) -> String {
     out
 }
 
+/// What kind of failure an error is for whoever asked: the one classification the gRPC
+/// status code and the counted outcome of a job both come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The request is wrong: a field, a layer or an image.
+    InvalidArgument,
+    /// No room now: the queue, memory, or the message size.
+    ResourceExhausted,
+    /// The optimisation diverged because of the request's weights.
+    Diverged,
+    /// This replica cannot take the work now; another one, or later, may.
+    Unavailable,
+    DeadlineExceeded,
+    Cancelled,
+    /// A fault of the server's own.
+    Internal,
+}
+
 impl Error {
+    /// The error's class (see `Class`).
+    pub fn class(&self) -> Class {
+        match self {
+            Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
+                Class::InvalidArgument
+            }
+            Error::QueueFull(_) | Error::MemoryExhausted(_) | Error::ResultTooLarge { .. } => {
+                Class::ResourceExhausted
+            }
+            Error::NonFinite(_) => Class::Diverged,
+            Error::ShuttingDown | Error::HandedBack(_) | Error::SharedStore(_) => {
+                Class::Unavailable
+            }
+            Error::DeadlineExceeded(_) | Error::JobTimeLimit(_) => Class::DeadlineExceeded,
+            Error::Cancelled => Class::Cancelled,
+            _ => Class::Internal,
+        }
+    }
+
     /// An invalid option, named by the field (CLI flag or request field) that carries it.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidOption {

@@ -75,19 +75,7 @@ pub const NOT_STARTED: &str = "the server began shutting down before this job st
 const GRACE_ENDED: &str = "the server's shutdown grace period ended before this job finished";
 
 pub(super) fn outcome_of(err: &Error) -> &'static str {
-    match err {
-        Error::Cancelled => outcome::CANCELLED,
-        Error::DeadlineExceeded(_) | Error::JobTimeLimit(_) => outcome::DEADLINE_EXCEEDED,
-        Error::ShuttingDown | Error::HandedBack(_) | Error::SharedStore(_) => outcome::UNAVAILABLE,
-        Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
-            outcome::INVALID_ARGUMENT
-        }
-        Error::MemoryExhausted(_) | Error::QueueFull(_) | Error::ResultTooLarge { .. } => {
-            outcome::RESOURCE_EXHAUSTED
-        }
-        Error::NonFinite(_) => outcome::DIVERGED,
-        _ => outcome::INTERNAL,
-    }
+    outcome::of_class(err.class())
 }
 
 fn execute(worker: &str, shared: &Shared, job: QueuedJob) {

@@ -23,7 +23,7 @@ use tracing::Instrument;
 pub use convert::Limits;
 
 use crate::cache::StyleRegistry;
-use crate::error::Error;
+use crate::error::{Class, Error};
 use crate::render::plan::plan_precompute;
 use crate::render::{StyleSource, warm_style};
 use crate::scheduler::{Backends, Scheduler, SchedulerConfig};
@@ -52,25 +52,18 @@ fn tls_reason(err: &dyn std::error::Error) -> String {
     reason
 }
 
-/// The gRPC status for a library error; the message names the field where there is one.
+/// The gRPC status for a library error; the message names the field where there is one
+/// (fields are already the request's paths, see `convert::in_request`).
 pub fn status(err: Error) -> Status {
-    match err {
-        // Fields are already the request's paths (see `convert::in_request`).
-        Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
-            Status::invalid_argument(err.to_string())
-        }
-        Error::QueueFull(_) | Error::MemoryExhausted(_) | Error::ResultTooLarge { .. } => {
-            Status::resource_exhausted(err.to_string())
-        }
-        Error::NonFinite(_) => Status::failed_precondition(err.to_string()),
-        Error::ShuttingDown | Error::HandedBack(_) | Error::SharedStore(_) => {
-            Status::unavailable(err.to_string())
-        }
-        Error::DeadlineExceeded(_) | Error::JobTimeLimit(_) => {
-            Status::deadline_exceeded(err.to_string())
-        }
-        Error::Cancelled => Status::cancelled(err.to_string()),
-        other => Status::internal(other.to_string()),
+    let message = err.to_string();
+    match err.class() {
+        Class::InvalidArgument => Status::invalid_argument(message),
+        Class::ResourceExhausted => Status::resource_exhausted(message),
+        Class::Diverged => Status::failed_precondition(message),
+        Class::Unavailable => Status::unavailable(message),
+        Class::DeadlineExceeded => Status::deadline_exceeded(message),
+        Class::Cancelled => Status::cancelled(message),
+        Class::Internal => Status::internal(message),
     }
 }
 
@@ -434,7 +427,31 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::request_id;
+    use super::{outcome_of_code, request_id, status};
+    use crate::error::Error;
+    use crate::telemetry::metrics::outcome;
+
+    #[test]
+    fn a_failed_job_is_counted_under_the_outcome_of_the_status_it_answers() {
+        let errors = [
+            Error::invalid("options.size", "0"),
+            Error::UnknownLayer("relu9_9".into()),
+            Error::QueueFull(3),
+            Error::NonFinite("loss".into()),
+            Error::ShuttingDown,
+            Error::JobTimeLimit(60),
+            Error::Cancelled,
+            Error::Panicked("boom".into()),
+        ];
+        let mut seen = Vec::new();
+        for error in errors {
+            let label = outcome::of_class(error.class());
+            assert_eq!(outcome_of_code(status(error).code()), label);
+            seen.push(label);
+        }
+        seen.dedup();
+        assert_eq!(seen.len(), 7, "every class is covered: {seen:?}");
+    }
 
     #[test]
     fn request_ids_cannot_forge_log_lines() {

@@ -74,6 +74,20 @@ pub mod outcome {
     pub const UNAUTHENTICATED: &str = "unauthenticated";
     /// A method this server does not have.
     pub const UNIMPLEMENTED: &str = "unimplemented";
+
+    /// The outcome a job that failed with an error of this class is counted under.
+    pub fn of_class(class: crate::error::Class) -> &'static str {
+        use crate::error::Class;
+        match class {
+            Class::InvalidArgument => INVALID_ARGUMENT,
+            Class::ResourceExhausted => RESOURCE_EXHAUSTED,
+            Class::Diverged => DIVERGED,
+            Class::Unavailable => UNAVAILABLE,
+            Class::DeadlineExceeded => DEADLINE_EXCEEDED,
+            Class::Cancelled => CANCELLED,
+            Class::Internal => INTERNAL,
+        }
+    }
 }
 
 const JOB_SECONDS: &[f64] = &[
