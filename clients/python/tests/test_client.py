@@ -1,12 +1,14 @@
 """stylize_client against a live server: a still's events and result, registered styles,
-field-naming errors, retries with backoff, deadlines and tokens."""
+field-naming errors, retries with backoff, deadlines and tokens, and a Blender shot."""
 import threading
 import time
 
 import grpc
 import pytest
 
-from stylize_client import SERVICE_CONFIG, Client, StylizeError, pb
+from stylize_client import IN_CONTENT, SERVICE_CONFIG, Client, StylizeError, blender_frames, frame, pb
+
+from conftest import ROOT
 
 SMALL = dict(size=32, iterations=2, optimizer=pb.OPTIMIZER_ADAM)
 
@@ -89,3 +91,36 @@ def test_the_service_config_names_the_retryable_codes():
     import json
     policy = json.loads(SERVICE_CONFIG)["methodConfig"][0]["retryPolicy"]
     assert set(policy["retryableStatusCodes"]) == {"UNAVAILABLE", "RESOURCE_EXHAUSTED"}
+
+
+SHOT = [ROOT / "../shared/sequences/rolling-ball" / f"frame_{t:04}.exr" for t in (1, 2, 3)]
+
+
+def test_a_blender_shot_streams_each_frame_with_its_motion_read_from_the_frame(serve, images):
+    # Each frame's file (800 KB) travels once: the server reads the beauty and Vector passes
+    # from it; a 1 MB message limit leaves no room for the motion as offsets beside it.
+    server = serve("--workers", "1", "--max-message-bytes", "1000000")
+    with Client(server.target) as client:
+        events = list(client.stylize_sequence(blender_frames(SHOT), [images["style"]], size=32,
+                                              iterations=2, later_iterations=1, scales=1))
+    results = [(e.frame, e.result) for e in events if e.HasField("result")]
+    assert [index for index, _ in results] == [0, 1, 2]
+    for index, result in results:
+        assert (result.result.width, result.result.height) == (32, 18)
+        if index:
+            assert result.held_fraction > 0.5 and result.HasField("warping_error")
+    # Progress comes frame by frame, in order.
+    frames_seen = [e.frame for e in events]
+    assert frames_seen == sorted(frames_seen)
+
+
+def test_a_bad_frame_is_named(serve, images):
+    server = serve("--workers", "1")
+    png = ROOT / "../shared/sequences/rolling-ball/frame_0002.png"
+    shot = [frame(SHOT[0], motion_to_next=IN_CONTENT), frame(png, motion_to_previous=IN_CONTENT)]
+    with Client(server.target, retries=2, backoff=0.01) as client:
+        with pytest.raises(StylizeError) as raised:
+            list(client.stylize_sequence(shot, [images["style"]], size=32, iterations=1, scales=1))
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "frames[1].motion_to_previous" in raised.value.message
+    assert raised.value.attempts == 1

@@ -1,5 +1,5 @@
-"""A Python client for the stylize server: submit a still and iterate its events, register
-styles, write results. Retries with backoff on RESOURCE_EXHAUSTED and UNAVAILABLE (the
+"""A Python client for the stylize server: submit a still or a shot (a sequence of frames with
+their motion) and iterate its events, register styles, write results. Retries with backoff on RESOURCE_EXHAUSTED and UNAVAILABLE (the
 server's retryable answers: a full queue, a draining replica), honours an overall deadline,
 and speaks TLS and bearer tokens.
 
@@ -8,10 +8,13 @@ and speaks TLS and bearer tokens.
     result = client.stylize_to_file("cat.png", ["starry.jpg"], "out.png", size=256, quality="standard")
 """
 
-from .client import Client, StylizeError, options
+from .client import IN_CONTENT, Client, StylizeError, blender_frames, exr_motion, frame, options
 from .stylize.v1 import stylize_pb2 as pb
 
-__all__ = ["Client", "StylizeError", "options", "pb", "SERVICE_CONFIG"]
+__all__ = [
+    "Client", "StylizeError", "options", "pb", "SERVICE_CONFIG",
+    "frame", "blender_frames", "exr_motion", "IN_CONTENT",
+]
 
 #: The retry policy as a gRPC service config, for clients in other languages
 #: (`grpc.service_config` channel option, or the language's equivalent).

@@ -50,6 +50,49 @@ def _style(style: Union[bytes, str, Path]) -> pb.StyleInput:
     return pb.StyleInput(image=Path(text).read_bytes())
 
 
+#: A motion read by the server from the frame's own OpenEXR file: Blender's Vector pass
+#: (to the previous frame: X, -Y; to the next: -Z, W). `exr_motion(x, y, ...)` names others.
+IN_CONTENT = pb.Motion(exr=pb.ExrMotion())
+
+
+def exr_motion(x_channel: str, y_channel: str, *, negate_x: bool = False, negate_y: bool = False,
+               file: bytes = b"") -> pb.Motion:
+    """Motion from two channels of an OpenEXR file (`part.channel` in multipart files); with no
+    `file`, of the frame's own content, so a renderer's frame is sent once."""
+    return pb.Motion(exr=pb.ExrMotion(file=file, x_channel=x_channel, y_channel=y_channel,
+                                      negate_x=negate_x, negate_y=negate_y))
+
+
+def _motion(motion) -> Optional[pb.Motion]:
+    """A `pb.Motion` as it is, or a Middlebury `.flo` file (bytes or a path)."""
+    if motion is None or isinstance(motion, pb.Motion):
+        return motion
+    data = motion if isinstance(motion, bytes) else Path(motion).read_bytes()
+    return pb.Motion(flo=data)
+
+
+def frame(content: Union[bytes, str, Path], *, motion_to_previous=None, motion_to_next=None,
+          mask: Union[bytes, str, Path, None] = None) -> pb.SequenceFrame:
+    """One frame of a shot: its image (PNG, JPEG or OpenEXR), its motion to the previous frame
+    (required after the first) and optionally to the next (for the consistency check), each a
+    `pb.Motion` (`IN_CONTENT`, `exr_motion(...)`) or a `.flo` file; `mask` a greyscale image,
+    white where the previous frame holds."""
+    if not isinstance(content, bytes):
+        content = Path(content).read_bytes()
+    if mask is not None and not isinstance(mask, bytes):
+        mask = Path(mask).read_bytes()
+    return pb.SequenceFrame(content=content, motion_to_previous=_motion(motion_to_previous),
+                            motion_to_next=_motion(motion_to_next), mask=mask or b"")
+
+
+def blender_frames(paths: Iterable[Union[str, Path]]) -> Iterator[pb.SequenceFrame]:
+    """A shot Blender rendered as multilayer OpenEXR with its Vector pass, in order: each file
+    is read as it is sent, once, with its motion read from it by the server."""
+    for index, path in enumerate(paths):
+        yield frame(path, motion_to_previous=IN_CONTENT if index else None,
+                    motion_to_next=IN_CONTENT)
+
+
 class Client:
     """A connection to one stylize server (or a balancer in front of several).
 
@@ -151,6 +194,61 @@ class Client:
                 Path(out).write_bytes(event.result.image)
                 return event.result
         raise StylizeError(grpc.StatusCode.INTERNAL, "no result", 0)
+
+    def stylize_sequence(
+        self,
+        frames: Iterable[pb.SequenceFrame],
+        styles: Sequence[Union[bytes, str, Path]],
+        *,
+        blend: Iterable[float] = (),
+        request_id: str = "",
+        timeout: Optional[float] = None,
+        temporal_weight: Optional[float] = None,
+        later_iterations: int = 0,
+        no_consistency_check: bool = False,
+        display_referred: bool = False,
+        **option_fields,
+    ) -> Iterator[pb.StylizeSequenceResponse]:
+        """Stylises a shot (frames from `frame(...)` or `blender_frames(...)`, read as the server
+        takes them) and yields its events, each tagged with its frame index; a frame's `result`
+        (image, held fraction, warping error) comes as soon as that frame is done. The sequence
+        options are keyword arguments; the others are the still's `Options`. A shot is stateful,
+        so only a failure before any event is retried, and only when `frames` can be iterated
+        again (a list). Raises StylizeError on failure (naming `frames[i].field`)."""
+        setup = pb.SequenceSetup(
+            request_id=request_id,
+            styles=[_style(s) for s in styles],
+            blend=list(blend),
+            options=options(**option_fields),
+            sequence=pb.SequenceOptions(
+                later_iterations=later_iterations,
+                no_consistency_check=no_consistency_check,
+                display_referred=display_referred,
+            ),
+        )
+        if temporal_weight is not None:
+            setup.sequence.temporal_weight = temporal_weight
+        replayable = isinstance(frames, (list, tuple))
+
+        def messages():
+            yield pb.StylizeSequenceRequest(setup=setup)
+            for f in frames:
+                yield pb.StylizeSequenceRequest(frame=f)
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        for attempt, left in self._attempts(deadline):
+            received = False
+            try:
+                for event in self._stub.StylizeSequence(messages(), timeout=left, metadata=self._metadata):
+                    received = True
+                    yield event
+                return
+            except grpc.RpcError as error:
+                last = StylizeError(error.code(), error.details() or "", attempt)
+                if error.code() not in RETRYABLE or received or not replayable:
+                    raise last from None
+        raise last or StylizeError(grpc.StatusCode.DEADLINE_EXCEEDED, "no time left to retry", 0)
 
     def register_style(
         self,
