@@ -107,8 +107,11 @@ fn a_sequence_holds_its_strokes_where_stills_flicker() {
         );
         assert_eq!(i.rendered.iterations, 24);
         let (style, still_style) = (s.rendered.delivered.style, i.rendered.delivered.style);
+        // Uncovered pixels start stylised (the held pixels' offset spread into them), so
+        // each frame is at least as stylised as its still (0.81-0.96x here; starting them
+        // from the plain content gave 0.92-1.03x).
         assert!(
-            style <= 1.3 * still_style,
+            style <= still_style,
             "frame {}: style {style:.3e} against the still's {still_style:.3e}",
             s.index
         );
