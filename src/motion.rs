@@ -83,26 +83,29 @@ pub fn decode_exr(bytes: &[u8], name: &str, channels: &ExrMotionChannels) -> Res
 }
 
 /// A frame's colour and motions from its one OpenEXR file, as renderers write them, in a
-/// single pass over the file: the colour through `transfer`, then one motion per entry of
-/// `motions`.
-pub fn read_exr_frame(
+/// single pass over the file: the colour through `transfer`, and each motion asked for
+/// (`None` where that one is not wanted or comes from elsewhere).
+pub fn read_exr_frame<const N: usize>(
     file: &ExrFile,
     transfer: Transfer,
-    motions: &[&ExrMotionChannels],
-) -> Result<(RgbImage, Vec<Motion>)> {
+    motions: [Option<&ExrMotionChannels>; N],
+) -> Result<(RgbImage, [Option<Motion>; N])> {
     let colour = file.colour_channels()?;
     let mut wanted: Vec<&str> = colour.iter().map(String::as_str).collect();
-    for channels in motions {
+    for channels in motions.iter().flatten() {
         wanted.extend([channels.x.as_str(), channels.y.as_str()]);
     }
     let mut read = file.read(&wanted)?;
     let image = read.rgb(0, transfer);
-    let motions = motions
-        .iter()
-        .enumerate()
-        .map(|(k, channels)| take_motion(&mut read, 3 + 2 * k, channels, file.name()))
-        .collect::<Result<_>>()?;
-    Ok((image, motions))
+    let mut next_plane = 3;
+    let mut taken = [const { None }; N];
+    for (slot, channels) in taken.iter_mut().zip(motions) {
+        if let Some(channels) = channels {
+            *slot = Some(take_motion(&mut read, next_plane, channels, file.name())?);
+            next_plane += 2;
+        }
+    }
+    Ok((image, taken))
 }
 
 /// The first of the motion's channels the file lacks, if any.

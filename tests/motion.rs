@@ -95,14 +95,17 @@ fn one_pass_over_a_frame_reads_what_separate_reads_do() {
     let file = ExrFile::open(&bytes, "frame_0005.exr").unwrap();
     let previous = ExrMotionChannels::blender_to_previous();
     let next = ExrMotionChannels::blender_to_next();
-    let (image, motions) =
-        read_exr_frame(&file, Transfer::SceneLinear, &[&previous, &next]).unwrap();
+    let (image, [to_previous, to_next]) =
+        read_exr_frame(&file, Transfer::SceneLinear, [Some(&previous), Some(&next)]).unwrap();
     assert_eq!(
         image,
         decode_rgb(&bytes, "frame_0005.exr", Transfer::SceneLinear).unwrap()
     );
-    assert_eq!(motions[0], read_exr(&frame(5, "exr"), &previous).unwrap());
-    assert_eq!(motions[1], read_exr(&frame(5, "exr"), &next).unwrap());
+    assert_eq!(
+        to_previous,
+        Some(read_exr(&frame(5, "exr"), &previous).unwrap())
+    );
+    assert_eq!(to_next, Some(read_exr(&frame(5, "exr"), &next).unwrap()));
     // The beauty pass is the frame Blender displayed (its PNG) to within rounding.
     let png = stylize::image_io::load(&frame(5, "png")).unwrap();
     let worst = image

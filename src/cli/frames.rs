@@ -296,11 +296,7 @@ impl Shot {
                     bail!("--{flag}: {name} has no channel {missing}");
                 }
             }
-            let asked: Vec<&ExrMotionChannels> = inside.iter().flatten().copied().collect();
-            let (image, read) =
-                read_exr_frame(&file, self.transfer(), &asked).context("--frames")?;
-            let mut read = read.into_iter();
-            (image, inside.map(|c| c.and_then(|_| read.next())))
+            read_exr_frame(&file, self.transfer(), inside).context("--frames")?
         } else {
             let image =
                 image_io::decode_with(&bytes, &name, self.transfer()).context("--frames")?;

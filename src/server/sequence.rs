@@ -176,12 +176,8 @@ fn content_with_motion(
             ));
         }
     }
-    let asked: Vec<&ExrMotionChannels> = wanted.iter().flatten().collect();
-    let (image, read) =
-        read_exr_frame(&file, transfer, &asked).map_err(|e| in_field(&content, e))?;
-    let mut read = read.into_iter();
-    let motions = wanted.map(|channels| channels.and_then(|_| read.next()));
-    Ok((image, motions))
+    read_exr_frame(&file, transfer, wanted.each_ref().map(Option::as_ref))
+        .map_err(|e| in_field(&content, e))
 }
 
 /// Decodes one frame message and prepares its job. Runs on a blocking thread.
