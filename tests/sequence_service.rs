@@ -416,56 +416,48 @@ fn submit_sequence_runs_a_shot_through_a_server() {
     let input = shot(3);
     let out = tempfile::tempdir().unwrap();
     let address = format!("http://{}", server.addr);
-    let frames = pattern(input.path(), "frame_####.png");
-    let motion = pattern(input.path(), "frame_####.exr");
-    let written = pattern(out.path(), "served_####.png");
     let style = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/starry_night.jpg");
     let style = style.display().to_string();
-    let mut args = vec![
-        "submit-sequence",
-        "--server",
-        &address,
-        "--frames",
-        &frames,
-        "--motion",
-        &motion,
-        "--out",
-        &written,
-        "--style",
-        &style,
-        "--quiet",
-    ];
-    args.extend(QUICK);
-    let output = stylize(&args);
-    let said = text(&output);
-    assert!(output.status.success(), "{said}");
+    // Submits the shot's `frames` (with `motion`, if given) to be written as `written`, and
+    // checks the command succeeded and reported all three frames.
+    let submit = |frames: &str, motion: Option<&str>, written: &str| {
+        let mut args = vec![
+            "submit-sequence",
+            "--server",
+            &address,
+            "--frames",
+            frames,
+            "--out",
+            written,
+            "--style",
+            &style,
+            "--quiet",
+        ];
+        if let Some(motion) = motion {
+            args.extend(["--motion", motion]);
+        }
+        args.extend(QUICK);
+        let output = stylize(&args);
+        let said = text(&output);
+        assert!(output.status.success(), "{said}");
+        assert!(said.contains("frame 3:") && said.contains("held"), "{said}");
+    };
+    submit(
+        &pattern(input.path(), "frame_####.png"),
+        Some(&pattern(input.path(), "frame_####.exr")),
+        &pattern(out.path(), "served_####.png"),
+    );
     for t in 1..=3 {
         let path = out.path().join(format!("served_{t:04}.png"));
         let image = stylize::image_io::load(&path).unwrap();
         assert_eq!(image.dimensions(), (64, 36));
     }
-    assert!(said.contains("frame 3:") && said.contains("held"), "{said}");
-
     // OpenEXR frames holding their own Vector pass travel once, the motion read from them
     // by the server.
-    let exr_frames = pattern(input.path(), "frame_####.exr");
-    let exr_written = pattern(out.path(), "served_exr_####.png");
-    let mut args = vec![
-        "submit-sequence",
-        "--server",
-        &address,
-        "--frames",
-        &exr_frames,
-        "--out",
-        &exr_written,
-        "--style",
-        &style,
-        "--quiet",
-    ];
-    args.extend(QUICK);
-    let output = stylize(&args);
-    let said = text(&output);
-    assert!(output.status.success(), "{said}");
-    assert!(said.contains("frame 3:") && said.contains("held"), "{said}");
+    submit(
+        &pattern(input.path(), "frame_####.exr"),
+        None,
+        &pattern(out.path(), "served_exr_####.png"),
+    );
     assert!(out.path().join("served_exr_0003.png").exists());
 }
