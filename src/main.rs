@@ -103,6 +103,11 @@ fn dispatch() -> Result<()> {
         .parse()
         .map_err(|e| anyhow::anyhow!("--log-format: {e}"))?;
     logging::init(format);
+    // Thread counts from the environment (ONNX Runtime's, rayon's and candle's) are checked
+    // once here: a typo would otherwise quietly mean one thread per core.
+    for name in [stylize::runtime::ORT_THREADS_ENV, "RAYON_NUM_THREADS"] {
+        stylize::runtime::threads_from_env(name)?;
+    }
     match cli.command {
         Command::Run(args) => cli::run::run(*args),
         Command::Sequence(args) => cli::sequence::run(*args),

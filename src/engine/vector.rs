@@ -128,15 +128,22 @@ trait ReduceChunk: Sync {
     }
 }
 
+/// Chunks are fixed (`CHUNK` values each, whatever the thread count) and their results are
+/// combined in chunk order on the calling thread, so the value does not depend on how many
+/// threads ran the chunks or which stole which: rayon's own `reduce` combines in the order
+/// its splits happened to take.
 fn reduce_slices<T: Real>(slices: [&[T]; 3], per_chunk: &impl ReduceChunk) -> f64 {
     let len = slices[0].len();
-    (0..len.div_ceil(CHUNK))
+    let per_chunk_values: Vec<f64> = (0..len.div_ceil(CHUNK))
         .into_par_iter()
         .map(|k| {
             let range = k * CHUNK..((k + 1) * CHUNK).min(len);
             per_chunk.fold(range.start, slices.map(|s| &s[range.clone()]))
         })
-        .reduce(|| 0.0, |a, b| per_chunk.combine(a, b))
+        .collect();
+    per_chunk_values
+        .into_iter()
+        .fold(0.0, |a, b| per_chunk.combine(a, b))
 }
 
 struct Dot;
@@ -672,6 +679,45 @@ mod tests {
             let inside = (&b * bounds.inside(&a).unwrap()).unwrap();
             let expected = values(&(&a * &inside).unwrap()).iter().sum::<f64>();
             assert!(close(dot_inside(&a, &b, &a, &bounds).unwrap(), expected));
+        }
+    }
+
+    /// Reductions give the same bits whatever the thread count: chunks are fixed and
+    /// combine in order (rayon's `reduce` combined in the order its splits took).
+    #[test]
+    fn reductions_do_not_depend_on_the_thread_count() {
+        let bounds = PixelBox::of(&crate::model::InputConvention::caffe());
+        // 3 x 300 x 300 values: 17 chunks, irrational-looking so every sum rounds. Float64:
+        // float32 chunk sums carry so few bits that adding them in float64 is exact in any
+        // order, float64 ones round differently in another order.
+        let wave = |seed: f64| {
+            let v: Vec<f64> = (0..3 * 300 * 300)
+                .map(|i| 200.0 * (seed + 0.618_033_99 * i as f64).sin())
+                .collect();
+            Tensor::from_vec(v, (1, 3, 300, 300), &Device::Cpu).unwrap()
+        };
+        let (a, b) = (wave(0.3), wave(1.7));
+        let all = || {
+            [
+                dot(&a, &b).unwrap(),
+                abs_sum(&a).unwrap(),
+                max_abs(&b).unwrap(),
+                dot_inside(&a, &b, &a, &bounds).unwrap(),
+            ]
+            .map(f64::to_bits)
+        };
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(all)
+        };
+        let one = on(1);
+        for threads in [2, 3, 5, 8] {
+            for _ in 0..4 {
+                assert_eq!(on(threads), one, "{threads} threads");
+            }
         }
     }
 

@@ -157,11 +157,36 @@ pub fn run_options(release_arena: bool, provider: Provider) -> Result<ort::sessi
 /// Environment variable naming a file prefix for ONNX Runtime's per-operator profile.
 pub const PROFILE_ENV: &str = "STYLIZE_ORT_PROFILE";
 
-/// `threads`, or one per available core when 0.
+/// Environment variable fixing ONNX Runtime's intra-op threads where the code asks for "one
+/// per core" (0): with `RAYON_NUM_THREADS` (rayon and candle's CPU kernels) it runs a process
+/// as a machine with that many cores would, and pins a CPU request's share on a shared node.
+pub const ORT_THREADS_ENV: &str = "STYLIZE_ORT_THREADS";
+
+/// The thread count a variable such as `$STYLIZE_ORT_THREADS` or `$RAYON_NUM_THREADS` sets:
+/// `None` when unset, an error naming it when it is not a positive integer (the commands check
+/// both before they start, rather than let a typo fall back to one thread per core).
+pub fn threads_from_env(name: &str) -> Result<Option<usize>> {
+    let Some(value) = std::env::var_os(name) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .map(Some)
+        .ok_or_else(|| Error::InvalidOption {
+            field: name.to_string(),
+            reason: format!("{value:?} is not a positive thread count"),
+        })
+}
+
+/// `threads`, or when 0 `$STYLIZE_ORT_THREADS`, else one per available core.
 pub fn intra_threads(threads: usize) -> usize {
-    if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
+    if threads > 0 {
+        return threads;
     }
+    threads_from_env(ORT_THREADS_ENV)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
