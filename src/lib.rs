@@ -3,6 +3,7 @@
 //! Data flows one way: `server` -> `scheduler` -> `render` -> `engine` / `features` ->
 //! `net` / `runtime` -> `model`; `cache` is shared.
 
+pub mod allocator;
 pub mod backends;
 pub mod bench;
 pub mod cache;

@@ -86,6 +86,9 @@ enum OrtAction {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before anything allocates much: large freed blocks go back to the system, so a job's
+    // peak is what its memory plan says, not what the order of its frees left behind.
+    stylize::allocator::settle_large_blocks();
     match dispatch() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
