@@ -99,6 +99,7 @@ fn a_repeated_style_is_computed_once() {
     assert_eq!(first.stats.style_lookups, vec![Lookup::Miss]);
     assert_eq!(second.stats.style_lookups, vec![Lookup::Hit]);
     assert_eq!(features.calls.load(Ordering::SeqCst), 1);
+    // Identical requests give identical bytes on one machine (docs/testing.md).
     assert_eq!(
         first.image, second.image,
         "a cached target gives the same result"

@@ -166,8 +166,14 @@ fn end_to_end_loss_falls_with_both_optimizers() {
         );
         let first = seen[0].losses.total;
         let last = seen.last().unwrap().losses.total;
+        // After 12 iterations: Adam 0.30, L-BFGS 0.15 of the first loss, alike at 1 and 2
+        // threads (scripts/spreads.sh).
+        let kept = common::measured(
+            &format!("engine/{} last / first loss", optimizer.name()),
+            last / first,
+        );
         assert!(
-            last < 0.5 * first,
+            kept < 0.5,
             "{}: loss {first:.3e} -> {last:.3e}",
             optimizer.name()
         );
@@ -186,6 +192,11 @@ fn end_to_end_loss_falls_with_both_optimizers() {
             .map(|(a, b)| (*a as f64 - *b as f64).abs())
             .sum::<f64>()
             / content.as_raw().len() as f64;
+        // Adam 32.3, L-BFGS 26.8 levels at 1 and 2 threads.
+        let moved = common::measured(
+            &format!("engine/{} mean change in levels", optimizer.name()),
+            moved,
+        );
         assert!(moved > 2.0, "mean change {moved} levels");
     }
 }
@@ -256,8 +267,13 @@ fn preserve_colors_keeps_content_chroma() {
             .sum::<f64>()
             / content.len() as f64
     };
+    // Kept chroma drifts 0.003x as far as the plain run's, at 1 and 2 threads.
+    let ratio = common::measured(
+        "engine/chroma drift kept / plain",
+        distance(&kept.image) / distance(&plain.image),
+    );
     assert!(
-        distance(&kept.image) < 0.5 * distance(&plain.image),
+        ratio < 0.5,
         "{} vs {}",
         distance(&kept.image),
         distance(&plain.image)

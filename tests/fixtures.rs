@@ -57,6 +57,7 @@ struct Report {
 
 impl Report {
     fn check(&mut self, what: &str, error: f64, tolerance: f64) {
+        common::measured(&format!("fixtures/{} {what}", self.case), error);
         let ok = error <= tolerance; // NaN fails
         self.lines.push(format!(
             "{:<12} {what:<40} {error:>10.2e} (tol {tolerance:.0e})",

@@ -3,6 +3,8 @@
 //! holds, and the process's peak resident set (`stylize run --report`) stays below the
 //! plan's estimate (the optimiser's full history and the kept stage states included).
 
+mod common;
+
 use std::process::Command;
 
 #[derive(serde::Deserialize)]
@@ -52,8 +54,14 @@ fn a_long_tiled_run_stays_within_its_estimate() {
         report.estimate_bytes <= 1250 << 20,
         "the plan fits its budget"
     );
+    // The peak is 0.750-0.756 of the estimate at 1 and 2 threads (scripts/spreads.sh); it
+    // was 0.92-1.00 before the binary fixed glibc's mmap threshold (src/allocator.rs).
+    let used = common::measured(
+        "long_run_memory/peak / estimate",
+        peak as f64 / report.estimate_bytes as f64,
+    );
     assert!(
-        peak <= report.estimate_bytes,
+        used <= 1.0,
         "peak {} MiB above the estimate {} MiB",
         peak >> 20,
         report.estimate_bytes >> 20

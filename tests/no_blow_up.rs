@@ -61,7 +61,12 @@ fn default_jobs_on_shipped_pairs_never_raise_the_loss_and_deliver_what_they_repo
             rendered.losses.total, reported,
             "{pair}: the result is the last report"
         );
-        let gap = rendered.delivered.total / reported - 1.0;
+        // The 8-bit rounding costs +0.003% to +0.022% of the loss on these pairs, alike at 1
+        // and 2 threads (scripts/spreads.sh); the bound is the module's 5%.
+        let gap = common::measured(
+            &format!("no_blow_up/{pair}: delivered / float - 1"),
+            rendered.delivered.total / reported - 1.0,
+        );
         assert!(
             gap.abs() < 0.05,
             "{pair}: the 8-bit image scores {gap:+.3} off"

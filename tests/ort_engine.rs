@@ -31,13 +31,20 @@ fn ort_gradient_matches_candle_f64_on_odd_sizes_with_ties() {
         .unwrap()
         .evaluate(&x.to_dtype(DType::F64).unwrap())
         .unwrap();
+    common::measured(
+        "ort_engine/loss vs candle f64",
+        rel(ort_losses.total, losses.total),
+    );
     assert!(
         rel(ort_losses.total, losses.total) < 1e-5,
         "total loss: ONNX Runtime {} vs candle f64 {}",
         ort_losses.total,
         losses.total
     );
-    let error = rel_l2(&ort_grad, &grad);
+    let error = common::measured(
+        "ort_engine/gradient vs candle f64",
+        rel_l2(&ort_grad, &grad),
+    );
     assert!(error < 1e-5, "gradient relative error {error:.3e}");
     assert!(
         tied_windows(&reference, &x) > 0,

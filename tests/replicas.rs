@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::redis::Redis;
 use common::server::{
@@ -143,11 +143,9 @@ async fn three_replicas_share_one_registry_and_fail_over() {
         let handed_back = final_status(&mut waiting).await;
         assert_eq!(handed_back.code(), Code::Unavailable, "{handed_back:?}");
     }
-    let waited = terminated.elapsed();
-    assert!(
-        waited < Duration::from_secs(1),
-        "handed back after {waited:?}"
-    );
+    // 0.004-0.044 s at 1 and 2 threads.
+    let waited = common::measured("replicas/hand-back s", terminated.elapsed().as_secs_f64());
+    assert!(waited < 1.0, "handed back after {waited:.3} s");
 }
 
 #[tokio::test]

@@ -86,16 +86,22 @@ fn a_sequence_holds_its_strokes_where_stills_flicker() {
         },
         4,
     );
+    let mut ratios = Vec::new();
     for (s, i) in sequence.iter().zip(&stills).skip(1) {
         // The same held pixels are compared in both.
         assert_eq!(
             s.warped_previous.as_ref().unwrap().1,
             i.warped_previous.as_ref().unwrap().1
         );
-        assert!(s.certain > 0.8 && s.certain < 1.0, "held {}", s.certain);
+        // The motion's certainty, a fact of the shot: 0.903-0.906 at 1 and 2 threads.
+        let certain = common::measured("sequence/held", s.certain);
+        assert!(certain > 0.8 && certain < 1.0, "held {certain}");
         let (held, flicker) = (e_warp(s), e_warp(i));
+        // Stills flicker 16-32x more than the sequence (frames 1-3, alike at 1 and 2
+        // threads); the bound is the sequences issue's own 5x.
+        let steadier = common::measured("sequence/e_warp stills / sequence", flicker / held);
         assert!(
-            held * 5.0 <= flicker,
+            steadier >= 5.0,
             "frame {}: E_warp {held:.1} as a sequence, {flicker:.1} as stills",
             s.index
         );
@@ -107,17 +113,32 @@ fn a_sequence_holds_its_strokes_where_stills_flicker() {
         );
         assert_eq!(i.rendered.iterations, 24);
         let (style, still_style) = (s.rendered.delivered.style, i.rendered.delivered.style);
-        // Uncovered pixels start stylised (the held pixels' offset spread into them), so
-        // each frame is at least as stylised as its still (0.81-0.96x here; starting them
-        // from the plain content gave 0.92-1.03x).
-        assert!(
-            style <= still_style,
-            "frame {}: style {style:.3e} against the still's {still_style:.3e}",
-            s.index
-        );
+        ratios.push(common::measured(
+            "sequence/style sequence / still",
+            style / still_style,
+        ));
         assert!(s.rendered.delivered.temporal > 0.0);
         assert_eq!(i.rendered.delivered.temporal, 0.0);
     }
+    // What the sequences issue promises: every frame's style loss within 1.3x of its still's.
+    // Measured 0.81-0.96x at 1 and 2 threads on a 2-core AMD EPYC (and where this was first
+    // written), 1.019x on frame 1 on an AVX-512 Xeon, whose kernels round differently: the
+    // bound sits well outside all of them. (It was `<= 1.0`, which the Xeon failed.)
+    for (k, ratio) in ratios.iter().enumerate() {
+        assert!(
+            *ratio <= 1.3,
+            "frame {}: style {ratio:.3}x its still's",
+            k + 1
+        );
+    }
+    // Uncovered pixels start stylised (the held pixels' offset spread into them), so the
+    // frames are on the whole as stylised as their stills: mean 0.87x at 1 and 2 threads; starting
+    // them from the plain content gave 0.92-1.03x per frame.
+    let mean = common::measured(
+        "sequence/mean style sequence / still",
+        ratios.iter().sum::<f64>() / ratios.len() as f64,
+    );
+    assert!(mean <= 1.1, "mean style {mean:.3}x the stills'");
     // The first frame is the same still either way.
     assert_eq!(sequence[0].rendered.image, stills[0].rendered.image);
 }
@@ -203,6 +224,7 @@ fn bad_frames_are_refused_naming_the_field_and_the_frame() {
             ..good
         })
         .unwrap();
+    // Half the frame masked in, less the pixels leaving it: a fact of the data and the mask.
     let certain = job.certain;
     assert!(certain > 0.4 && certain <= 0.5, "held {certain}");
     assert!(job.temporal.is_some());

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::server::{Server, until};
 use stylize::motion::{ExrMotionChannels, read_exr};
@@ -284,7 +284,10 @@ async fn the_server_streams_each_frame_and_refuses_bad_ones() {
         if *index == 0 {
             assert!(result.warping_error.is_none());
         } else {
-            assert!(result.held_fraction > 0.8, "{}", result.held_fraction);
+            // The motion's certainty at 64x36, a fact of the shot: 0.833-0.838 at 1 and 2
+            // threads; the ball's uncovered trail and the frame's edges are the rest.
+            let held = common::measured("sequence_service/held", result.held_fraction);
+            assert!(held > 0.7, "{held}");
             assert!(result.warping_error.unwrap() > 0.0);
             assert!(image.delivered_losses.unwrap().temporal > 0.0);
             // The style targets came from the cache, computed once for the shot.
@@ -400,10 +403,14 @@ async fn a_client_hanging_up_mid_shot_frees_the_worker() {
         matches!(e, stylize_event::Event::Started(_))
     })
     .await;
-    let waited = hung_up.elapsed();
+    // 0.11-0.21 s at 1 and 2 threads.
+    let waited = common::measured(
+        "sequence_service/start after hang-up s",
+        hung_up.elapsed().as_secs_f64(),
+    );
     assert!(
-        waited < Duration::from_secs(5),
-        "the still started {waited:?} after the hang-up"
+        waited < 5.0,
+        "the still started {waited:.3} s after the hang-up"
     );
     until(&mut still, |e| matches!(e, stylize_event::Event::Result(_))).await;
 }

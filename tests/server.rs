@@ -228,18 +228,20 @@ async fn a_cancelled_request_frees_the_worker() {
     let cancelled_at = Instant::now();
     drop(long);
     until(&mut next, |e| matches!(e, Event::Started(_))).await;
-    let waited = cancelled_at.elapsed();
+    // 0.01-0.04 s at 1 and 2 threads, the other tests running beside it.
+    let waited = common::measured(
+        "server/start after cancel s",
+        cancelled_at.elapsed().as_secs_f64(),
+    );
     assert!(
-        waited < Duration::from_secs(5),
-        "queued job started {waited:?} after the cancel"
+        waited < 5.0,
+        "queued job started {waited:.3} s after the cancel"
     );
     until(&mut next, |e| matches!(e, Event::Result(_))).await;
     // The cancel is counted once the worker noticed it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        server.metric("stylize_requests_total{outcome=\"cancelled\"}"),
-        1.0
-    );
+    server
+        .metric_becomes("stylize_requests_total{outcome=\"cancelled\"}", 1.0)
+        .await;
     // A client hanging up is routine: nothing at warning level or above (RUST_LOG=warn).
     let log = server.log();
     assert!(
@@ -313,13 +315,15 @@ async fn a_job_past_the_servers_time_limit_ends_naming_it() {
         "{}",
         err.message()
     );
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(20), "ended after {took:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        server.metric("stylize_requests_total{outcome=\"deadline_exceeded\"}"),
-        1.0
+    // 1.03-1.57 s at 1 and 2 threads.
+    let took = common::measured(
+        "server/job time limit 1 s, ended s",
+        started.elapsed().as_secs_f64(),
     );
+    assert!(took < 20.0, "ended after {took:.1} s");
+    server
+        .metric_becomes("stylize_requests_total{outcome=\"deadline_exceeded\"}", 1.0)
+        .await;
 }
 
 #[tokio::test]
@@ -342,13 +346,15 @@ async fn a_panicking_job_fails_alone_and_its_worker_serves_on() {
     // The only worker runs the next job.
     let events = collect(&mut client, request(2)).await.unwrap();
     assert!(matches!(events.last(), Some(Event::Result(r)) if r.iterations == 2));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        server.metric("stylize_requests_total{outcome=\"internal\"}"),
-        1.0
-    );
-    assert_eq!(server.metric("stylize_requests_total{outcome=\"ok\"}"), 1.0);
-    assert_eq!(server.metric("stylize_in_flight_requests"), 0.0);
+    server
+        .metric_becomes("stylize_requests_total{outcome=\"internal\"}", 1.0)
+        .await;
+    server
+        .metric_becomes("stylize_requests_total{outcome=\"ok\"}", 1.0)
+        .await;
+    server
+        .metric_becomes("stylize_in_flight_requests", 0.0)
+        .await;
 }
 
 /// Polls the stylize service's health until it reports NOT_SERVING, failing after `within`.
@@ -466,7 +472,9 @@ async fn a_client_that_vanishes_without_closing_stops_its_job() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(server.metric("stylize_in_flight_requests"), 0.0);
+    server
+        .metric_becomes("stylize_in_flight_requests", 0.0)
+        .await;
     let events = collect(&mut server.client().await, request(2))
         .await
         .unwrap();
@@ -487,15 +495,21 @@ async fn tolerance_and_time_budget_end_jobs_early_and_say_so() {
     let budgeted = result(collect(&mut client, budgeted).await.unwrap());
     assert_eq!(budgeted.stopped(), proto::StopReason::TimeBudget);
     assert!(budgeted.iterations < 10_000);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
+    // 1.35-2.34 s for the 1 s budget, first sessions included (1 and 2 threads).
+    let took = common::measured(
+        "server/time-budgeted job s",
+        started.elapsed().as_secs_f64(),
     );
+    assert!(took < 10.0, "{:?}", started.elapsed());
     let mut tolerant = request(10_000);
     tolerant.options.as_mut().unwrap().tolerance = 0.5;
     let tolerant = result(collect(&mut client, tolerant).await.unwrap());
     assert_eq!(tolerant.stopped(), proto::StopReason::Tolerance);
+    // Settles after 29 iterations at 1 and 2 threads.
+    common::measured(
+        "server/iterations to tolerance 0.5",
+        tolerant.iterations as f64,
+    );
     assert!(tolerant.iterations < 10_000);
     let finished = result(collect(&mut client, request(2)).await.unwrap());
     assert_eq!(finished.stopped(), proto::StopReason::Iterations);
@@ -504,10 +518,10 @@ async fn tolerance_and_time_budget_end_jobs_early_and_say_so() {
         finished.losses.unwrap().total,
         finished.delivered_losses.unwrap().total,
     );
-    assert!(
-        (delivered / float - 1.0).abs() < 0.5,
-        "{float} vs {delivered}"
-    );
+    // Two Adam steps at 32 px: rounding to 8 bits moves the score -0.08% at 1 and 2
+    // threads; the bound is the 5% the shipped pairs are held to (tests/no_blow_up.rs).
+    let gap = common::measured("server/delivered / float - 1", delivered / float - 1.0);
+    assert!(gap.abs() < 0.05, "{float} vs {delivered}");
     for (reason, count) in [
         ("time_budget", 1.0),
         ("tolerance", 1.0),
@@ -534,11 +548,12 @@ async fn a_full_queue_answers_resource_exhausted_at_once() {
     let started = Instant::now();
     let err = client.stylize(request(1)).await.expect_err("refused");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "refusal took {:?}",
-        started.elapsed()
+    // At most 1.2 ms at 1 and 2 threads.
+    let took = common::measured(
+        "server/full queue refusal s",
+        started.elapsed().as_secs_f64(),
     );
+    assert!(took < 2.0, "refusal took {took:.3} s");
     assert_eq!(
         server.metric("stylize_requests_total{outcome=\"resource_exhausted\"}"),
         1.0
@@ -560,13 +575,16 @@ async fn an_expired_deadline_answers_deadline_exceeded() {
         "enforced by the server: {}",
         err.message()
     );
-    assert!(started.elapsed() < Duration::from_secs(10));
-    // Counted as what the client saw, not as a cancel.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        server.metric("stylize_requests_total{outcome=\"deadline_exceeded\"}"),
-        1.0
+    // 1.51-2.09 s at 1 and 2 threads.
+    let took = common::measured(
+        "server/deadline 1.5 s, ended s",
+        started.elapsed().as_secs_f64(),
     );
+    assert!(took < 10.0, "ended after {took:.1} s");
+    // Counted as what the client saw, not as a cancel.
+    server
+        .metric_becomes("stylize_requests_total{outcome=\"deadline_exceeded\"}", 1.0)
+        .await;
     assert_eq!(
         server.metric("stylize_requests_total{outcome=\"cancelled\"}"),
         0.0
@@ -587,11 +605,12 @@ async fn a_result_above_the_message_limit_is_refused_and_counted() {
         "{}",
         err.message()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        server.metric("stylize_requests_total{outcome=\"resource_exhausted\"}"),
-        1.0
-    );
+    server
+        .metric_becomes(
+            "stylize_requests_total{outcome=\"resource_exhausted\"}",
+            1.0,
+        )
+        .await;
     assert_eq!(server.metric("stylize_requests_total{outcome=\"ok\"}"), 0.0);
     assert!(server.log().contains("--max-message-bytes"), "not logged");
 }
@@ -824,6 +843,7 @@ async fn each_bad_field_answers_invalid_argument_naming_it() {
             .await
             .unwrap(),
     );
+    // Normalised to the same weights, so the same bytes (docs/testing.md: determinism).
     assert_eq!(huge, equal);
     // A refused registration stores nothing: its key does not resolve.
     let refused_key = stylize::cache::StyleRegistry::key_of(&cut_jpeg);
@@ -997,11 +1017,9 @@ async fn health_and_reflection_work_and_sigterm_drains_in_flight_work_and_hands_
             handed_back.message()
         );
     }
-    let waited = terminated.elapsed();
-    assert!(
-        waited < Duration::from_secs(1),
-        "queued jobs handed back after {waited:?}"
-    );
+    // 0.004-0.041 s at 1 and 2 threads.
+    let waited = common::measured("server/hand-back s", terminated.elapsed().as_secs_f64());
+    assert!(waited < 1.0, "queued jobs handed back after {waited:.3} s");
     until_not_serving(&mut health, Duration::from_secs(5)).await;
     let draining = probe();
     assert!(!draining.status.success());

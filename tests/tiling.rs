@@ -69,6 +69,7 @@ fn assert_same(
         ("style", tiled.style, whole.style),
         ("tv", tiled.tv, whole.tv),
     ] {
+        common::measured(&format!("tiling/{what} {name} loss"), rel(a, b));
         assert!(
             rel(a, b) <= loss_tol,
             "{what}: {name} loss tiled {a} vs whole {b} (rel {:.2e})",
@@ -78,12 +79,19 @@ fn assert_same(
     // Per layer, against the whole style term: a layer whose Grams nearly match its
     // target has a tiny loss made of cancelling float32 differences.
     for (a, b) in tiled.style_per_layer.iter().zip(&whole.style_per_layer) {
+        common::measured(
+            &format!("tiling/{what} a style layer"),
+            (a - b).abs() / whole.style.abs(),
+        );
         assert!(
             (a - b).abs() <= loss_tol * whole.style.abs(),
             "{what}: a style layer {a} vs {b}"
         );
     }
-    let error = rel_l2(tiled_grad, whole_grad);
+    let error = common::measured(
+        &format!("tiling/{what} gradient"),
+        rel_l2(tiled_grad, whole_grad),
+    );
     assert!(
         error <= grad_tol,
         "{what}: gradient relative L2 {error:.3e}"

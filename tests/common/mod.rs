@@ -128,3 +128,26 @@ pub fn pattern_image(height: usize, width: usize, seed: f32) -> InputImage {
         data,
     }
 }
+
+/// The environment variable naming the file `measured` appends to (scripts/spreads.sh sets it).
+pub const SPREADS_ENV: &str = "STYLIZE_SPREADS";
+
+/// `value`, a measured quantity a test bounds, returned as is. With `$STYLIZE_SPREADS` set it
+/// is also appended there as `key<TAB>value`, so scripts/spreads.sh can show its range over
+/// thread counts and runs; the bound beside it is set outside that range.
+pub fn measured(key: &str, value: f64) -> f64 {
+    if let Some(path) = std::env::var_os(SPREADS_ENV) {
+        use std::io::Write;
+        // One short write in append mode: lines from parallel tests and processes stay whole.
+        let line = format!("{key}\t{value:e}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            panic!("{SPREADS_ENV}={}: {e}", PathBuf::from(path).display());
+        }
+    }
+    value
+}

@@ -111,6 +111,25 @@ impl Server {
             .unwrap_or_else(|| panic!("series {series} missing"))
     }
 
+    /// Waits until `series` reads `expected`, polling every 50 ms, for at most 10 s. A job's
+    /// last bookkeeping (the in-flight gauge, a cancel noticed by its worker) lands just after
+    /// the client saw it end, and later still on a loaded machine: a fixed sleep before one
+    /// read races it, this does not.
+    pub async fn metric_becomes(&self, series: &str, expected: f64) {
+        let since = std::time::Instant::now();
+        loop {
+            let value = self.metric(series);
+            if value == expected {
+                return;
+            }
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(10),
+                "{series} is {value}, not {expected}, 10 s after the job ended"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn terminate(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
