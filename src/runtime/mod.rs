@@ -163,21 +163,21 @@ pub const PROFILE_ENV: &str = "STYLIZE_ORT_PROFILE";
 pub const ORT_THREADS_ENV: &str = "STYLIZE_ORT_THREADS";
 
 /// The thread count a variable such as `$STYLIZE_ORT_THREADS` or `$RAYON_NUM_THREADS` sets:
-/// `None` when unset, an error naming it when it is not a positive integer (the commands check
-/// both before they start, rather than let a typo fall back to one thread per core).
+/// `None` when unset or 0 (one per core, as rayon reads 0), an error naming it when it is not
+/// a count (the commands check both before they start, rather than let a typo quietly mean
+/// one thread per core).
 pub fn threads_from_env(name: &str) -> Result<Option<usize>> {
     let Some(value) = std::env::var_os(name) else {
         return Ok(None);
     };
-    value
+    let count = value
         .to_str()
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .map(Some)
         .ok_or_else(|| Error::InvalidOption {
             field: name.to_string(),
-            reason: format!("{value:?} is not a positive thread count"),
-        })
+            reason: format!("{value:?} is not a thread count (0 for one per core)"),
+        })?;
+    Ok((count > 0).then_some(count))
 }
 
 /// `threads`, or when 0 `$STYLIZE_ORT_THREADS`, else one per available core.
