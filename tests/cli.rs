@@ -152,10 +152,7 @@ fn a_time_budget_or_a_tolerance_ends_a_run_early_and_says_so() {
         );
         assert!(stdout.contains(reason), "{stdout}");
         // 2.3-4.1 s at 1 and 2 threads.
-        let took = common::measured(
-            &format!("cli/early stop {reason} s"),
-            started.elapsed().as_secs_f64(),
-        );
+        let took = common::seconds_since(&format!("cli/early stop {reason} s"), started);
         assert!(took < 60.0, "{flags:?} ran {took:.1} s");
         assert_eq!(
             stylize::image_io::load(Path::new(out)).unwrap().width(),
@@ -383,7 +380,7 @@ fn serve_refuses_to_start_without_its_weights_or_library() {
         );
         assert_eq!(out.status.code(), Some(1), "{flags:?}:\n{stderr}");
         // 0.11-0.60 s at 1 and 2 threads.
-        let took = common::measured("cli/serve refusal s", started.elapsed().as_secs_f64());
+        let took = common::seconds_since("cli/serve refusal s", started);
         assert!(took < 30.0, "{flags:?} took {took:.1} s");
         assert!(!stdout.contains("listening"), "{flags:?} started: {stdout}");
         let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();

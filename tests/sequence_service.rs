@@ -404,10 +404,7 @@ async fn a_client_hanging_up_mid_shot_frees_the_worker() {
     })
     .await;
     // 0.11-0.21 s at 1 and 2 threads.
-    let waited = common::measured(
-        "sequence_service/start after hang-up s",
-        hung_up.elapsed().as_secs_f64(),
-    );
+    let waited = common::seconds_since("sequence_service/start after hang-up s", hung_up);
     assert!(
         waited < 5.0,
         "the still started {waited:.3} s after the hang-up"

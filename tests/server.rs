@@ -229,10 +229,7 @@ async fn a_cancelled_request_frees_the_worker() {
     drop(long);
     until(&mut next, |e| matches!(e, Event::Started(_))).await;
     // 0.01-0.04 s at 1 and 2 threads, the other tests running beside it.
-    let waited = common::measured(
-        "server/start after cancel s",
-        cancelled_at.elapsed().as_secs_f64(),
-    );
+    let waited = common::seconds_since("server/start after cancel s", cancelled_at);
     assert!(
         waited < 5.0,
         "queued job started {waited:.3} s after the cancel"
@@ -316,10 +313,7 @@ async fn a_job_past_the_servers_time_limit_ends_naming_it() {
         err.message()
     );
     // 1.03-1.57 s at 1 and 2 threads.
-    let took = common::measured(
-        "server/job time limit 1 s, ended s",
-        started.elapsed().as_secs_f64(),
-    );
+    let took = common::seconds_since("server/job time limit 1 s, ended s", started);
     assert!(took < 20.0, "ended after {took:.1} s");
     server
         .metric_becomes("stylize_requests_total{outcome=\"deadline_exceeded\"}", 1.0)
@@ -496,10 +490,7 @@ async fn tolerance_and_time_budget_end_jobs_early_and_say_so() {
     assert_eq!(budgeted.stopped(), proto::StopReason::TimeBudget);
     assert!(budgeted.iterations < 10_000);
     // 1.35-2.34 s for the 1 s budget, first sessions included (1 and 2 threads).
-    let took = common::measured(
-        "server/time-budgeted job s",
-        started.elapsed().as_secs_f64(),
-    );
+    let took = common::seconds_since("server/time-budgeted job s", started);
     assert!(took < 10.0, "{:?}", started.elapsed());
     let mut tolerant = request(10_000);
     tolerant.options.as_mut().unwrap().tolerance = 0.5;
@@ -549,10 +540,7 @@ async fn a_full_queue_answers_resource_exhausted_at_once() {
     let err = client.stylize(request(1)).await.expect_err("refused");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     // At most 1.2 ms at 1 and 2 threads.
-    let took = common::measured(
-        "server/full queue refusal s",
-        started.elapsed().as_secs_f64(),
-    );
+    let took = common::seconds_since("server/full queue refusal s", started);
     assert!(took < 2.0, "refusal took {took:.3} s");
     assert_eq!(
         server.metric("stylize_requests_total{outcome=\"resource_exhausted\"}"),
@@ -576,10 +564,7 @@ async fn an_expired_deadline_answers_deadline_exceeded() {
         err.message()
     );
     // 1.51-2.09 s at 1 and 2 threads.
-    let took = common::measured(
-        "server/deadline 1.5 s, ended s",
-        started.elapsed().as_secs_f64(),
-    );
+    let took = common::seconds_since("server/deadline 1.5 s, ended s", started);
     assert!(took < 10.0, "ended after {took:.1} s");
     // Counted as what the client saw, not as a cancel.
     server
@@ -1018,7 +1003,7 @@ async fn health_and_reflection_work_and_sigterm_drains_in_flight_work_and_hands_
         );
     }
     // 0.004-0.041 s at 1 and 2 threads.
-    let waited = common::measured("server/hand-back s", terminated.elapsed().as_secs_f64());
+    let waited = common::seconds_since("server/hand-back s", terminated);
     assert!(waited < 1.0, "queued jobs handed back after {waited:.3} s");
     until_not_serving(&mut health, Duration::from_secs(5)).await;
     let draining = probe();

@@ -151,3 +151,8 @@ pub fn measured(key: &str, value: f64) -> f64 {
     }
     value
 }
+
+/// The seconds since `start`, recorded by `measured` under `key`: the timing bounds' figure.
+pub fn seconds_since(key: &str, start: std::time::Instant) -> f64 {
+    measured(key, start.elapsed().as_secs_f64())
+}
