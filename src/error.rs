@@ -62,6 +62,27 @@ pub enum Error {
     #[error("the server is shutting down and accepts no new work")]
     ShuttingDown,
 
+    /// A shot whose client sent no frame for too long ends, giving its resources back.
+    #[error(
+        "no frame arrived for {0} s (--sequence-idle-seconds); the shot ends here: send its \
+         remaining frames as a new shot"
+    )]
+    ShotIdle(f64),
+
+    /// More shots are open at once than the server keeps.
+    #[error(
+        "{0} shots are open on this server (--max-open-shots); retry later or on another replica"
+    )]
+    TooManyShots(usize),
+
+    /// A shot the server stops taking frames for because it is shutting down: the frames
+    /// from `frames[i]` on were not run.
+    #[error(
+        "the server is shutting down: frames[{0}] and the frames after it were not run; send \
+         them to another replica as a new shot"
+    )]
+    ShotHandedBack(usize),
+
     /// An accepted job the server gives back unfinished because it is shutting down.
     #[error("{0}; retry it on another replica")]
     HandedBack(&'static str),
@@ -134,14 +155,18 @@ impl Error {
             Error::InvalidOption { .. } | Error::UnknownLayer(_) | Error::Image { .. } => {
                 Class::InvalidArgument
             }
-            Error::QueueFull(_) | Error::MemoryExhausted(_) | Error::ResultTooLarge { .. } => {
-                Class::ResourceExhausted
-            }
+            Error::QueueFull(_)
+            | Error::MemoryExhausted(_)
+            | Error::ResultTooLarge { .. }
+            | Error::TooManyShots(_) => Class::ResourceExhausted,
             Error::NonFinite(_) => Class::Diverged,
-            Error::ShuttingDown | Error::HandedBack(_) | Error::SharedStore(_) => {
-                Class::Unavailable
+            Error::ShuttingDown
+            | Error::HandedBack(_)
+            | Error::SharedStore(_)
+            | Error::ShotHandedBack(_) => Class::Unavailable,
+            Error::DeadlineExceeded(_) | Error::JobTimeLimit(_) | Error::ShotIdle(_) => {
+                Class::DeadlineExceeded
             }
-            Error::DeadlineExceeded(_) | Error::JobTimeLimit(_) => Class::DeadlineExceeded,
             Error::Cancelled => Class::Cancelled,
             _ => Class::Internal,
         }

@@ -74,10 +74,29 @@ impl<'b> ExrFile<'b> {
         &self.name
     }
 
-    /// Width and height of the first part.
+    /// Width and height of the part whose colour `rgb` decodes, else of the largest part:
+    /// what decoding the file as an image allocates, whatever size its first part claims.
     pub fn dimensions(&self) -> (u32, u32) {
-        let size = self.meta.headers[0].layer_size;
-        (size.width() as u32, size.height() as u32)
+        let colour = self
+            .colour_channels()
+            .ok()
+            .and_then(|[red, _, _]| self.size_of(&red));
+        let (width, height) = colour.unwrap_or_else(|| {
+            self.meta
+                .headers
+                .iter()
+                .map(|h| (h.layer_size.width(), h.layer_size.height()))
+                .max_by_key(|&(w, h)| w as u64 * h as u64)
+                .unwrap_or((0, 0))
+        });
+        (width as u32, height as u32)
+    }
+
+    /// Width and height of the part holding `channel` (a full name), if there is one.
+    pub fn size_of(&self, channel: &str) -> Option<(usize, usize)> {
+        let (part, _, _) = self.channels().find(|(_, _, name)| name == channel)?;
+        let size = self.meta.headers[part].layer_size;
+        Some((size.width(), size.height()))
     }
 
     /// (part, channel within the part, full name) of every channel, part by part.

@@ -66,8 +66,20 @@ fn jpeg_complete(bytes: &[u8]) -> bool {
     bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 
-/// A greyscale mask image (any bit depth) as one value in [0, 1] per pixel, row-major.
-pub fn decode_mask(bytes: &[u8], name: &str) -> Result<Vec<f32>> {
+/// A greyscale mask image (any bit depth) as one value in [0, 1] per pixel, row-major. Its
+/// size is read from the header and checked against `frame` (width, height) before anything
+/// is decoded: a small file can claim a huge image.
+pub fn decode_mask(bytes: &[u8], name: &str, frame: (u32, u32)) -> Result<Vec<f32>> {
+    let (width, height) = dimensions(bytes, name)?;
+    if (width, height) != frame {
+        return Err(image_error(
+            name,
+            format!(
+                "{width}x{height}, the frame {}x{}: a mask has one value per pixel",
+                frame.0, frame.1
+            ),
+        ));
+    }
     let decoded = image::load_from_memory(bytes)
         .map_err(|e| image_error(name, format!("not a greyscale image: {e}")))?;
     Ok(decoded

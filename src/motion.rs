@@ -73,12 +73,35 @@ fn finite(name: &str, motion: Motion) -> Result<Motion> {
 pub fn read_exr(path: &Path, channels: &ExrMotionChannels) -> Result<Motion> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| refuse(&name, e.to_string()))?;
-    decode_exr(&bytes, &name, channels)
+    decode_exr(&bytes, &name, channels, None)
 }
 
-/// `read_exr` on a file's bytes; `name` names it in errors.
-pub fn decode_exr(bytes: &[u8], name: &str, channels: &ExrMotionChannels) -> Result<Motion> {
-    let mut read = ExrFile::open(bytes, name)?.read(&[&channels.x, &channels.y])?;
+/// `read_exr` on a file's bytes; `name` names it in errors. With `frame` (width, height), a
+/// motion of another size is refused from the headers, before anything is decompressed.
+pub fn decode_exr(
+    bytes: &[u8],
+    name: &str,
+    channels: &ExrMotionChannels,
+    frame: Option<(usize, usize)>,
+) -> Result<Motion> {
+    let file = ExrFile::open(bytes, name)?;
+    if let Some((width, height)) = frame {
+        for channel in [&channels.x, &channels.y] {
+            match file.size_of(channel) {
+                Some(size) if size != (width, height) => {
+                    return Err(refuse(
+                        name,
+                        format!(
+                            "{}x{}, the frame {width}x{height}: the motion has one offset per pixel",
+                            size.0, size.1
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut read = file.read(&[&channels.x, &channels.y])?;
     take_motion(&mut read, 0, channels, name)
 }
 

@@ -201,8 +201,9 @@ impl StyleCache {
         outcome.map(|g| (g, how))
     }
 
-    /// `key`'s targets from the shared store, if it has usable ones. A store that is down
-    /// or holds damaged bytes only costs the computation (logged and counted).
+    /// `key`'s targets from the shared store, if it has usable ones: sealed by a replica
+    /// holding the same secret. A store that is down or slow, or holds anything else, only
+    /// costs the computation (logged and counted).
     fn stored_targets(&self, key: &StyleKey) -> Option<Vec<Gram>> {
         let store = self.shared.as_ref()?;
         let bytes = store.get(Entry::Targets(&targets::target_id(key))).ok()??;
@@ -211,13 +212,15 @@ impl StyleCache {
             .ok()
     }
 
-    /// Shares computed targets; a failed write is logged and counted, not the request's.
+    /// Shares computed targets in the background; a failed write is logged and counted, not
+    /// the request's.
     fn share_targets(&self, key: &StyleKey, grams: &[Gram]) {
         let Some(store) = &self.shared else { return };
+        if !store.shares_targets() {
+            return;
+        }
         match targets::encode(key, grams) {
-            Ok(bytes) => {
-                let _ = store.put(Entry::Targets(&targets::target_id(key)), &bytes);
-            }
+            Ok(bytes) => store.put_later(Entry::Targets(&targets::target_id(key)), &bytes),
             Err(e) => tracing::warn!(error = %e, "style targets not shared"),
         }
     }

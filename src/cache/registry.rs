@@ -112,20 +112,15 @@ impl StyleRegistry {
         if let Some(held) = local {
             // The local copy serves even if the store is down; a store that lost the
             // entry (expired, evicted) gets it back so other replicas keep resolving it.
-            if let Ok(false) = store.touch(Entry::Style(key)) {
-                let _ = store.put(Entry::Style(key), &held.encoded);
-            }
+            // Both in the background: a stalled store does not delay the request.
+            store.renew_later(Entry::Style(key), Some(&held.encoded));
             return Ok(Some(held.image));
         }
+        // Only a file that hashes to `key` comes back; anything else under it is deleted
+        // and this is a miss (not registered), not an outage.
         let Some(encoded) = store.get(Entry::Style(key))? else {
             return Ok(None);
         };
-        if Self::key_of(&encoded) != key {
-            return Err(Error::SharedStore(format!(
-                "{}: the entry for {key} does not hash to its key",
-                store.address()
-            )));
-        }
         let held = Held {
             image: Arc::new(decode(&encoded)?),
             encoded: Arc::from(encoded),

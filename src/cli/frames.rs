@@ -259,14 +259,16 @@ impl Shot {
         }
     }
 
-    /// The `position`-th frame's mask (none for the first, or without --mask).
-    pub fn mask(&self, position: usize) -> Result<Option<Vec<f32>>> {
+    /// The `position`-th frame's mask (none for the first, or without --mask), which must
+    /// be `frame` (width, height) in size.
+    pub fn mask(&self, position: usize, frame: (u32, u32)) -> Result<Option<Vec<f32>>> {
         let Some(pattern) = self.args.mask.as_ref().filter(|_| position > 0) else {
             return Ok(None);
         };
         let path = frame_path("mask", pattern, self.numbers[position])?;
         let bytes = std::fs::read(&path).with_context(|| format!("--mask: {}", path.display()))?;
-        let mask = image_io::decode_mask(&bytes, &path.display().to_string()).context("--mask")?;
+        let mask =
+            image_io::decode_mask(&bytes, &path.display().to_string(), frame).context("--mask")?;
         Ok(Some(mask))
     }
 
@@ -302,6 +304,7 @@ impl Shot {
                 image_io::decode_with(&bytes, &name, self.transfer()).context("--frames")?;
             (image, [None, None])
         };
+        let mask = self.mask(position, content.dimensions())?;
         Ok(FrameInput {
             content: Some(content),
             to_previous: match to_previous {
@@ -312,7 +315,7 @@ impl Shot {
                 Some(motion) => Some(motion),
                 None => self.to_next(self.numbers[position])?,
             },
-            mask: self.mask(position)?,
+            mask,
         })
     }
 

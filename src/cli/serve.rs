@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
+use stylize::cache::shared::Secret;
 use stylize::cache::{SharedStore, StyleCache};
 use stylize::scheduler::{self, SchedulerConfig};
 
@@ -61,6 +62,12 @@ pub struct ServeArgs {
     /// Seconds a shared entry lives after its last use.
     #[arg(long, env = "STYLIZE_REGISTRY_TTL_SECONDS", default_value_t = stylize::cache::shared::DEFAULT_TTL.as_secs())]
     registry_ttl_seconds: u64,
+    /// File holding a secret (16 bytes or more) every replica shares: computed style
+    /// targets are sealed with it in the --registry, so a writer without it cannot plant
+    /// targets. Without it only registered styles are shared (their keys authenticate them),
+    /// and each replica computes its own targets.
+    #[arg(long, env = "STYLIZE_REGISTRY_SECRET_FILE", requires = "registry")]
+    registry_secret_file: Option<PathBuf>,
     /// Seconds between HTTP/2 pings on each connection: a client that vanished without
     /// closing it (dead host, partition) is found, and its job stops within an iteration.
     #[arg(long, env = "STYLIZE_KEEPALIVE_SECONDS", default_value_t = stylize::server::KEEPALIVE_INTERVAL.as_secs_f64())]
@@ -85,6 +92,14 @@ pub struct ServeArgs {
     /// (`authorization: Bearer <token>`); health stays open for probes.
     #[arg(long, env = "STYLIZE_AUTH_TOKEN_FILE")]
     auth_token_file: Option<PathBuf>,
+    /// Shots (StylizeSequence streams) that may be open at once; one more is refused
+    /// RESOURCE_EXHAUSTED. An open shot holds a place only while a frame is being worked on.
+    #[arg(long, env = "STYLIZE_MAX_OPEN_SHOTS", default_value_t = stylize::server::sequence::ShotLimits::default().max_open)]
+    max_open_shots: usize,
+    /// Seconds a shot may wait for its next frame; then it ends DEADLINE_EXCEEDED naming
+    /// this flag, and the frames after it go in a new shot.
+    #[arg(long, env = "STYLIZE_SEQUENCE_IDLE_SECONDS", default_value_t = stylize::server::sequence::ShotLimits::default().idle.as_secs_f64())]
+    sequence_idle_seconds: f64,
     /// Memory this process may use, e.g. `6GiB` (default: the cgroup's limit, else physical
     /// memory, less 512 MiB). Jobs are tiled to fit it, wait for running jobs' memory, or are
     /// refused with RESOURCE_EXHAUSTED when they can never fit.
@@ -95,8 +110,13 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
-    if args.max_queue == 0 || args.workers == 0 {
-        anyhow::bail!("--max-queue and --workers must be at least 1");
+    if args.max_queue == 0 || args.workers == 0 || args.max_open_shots == 0 {
+        anyhow::bail!("--max-queue, --workers and --max-open-shots must be at least 1");
+    }
+    if !(args.sequence_idle_seconds.is_finite()
+        && (0.1..=86_400.0).contains(&args.sequence_idle_seconds))
+    {
+        anyhow::bail!("--sequence-idle-seconds must be a number of seconds from 0.1 to 86400");
     }
     if !(args.max_job_seconds.is_finite() && args.max_job_seconds >= 0.0) {
         anyhow::bail!("--max-job-seconds must be a number >= 0 (0: no limit)");
@@ -130,7 +150,21 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         None => TokenGate::open(),
     };
     let shared_store = match &args.registry {
-        Some(url) => Some(Arc::new(shared_store(url, args.registry_ttl_seconds)?)),
+        Some(url) => {
+            let secret = match &args.registry_secret_file {
+                Some(path) => Some(
+                    Secret::new(&read_flag_file("registry-secret-file", path)?)
+                        .map_err(|e| anyhow::anyhow!("--registry-secret-file: {e}"))?,
+                ),
+                None => None,
+            };
+            Some(Arc::new(shared_store(
+                url,
+                args.registry_ttl_seconds,
+                args.max_message_bytes,
+                secret,
+            )?))
+        }
         None => None,
     };
     let budget = memory_budget(args.memory_budget.as_deref())?;
@@ -169,6 +203,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         ),
         tls,
         gate,
+        shots: stylize::server::sequence::ShotLimits {
+            max_open: args.max_open_shots,
+            idle: Duration::from_secs_f64(args.sequence_idle_seconds),
+        },
     };
     let backends = scheduler::Backends {
         engine: backends.engine,
@@ -195,13 +233,29 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 
 /// The shared registry at `url`, checked once: a store that does not answer yet is logged,
 /// not fatal (requests that need it answer UNAVAILABLE until it does).
-fn shared_store(url: &str, ttl_seconds: u64) -> Result<SharedStore> {
-    let store = SharedStore::open(url, Duration::from_secs(ttl_seconds))
-        .map_err(|e| anyhow::anyhow!("--registry / --registry-ttl-seconds: {e}"))?;
+fn shared_store(
+    url: &str,
+    ttl_seconds: u64,
+    max_entry_bytes: usize,
+    secret: Option<Secret>,
+) -> Result<SharedStore> {
+    let store = SharedStore::open(
+        url,
+        Duration::from_secs(ttl_seconds),
+        max_entry_bytes,
+        secret,
+    )
+    .map_err(|e| anyhow::anyhow!("--registry / --registry-ttl-seconds: {e}"))?;
+    if !store.shares_targets() {
+        tracing::warn!(
+            "no --registry-secret-file: style targets are computed on each replica, not shared"
+        );
+    }
     match store.ping() {
         Ok(()) => tracing::info!(
             store = store.address(),
             ttl_s = ttl_seconds,
+            shares_targets = store.shares_targets(),
             "shared registry"
         ),
         Err(e) => tracing::warn!(error = %e, "shared registry not answering yet"),

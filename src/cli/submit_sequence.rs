@@ -70,9 +70,9 @@ fn in_content(channels: &ExrMotionChannels) -> proto::Motion {
 fn frame_message(shot: &Shot, position: usize) -> Result<proto::StylizeSequenceRequest> {
     let (_, content) = shot.content_bytes(position)?;
     let in_frame = shot.motion_in_frame(position);
-    let mask = match shot.mask(position)? {
+    let (width, height) = stylize::image_io::dimensions(&content, "--frames")?;
+    let mask = match shot.mask(position, (width, height))? {
         Some(values) => {
-            let (width, height) = stylize::image_io::dimensions(&content, "--frames")?;
             let grey = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(width, height, |x, y| {
                 let v = values[(y * width + x) as usize];
                 image::Luma([(v * 65535.0).round() as u16])

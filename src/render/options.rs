@@ -114,13 +114,21 @@ fn non_negative(field: &str, value: f64) -> Result<()> {
     }
 }
 
+/// Longest time limit a request may set (about 31 years: longer is a mistake).
+const MAX_SECONDS: f64 = 1e9;
+
 /// An optional positive setting where 0 means off: `None` for 0, a finite positive value
 /// (below 1e9) as given, anything else refused naming `field` (a request field or CLI flag).
 pub fn positive_or_off(field: &str, value: f64) -> Result<Option<f64>> {
     if value == 0.0 {
         Ok(None)
-    } else if value.is_finite() && value > 0.0 && value < 1e9 {
+    } else if value.is_finite() && value > 0.0 && value < MAX_SECONDS {
         Ok(Some(value))
+    } else if value >= MAX_SECONDS {
+        Err(Error::invalid(
+            field,
+            format!("{value} s is beyond the longest allowed, {MAX_SECONDS:e} s (0: off)"),
+        ))
     } else {
         Err(Error::invalid(
             field,

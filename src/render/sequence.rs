@@ -158,6 +158,21 @@ impl SequenceState {
         self.previous = Some(Previous { output, to_next });
     }
 
+    /// Refuses a next frame of `size` (width, height) when the shot's frames are another
+    /// size, naming `frames[i].content`; callers with only a header check it before decoding.
+    pub fn check_frame_size(&self, size: (u32, u32)) -> Result<()> {
+        match self.size.filter(|&shot| shot != size) {
+            Some(shot) => Err(Error::invalid(
+                format!("frames[{}].content", self.next_index),
+                format!(
+                    "{}x{} differs from the shot's {}x{}",
+                    size.0, size.1, shot.0, shot.1
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Checks the next frame (errors name `frames[i].field`) and prepares its job.
     pub fn prepare_frame(&self, frame: FrameInput) -> Result<FrameJob> {
         let index = self.next_index;
@@ -166,15 +181,7 @@ impl SequenceState {
             .content
             .ok_or_else(|| Error::invalid(field("content"), "no content image"))?;
         let size = content.dimensions();
-        if let Some(shot) = self.size.filter(|&shot| shot != size) {
-            return Err(Error::invalid(
-                field("content"),
-                format!(
-                    "{}x{} differs from the shot's {}x{}",
-                    size.0, size.1, shot.0, shot.1
-                ),
-            ));
-        }
+        self.check_frame_size(size)?;
         let (w, h) = (size.0 as usize, size.1 as usize);
         for (name, motion) in [
             ("motion_to_previous", &frame.to_previous),

@@ -34,10 +34,12 @@ pub struct EventSender {
 /// The client's end: a `Stream` of events that ends after the outcome.
 pub struct EventReceiver {
     channel: Arc<Channel>,
+    /// Whether the job counts as a request of its own (`JobSpec::counts_as_request`).
+    counts_as_request: bool,
 }
 
-/// A connected pair.
-pub fn channel() -> (EventSender, EventReceiver) {
+/// A connected pair for a job that counts as a request of its own, or not.
+pub fn channel(counts_as_request: bool) -> (EventSender, EventReceiver) {
     let channel = Arc::new(Channel {
         pending: Mutex::new(VecDeque::new()),
         ready: Notify::new(),
@@ -48,7 +50,10 @@ pub fn channel() -> (EventSender, EventReceiver) {
         EventSender {
             channel: channel.clone(),
         },
-        EventReceiver { channel },
+        EventReceiver {
+            channel,
+            counts_as_request,
+        },
     )
 }
 
@@ -119,7 +124,9 @@ impl EventReceiver {
                 Some(event) => Some((event, Some(receiver))),
                 None => {
                     // Its worker, which counts every job, is gone: count it here.
-                    names::count_request(names::outcome::INTERNAL);
+                    if receiver.counts_as_request {
+                        names::count_request(names::outcome::INTERNAL);
+                    }
                     tracing::error!("a job's worker stopped without an answer");
                     let lost = Error::Panicked("its worker stopped without an answer".into());
                     Some((JobEvent::Failed(lost), None))
@@ -157,7 +164,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_reader_gets_the_latest_updates_and_every_outcome() {
-        let (sender, mut receiver) = channel();
+        let (sender, mut receiver) = channel(true);
         sender.send(JobEvent::Queued { position: 0 });
         for i in 1..=1000 {
             sender.send(progress(i));
@@ -191,7 +198,7 @@ mod tests {
 
     #[test]
     fn the_sender_sees_a_departed_reader() {
-        let (sender, receiver) = channel();
+        let (sender, receiver) = channel(true);
         assert!(!sender.is_closed());
         drop(receiver);
         assert!(sender.is_closed());

@@ -24,6 +24,18 @@ pub struct JobSpec {
     pub max_result_bytes: Option<usize>,
     /// A sequence frame's temporal term (`None` for stills).
     pub temporal: Option<crate::engine::temporal::TemporalTarget>,
+    /// Whether the job's end counts in `stylize_requests_total` (a still is one request);
+    /// a shot's frames do not: their stream counts once, under its final status.
+    pub counts_as_request: bool,
+}
+
+impl JobSpec {
+    /// Counts the job's end under `outcome`, when it is a request of its own.
+    pub(crate) fn count(&self, outcome: &'static str) {
+        if self.counts_as_request {
+            crate::telemetry::metrics::count_request(outcome);
+        }
+    }
 }
 
 /// What a result message carries besides the image (losses, timings, cache lookups),

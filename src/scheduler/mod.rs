@@ -108,7 +108,7 @@ impl Queue {
             } else {
                 return true;
             };
-            names::count_request(worker::outcome_of(&gone));
+            job.spec.count(worker::outcome_of(&gone));
             job.events.send(JobEvent::Failed(gone));
             false
         });
@@ -122,7 +122,7 @@ impl Queue {
         for job in self.jobs.drain(..) {
             job.events
                 .send(JobEvent::Failed(Error::HandedBack(worker::NOT_STARTED)));
-            names::count_request(names::outcome::UNAVAILABLE);
+            job.spec.count(names::outcome::UNAVAILABLE);
         }
         metrics::gauge!(names::QUEUE_DEPTH).set(0.0);
     }
@@ -253,15 +253,29 @@ impl Scheduler {
         self.room_in(&mut self.shared.lock())
     }
 
+    /// `ShuttingDown` once the server drains; work outside the queue (a style
+    /// registration) asks only this.
+    pub fn accepting(&self) -> Result<()> {
+        if self.shared.lock().accepting {
+            Ok(())
+        } else {
+            Err(Error::ShuttingDown)
+        }
+    }
+
     /// `ShuttingDown` or `QueueFull` when `queue` takes no more jobs (departed jobs leave
-    /// it first).
+    /// it first). Jobs an idle worker is about to take do not count as waiting: requests
+    /// that arrive together are not refused before the workers wake.
     fn room_in(&self, queue: &mut Queue) -> Result<()> {
         if !queue.accepting {
             return Err(Error::ShuttingDown);
         }
         queue.drop_departed();
-        if queue.jobs.len() >= self.shared.config.max_queue {
-            return Err(Error::QueueFull(queue.jobs.len()));
+        let alive = self.shared.alive.load(Ordering::SeqCst);
+        let idle = alive.saturating_sub(queue.running.len());
+        let waiting = queue.jobs.len().saturating_sub(idle);
+        if waiting >= self.shared.config.max_queue {
+            return Err(Error::QueueFull(waiting));
         }
         Ok(())
     }
@@ -292,7 +306,7 @@ impl Scheduler {
     /// `MemoryExhausted` for a job that can never fit.
     pub fn submit(&self, spec: JobSpec, span: tracing::Span) -> Result<Submitted> {
         let plan = self.plan(&spec.request)?;
-        let (events, receiver) = events::channel();
+        let (events, receiver) = events::channel(spec.counts_as_request);
         let cancel = Arc::new(AtomicBool::new(false));
         let mut queue = self.shared.lock();
         self.room_in(&mut queue)?;

@@ -112,7 +112,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
     names::publish_cache(&shared.backends.cache.stats());
     match result {
         Ok(output) => {
-            names::count_request(outcome::OK);
+            job.spec.count(outcome::OK);
             names::count_stop(output.stopped.name());
             tracing::info!(
                 duration_s = duration.as_secs_f64(),
@@ -123,7 +123,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
             job.events.send(JobEvent::Finished(Box::new(output)));
         }
         Err(err) => {
-            names::count_request(outcome_of(&err));
+            job.spec.count(outcome_of(&err));
             match err {
                 // A client that left gets no event and no log noise.
                 Error::Cancelled => tracing::debug!("cancelled by the client"),

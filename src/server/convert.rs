@@ -281,6 +281,23 @@ fn encoding(o: &proto::Options) -> Result<Encoding> {
 
 /// Checks the size and iteration limits of `options`.
 pub fn check_limits(options: &RenderOptions, limits: &Limits) -> Result<()> {
+    check_sizes(options, limits)?;
+    let total = options.iterations.saturating_mul(options.scales);
+    if total > limits.max_iterations {
+        return Err(Error::invalid(
+            "options.iterations",
+            format!(
+                "{} iterations x {} scales exceeds the limit of {}",
+                options.iterations, options.scales, limits.max_iterations
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the pixel limits of `options` (all a style registration has: it runs no
+/// iterations).
+pub fn check_sizes(options: &RenderOptions, limits: &Limits) -> Result<()> {
     if (options.size as u64).pow(2) > limits.max_pixels {
         return Err(Error::invalid(
             "options.size",
@@ -297,16 +314,6 @@ pub fn check_limits(options: &RenderOptions, limits: &Limits) -> Result<()> {
             format!(
                 "styles rendered at {style_side} px (size x style_scale) exceed the limit of {} pixels",
                 limits.max_pixels
-            ),
-        ));
-    }
-    let total = options.iterations.saturating_mul(options.scales);
-    if total > limits.max_iterations {
-        return Err(Error::invalid(
-            "options.iterations",
-            format!(
-                "{} iterations x {} scales exceeds the limit of {}",
-                options.iterations, options.scales, limits.max_iterations
             ),
         ));
     }
@@ -427,6 +434,7 @@ fn checked_job_spec(
         deadline,
         max_result_bytes: Some(limits.max_message_bytes),
         temporal: None,
+        counts_as_request: true,
     })
 }
 

@@ -5,6 +5,8 @@
 pub mod auth;
 pub mod convert;
 pub mod deadline;
+mod handshake;
+mod reflection;
 pub mod routing;
 pub mod sequence;
 pub mod tally;
@@ -15,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -40,6 +42,8 @@ pub mod proto {
 
 use proto::stylizer_server::{Stylizer, StylizerServer};
 use tonic::service::interceptor::InterceptedService;
+use tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer;
+use tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflectionServer as ServerReflectionAlphaServer;
 
 /// The error and its causes, on one line (rustls's reason is in the source).
 fn tls_reason(err: &dyn std::error::Error) -> String {
@@ -108,6 +112,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsIdentity>,
     /// Who may call the stylize service and reflection (health is always open).
     pub gate: auth::TokenGate,
+    /// How many shots may be open, and how long one may wait for its next frame.
+    pub shots: sequence::ShotLimits,
 }
 
 /// The server's certificate chain and private key, PEM-encoded.
@@ -132,6 +138,11 @@ pub struct StylizeService {
     places: Arc<Semaphore>,
     /// Style registrations decoding or precomputing at once.
     registrations: Arc<Semaphore>,
+    /// One permit per shot that may be open (`--max-open-shots`), held for its length.
+    open_shots: Arc<Semaphore>,
+    shot_limits: sequence::ShotLimits,
+    /// Becomes true when the server starts draining.
+    draining: watch::Receiver<bool>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::StylizeEvent, Status>> + Send>>;
@@ -157,6 +168,19 @@ pub(crate) fn request_id(given: &str) -> String {
     }
 }
 
+/// One of `places` for a piece of work that will queue (a still, a shot's setup or frame):
+/// `ShuttingDown` while draining, `QueueFull` when the queue or every place is taken.
+pub(crate) fn take_place(
+    scheduler: &Scheduler,
+    places: &Arc<Semaphore>,
+) -> crate::error::Result<tokio::sync::OwnedSemaphorePermit> {
+    scheduler.admits()?;
+    places
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Error::QueueFull(scheduler.queue_depth()))
+}
+
 /// Tells probes and balancers this replica takes no work.
 async fn report_not_serving(health: &tonic_health::server::HealthReporter) {
     health
@@ -177,14 +201,21 @@ impl Stylizer for StylizeService {
         request: Request<tonic::Streaming<proto::StylizeSequenceRequest>>,
     ) -> Result<Response<sequence::SequenceStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
-        // The shot holds one place for its whole length: its frames queue one at a time.
-        let place = self.take_place()?;
+        self.scheduler.admits().map_err(status)?;
+        let open = self
+            .open_shots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| status(Error::TooManyShots(self.shot_limits.max_open)))?;
         let runner = sequence::Runner {
             scheduler: self.scheduler.clone(),
             limits: self.limits.clone(),
             registry: self.registry.clone(),
+            places: self.places.clone(),
+            shots: self.shot_limits,
+            draining: self.draining.clone(),
         };
-        let stream = runner.start(request.into_inner(), deadline, place).await?;
+        let stream = runner.start(request.into_inner(), deadline, open).await?;
         Ok(Response::new(stream))
     }
 
@@ -235,11 +266,7 @@ impl StylizeService {
     /// Admission for a call that will queue work: refused at once while the queue is full
     /// or the server drains, else one of the places, held until the call's stream ends.
     fn take_place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
-        self.scheduler.admits().map_err(status)?;
-        self.places
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| status(Error::QueueFull(self.scheduler.queue_depth())))
+        take_place(&self.scheduler, &self.places).map_err(status)
     }
 
     /// RegisterStyle's work.
@@ -248,7 +275,8 @@ impl StylizeService {
         request: Request<proto::RegisterStyleRequest>,
     ) -> Result<Response<proto::RegisterStyleResponse>, Status> {
         let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
-        self.scheduler.admits().map_err(status)?;
+        // Registrations have their own places: a full Stylize queue does not refuse them.
+        self.scheduler.accepting().map_err(status)?;
         let permit = self
             .registrations
             .clone()
@@ -273,8 +301,8 @@ impl StylizeService {
                 style_layers: message.style_layers.clone(),
                 ..Default::default()
             })?;
-            convert::check_limits(&options, &limits)?;
             options.validate()?;
+            convert::check_sizes(&options, &limits)?;
             let image = convert::decode_field(&message.image, "image", &limits)?;
             let backends = scheduler.backends();
             let plan = plan_precompute(
@@ -329,6 +357,7 @@ pub async fn serve(
 
     let scheduler = Scheduler::start(config.scheduler.clone(), backends);
     let places = config.scheduler.workers.max(1) + config.scheduler.max_queue;
+    let (drain, draining) = watch::channel(false);
     let service = StylizeService {
         scheduler: scheduler.clone(),
         registry: Arc::new(match &config.shared_store {
@@ -338,6 +367,9 @@ pub async fn serve(
         limits: config.limits.clone(),
         places: Arc::new(Semaphore::new(places)),
         registrations: Arc::new(Semaphore::new(config.scheduler.workers.max(1))),
+        open_shots: Arc::new(Semaphore::new(config.shots.max_open)),
+        shot_limits: config.shots,
+        draining,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<StylizerServer<StylizeService>>().await;
@@ -357,12 +389,16 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection = described()
-        .build_v1()
-        .map_err(|e| Error::invalid("reflection", e.to_string()))?;
-    let reflection_alpha = described()
-        .build_v1alpha()
-        .map_err(|e| Error::invalid("reflection", e.to_string()))?;
+    let reflection = reflection::v1::InStream(
+        described()
+            .build_v1()
+            .map_err(|e| Error::invalid("reflection", e.to_string()))?,
+    );
+    let reflection_alpha = reflection::v1alpha::InStream(
+        described()
+            .build_v1alpha()
+            .map_err(|e| Error::invalid("reflection", e.to_string()))?,
+    );
     let stylizer = StylizerServer::new(service)
         .max_decoding_message_size(config.limits.max_message_bytes)
         .max_encoding_message_size(config.limits.max_message_bytes);
@@ -375,21 +411,28 @@ pub async fn serve(
     if let Some(identity) = &config.tls {
         let identity = tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem);
         builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(identity)
+                    .timeout(handshake::HANDSHAKE_TIMEOUT),
+            )
             .map_err(|e| Error::invalid("tls-cert/tls-key", tls_reason(&e)))?;
     }
     let (stop_transport, transport_stopped) = tokio::sync::oneshot::channel::<()>();
     let transport = builder
         .layer(tally::layer())
         .add_service(health_service)
-        .add_service(InterceptedService::new(reflection, config.gate.clone()))
         .add_service(InterceptedService::new(
-            reflection_alpha,
+            ServerReflectionServer::new(reflection),
+            config.gate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ServerReflectionAlphaServer::new(reflection_alpha),
             config.gate.clone(),
         ))
         .add_service(InterceptedService::new(stylizer, config.gate.clone()))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            handshake::gated(listener, config.tls.is_some(), handshake::HANDSHAKE_TIMEOUT),
             async {
                 let _ = transport_stopped.await;
             },
@@ -402,6 +445,9 @@ pub async fn serve(
     tracing::info!(grace_s = config.grace_period.as_secs_f64(), "draining");
     report_not_serving(&health).await;
     scheduler.stop_accepting();
+    // Shots waiting for their next frame end now (UNAVAILABLE, naming the frame to resume
+    // from) rather than when the transport closes.
+    let _ = drain.send(true);
     scheduler.hand_back_queued();
     let waiting = scheduler.clone();
     let grace = config.grace_period;

@@ -2,14 +2,17 @@
 //! frame into a scheduler job through the shot's `SequenceState`, and streams each frame's
 //! events tagged with its index, then its result as soon as it is done. Frames run one at a
 //! time (each starts from the previous result); a client that hangs up cancels the frame
-//! being optimised within one iteration.
+//! being optimised within one iteration. A shot holds one of the places stills use only
+//! while its setup or a frame is being worked on; an idle shot ends after
+//! `--sequence-idle-seconds`, at its deadline, or when the server drains. It never ends OK
+//! with a frame missing, and it counts as one request, under its final status.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 use tracing::Instrument;
@@ -27,7 +30,7 @@ use crate::render::sequence::{
     DEFAULT_TEMPORAL_WEIGHT, FrameInput, FrameJob, SequenceOptions, SequenceState, warping_error,
 };
 use crate::scheduler::{JobEvent, JobSpec, Scheduler};
-use crate::telemetry::metrics as names;
+use crate::telemetry::metrics::{self as names, outcome};
 
 pub type SequenceStream =
     Pin<Box<dyn Stream<Item = Result<proto::StylizeSequenceResponse, Status>> + Send>>;
@@ -99,9 +102,16 @@ fn shot(
     })
 }
 
-/// A motion message as a field of offsets; errors name `field`. An `exr` source without
-/// a file reads the frame's content and is decoded with it (`content_with_motion`).
-fn motion(wire: &proto::Motion, field: &str, to_next: bool) -> Result<Motion> {
+/// A motion message as a field of offsets for a `frame` (width, height) frame; errors name
+/// `field`. An OpenEXR file of another size is refused from its headers, before decoding.
+/// An `exr` source without a file reads the frame's content and is decoded with it
+/// (`content_with_motion`).
+fn motion(
+    wire: &proto::Motion,
+    field: &str,
+    to_next: bool,
+    frame: (usize, usize),
+) -> Result<Motion> {
     use proto::motion::Source;
     let named = |e: Error| in_field(field, e);
     match &wire.source {
@@ -113,7 +123,8 @@ fn motion(wire: &proto::Motion, field: &str, to_next: bool) -> Result<Motion> {
         }),
         Some(Source::Flo(bytes)) => read_flo(bytes, field).map_err(named),
         Some(Source::Exr(exr)) => {
-            crate::motion::decode_exr(&exr.file, field, &exr_channels(exr, to_next)).map_err(named)
+            let channels = exr_channels(exr, to_next);
+            crate::motion::decode_exr(&exr.file, field, &channels, Some(frame)).map_err(named)
         }
         None => Err(Error::invalid(field, "no flow, flo or exr source is set")),
     }
@@ -190,6 +201,13 @@ fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Resul
             .as_ref()
             .and_then(|m| in_content(m, to_next))
     });
+    // A later frame's size is the shot's: checked from the header, before decoding.
+    if !frame.content.is_empty() {
+        let content = field("content");
+        let size = crate::image_io::dimensions(&frame.content, &content);
+        shot.state
+            .check_frame_size(size.map_err(|e| in_field(&content, e))?)?;
+    }
     let (content, [to_previous, to_next]) = if wanted.iter().any(Option::is_some) {
         content_with_motion(&frame, &field, limits, shot.transfer, wanted)?
     } else {
@@ -197,11 +215,12 @@ fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Resul
         let image = convert::decode_field_with(&frame.content, &content, limits, shot.transfer)?;
         (image, [None, None])
     };
+    let size = content.dimensions();
     let other = |read: Option<Motion>, name: &str, to_next: bool| match read {
         Some(motion) => Ok(Some(motion)),
         None => wires[to_next as usize]
             .as_ref()
-            .map(|m| motion(m, &field(name), to_next))
+            .map(|m| motion(m, &field(name), to_next, (size.0 as usize, size.1 as usize)))
             .transpose(),
     };
     let input = FrameInput {
@@ -212,7 +231,7 @@ fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Resul
             None
         } else {
             let field = field("mask");
-            let mask = crate::image_io::decode_mask(&frame.mask, &field);
+            let mask = crate::image_io::decode_mask(&frame.mask, &field, size);
             Some(mask.map_err(|e| in_field(&field, e))?)
         },
     };
@@ -240,27 +259,99 @@ fn tagged(index: usize, event: JobEvent) -> Option<Result<proto::StylizeSequence
     }))
 }
 
-/// What runs a shot: the scheduler, the limits and the style registry.
+/// How a server keeps shots: how many may be open at once, and how long one may wait for
+/// its next frame.
+#[derive(Debug, Clone, Copy)]
+pub struct ShotLimits {
+    pub max_open: usize,
+    pub idle: Duration,
+}
+
+impl Default for ShotLimits {
+    fn default() -> Self {
+        Self {
+            max_open: 16,
+            idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What runs a shot: the scheduler, the limits, the style registry, the places every
+/// request shares, and the server's drain signal.
 #[derive(Clone)]
 pub struct Runner {
     pub scheduler: Scheduler,
     pub limits: Limits,
     pub registry: Arc<StyleRegistry>,
+    /// The places stills and frames share (`workers + max_queue`): a shot holds one while
+    /// its setup decodes and while a frame decodes, waits or runs, never while it is idle.
+    pub places: Arc<Semaphore>,
+    pub shots: ShotLimits,
+    /// Becomes true when the server starts draining.
+    pub draining: watch::Receiver<bool>,
 }
 
 type Outbound = mpsc::Sender<Result<proto::StylizeSequenceResponse, Status>>;
 
+/// What the wait for a shot's next message ended with.
+enum Next {
+    Frame(proto::SequenceFrame),
+    /// The client closed its side: the shot is complete.
+    End,
+    /// The shot ends with this status (a bad or unreadable message, the deadline, the idle
+    /// limit, the drain).
+    Ends(Status),
+}
+
+/// A refusal of `frames[index]` as the stream's final status: the error's own status,
+/// its message prefixed with the frame unless it already names one.
+fn frame_status(index: usize, error: Error) -> Status {
+    let named = status(error);
+    if named.message().contains("frames[") {
+        named
+    } else {
+        Status::new(
+            named.code(),
+            format!("frames[{index}]: {}", named.message()),
+        )
+    }
+}
+
+/// A status from reading the client's stream, for `frames[index]`: tonic's size limit and
+/// decoding errors reworded as the gRPC conventions want them (as `tally` does for calls).
+fn unreadable(index: usize, read: Status) -> Status {
+    let message = match read.code() {
+        tonic::Code::OutOfRange => {
+            return Status::resource_exhausted(format!(
+                "frames[{index}] is larger than this server's --max-message-bytes"
+            ));
+        }
+        tonic::Code::Internal if read.message().starts_with("failed to decode") => {
+            return Status::invalid_argument(format!(
+                "frames[{index}] is not a valid StylizeSequenceRequest"
+            ));
+        }
+        _ => read.message().to_string(),
+    };
+    Status::new(
+        read.code(),
+        format!("frames[{index}]: {}", quoted(&message)),
+    )
+}
+
 impl Runner {
-    /// Reads the setup, then streams the shot from a task that ends when the client closes
-    /// its stream, hangs up, or a frame fails.
+    /// Reads the setup (holding a place while its styles decode), then streams the shot
+    /// from a task that ends when the client closes its stream, hangs up, a frame fails,
+    /// the shot idles past its limit, its deadline passes, or the server drains. `open` is
+    /// the shot's slot among `--max-open-shots`, held for its whole length.
     pub async fn start(
         self,
         mut inbound: Streaming<proto::StylizeSequenceRequest>,
         deadline: Option<Instant>,
-        place: tokio::sync::OwnedSemaphorePermit,
+        open: OwnedSemaphorePermit,
     ) -> std::result::Result<SequenceStream, Status> {
         use proto::stylize_sequence_request::Message;
-        let first = inbound.message().await?;
+        let first = inbound.message().await.map_err(|e| unreadable(0, e))?;
         let Some(proto::StylizeSequenceRequest {
             message: Some(Message::Setup(setup)),
         }) = first
@@ -270,6 +361,7 @@ impl Runner {
                 "the first message must be a SequenceSetup",
             )));
         };
+        let place = self.take_place().map_err(status)?;
         let request_id = super::request_id(&setup.request_id);
         let span = tracing::info_span!("stylize_sequence", request_id = %request_id);
         let (limits, registry) = (self.limits.clone(), self.registry.clone());
@@ -281,11 +373,22 @@ impl Runner {
         .await
         .map_err(|e| Status::internal(format!("setup decoding panicked: {e}")))?
         .map_err(status)?;
+        drop(place);
         let (out, events) = mpsc::channel(16);
         tokio::spawn(
             async move {
-                let _place = place;
-                self.frames(shot, inbound, out).await;
+                let _open = open;
+                let ended = self.frames(shot, inbound, deadline, &out).await;
+                // The shot counts once, under the status its client gets.
+                let outcome = match &ended {
+                    Ok(()) => outcome::OK,
+                    Err(status) => super::outcome_of_code(status.code()),
+                };
+                names::count_request(outcome);
+                if let Err(status) = ended {
+                    tracing::info!(code = ?status.code(), message = status.message(), "shot ended");
+                    let _ = out.send(Err(status)).await;
+                }
             }
             .instrument(span),
         );
@@ -294,44 +397,88 @@ impl Runner {
         )))
     }
 
-    /// Runs frames until the client's stream ends or something fails (the failure is the
-    /// stream's last message).
+    fn take_place(&self) -> Result<OwnedSemaphorePermit> {
+        super::take_place(&self.scheduler, &self.places)
+    }
+
+    /// Runs frames until the shot ends: `Ok` when the client closed its stream after its
+    /// last frame, else the status the shot ends with (`CANCELLED` when the client is gone).
     async fn frames(
         &self,
         mut shot: Shot,
         mut inbound: Streaming<proto::StylizeSequenceRequest>,
-        out: Outbound,
-    ) {
-        use proto::stylize_sequence_request::Message;
+        deadline: Option<Instant>,
+        out: &Outbound,
+    ) -> std::result::Result<(), Status> {
+        let mut draining = self.draining.clone();
         loop {
-            let frame = match inbound.message().await {
-                Ok(None) => return,
-                Ok(Some(proto::StylizeSequenceRequest {
-                    message: Some(Message::Frame(frame)),
-                })) => frame,
-                Ok(Some(_)) => {
-                    let index = shot.state.next_index();
-                    let wrong = Error::invalid(
-                        format!("frames[{index}]"),
-                        "after the setup, every message must be a SequenceFrame",
-                    );
-                    let _ = out.send(Err(status(wrong))).await;
-                    return;
-                }
-                // The client hung up or broke the stream: nobody to answer.
-                Err(_) => return,
+            let index = shot.state.next_index();
+            let frame = match self
+                .next(&mut inbound, index, deadline, &mut draining)
+                .await
+            {
+                Next::Frame(frame) => frame,
+                Next::End => return Ok(()),
+                Next::Ends(status) => return Err(status),
             };
-            match self.frame(shot, frame, &out).await {
-                Some(next) => shot = next,
-                None => return,
-            }
+            let place = self.take_place().map_err(|e| frame_status(index, e))?;
+            shot = self.frame(shot, frame, out, place).await?;
         }
     }
 
-    /// One frame: decode, queue, forward its events, record its result. `None` when the
-    /// shot ends (a failure was sent, or the client is gone).
-    async fn frame(&self, shot: Shot, frame: proto::SequenceFrame, out: &Outbound) -> Option<Shot> {
+    /// Waits for the shot's next message, at most until the idle limit, the deadline or
+    /// the drain, whichever comes first.
+    async fn next(
+        &self,
+        inbound: &mut Streaming<proto::StylizeSequenceRequest>,
+        index: usize,
+        deadline: Option<Instant>,
+        draining: &mut watch::Receiver<bool>,
+    ) -> Next {
+        use proto::stylize_sequence_request::Message;
+        let idle_until = tokio::time::Instant::now() + self.shots.idle;
+        let until = match deadline {
+            Some(d) => idle_until.min(tokio::time::Instant::from_std(d)),
+            None => idle_until,
+        };
+        let received = tokio::select! {
+            received = tokio::time::timeout_at(until, inbound.message()) => received,
+            _ = draining.wait_for(|drain| *drain) => {
+                return Next::Ends(status(Error::ShotHandedBack(index)));
+            }
+        };
+        match received {
+            Err(_) if until < idle_until => Next::Ends(status(Error::DeadlineExceeded(format!(
+                "before frames[{index}] arrived"
+            )))),
+            Err(_) => Next::Ends(status(Error::ShotIdle(self.shots.idle.as_secs_f64()))),
+            Ok(Ok(None)) => Next::End,
+            Ok(Ok(Some(proto::StylizeSequenceRequest {
+                message: Some(Message::Frame(frame)),
+            }))) => Next::Frame(frame),
+            Ok(Ok(Some(_))) => Next::Ends(status(Error::invalid(
+                format!("frames[{index}]"),
+                "after the setup, every message must be a SequenceFrame",
+            ))),
+            // An oversized or undecodable frame, or a broken stream: the shot ends with it,
+            // never with OK and frames missing.
+            Ok(Err(read)) => Next::Ends(unreadable(index, read)),
+        }
+    }
+
+    /// One frame, holding `place` until it is done: decode, queue, forward its events,
+    /// record its result. The shot back when the frame was delivered, else the status the
+    /// shot ends with.
+    async fn frame(
+        &self,
+        shot: Shot,
+        frame: proto::SequenceFrame,
+        out: &Outbound,
+        place: OwnedSemaphorePermit,
+    ) -> std::result::Result<Shot, Status> {
+        let _place = place;
         let started = Instant::now();
+        let index = shot.state.next_index();
         let limits = self.limits.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let job = frame_job(frame, &shot, &limits);
@@ -340,43 +487,39 @@ impl Runner {
         .await;
         let (mut shot, job) = match prepared {
             Ok((shot, Ok(job))) => (shot, job),
-            Ok((_, Err(e))) => {
-                let _ = out.send(Err(status(e))).await;
-                return None;
-            }
+            Ok((_, Err(e))) => return Err(frame_status(index, e)),
             Err(e) => {
-                let _ = out
-                    .send(Err(Status::internal(format!(
-                        "frame decoding panicked: {e}"
-                    ))))
-                    .await;
-                return None;
+                return Err(Status::internal(format!(
+                    "frames[{index}]: decoding panicked: {e}"
+                )));
             }
         };
         let spec = JobSpec {
             request_id: format!("{}/frame-{}", shot.template.request_id, job.index),
             request: job.request.clone(),
             temporal: job.temporal.clone(),
+            counts_as_request: false,
             ..shot.template.clone()
         };
-        let submitted = match self.scheduler.submit(spec, tracing::Span::current()) {
-            Ok(submitted) => submitted,
-            Err(e) => {
-                let _ = out.send(Err(status(e))).await;
-                return None;
-            }
-        };
+        let submitted = self
+            .scheduler
+            .submit(spec, tracing::Span::current())
+            .map_err(|e| frame_status(index, e))?;
+        let gone = || Status::cancelled("the client went away");
         let mut events = Box::pin(submitted.events.into_stream());
         while let Some(event) = events.next().await {
-            let JobEvent::Finished(output) = event else {
-                let failed = matches!(event, JobEvent::Failed(_));
-                if let Some(message) = tagged(job.index, event)
-                    && (out.send(message).await.is_err() || failed)
-                {
-                    // Dropping the events cancels the job within one iteration.
-                    return None;
+            let output = match event {
+                JobEvent::Finished(output) => output,
+                JobEvent::Failed(e) => return Err(frame_status(index, e)),
+                event => {
+                    if let Some(message) = tagged(job.index, event)
+                        && out.send(message).await.is_err()
+                    {
+                        // Dropping the events cancels the job within one iteration.
+                        return Err(gone());
+                    }
+                    continue;
                 }
-                continue;
             };
             shot.state.delivered(&job, &output.pixels);
             let e_warp = job
@@ -391,7 +534,8 @@ impl Runner {
                 Ok(proto::StylizeEvent {
                     event: Some(proto::stylize_event::Event::Result(result)),
                 }) => result,
-                _ => return None,
+                Ok(_) => return Err(Status::internal("a finished frame without a result")),
+                Err(status) => return Err(status),
             };
             let message = proto::StylizeSequenceResponse {
                 frame: job.index as u32,
@@ -403,8 +547,13 @@ impl Runner {
                     },
                 )),
             };
-            return out.send(Ok(message)).await.ok().map(|()| shot);
+            return match out.send(Ok(message)).await {
+                Ok(()) => Ok(shot),
+                Err(_) => Err(gone()),
+            };
         }
-        None
+        Err(Status::internal(format!(
+            "frames[{index}]: the job ended without an outcome"
+        )))
     }
 }

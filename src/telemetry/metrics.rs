@@ -28,12 +28,14 @@ pub const REGISTRATION_DURATION: &str = "stylize_register_style_duration_seconds
 pub const JOB_STOPS_TOTAL: &str = "stylize_job_stops_total";
 pub const CACHE_SHARED_TOTAL: &str = "stylize_style_cache_shared_total";
 pub const STORE_ERRORS_TOTAL: &str = "stylize_registry_store_errors_total";
+pub const STORE_DAMAGED_TOTAL: &str = "stylize_registry_damaged_entries_total";
+pub const HANDSHAKE_TIMEOUTS_TOTAL: &str = "stylize_handshake_timeouts_total";
 pub const FRAMES_TOTAL: &str = "stylize_sequence_frames_total";
 pub const FRAME_DURATION: &str = "stylize_sequence_frame_duration_seconds";
 pub const TEMPORAL_LOSS: &str = "stylize_sequence_temporal_loss";
 
 /// Every metric the server exports (for tests and dashboards).
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 26] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     QUEUE_DEPTH,
@@ -54,6 +56,8 @@ pub const ALL: [&str; 24] = [
     REGISTRATION_DURATION,
     CACHE_SHARED_TOTAL,
     STORE_ERRORS_TOTAL,
+    STORE_DAMAGED_TOTAL,
+    HANDSHAKE_TIMEOUTS_TOTAL,
     JOB_STOPS_TOTAL,
     FRAMES_TOTAL,
     FRAME_DURATION,
@@ -167,6 +171,14 @@ fn describe() {
         STORE_ERRORS_TOTAL,
         "Failed commands against the shared registry store, by op"
     );
+    describe_counter!(
+        HANDSHAKE_TIMEOUTS_TOTAL,
+        "Connections closed because they did not start their handshake in time"
+    );
+    describe_counter!(
+        STORE_DAMAGED_TOTAL,
+        "Shared registry entries that failed their check (foreign, damaged, unsealed) and were deleted, by kind"
+    );
     describe_gauge!(CACHE_BYTES, Unit::Bytes, "Bytes held by the style cache");
     describe_gauge!(CACHE_ENTRIES, "Styles held by the style cache");
     describe_gauge!(
@@ -221,6 +233,10 @@ fn describe() {
     publish_cache(&crate::cache::CacheStats::default());
     for op in crate::cache::shared::OPS {
         metrics::counter!(STORE_ERRORS_TOTAL, "op" => op).increment(0);
+    }
+    metrics::counter!(HANDSHAKE_TIMEOUTS_TOTAL).increment(0);
+    for kind in crate::cache::shared::KINDS {
+        metrics::counter!(STORE_DAMAGED_TOTAL, "kind" => kind).increment(0);
     }
 }
 

@@ -156,3 +156,16 @@ pub fn measured(key: &str, value: f64) -> f64 {
 pub fn seconds_since(key: &str, start: std::time::Instant) -> f64 {
     measured(key, start.elapsed().as_secs_f64())
 }
+
+/// Polls `check` every 20 ms until it holds, for at most `seconds` (then fails naming `what`):
+/// for effects that happen in the background, such as the registry's writes.
+pub fn eventually(what: &str, seconds: f64, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed().as_secs_f64() < seconds,
+            "{what}: not within {seconds} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

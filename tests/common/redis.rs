@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct Redis {
     child: Child,
     pub port: u16,
+    /// The secret replicas seal targets with (`--registry-secret-file`).
+    secret: tempfile::NamedTempFile,
 }
 
 impl Redis {
@@ -26,7 +28,13 @@ impl Redis {
             .unwrap_or_else(|e| {
                 panic!("redis-server: {e} (install Debian's redis-server package)")
             });
-        let redis = Redis { child, port };
+        let mut secret = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut secret, b"a test secret of 32 bytes, plus\n").unwrap();
+        let redis = Redis {
+            child,
+            port,
+            secret,
+        };
         let client = redis::Client::open(redis.url()).unwrap();
         let started = Instant::now();
         while client
@@ -47,6 +55,29 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The secret file replicas share.
+    pub fn secret_file(&self) -> String {
+        self.secret.path().display().to_string()
+    }
+
+    /// Freezes the store (SIGSTOP): connections stay open and commands get no answer.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused store (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let sent = Command::new("kill")
+            .args([which, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {which}");
+    }
+
     /// Runs one command, e.g. `["EXPIRE", key, "100"]`.
     pub fn command<T: redis::FromRedisValue>(&self, words: &[&str]) -> T {
         let client = redis::Client::open(self.url()).unwrap();
@@ -56,6 +87,18 @@ impl Redis {
             command.arg(*word);
         }
         command.query(&mut conn).unwrap()
+    }
+
+    /// Writes `bytes` under `key` (no expiry), replacing whatever was there.
+    pub fn set(&self, key: &str, bytes: &[u8]) {
+        let _: i64 = self.command(&["DEL", key]);
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(bytes)
+            .query(&mut conn)
+            .unwrap();
     }
 
     /// Keys under `pattern` (e.g. `stylize:v1:style:*`).
@@ -71,6 +114,7 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        self.resume();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
