@@ -49,6 +49,9 @@ fn another_style(mirrored: bool) -> Vec<u8> {
     png
 }
 
+/// Something written over a store entry.
+type Damage<'a> = Box<dyn Fn() + 'a>;
+
 fn with_style(style: Vec<u8>) -> proto::StylizeRequest {
     proto::StylizeRequest {
         styles: vec![proto::StyleInput {
@@ -71,7 +74,7 @@ async fn a_damaged_or_foreign_style_entry_is_a_miss_and_is_deleted() {
         .into_inner()
         .key;
     let stored = format!("stylize:v1:style:{key}");
-    let damages: [(&str, Box<dyn Fn()>); 4] = [
+    let damages: [(&str, Damage); 4] = [
         (
             "random bytes",
             Box::new(|| redis.set(&stored, b"\x07\x01garbage")),
