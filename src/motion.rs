@@ -87,17 +87,8 @@ pub fn decode_exr(
     let file = ExrFile::open(bytes, name)?;
     if let Some((width, height)) = frame {
         for channel in [&channels.x, &channels.y] {
-            match file.size_of(channel) {
-                Some(size) if size != (width, height) => {
-                    return Err(refuse(
-                        name,
-                        format!(
-                            "{}x{}, the frame {width}x{height}: the motion has one offset per pixel",
-                            size.0, size.1
-                        ),
-                    ));
-                }
-                _ => {}
+            if let Some(size) = file.size_of(channel) {
+                fits_frame(name, size, (width, height))?;
             }
         }
     }
@@ -165,11 +156,26 @@ fn take_motion(
     )
 }
 
+/// Refuses a motion file of `size` for a frame of another size, from its header.
+fn fits_frame(name: &str, size: (usize, usize), frame: (usize, usize)) -> Result<()> {
+    if size == frame {
+        return Ok(());
+    }
+    Err(refuse(
+        name,
+        format!(
+            "{}x{}, the frame {}x{}: the motion has one offset per pixel",
+            size.0, size.1, frame.0, frame.1
+        ),
+    ))
+}
+
 /// Middlebury's `.flo` magic number (the bytes "PIEH").
 const FLO_MAGIC: f32 = 202021.25;
 
 /// Reads a Middlebury `.flo` file: the flow from its frame to the other, (u, v) per pixel.
-pub fn read_flo(bytes: &[u8], name: &str) -> Result<Motion> {
+/// With a `frame` size, a file of another size is refused from its header.
+pub fn read_flo(bytes: &[u8], name: &str, frame: Option<(usize, usize)>) -> Result<Motion> {
     let word = |i: usize| -> Option<[u8; 4]> { bytes.get(4 * i..4 * i + 4)?.try_into().ok() };
     let header = (word(0), word(1), word(2));
     let (Some(magic), Some(w), Some(h)) = header else {
@@ -183,6 +189,9 @@ pub fn read_flo(bytes: &[u8], name: &str) -> Result<Motion> {
         return Err(refuse(name, format!("bad size {width}x{height}")));
     }
     let (width, height) = (width as usize, height as usize);
+    if let Some(frame) = frame {
+        fits_frame(name, (width, height), frame)?;
+    }
     let values = bytes.len().saturating_sub(12) / 4;
     if values != 2 * width * height {
         return Err(refuse(
@@ -380,23 +389,28 @@ mod tests {
 
     #[test]
     fn flo_files_are_read_and_bad_ones_refused() {
-        let motion = read_flo(&flo(2, 1, &[1.0, 2.0, -3.0, 0.5]), "m.flo").unwrap();
+        let motion = read_flo(&flo(2, 1, &[1.0, 2.0, -3.0, 0.5]), "m.flo", None).unwrap();
         assert_eq!((motion.dx, motion.dy), (vec![1.0, -3.0], vec![2.0, 0.5]));
+        let other_size = read_flo(&flo(2, 1, &[0.0; 4]), "o.flo", Some((4, 4))).unwrap_err();
+        assert!(
+            other_size.to_string().contains("2x1, the frame 4x4"),
+            "{other_size}"
+        );
         let truncated = flo(2, 2, &[0.0; 6]);
         assert!(
-            read_flo(&truncated, "t.flo")
+            read_flo(&truncated, "t.flo", None)
                 .unwrap_err()
                 .to_string()
                 .contains("truncated")
         );
         let nan = flo(1, 1, &[f32::NAN, 0.0]);
         assert!(
-            read_flo(&nan, "n.flo")
+            read_flo(&nan, "n.flo", None)
                 .unwrap_err()
                 .to_string()
                 .contains("not finite")
         );
-        assert!(read_flo(b"PIEX0000", "x.flo").is_err());
+        assert!(read_flo(b"PIEX0000", "x.flo", None).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What clients saw against what `/metrics` says: a mixed run of successes, refusals by the
-//! handlers and by the transport, failures during the job, a client deadline and a client
-//! cancel, tallied by the clients' own statuses and compared with the outcome counters.
+//! handlers and by the transport, failures during the job, a client deadline, a client
+//! cancel and shots (StylizeSequence streams, one count each), tallied by the clients' own
+//! statuses and compared with the outcome counters.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::server::{STYLE, Server, collect, registration, request, until};
+use common::shots::{framed, setup, shared, shot_over_grpc};
 use stylize::server::proto::{self, stylize_event::Event};
 use tonic::Code;
 
@@ -106,6 +108,35 @@ async fn every_status_clients_saw_is_counted_under_its_outcome() {
     until(&mut stream, |e| matches!(e, Event::Progress(_))).await;
     drop(stream);
     stylize.saw(Code::Cancelled);
+
+    // Shots count once each, under the status their client gets: one complete, one refused
+    // at frames[1] after frame 0 was delivered, one refused at its setup, one closed after
+    // its setup (complete, with no frames). Frames have their own counter.
+    let still_frame = |t| proto::SequenceFrame {
+        content: std::fs::read(shared(t, "png")).unwrap(),
+        ..Default::default()
+    };
+    let other_size = proto::SequenceFrame {
+        content: common::server::CONTENT.to_vec(),
+        ..Default::default()
+    };
+    let mut no_styles = setup(2);
+    if let Some(proto::stylize_sequence_request::Message::Setup(s)) = &mut no_styles.message {
+        s.styles.clear();
+    }
+    let shots = [
+        vec![setup(2), framed(still_frame(1))],
+        vec![setup(2), framed(still_frame(1)), framed(other_size)],
+        vec![no_styles],
+        vec![setup(2)],
+    ];
+    for messages in shots {
+        let (_, failure) = shot_over_grpc(&server, messages).await;
+        stylize.saw(failure.map_or(Code::Ok, |status| status.code()));
+    }
+    server
+        .metric_becomes("stylize_sequence_frames_total", 2.0)
+        .await;
 
     // RegisterStyle: one registered, one undecodable image, one over the limit.
     for image in [STYLE.to_vec(), b"not an image".to_vec(), vec![0; 500_000]] {

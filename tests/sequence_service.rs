@@ -11,15 +11,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::server::{Server, until};
-use stylize::motion::{ExrMotionChannels, read_exr};
+use common::shots::{frame_message, framed, setup, shared, shot_over_grpc};
 use stylize::server::proto::{self, stylize_event, stylize_sequence_response::Event};
 use tokio_stream::StreamExt;
-
-fn shared(t: usize, ext: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
-        "../shared/sequences/rolling-ball/frame_{t:04}.{ext}"
-    ))
-}
 
 /// A folder with the first `frames` frames of the shot (PNG and OpenEXR), as links.
 fn shot(frames: usize) -> tempfile::TempDir {
@@ -157,85 +151,6 @@ fn the_cli_stylises_a_shot_resumes_and_reads_and_writes_openexr() {
     args.extend(QUICK);
     let refused = stylize(&args);
     assert!(text(&refused).contains("--motion"), "{}", text(&refused));
-}
-
-fn flow(t: usize, to_next: bool) -> proto::Motion {
-    let channels = if to_next {
-        ExrMotionChannels::blender_to_next()
-    } else {
-        ExrMotionChannels::blender_to_previous()
-    };
-    let motion = read_exr(&shared(t, "exr"), &channels).unwrap();
-    proto::Motion {
-        source: Some(proto::motion::Source::Flow(proto::Flow {
-            width: motion.width as u32,
-            height: motion.height as u32,
-            dx: motion.dx,
-            dy: motion.dy,
-        })),
-    }
-}
-
-fn setup(iterations: u32) -> proto::StylizeSequenceRequest {
-    proto::StylizeSequenceRequest {
-        message: Some(proto::stylize_sequence_request::Message::Setup(
-            proto::SequenceSetup {
-                request_id: "shot".into(),
-                styles: vec![proto::StyleInput {
-                    source: Some(proto::style_input::Source::Image(
-                        common::server::STYLE.to_vec(),
-                    )),
-                }],
-                blend: vec![],
-                options: Some(proto::Options {
-                    size: 64,
-                    iterations,
-                    ..Default::default()
-                }),
-                sequence: Some(proto::SequenceOptions {
-                    later_iterations: 2,
-                    ..Default::default()
-                }),
-            },
-        )),
-    }
-}
-
-fn frame_message(t: usize) -> proto::SequenceFrame {
-    proto::SequenceFrame {
-        content: std::fs::read(shared(t, "png")).unwrap(),
-        motion_to_previous: (t > 1).then(|| flow(t, false)),
-        motion_to_next: Some(flow(t, true)),
-        mask: vec![],
-    }
-}
-
-fn framed(frame: proto::SequenceFrame) -> proto::StylizeSequenceRequest {
-    proto::StylizeSequenceRequest {
-        message: Some(proto::stylize_sequence_request::Message::Frame(frame)),
-    }
-}
-
-/// Sends `messages` as one StylizeSequence call; the events until the stream ends, and
-/// the final status if it failed.
-async fn shot_over_grpc(
-    server: &Server,
-    messages: Vec<proto::StylizeSequenceRequest>,
-) -> (Vec<proto::StylizeSequenceResponse>, Option<tonic::Status>) {
-    let mut client = server.client().await;
-    let outbound = tokio_stream::iter(messages);
-    let mut stream = match client.stylize_sequence(outbound).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => return (vec![], Some(status)),
-    };
-    let mut events = Vec::new();
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => events.push(event),
-            Err(status) => return (events, Some(status)),
-        }
-    }
-    (events, None)
 }
 
 fn refusal_names(status: Option<tonic::Status>, field: &str) {

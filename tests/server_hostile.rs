@@ -8,47 +8,8 @@ use std::time::Instant;
 use stylize::server::proto::{self, stylize_event::Event, stylizer_client::StylizerClient};
 use tonic::Code;
 
+use common::bombs::png_declaring;
 use common::server::{CONTENT, STYLE, Server, collect, memory_kib, peak_rss_kib, request};
-
-/// CRC-32 (PNG's chunk checksum).
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A 60-byte PNG whose header declares `width x height` RGB pixels: a decompression bomb
-/// if a decoder allocates from the header.
-fn png_declaring(width: u32, height: u32) -> Vec<u8> {
-    let chunk = |kind: &[u8], data: &[u8]| {
-        let mut out = (data.len() as u32).to_be_bytes().to_vec();
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32(&body).to_be_bytes());
-        out
-    };
-    let mut header = width.to_be_bytes().to_vec();
-    header.extend_from_slice(&height.to_be_bytes());
-    header.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(chunk(b"IHDR", &header));
-    png.extend(chunk(
-        b"IDAT",
-        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    ));
-    png.extend(chunk(b"IEND", &[]));
-    png
-}
 
 /// A distinct style image: the painting with its channels rotated `n` times and its
 /// brightness scaled, encoded as PNG.
@@ -71,7 +32,7 @@ fn style_variant(n: usize) -> Vec<u8> {
 async fn decompression_bombs_are_refused_from_the_header_without_allocating() {
     let server = Server::start(&[]);
     let mut client = StylizerClient::new(server.channel().await);
-    let bomb = png_declaring(60_000, 60_000);
+    let bomb = png_declaring(60_000, 60_000, 2);
     assert!(bomb.len() < 100);
     // Warm up so the baseline includes the loaded model.
     collect(&mut client, request(1)).await.unwrap();

@@ -150,7 +150,7 @@ fn read_motion(flag: &str, path: &Path, channels: &ExrMotionChannels) -> Result<
         read_exr(path, channels)
     } else {
         let bytes = std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))?;
-        read_flo(&bytes, &path.display().to_string())
+        read_flo(&bytes, &path.display().to_string(), None)
     };
     motion.with_context(|| format!("--{flag}"))
 }

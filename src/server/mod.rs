@@ -202,11 +202,8 @@ impl Stylizer for StylizeService {
     ) -> Result<Response<sequence::SequenceStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
         self.scheduler.admits().map_err(status)?;
-        let open = self
-            .open_shots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| status(Error::TooManyShots(self.shot_limits.max_open)))?;
+        let open = sequence::OpenShot::take(&self.open_shots, self.shot_limits.max_open)
+            .map_err(status)?;
         let runner = sequence::Runner {
             scheduler: self.scheduler.clone(),
             limits: self.limits.clone(),
@@ -369,18 +366,21 @@ pub async fn serve(
         registrations: Arc::new(Semaphore::new(config.scheduler.workers.max(1))),
         open_shots: Arc::new(Semaphore::new(config.shots.max_open)),
         shot_limits: config.shots,
-        draining,
+        draining: draining.clone(),
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<StylizerServer<StylizeService>>().await;
     // A replica whose workers have all died can take no job: health says so.
-    let (watched, watching) = (scheduler.clone(), health.clone());
+    // (Workers stop when the server drains: that is not a fault.)
+    let (watched, watching, drained) = (scheduler.clone(), health.clone(), draining.clone());
     tokio::spawn(async move {
         while watched.workers_alive() > 0 {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        tracing::error!("no worker is alive; reporting NOT_SERVING");
-        report_not_serving(&watching).await;
+        if !*drained.borrow() {
+            tracing::error!("no worker is alive; reporting NOT_SERVING");
+            report_not_serving(&watching).await;
+        }
     });
     // Both reflection versions: grpcurl speaks v1, many tools (Python's grpcio-reflection,
     // older grpcurl, Postman) still ask v1alpha.

@@ -103,7 +103,8 @@ fn shot(
 }
 
 /// A motion message as a field of offsets for a `frame` (width, height) frame; errors name
-/// `field`. An OpenEXR file of another size is refused from its headers, before decoding.
+/// `field`. An OpenEXR or `.flo` file of another size is refused from its header, before
+/// decoding.
 /// An `exr` source without a file reads the frame's content and is decoded with it
 /// (`content_with_motion`).
 fn motion(
@@ -121,7 +122,7 @@ fn motion(
             dx: flow.dx.clone(),
             dy: flow.dy.clone(),
         }),
-        Some(Source::Flo(bytes)) => read_flo(bytes, field).map_err(named),
+        Some(Source::Flo(bytes)) => read_flo(bytes, field, Some(frame)).map_err(named),
         Some(Source::Exr(exr)) => {
             let channels = exr_channels(exr, to_next);
             crate::motion::decode_exr(&exr.file, field, &channels, Some(frame)).map_err(named)
@@ -317,26 +318,47 @@ fn frame_status(index: usize, error: Error) -> Status {
     }
 }
 
-/// A status from reading the client's stream, for `frames[index]`: tonic's size limit and
-/// decoding errors reworded as the gRPC conventions want them (as `tally` does for calls).
-fn unreadable(index: usize, read: Status) -> Status {
+/// A status from reading the client's stream, for the message `waited` names (the setup or
+/// `frames[i]`): tonic's size limit and decoding errors reworded as the gRPC conventions
+/// want them (as `tally` does for calls).
+fn unreadable(waited: &str, read: Status) -> Status {
     let message = match read.code() {
         tonic::Code::OutOfRange => {
             return Status::resource_exhausted(format!(
-                "frames[{index}] is larger than this server's --max-message-bytes"
+                "{waited} is larger than this server's --max-message-bytes"
             ));
         }
         tonic::Code::Internal if read.message().starts_with("failed to decode") => {
             return Status::invalid_argument(format!(
-                "frames[{index}] is not a valid StylizeSequenceRequest"
+                "{waited} is not a valid StylizeSequenceRequest"
             ));
         }
         _ => read.message().to_string(),
     };
-    Status::new(
-        read.code(),
-        format!("frames[{index}]: {}", quoted(&message)),
-    )
+    Status::new(read.code(), format!("{waited}: {}", quoted(&message)))
+}
+
+/// A shot's slot among `--max-open-shots`, counted in the open-shots gauge while held.
+pub struct OpenShot {
+    _slot: OwnedSemaphorePermit,
+}
+
+impl OpenShot {
+    /// A slot from `slots`, or `TooManyShots` naming how many there are.
+    pub fn take(slots: &Arc<Semaphore>, max_open: usize) -> Result<Self> {
+        let permit = slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::TooManyShots(max_open))?;
+        metrics::gauge!(names::OPEN_SHOTS).increment(1.0);
+        Ok(Self { _slot: permit })
+    }
+}
+
+impl Drop for OpenShot {
+    fn drop(&mut self) {
+        metrics::gauge!(names::OPEN_SHOTS).decrement(1.0);
+    }
 }
 
 impl Runner {
@@ -348,10 +370,14 @@ impl Runner {
         self,
         mut inbound: Streaming<proto::StylizeSequenceRequest>,
         deadline: Option<Instant>,
-        open: OwnedSemaphorePermit,
+        open: OpenShot,
     ) -> std::result::Result<SequenceStream, Status> {
         use proto::stylize_sequence_request::Message;
-        let first = inbound.message().await.map_err(|e| unreadable(0, e))?;
+        // A stream that sends nothing holds its slot only until the idle limit.
+        let mut draining = self.draining.clone();
+        let first = self
+            .receive(&mut inbound, "the setup", 0, deadline, &mut draining)
+            .await?;
         let Some(proto::StylizeSequenceRequest {
             message: Some(Message::Setup(setup)),
         }) = first
@@ -426,8 +452,8 @@ impl Runner {
         }
     }
 
-    /// Waits for the shot's next message, at most until the idle limit, the deadline or
-    /// the drain, whichever comes first.
+    /// Waits for the shot's next frame (`frames[index]`), at most until the idle limit, the
+    /// deadline or the drain, whichever comes first.
     async fn next(
         &self,
         inbound: &mut Streaming<proto::StylizeSequenceRequest>,
@@ -436,6 +462,36 @@ impl Runner {
         draining: &mut watch::Receiver<bool>,
     ) -> Next {
         use proto::stylize_sequence_request::Message;
+        let waited = format!("frames[{index}]");
+        match self
+            .receive(inbound, &waited, index, deadline, draining)
+            .await
+        {
+            Err(status) => Next::Ends(status),
+            Ok(None) => Next::End,
+            Ok(Some(proto::StylizeSequenceRequest {
+                message: Some(Message::Frame(frame)),
+            })) => Next::Frame(frame),
+            Ok(Some(_)) => Next::Ends(status(Error::invalid(
+                waited,
+                "after the setup, every message must be a SequenceFrame",
+            ))),
+        }
+    }
+
+    /// The stream's next message (`None`: the client closed its side), or the status the
+    /// shot ends with: the idle limit, the deadline or the drain came first, or the message
+    /// was unreadable (oversized, undecodable, a broken stream), so a shot never ends OK
+    /// with frames missing. `waited` names the message in the status; `index` is the next
+    /// frame's.
+    async fn receive(
+        &self,
+        inbound: &mut Streaming<proto::StylizeSequenceRequest>,
+        waited: &str,
+        index: usize,
+        deadline: Option<Instant>,
+        draining: &mut watch::Receiver<bool>,
+    ) -> std::result::Result<Option<proto::StylizeSequenceRequest>, Status> {
         let idle_until = tokio::time::Instant::now() + self.shots.idle;
         let until = match deadline {
             Some(d) => idle_until.min(tokio::time::Instant::from_std(d)),
@@ -444,25 +500,16 @@ impl Runner {
         let received = tokio::select! {
             received = tokio::time::timeout_at(until, inbound.message()) => received,
             _ = draining.wait_for(|drain| *drain) => {
-                return Next::Ends(status(Error::ShotHandedBack(index)));
+                return Err(status(Error::ShotHandedBack(index)));
             }
         };
         match received {
-            Err(_) if until < idle_until => Next::Ends(status(Error::DeadlineExceeded(format!(
-                "before frames[{index}] arrived"
+            Err(_) if until < idle_until => Err(status(Error::DeadlineExceeded(format!(
+                "before {waited} arrived"
             )))),
-            Err(_) => Next::Ends(status(Error::ShotIdle(self.shots.idle.as_secs_f64()))),
-            Ok(Ok(None)) => Next::End,
-            Ok(Ok(Some(proto::StylizeSequenceRequest {
-                message: Some(Message::Frame(frame)),
-            }))) => Next::Frame(frame),
-            Ok(Ok(Some(_))) => Next::Ends(status(Error::invalid(
-                format!("frames[{index}]"),
-                "after the setup, every message must be a SequenceFrame",
-            ))),
-            // An oversized or undecodable frame, or a broken stream: the shot ends with it,
-            // never with OK and frames missing.
-            Ok(Err(read)) => Next::Ends(unreadable(index, read)),
+            Err(_) => Err(status(Error::ShotIdle(self.shots.idle.as_secs_f64()))),
+            Ok(Ok(message)) => Ok(message),
+            Ok(Err(read)) => Err(unreadable(waited, read)),
         }
     }
 

@@ -31,11 +31,12 @@ pub const STORE_ERRORS_TOTAL: &str = "stylize_registry_store_errors_total";
 pub const STORE_DAMAGED_TOTAL: &str = "stylize_registry_damaged_entries_total";
 pub const HANDSHAKE_TIMEOUTS_TOTAL: &str = "stylize_handshake_timeouts_total";
 pub const FRAMES_TOTAL: &str = "stylize_sequence_frames_total";
+pub const OPEN_SHOTS: &str = "stylize_open_shots";
 pub const FRAME_DURATION: &str = "stylize_sequence_frame_duration_seconds";
 pub const TEMPORAL_LOSS: &str = "stylize_sequence_temporal_loss";
 
 /// Every metric the server exports (for tests and dashboards).
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 27] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     QUEUE_DEPTH,
@@ -60,6 +61,7 @@ pub const ALL: [&str; 26] = [
     HANDSHAKE_TIMEOUTS_TOTAL,
     JOB_STOPS_TOTAL,
     FRAMES_TOTAL,
+    OPEN_SHOTS,
     FRAME_DURATION,
     TEMPORAL_LOSS,
 ];
@@ -196,6 +198,10 @@ fn describe() {
         "Tiles each job's largest frame is cut into (1: whole)"
     );
     describe_counter!(FRAMES_TOTAL, "Sequence frames delivered");
+    describe_gauge!(
+        OPEN_SHOTS,
+        "StylizeSequence streams open now (at most --max-open-shots)"
+    );
     describe_histogram!(
         FRAME_DURATION,
         Unit::Seconds,
@@ -228,6 +234,7 @@ fn describe() {
     metrics::gauge!(MEMORY_RESERVED).set(0.0);
     metrics::counter!(ITERATIONS_TOTAL).increment(0);
     metrics::counter!(FRAMES_TOTAL).increment(0);
+    metrics::gauge!(OPEN_SHOTS).set(0.0);
     let _ = metrics::histogram!(FRAME_DURATION);
     let _ = metrics::histogram!(TEMPORAL_LOSS);
     publish_cache(&crate::cache::CacheStats::default());

@@ -3,8 +3,10 @@
 //! that runs a `stylize serve` process for the server tests.
 #![allow(dead_code)]
 
+pub mod bombs;
 pub mod redis;
 pub mod server;
+pub mod shots;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
