@@ -109,6 +109,7 @@ def check_workload(overlay, docs):
     elif gpus is not None:
         fail(f"{overlay}: requests a GPU")
     check_registry(overlay, docs, env)
+    check_registry_secret(overlay, pod, container, env)
     ok(f"{overlay}: probes, drain timing, headless Service, HPA metric, placement")
 
 
@@ -130,6 +131,24 @@ def check_registry(overlay, docs, env):
     if int(env.get("STYLIZE_REGISTRY_TTL_SECONDS") or 0) <= 0:
         fail(f"{overlay}: STYLIZE_REGISTRY_TTL_SECONDS must be set")
     ok(f"{overlay}: shared registry {url}, {settings.get('maxmemory')} allkeys-lru")
+
+
+def check_registry_secret(overlay, pod, container, env):
+    """STYLIZE_REGISTRY_SECRET_FILE lies in a read-only mount of a Secret the server's group can
+    read, so replicas seal the targets they share."""
+    path = env.get("STYLIZE_REGISTRY_SECRET_FILE") or ""
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mount = mounts.get(str(pathlib.PurePosixPath(path).parent))
+    secret = volumes.get(mount["name"], {}).get("secret") if mount else None
+    if not path or not mount or not mount.get("readOnly") or not secret:
+        fail(f"{overlay}: STYLIZE_REGISTRY_SECRET_FILE must lie in a read-only Secret mount")
+        return
+    group = pod.get("securityContext", {}).get("fsGroup")
+    if group is None or not secret.get("defaultMode", 0o644) & 0o040:
+        fail(f"{overlay}: the registry secret must be readable by the pod's fsGroup")
+        return
+    ok(f"{overlay}: registry targets sealed with Secret {secret['secretName']}")
 
 
 def check_rules():

