@@ -184,18 +184,27 @@ async fn idle_shot(
         sender.send(setup(2)).await.unwrap();
     }
     let mut client = server.client().await;
-    tokio::spawn(async move {
+    let (answered, answer) = tokio::sync::oneshot::channel();
+    let shot = tokio::spawn(async move {
         let _open = sender;
         let mut call = tonic::Request::new(ReceiverStream::new(receiver));
         if let Some(timeout) = timeout {
             call.set_timeout(timeout);
         }
-        let mut events = client.stylize_sequence(call).await?.into_inner();
+        let opened = client.stylize_sequence(call).await;
+        let _ = answered.send(());
+        let mut events = opened?.into_inner();
         while let Some(event) = events.next().await {
             event?;
         }
         Ok(tonic::Status::ok("ended"))
-    })
+    });
+    // A set-up shot is open once the server answered its setup (setups that arrive together
+    // share the places while their styles decode, as stills do).
+    if setup_first {
+        let _ = answer.await;
+    }
+    shot
 }
 
 /// The status an idle shot ended with.
@@ -252,7 +261,7 @@ async fn idle_shots_give_their_places_back_and_end() {
         Code::DeadlineExceeded,
         &["before frames[0] arrived"],
     );
-    let at = opened.elapsed().as_secs_f64();
+    let at = common::seconds_since("shot_hostile/2 s deadline, shot ended s", opened);
     assert!(at < 5.0, "the 2 s deadline ended the shot after {at:.1} s");
     // The idle limit ends the others, set up or not.
     for shot in idle.into_iter().chain([silent]) {
@@ -262,7 +271,7 @@ async fn idle_shots_give_their_places_back_and_end() {
             &["--sequence-idle-seconds"],
         );
     }
-    let at = opened.elapsed().as_secs_f64();
+    let at = common::seconds_since("shot_hostile/6 s idle limit, shots ended s", opened);
     assert!(
         (5.0..30.0).contains(&at),
         "the 6 s idle limit ended the shots after {at:.1} s"
