@@ -162,7 +162,8 @@ async fn every_input_is_sized_from_its_header_before_it_is_decoded() {
         .unwrap_err();
     refused(Some(status), Code::InvalidArgument, &["image", "4000x4000"]);
 
-    // Decoded, the mask alone is 1.6 GB and the colour part 192 MB of floats.
+    // Decoded, the mask alone is 1.6 GB and the colour part 192 MB of floats; the peak did
+    // not grow at all at 1 and 2 threads.
     let grown = peak_rss_kib(server.child.id()).saturating_sub(baseline);
     common::measured("shot_hostile/peak growth MiB", grown as f64 / 1024.0);
     assert!(grown < 64 * 1024, "peak memory grew by {grown} KiB");
@@ -235,6 +236,7 @@ async fn idle_shots_give_their_places_back_and_end() {
         idle.push(idle_shot(&server, true, None).await);
     }
     let silent = idle_shot(&server, false, None).await;
+    let deadline_opened = Instant::now();
     let deadline = idle_shot(&server, true, Some(Duration::from_secs(2))).await;
     // Five shots open, none with a frame: a sixth is one too many, and every place is free
     // for stills (1 running and 2 waiting, sent together).
@@ -261,8 +263,9 @@ async fn idle_shots_give_their_places_back_and_end() {
         Code::DeadlineExceeded,
         &["before frames[0] arrived"],
     );
-    let at = common::seconds_since("shot_hostile/2 s deadline, shot ended s", opened);
-    assert!(at < 5.0, "the 2 s deadline ended the shot after {at:.1} s");
+    let at = common::seconds_since("shot_hostile/2 s deadline, shot ended s", deadline_opened);
+    // 2.43-2.62 s at 1 and 2 threads (read after the stills below have run).
+    assert!(at < 4.5, "the 2 s deadline ended the shot after {at:.1} s");
     // The idle limit ends the others, set up or not.
     for shot in idle.into_iter().chain([silent]) {
         refused(
@@ -271,6 +274,7 @@ async fn idle_shots_give_their_places_back_and_end() {
             &["--sequence-idle-seconds"],
         );
     }
+    // 6.01-6.06 s at 1 and 2 threads.
     let at = common::seconds_since("shot_hostile/6 s idle limit, shots ended s", opened);
     assert!(
         (5.0..30.0).contains(&at),
@@ -340,6 +344,7 @@ async fn a_drain_tells_waiting_shots_at_once() {
         Code::Unavailable,
         &["frames[0]", "another replica"],
     );
+    // 0.006-0.008 s at 1 and 2 threads.
     let told = common::seconds_since("shot_hostile/drain told s", terminated);
     assert!(told < 1.0, "told after {told:.2} s");
     let exit = loop {
@@ -354,7 +359,8 @@ async fn a_drain_tells_waiting_shots_at_once() {
     };
     assert!(exit.success(), "{exit:?}");
     let stopped = common::seconds_since("shot_hostile/drain stopped s", terminated);
-    // The transport's 5 s wait for open connections is not needed any more.
+    // The transport's 5 s wait for open connections is not needed any more: 0.03-0.05 s at 1
+    // and 2 threads.
     assert!(stopped < 4.0, "stopped after {stopped:.2} s");
     assert!(
         !server.log().contains("no worker is alive"),
