@@ -264,7 +264,7 @@ async fn idle_shots_give_their_places_back_and_end() {
         &["before frames[0] arrived"],
     );
     let at = common::seconds_since("shot_hostile/2 s deadline, shot ended s", deadline_opened);
-    // 2.43-2.62 s at 1 and 2 threads (read after the stills below have run).
+    // 2.43-2.62 s at 1 and 2 threads (read after the stills above have run).
     assert!(at < 4.5, "the 2 s deadline ended the shot after {at:.1} s");
     // The idle limit ends the others, set up or not.
     for shot in idle.into_iter().chain([silent]) {
