@@ -134,53 +134,9 @@ impl Budget {
     }
 }
 
-/// Parses a byte count with an optional binary suffix: `6GiB`, `512MiB`, `3G`, `1048576`.
-pub fn parse_bytes(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let digits = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "ki" => 1 << 10,
-        "m" | "mib" | "mi" => 1 << 20,
-        "g" | "gib" | "gi" => 1 << 30,
-        "t" | "tib" | "ti" => 1 << 40,
-        _ => {
-            return Err(Error::invalid(
-                "memory-budget",
-                format!("`{text}`: unknown unit"),
-            ));
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| Error::invalid("memory-budget", format!("`{text}` is not a byte count")))?;
-    if !(value.is_finite() && value > 0.0) {
-        return Err(Error::invalid(
-            "memory-budget",
-            format!("`{text}` must be more than 0"),
-        ));
-    }
-    Ok((value * scale as f64) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn byte_counts_parse_with_units() {
-        assert_eq!(parse_bytes("6GiB").unwrap(), 6 << 30);
-        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
-        assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        for bad in ["", "GiB", "-1G", "3 parsecs", "0"] {
-            let err = parse_bytes(bad).unwrap_err().to_string();
-            assert!(err.contains("memory-budget"), "{bad}: {err}");
-        }
-    }
 
     fn fake_root(cgroup_self: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

@@ -261,13 +261,27 @@ impl JobArgs {
     }
 }
 
-/// The memory budget from `--memory-budget` (a byte count like `6GiB`), else detected.
-pub fn memory_budget(flag: Option<&str>) -> Result<stylize::memory::Budget> {
-    let bytes = flag
-        .map(stylize::memory::parse_bytes)
-        .transpose()
-        .map_err(flag_error)?;
-    stylize::memory::Budget::detect(bytes).map_err(flag_error)
+/// A byte count as every byte flag and its environment variable take it: a number of bytes,
+/// or a number with a unit as Kubernetes writes them (`512Mi`, `6GiB`: powers of 1024;
+/// `6G`, `6GB`: powers of 1000), in any case and with or without a space. Zero is refused.
+/// Clap names the flag in its error.
+pub fn byte_count(text: &str) -> std::result::Result<usize, String> {
+    let size: bytesize::ByteSize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a byte count (e.g. 6GiB, 512MiB, 1048576)"))?;
+    match usize::try_from(size.as_u64()) {
+        Ok(0) => Err("must be more than 0 bytes".into()),
+        Ok(bytes) => Ok(bytes),
+        Err(_) => Err(format!(
+            "`{text}` is more bytes than this machine can address"
+        )),
+    }
+}
+
+/// The memory budget from `--memory-budget`, else detected.
+pub fn memory_budget(flag: Option<usize>) -> Result<stylize::memory::Budget> {
+    stylize::memory::Budget::detect(flag.map(|bytes| bytes as u64)).map_err(flag_error)
 }
 
 /// Turns an option error's field name (`style_weight`) into the CLI flag (`--style-weight`).
@@ -356,4 +370,29 @@ pub fn loss_message(scale: usize, total: f64, content: f64, style: f64, tv: f64)
         "scale {} loss {total:.4e} (content {content:.3e} style {style:.3e} tv {tv:.3e})",
         scale + 1
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_count;
+
+    #[test]
+    fn every_byte_flag_reads_units_as_kubernetes_writes_them() {
+        for (text, bytes) in [
+            ("1048576", 1 << 20),
+            ("512MiB", 512 << 20),
+            ("512Mi", 512 << 20),
+            ("6GiB", 6 << 30),
+            ("6 gib", 6 << 30),
+            ("1.5GiB", 3 << 29),
+            ("6GB", 6_000_000_000),
+            ("6G", 6_000_000_000),
+            ("64k", 64_000),
+        ] {
+            assert_eq!(byte_count(text), Ok(bytes), "{text}");
+        }
+        for bad in ["", "GiB", "-1G", "3 parsecs", "0", "0GiB"] {
+            assert!(byte_count(bad).is_err(), "{bad}");
+        }
+    }
 }

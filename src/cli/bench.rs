@@ -13,7 +13,7 @@ use stylize::features::{OrtFeatures, select};
 use stylize::model::Vgg19Weights;
 use stylize::runtime::Provider;
 
-use super::args::WeightsArgs;
+use super::args::{WeightsArgs, byte_count};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -50,8 +50,8 @@ pub struct BenchArgs {
     tile_size: Option<u32>,
     /// Plan --frames' tiled runs for this budget (e.g. `5.5GiB`, a 6 GiB pod less the
     /// reserve): tiles and kept tile states as a server with this budget would choose.
-    #[arg(long)]
-    memory_budget: Option<String>,
+    #[arg(long, value_parser = byte_count)]
+    memory_budget: Option<usize>,
     /// Iterations per --frames job.
     #[arg(long, default_value_t = 2)]
     iterations: usize,
@@ -137,7 +137,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         return super::bench_frames::frames_table(
             &frames,
             args.tile_size,
-            args.memory_budget.as_deref(),
+            args.memory_budget,
             args.iterations,
             &args.engine,
         );

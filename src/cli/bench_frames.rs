@@ -23,9 +23,10 @@ struct Report {
 
 /// How the tiled runs are cut: a forced tile side, a budget to plan for, or both.
 #[derive(Clone, Copy)]
-struct Tiling<'a> {
+struct Tiling {
     tile: Option<u32>,
-    budget: &'a str,
+    /// Bytes the tiled runs are planned for.
+    budget: usize,
 }
 
 /// Parses `1920x1080`.
@@ -43,7 +44,7 @@ pub fn parse_frame(text: &str) -> Result<(u32, u32)> {
 fn run_one(
     dir: &Path,
     (w, h): (u32, u32),
-    tiling: Option<Tiling<'_>>,
+    tiling: Option<Tiling>,
     iterations: usize,
     engine: &str,
 ) -> Result<Report> {
@@ -62,7 +63,10 @@ fn run_one(
         .args(["--size", &w.max(h).to_string()])
         .args(["--iterations", &iterations.to_string()])
         // The memory model must not tile the untiled runs behind the bench's back.
-        .args(["--memory-budget", tiling.map_or(UNLIMITED, |t| t.budget)])
+        .args([
+            "--memory-budget",
+            &tiling.map_or(UNLIMITED, |t| t.budget).to_string(),
+        ])
         .arg("--out")
         .arg(dir.join("out.png"));
     if let Some(tile) = tiling.and_then(|t| t.tile) {
@@ -100,13 +104,13 @@ fn untiled_fits((w, h): (u32, u32), iterations: usize, footprint: &Footprint, bu
     footprint.job_bytes(&job) + footprint.resident <= budget
 }
 
-/// A budget no frame reaches.
-const UNLIMITED: &str = "64TiB";
+/// A budget no frame reaches (64 TiB).
+const UNLIMITED: usize = 64 << 40;
 
 pub fn frames_table(
     frames: &[(u32, u32)],
     tile: Option<u32>,
-    budget: Option<&str>,
+    budget: Option<usize>,
     iterations: usize,
     engine: &str,
 ) -> Result<()> {
@@ -137,7 +141,7 @@ pub fn frames_table(
 
 fn table(
     frames: &[(u32, u32)],
-    tiling: Tiling<'_>,
+    tiling: Tiling,
     iterations: usize,
     engine: &str,
     footprint: &Footprint,
@@ -145,11 +149,11 @@ fn table(
     dir: &Path,
 ) -> Result<()> {
     println!(
-        "frames ({engine} engine, {iterations} L-BFGS iterations, default layers, style at the frame's size; tiled: cores {}, planned for budget {}; this machine's budget {} MiB):",
+        "frames ({engine} engine, {iterations} L-BFGS iterations, default layers, style at the frame's size; tiled: cores {}, planned for budget {} MiB; this machine's budget {} MiB):",
         tiling
             .tile
             .map_or("as planned".to_string(), |t| format!("{t} px")),
-        tiling.budget,
+        tiling.budget >> 20,
         budget >> 20
     );
     println!(

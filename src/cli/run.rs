@@ -11,8 +11,8 @@ use stylize::image_io;
 use stylize::render::{self, RenderRequest, StyleSource};
 
 use super::args::{
-    BackendArgs, DEMO_CONTENT, JobArgs, StyleArgs, flag_error, loss_message, memory_budget,
-    progress_bar, read_image,
+    BackendArgs, DEMO_CONTENT, JobArgs, StyleArgs, byte_count, flag_error, loss_message,
+    memory_budget, progress_bar, read_image,
 };
 
 #[derive(Args)]
@@ -34,8 +34,8 @@ pub struct RunArgs {
     quiet: bool,
     /// Memory this run may use, e.g. `3GiB` (default: the cgroup's limit, else physical
     /// memory, less 512 MiB); frames that do not fit are evaluated in tiles.
-    #[arg(long)]
-    memory_budget: Option<String>,
+    #[arg(long, value_parser = byte_count)]
+    memory_budget: Option<usize>,
     /// Print one JSON line with the peak resident memory, seconds per iteration and tiles
     /// (what `stylize bench --frames` reads).
     #[arg(long, hide = true)]
@@ -60,7 +60,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         options: args.job.options()?,
     };
     request.validate().map_err(flag_error)?;
-    let budget = memory_budget(args.memory_budget.as_deref())?;
+    let budget = memory_budget(args.memory_budget)?;
     let backends = args.backend.build()?;
     let footprint = backends.engine.footprint();
     let for_job = budget.bytes.saturating_sub(footprint.resident);

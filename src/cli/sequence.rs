@@ -15,7 +15,9 @@ use stylize::image_io;
 use stylize::render::sequence::{FrameRendered, SequenceOptions, SequenceRenderer, warping_error};
 use stylize::render::{RenderRequest, StyleSource};
 
-use super::args::{BackendArgs, JobArgs, StyleArgs, flag_error, memory_budget, progress_bar};
+use super::args::{
+    BackendArgs, JobArgs, StyleArgs, byte_count, flag_error, memory_budget, progress_bar,
+};
 use super::frames::{Shot, ShotArgs};
 
 #[derive(Args)]
@@ -39,8 +41,8 @@ pub struct SequenceArgs {
     #[arg(long)]
     quiet: bool,
     /// Memory this run may use, e.g. `3GiB` (default: detected, as for `stylize run`).
-    #[arg(long)]
-    memory_budget: Option<String>,
+    #[arg(long, value_parser = byte_count)]
+    memory_budget: Option<usize>,
 }
 
 /// What one finished frame measured.
@@ -179,7 +181,7 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         blend: args.styles.blend,
         options,
     };
-    let budget = memory_budget(args.memory_budget.as_deref())?;
+    let budget = memory_budget(args.memory_budget)?;
     let backends = args.backend.build()?;
     let for_job = budget
         .bytes

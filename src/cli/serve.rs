@@ -12,7 +12,7 @@ use stylize::cache::shared::Secret;
 use stylize::cache::{SharedStore, StyleCache};
 use stylize::scheduler::{self, SchedulerConfig};
 
-use super::args::memory_budget;
+use super::args::{byte_count, memory_budget};
 use stylize::server::auth::TokenGate;
 use stylize::server::{self, Limits, ServerConfig, TlsIdentity};
 use stylize::telemetry::shutdown;
@@ -45,14 +45,14 @@ pub struct ServeArgs {
     /// Most styles per request.
     #[arg(long, env = "STYLIZE_MAX_STYLES", default_value_t = 8)]
     max_styles: usize,
-    /// Largest request or response message, bytes (tonic's default is 4 MiB).
-    #[arg(long, env = "STYLIZE_MAX_MESSAGE_BYTES", default_value_t = 64 << 20)]
+    /// Largest request or response message (tonic's default is 4 MiB).
+    #[arg(long, env = "STYLIZE_MAX_MESSAGE_BYTES", default_value = "64MiB", value_parser = byte_count)]
     max_message_bytes: usize,
     /// Byte budget of the style-target cache.
-    #[arg(long, env = "STYLIZE_CACHE_BYTES", default_value_t = stylize::cache::DEFAULT_BUDGET_BYTES)]
+    #[arg(long, env = "STYLIZE_CACHE_BYTES", default_value = "512MiB", value_parser = byte_count)]
     cache_bytes: usize,
     /// Byte budget for decoded images of registered styles.
-    #[arg(long, env = "STYLIZE_REGISTRY_BYTES", default_value_t = 256 << 20)]
+    #[arg(long, env = "STYLIZE_REGISTRY_BYTES", default_value = "256MiB", value_parser = byte_count)]
     registry_bytes: usize,
     /// A Redis every replica shares (`redis://[user:password@]host:port[/db]`, `rediss://`
     /// for TLS): registered styles and computed style targets live there, so any replica
@@ -103,8 +103,8 @@ pub struct ServeArgs {
     /// Memory this process may use, e.g. `6GiB` (default: the cgroup's limit, else physical
     /// memory, less 512 MiB). Jobs are tiled to fit it, wait for running jobs' memory, or are
     /// refused with RESOURCE_EXHAUSTED when they can never fit.
-    #[arg(long, env = "STYLIZE_MEMORY_BUDGET")]
-    memory_budget: Option<String>,
+    #[arg(long, env = "STYLIZE_MEMORY_BUDGET", value_parser = byte_count)]
+    memory_budget: Option<usize>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -167,7 +167,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
-    let budget = memory_budget(args.memory_budget.as_deref())?;
+    let budget = memory_budget(args.memory_budget)?;
     // The style cache and the registry hold up to their byte limits beside the jobs.
     let held = (args.cache_bytes + args.registry_bytes) as u64;
     let for_jobs = budget.bytes.saturating_sub(held);
