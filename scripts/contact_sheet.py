@@ -1,4 +1,4 @@
-"""Contact sheet of `stylize bench --quality --out-dir` results: one row per pair,
+"""Contact sheet of `stylize bench --presets --out-dir` results: one row per pair,
 columns content | pytorch | draft | standard | final, labelled. Needs Pillow.
 Usage: contact_sheet.py OUT.(png|jpg) TILE SIZE LABEL=DIR:CONTENT [LABEL=DIR:CONTENT ...]"""
 import sys

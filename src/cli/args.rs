@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 
 use stylize::backends::{self, Backends, DeviceChoice};
@@ -46,17 +47,17 @@ impl WeightsArgs {
 pub struct BackendArgs {
     #[command(flatten)]
     pub weights: WeightsArgs,
-    /// Pooling between blocks: max or avg.
-    #[arg(long, env = "STYLIZE_POOLING", default_value = "max")]
+    /// Pooling between blocks.
+    #[arg(long, env = "STYLIZE_POOLING", default_value = "max", value_parser = ["max", "avg"])]
     pub pooling: String,
     /// Style precompute backend: auto (ONNX Runtime if available), ort, or candle.
-    #[arg(long, env = "STYLIZE_PRECOMPUTE", default_value = "auto")]
+    #[arg(long, env = "STYLIZE_PRECOMPUTE", default_value = "auto", value_parser = ["auto", "ort", "candle"])]
     pub precompute: String,
     /// Optimisation engine: auto (ONNX Runtime on CPU if available, max pooling), ort, or candle.
-    #[arg(long, env = "STYLIZE_ENGINE", default_value = "auto")]
+    #[arg(long, env = "STYLIZE_ENGINE", default_value = "auto", value_parser = ["auto", "ort", "candle"])]
     pub engine: String,
     /// Where candle runs: auto (the first GPU in a CUDA build, else the CPU), cpu, cuda or
-    /// cuda:N.
+    /// cuda:N (values: auto, cpu, cuda, cuda:N).
     #[arg(long, env = "STYLIZE_DEVICE", default_value = "auto")]
     pub device: String,
 }
@@ -111,15 +112,19 @@ pub struct JobArgs {
     /// Iterations at each scale (default 500, or the --quality preset's).
     #[arg(long)]
     pub iterations: Option<usize>,
+    /// The optimiser: L-BFGS (the contract's) or Adam (with --lr).
     #[arg(long, value_enum, default_value = "lbfgs")]
     pub optimizer: OptimizerArg,
     /// Adam's learning rate (input-space units).
     #[arg(long, allow_negative_numbers = true, default_value_t = 10.0)]
     pub lr: f64,
+    /// Weight of the content term (alpha).
     #[arg(long, allow_negative_numbers = true, default_value_t = 5.0)]
     pub content_weight: f64,
+    /// Weight of the style term (beta).
     #[arg(long, allow_negative_numbers = true, default_value_t = 100.0)]
     pub style_weight: f64,
+    /// Weight of the total-variation term.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1e-3)]
     pub tv_weight: f64,
     /// Content layers, `name[:weight]`, comma-separated.
@@ -158,9 +163,9 @@ pub struct JobArgs {
     /// How L-BFGS chooses its steps.
     #[arg(long, value_enum, default_value = "strong-wolfe")]
     pub line_search: LineSearchArg,
-    /// A preset for scales, iterations, tolerance and history: draft, standard or final
-    /// (docs/quality.md, "Presets"); flags given override it. Default: the contract's settings.
-    #[arg(long)]
+    /// A preset for scales, iterations, tolerance and history (docs/quality.md, "Presets");
+    /// flags given override it. Default: the contract's settings.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["draft", "standard", "final"]).try_map(|name| name.parse::<Quality>()))]
     pub quality: Option<Quality>,
     /// Stop a scale once the loss fell by less than this fraction over its last 10
     /// iterations (e.g. 0.001; 0: run every iteration, or the preset's).

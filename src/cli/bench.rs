@@ -35,8 +35,8 @@ pub struct BenchArgs {
     /// counted in the peak printed for the ONNX Runtime path.
     #[arg(long)]
     with_candle: bool,
-    /// Where to run: on a GPU (cuda / cuda:N) "ours" is candle on that GPU and PyTorch runs
-    /// there too; on the CPU it is the ONNX Runtime path.
+    /// Where to run: cpu, cuda or cuda:N. On a GPU "ours" is candle on that GPU and PyTorch
+    /// runs there too; on the CPU it is the ONNX Runtime path.
     #[arg(long, env = "STYLIZE_DEVICE", default_value = "cpu")]
     device: String,
     /// Instead of the step table: whole jobs at these frame sizes (e.g.
@@ -56,25 +56,25 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     iterations: usize,
     /// Instead of the step table: PyTorch's plain Gatys run (torch.optim.LBFGS from the
-    /// content; `$STYLIZE_PYTHON` must import torch) and then each --quality preset on
-    /// --content x --style at each of --sizes, every delivered 8-bit image scored with the
-    /// contract loss: wall time, score and their ratios to PyTorch's.
+    /// content; `$STYLIZE_PYTHON` must import torch) and then each quality preset (draft,
+    /// standard, final) on --content x --style at each of --sizes, every delivered 8-bit
+    /// image scored with the contract loss: wall time, score and their ratios to PyTorch's.
     #[arg(long, requires_all = ["content", "style"])]
-    quality: bool,
-    /// The content image for --quality.
+    presets: bool,
+    /// The content image for --presets.
     #[arg(long)]
     content: Option<PathBuf>,
-    /// The style image for --quality.
+    /// The style image for --presets.
     #[arg(long)]
     style: Option<PathBuf>,
-    /// PyTorch's L-BFGS iterations for --quality (0: no PyTorch run, the presets alone).
+    /// PyTorch's L-BFGS iterations for --presets (0: no PyTorch run, the presets alone).
     #[arg(long, default_value_t = 300)]
     torch_iterations: usize,
-    /// Write --quality's delivered images here (`pytorch-256.png`, `standard-256.png`, ...).
+    /// Write --presets' delivered images here (`pytorch-256.png`, `standard-256.png`, ...).
     #[arg(long)]
     out_dir: Option<PathBuf>,
-    /// Engine for --frames (auto, ort, candle).
-    #[arg(long, default_value = "auto")]
+    /// Engine for --frames.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "ort", "candle"])]
     engine: String,
     #[command(flatten)]
     weights: WeightsArgs,
@@ -177,14 +177,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     } else {
         None
     };
-    if args.quality {
+    if args.presets {
         let Some((features, engine)) = &ort else {
             bail!(
-                "--quality: runs the ONNX Runtime engine on the CPU (--device cpu), unavailable here"
+                "--presets: runs the ONNX Runtime engine on the CPU (--device cpu), unavailable here"
             );
         };
         let (Some(content), Some(style)) = (&args.content, &args.style) else {
-            bail!("--quality: needs --content and --style");
+            bail!("--presets: needs --content and --style");
         };
         let run = super::bench_quality::QualityRun {
             content,

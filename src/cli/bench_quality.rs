@@ -1,4 +1,4 @@
-//! `stylize bench --quality`: a plain PyTorch Gatys run (`scripts/torch_reference.py gatys`:
+//! `stylize bench --presets`: a plain PyTorch Gatys run (`scripts/torch_reference.py gatys`:
 //! `torch.optim.LBFGS`, 300 iterations from the content, the contract's losses and weights)
 //! and then each stylize preset on the same pair and size. Every delivered 8-bit image is
 //! scored with the contract loss on the same targets; prints wall times, scores and their
@@ -129,7 +129,7 @@ pub fn quality_table(
         ),
     };
     println!(
-        "stylize bench --quality: {} x {}, {reference}; {} threads; \"8-bit\" is the delivered image's contract loss",
+        "stylize bench --presets: {} x {}, {reference}; {} threads; \"8-bit\" is the delivered image's contract loss",
         run.content.display(),
         run.style.display(),
         super::torch::threads(),

@@ -54,6 +54,7 @@ pub struct SubmitArgs {
     /// lost mid-job), with backoff from 1 s; through a balancer it lands on another replica.
     #[arg(long, default_value_t = 3)]
     retries: u32,
+    /// No progress bar.
     #[arg(long)]
     quiet: bool,
 }
@@ -68,10 +69,13 @@ pub struct RegisterStyleArgs {
     /// Precompute for this output size.
     #[arg(long, default_value_t = 512)]
     size: u32,
+    /// The style is rendered at size x style-scale (as the requests that use it will).
     #[arg(long, default_value_t = 1.0)]
     style_scale: f64,
+    /// Coarse-to-fine scales of the requests that will use it (targets for each are kept).
     #[arg(long, default_value_t = 1)]
     scales: u32,
+    /// Style layers, `name[:weight]`, comma-separated.
     #[arg(long, default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")]
     style_layers: String,
 }

@@ -37,6 +37,7 @@ pub struct SubmitSequenceArgs {
     /// Identifies the shot in the server's logs.
     #[arg(long, default_value = "")]
     request_id: String,
+    /// No progress bar.
     #[arg(long)]
     quiet: bool,
 }

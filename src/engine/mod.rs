@@ -33,7 +33,8 @@ use crate::net::stages::StagedPlan;
 pub enum OptimizerKind {
     /// Adam with this learning rate (input-space units; 10 suits the Caffe weights).
     Adam { lr: f64 },
-    /// L-BFGS, fixed step, this many curvature pairs.
+    /// L-BFGS with this many curvature pairs (its step: `optim::LineSearch`, strong Wolfe by
+    /// default, or the contract's fixed step).
     Lbfgs { history: usize },
 }
 
@@ -188,7 +189,8 @@ pub struct Optimised {
 /// Receives progress; returning `Break` cancels the job (it ends with `Error::Cancelled`).
 pub type ProgressSink<'a> = dyn FnMut(&Progress) -> ControlFlow<()> + Send + 'a;
 
-/// An implementation that optimises images (candle on CPU or CUDA; others may follow).
+/// An implementation that optimises images: ONNX Runtime's (the CPU default) or candle's
+/// (CPU or CUDA).
 pub trait Engine: Send + Sync {
     /// Short name for logs and metrics, e.g. `candle-cpu`.
     fn name(&self) -> String;
