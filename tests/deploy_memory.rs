@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use stylize::engine::footprint::Footprint;
-use stylize::memory::{RESERVE_BYTES, parse_bytes};
+use stylize::memory::RESERVE_BYTES;
 use stylize::render::{RenderOptions, RenderRequest, plan_memory};
 
 /// The value after `key:` on the first line holding it after `after`, in a manifest.
@@ -46,7 +46,8 @@ fn check(overlay: &str, limit: &str, max_pixels: &str, (width, height): (u32, u3
         .parse()
         .unwrap();
     let registry = 256 << 20; // serve's default --registry-bytes
-    let limit = parse_bytes(limit).unwrap();
+    // As the server reads its byte flags: Kubernetes units.
+    let limit = limit.parse::<bytesize::ByteSize>().unwrap().as_u64();
     let resident = Footprint::ORT_CPU.resident;
     let for_jobs = limit - RESERVE_BYTES - cache - registry - resident;
     let request = frame(width, height);
