@@ -7,8 +7,8 @@ use std::path::Path;
 
 use exr::meta::MetaData;
 
+use crate::decode_limits::{MAX_DECODED_BYTES, MAX_DIMENSION};
 use crate::error::{Error, Result};
-use crate::image_io::{MAX_DECODED_BYTES, MAX_DIMENSION};
 
 fn refuse(name: &str, reason: impl Into<String>) -> Error {
     Error::Image {

@@ -10,10 +10,7 @@ use crate::error::{Error, Result};
 use crate::exr_file::{self, Transfer};
 use crate::model::InputImage;
 
-/// Largest accepted width or height of a decoded image.
-pub const MAX_DIMENSION: u32 = 16_384;
-/// Largest allocation a decoder may make.
-pub const MAX_DECODED_BYTES: u64 = 1 << 30;
+pub use crate::decode_limits::{MAX_DECODED_BYTES, MAX_DIMENSION};
 
 fn image_error(name: &str, reason: impl std::fmt::Display) -> Error {
     Error::Image {

@@ -7,6 +7,7 @@ pub mod allocator;
 pub mod backends;
 pub mod bench;
 pub mod cache;
+pub mod decode_limits;
 pub mod engine;
 pub mod error;
 pub mod exr_file;

@@ -3,7 +3,7 @@
 //! single-flight, so concurrent requests for the same uncached style compute it once.
 //! With a shared store (`--registry redis://…`) targets computed on any replica are read
 //! from there before they are computed here. It stores and returns host data; it never runs
-//! a network itself.
+//! a network itself. It also mirrors its counters into the metrics exporter (`publish`).
 
 mod byte_lru;
 pub mod registry;
@@ -48,6 +48,33 @@ pub fn image_digest(image: &image::RgbImage) -> [u8; 32] {
     hasher.update(image.height().to_le_bytes());
     hasher.update(image.as_raw());
     hasher.finalize().into()
+}
+
+/// Mirrors the style cache's counters into the exporter.
+pub fn publish(stats: &CacheStats) {
+    use crate::telemetry::metrics::{
+        CACHE_BYTES, CACHE_ENTRIES, CACHE_EVICTIONS_TOTAL, CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL,
+        CACHE_SHARED_TOTAL,
+    };
+    metrics::counter!(CACHE_HITS_TOTAL).absolute(stats.hits + stats.joined);
+    metrics::counter!(CACHE_MISSES_TOTAL).absolute(stats.misses);
+    metrics::counter!(CACHE_EVICTIONS_TOTAL).absolute(stats.evictions);
+    metrics::counter!(CACHE_SHARED_TOTAL).absolute(stats.shared);
+    metrics::gauge!(CACHE_BYTES).set(stats.bytes as f64);
+    metrics::gauge!(CACHE_ENTRIES).set(stats.entries as f64);
+}
+
+/// Creates the cache's and the shared store's series at zero, so dashboards see them before
+/// the first request.
+pub fn publish_initial() {
+    use crate::telemetry::metrics::{STORE_DAMAGED_TOTAL, STORE_ERRORS_TOTAL};
+    publish(&CacheStats::default());
+    for op in shared::OPS {
+        metrics::counter!(STORE_ERRORS_TOTAL, "op" => op).increment(0);
+    }
+    for kind in shared::KINDS {
+        metrics::counter!(STORE_DAMAGED_TOTAL, "kind" => kind).increment(0);
+    }
 }
 
 /// How a lookup was served.

@@ -4,7 +4,6 @@
 
 use image::RgbImage;
 
-use super::plan;
 use crate::engine::optim::LineSearch;
 use crate::engine::{OptimizerKind, StopRules, TermWeights};
 use crate::error::{Error, Result};
@@ -97,7 +96,7 @@ impl Default for RenderOptions {
             tile_size: None,
             bounded: true,
             line_search: LineSearch::StrongWolfe,
-            max_history: plan::DEFAULT_HISTORY,
+            max_history: DEFAULT_HISTORY,
             stop: StopRules::default(),
         }
     }
@@ -113,6 +112,9 @@ fn non_negative(field: &str, value: f64) -> Result<()> {
         ))
     }
 }
+
+/// L-BFGS pairs kept when the request leaves it to the server and memory allows.
+pub const DEFAULT_HISTORY: usize = 100;
 
 /// Longest time limit a request may set (about 31 years: longer is a mistake).
 const MAX_SECONDS: f64 = 1e9;

@@ -12,10 +12,8 @@ use crate::net::stages::StagedPlan;
 use crate::net::tiling::TilePlan;
 
 use super::RenderRequest;
-use super::options::style_side;
+use super::options::{DEFAULT_HISTORY, style_side};
 
-/// L-BFGS pairs kept when the request leaves it to the server and memory allows.
-pub const DEFAULT_HISTORY: usize = 100;
 /// Histories tried, largest first, when the request leaves it to the server.
 const HISTORIES: [usize; 6] = [DEFAULT_HISTORY, 50, 20, 10, 5, 3];
 /// Tile core sides tried, largest first, after the whole frame.

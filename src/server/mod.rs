@@ -317,7 +317,7 @@ impl StylizeService {
             let lookups = warm_style(&image, &options, source, backends.engine.convention())?;
             // Only a style whose targets were computed gets a key.
             let key = registry.register(&message.image, Arc::new(image))?;
-            names::publish_cache(&backends.cache.stats());
+            crate::cache::publish(&backends.cache.stats());
             tracing::info!(%key, "style registered");
             Ok(proto::RegisterStyleResponse {
                 key,
@@ -344,6 +344,7 @@ pub async fn serve(
 ) -> crate::error::Result<()> {
     if let Some(metrics_listen) = config.metrics_listen {
         crate::telemetry::metrics::install(metrics_listen)?;
+        crate::cache::publish_initial();
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -237,24 +237,7 @@ fn describe() {
     metrics::gauge!(OPEN_SHOTS).set(0.0);
     let _ = metrics::histogram!(FRAME_DURATION);
     let _ = metrics::histogram!(TEMPORAL_LOSS);
-    publish_cache(&crate::cache::CacheStats::default());
-    for op in crate::cache::shared::OPS {
-        metrics::counter!(STORE_ERRORS_TOTAL, "op" => op).increment(0);
-    }
     metrics::counter!(HANDSHAKE_TIMEOUTS_TOTAL).increment(0);
-    for kind in crate::cache::shared::KINDS {
-        metrics::counter!(STORE_DAMAGED_TOTAL, "kind" => kind).increment(0);
-    }
-}
-
-/// Mirrors the style cache's counters into the exporter.
-pub fn publish_cache(stats: &crate::cache::CacheStats) {
-    metrics::counter!(CACHE_HITS_TOTAL).absolute(stats.hits + stats.joined);
-    metrics::counter!(CACHE_MISSES_TOTAL).absolute(stats.misses);
-    metrics::counter!(CACHE_EVICTIONS_TOTAL).absolute(stats.evictions);
-    metrics::counter!(CACHE_SHARED_TOTAL).absolute(stats.shared);
-    metrics::gauge!(CACHE_BYTES).set(stats.bytes as f64);
-    metrics::gauge!(CACHE_ENTRIES).set(stats.entries as f64);
 }
 
 /// Counts a completed job under what ended its optimisation.
