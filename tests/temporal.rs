@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use stylize::engine::driver::{Evaluate, Placement};
+use stylize::engine::objective::{Evaluate, Placement};
 use stylize::engine::temporal::{TemporalTarget, attach};
 use stylize::engine::{CandleEngine, LossBreakdown, OptimiseJob, OrtEngine, Pooling};
 use stylize::features::FeatureExtractor;

@@ -10,8 +10,8 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::cache::{StyleCache, StyleKey, image_digest};
 use crate::engine::OrtEngine;
-use crate::engine::driver::Evaluate;
 use crate::engine::loss::{LayerTarget, Objective, TermWeights};
+use crate::engine::objective::Evaluate;
 use crate::engine::optim::Adam;
 use crate::error::Result;
 use crate::features::{FeatureExtractor, OrtFeatures};

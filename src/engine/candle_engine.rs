@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::driver::{self, Evaluate, Placement};
+use super::driver;
 use super::loss::{LayerTarget, Objective, content_targets, style_targets};
+use super::objective::{Evaluate, Placement};
 use super::tiled::{StageForward, StagePasses, TapTerm, TileRun, TiledObjective, frame_features};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};

@@ -11,33 +11,18 @@ use std::collections::VecDeque;
 
 use candle_core::Tensor;
 
-use super::LossBreakdown;
 use super::bounds::PixelBox;
 use super::vector::{self, buffer_like};
 use crate::error::Result;
 
+use super::path::evaluated;
+pub use super::path::{Objective, Path, Point};
 pub use super::vector::{dot, max_abs};
-
-/// An evaluated point.
-#[derive(Debug, Clone)]
-pub struct Point {
-    pub x: Tensor,
-    pub losses: LossBreakdown,
-    pub grad: Tensor,
-}
-
-/// Loss and gradient at a point.
-pub type Objective<'a> = dyn FnMut(&Tensor) -> Result<(LossBreakdown, Tensor)> + 'a;
 
 /// One iteration from an evaluated point: the accepted next point, or `None` when the method
 /// has stopped (no descent direction is left).
 pub trait Optimizer: Send {
     fn iterate(&mut self, at: &Point, evaluate: &mut Objective<'_>) -> Result<Option<Point>>;
-}
-
-fn evaluated(x: Tensor, evaluate: &mut Objective<'_>) -> Result<Point> {
-    let (losses, grad) = evaluate(&x)?;
-    Ok(Point { x, losses, grad })
 }
 
 /// `torch.optim.Adam` without weight decay: bias-corrected moments; with bounds, each step
@@ -293,27 +278,5 @@ impl Optimizer for Lbfgs {
         self.previous = Some((step, at.grad.clone()));
         self.direction = Some(d);
         Ok(Some(next))
-    }
-}
-
-/// Points along a direction from a point, projected onto the box when there is one.
-pub struct Path<'a> {
-    pub from: &'a Tensor,
-    pub direction: &'a Tensor,
-    pub bounds: Option<&'a PixelBox>,
-}
-
-impl Path<'_> {
-    /// The point at step `t`, evaluated, and the slope of the loss along the path there
-    /// (the gradient against the direction, on the coordinates still inside the box).
-    pub fn evaluate_at(&self, t: f64, evaluate: &mut Objective<'_>) -> Result<(Point, f64)> {
-        let mut x = buffer_like(self.from)?;
-        vector::set_along_path(&mut x, self.bounds, self.from, t, self.direction)?;
-        let point = evaluated(x, evaluate)?;
-        let slope = match self.bounds {
-            Some(bounds) => vector::dot_inside(&point.grad, self.direction, &point.x, bounds)?,
-            None => dot(&point.grad, self.direction)?,
-        };
-        Ok((point, slope))
     }
 }

@@ -12,8 +12,9 @@ use ort::environment::Environment;
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor as OrtTensor};
 
-use super::driver::{self, Evaluate, Placement};
+use super::driver;
 use super::loss::{content_targets, style_targets};
+use super::objective::{Evaluate, Placement};
 use super::onnx_loss::{self, LossSpec, StageSpec};
 use super::tiled::{StageForward, StagePasses, TapTerm, TileRun, TiledObjective, frame_features};
 use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};

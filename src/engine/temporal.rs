@@ -9,7 +9,7 @@
 use candle_core::{DType, Tensor};
 
 use super::LossBreakdown;
-use super::driver::{Evaluate, Placement};
+use super::objective::{Evaluate, Placement};
 use crate::error::{Error, Result};
 use crate::model::InputImage;
 

@@ -4,7 +4,8 @@
 //! or the evaluations run out (25), in which case the best point bracketed is taken. Only
 //! the accepted point leaves this module.
 
-use super::optim::{Objective, Path, Point, max_abs};
+use super::path::{Objective, Path, Point};
+use super::vector::max_abs;
 use crate::error::Result;
 
 const C1: f64 = 1e-4;
