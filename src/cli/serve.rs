@@ -10,7 +10,7 @@ use clap::Args;
 
 use stylize::cache::shared::Secret;
 use stylize::cache::{SharedStore, StyleCache};
-use stylize::scheduler::{self, SchedulerConfig};
+use stylize::scheduler::SchedulerConfig;
 
 use super::args::{byte_count, memory_budget};
 use stylize::server::auth::TokenGate;
@@ -208,14 +208,10 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             idle: Duration::from_secs_f64(args.sequence_idle_seconds),
         },
     };
-    let backends = scheduler::Backends {
-        engine: backends.engine,
-        features: backends.features,
-        cache: Arc::new(match shared_store {
-            Some(store) => StyleCache::with_shared(args.cache_bytes, store),
-            None => StyleCache::new(args.cache_bytes),
-        }),
-    };
+    let cache = Arc::new(match shared_store {
+        Some(store) => StyleCache::with_shared(args.cache_bytes, store),
+        None => StyleCache::new(args.cache_bytes),
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -223,6 +219,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     runtime.block_on(server::serve(
         config,
         backends,
+        cache,
         shutdown::signal(),
         |bound| {
             println!("listening on {bound}");

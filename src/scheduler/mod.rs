@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 pub use events::{EventReceiver, EventSender};
 pub use job::{JobEvent, JobOutput, JobSpec, Timings};
 
+use crate::backends::Backends;
 use crate::cache::StyleCache;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::features::FeatureExtractor;
 use crate::render::{MemoryPlan, RenderRequest, plan_memory};
 use crate::telemetry::metrics as names;
 
@@ -36,13 +35,6 @@ pub struct SchedulerConfig {
     pub max_job: Option<Duration>,
     /// Bytes the whole process may use (`memory::Budget`); `None`: no memory admission.
     pub memory_budget: Option<u64>,
-}
-
-/// What a worker needs to run jobs.
-pub struct Backends {
-    pub engine: Arc<dyn Engine>,
-    pub features: Arc<dyn FeatureExtractor>,
-    pub cache: Arc<StyleCache>,
 }
 
 struct QueuedJob {
@@ -78,6 +70,8 @@ struct Shared {
     changed: Condvar,
     config: SchedulerConfig,
     backends: Backends,
+    /// The style targets every job reads, shared by all workers.
+    cache: Arc<StyleCache>,
     /// Bytes jobs may reserve together: the budget less what the process holds anyway.
     job_capacity: Option<u64>,
     /// Worker threads running (a thread that ended for any reason is not).
@@ -197,8 +191,9 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Starts `config.workers` worker threads.
-    pub fn start(config: SchedulerConfig, backends: Backends) -> Self {
+    /// Starts `config.workers` worker threads, running jobs on `backends` with the targets
+    /// in `cache`.
+    pub fn start(config: SchedulerConfig, backends: Backends, cache: Arc<StyleCache>) -> Self {
         let resident = backends.engine.footprint().resident;
         let job_capacity = config
             .memory_budget
@@ -214,6 +209,7 @@ impl Scheduler {
             changed: Condvar::new(),
             config,
             backends,
+            cache,
             job_capacity,
             alive: AtomicUsize::new(0),
         });
@@ -244,6 +240,11 @@ impl Scheduler {
 
     pub fn backends(&self) -> &Backends {
         &self.shared.backends
+    }
+
+    /// The style-target cache the jobs share.
+    pub fn cache(&self) -> &Arc<StyleCache> {
+        &self.shared.cache
     }
 
     /// Whether a job submitted now would be queued: the cheap check a request makes before

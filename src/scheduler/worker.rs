@@ -109,7 +109,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
     };
     let duration = job.queued_at.elapsed();
     metrics::histogram!(names::REQUEST_DURATION).record(duration.as_secs_f64());
-    crate::cache::publish(&shared.backends.cache.stats());
+    crate::cache::publish(&shared.cache.stats());
     match result {
         Ok(output) => {
             job.spec.count(outcome::OK);
@@ -211,7 +211,7 @@ fn run_job(
     };
     let source = StyleSource {
         features: backends.features.as_ref(),
-        cache: Some(backends.cache.as_ref()),
+        cache: Some(shared.cache.as_ref()),
         tile_side: None,
     };
     let rendered = match render_frame(

@@ -24,11 +24,13 @@ use tracing::Instrument;
 
 pub use convert::Limits;
 
+use crate::backends::Backends;
+use crate::cache::StyleCache;
 use crate::cache::StyleRegistry;
 use crate::error::{Class, Error};
 use crate::render::plan::plan_precompute;
 use crate::render::{StyleSource, warm_style};
-use crate::scheduler::{Backends, Scheduler, SchedulerConfig};
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::telemetry::metrics::{self as names, outcome};
 
 /// Generated from `proto/stylize/v1/stylize.proto`.
@@ -311,13 +313,13 @@ impl StylizeService {
             let _memory = scheduler.reserve(plan.estimate, deadline)?;
             let source = StyleSource {
                 features: backends.features.as_ref(),
-                cache: Some(backends.cache.as_ref()),
+                cache: Some(scheduler.cache().as_ref()),
                 tile_side: plan.tile_side,
             };
             let lookups = warm_style(&image, &options, source, backends.engine.convention())?;
             // Only a style whose targets were computed gets a key.
             let key = registry.register(&message.image, Arc::new(image))?;
-            crate::cache::publish(&backends.cache.stats());
+            crate::cache::publish(&scheduler.cache().stats());
             tracing::info!(%key, "style registered");
             Ok(proto::RegisterStyleResponse {
                 key,
@@ -339,6 +341,7 @@ impl StylizeService {
 pub async fn serve(
     config: ServerConfig,
     backends: Backends,
+    cache: Arc<StyleCache>,
     shutdown: impl Future<Output = ()>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> crate::error::Result<()> {
@@ -353,7 +356,7 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::invalid("listen", e.to_string()))?;
 
-    let scheduler = Scheduler::start(config.scheduler.clone(), backends);
+    let scheduler = Scheduler::start(config.scheduler.clone(), backends, cache);
     let places = config.scheduler.workers.max(1) + config.scheduler.max_queue;
     let (drain, draining) = watch::channel(false);
     let service = StylizeService {
