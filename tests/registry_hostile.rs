@@ -8,7 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::redis::Redis;
-use common::server::{STYLE, Server, by_key, collect, registration, request};
+use common::server::{STYLE, Server, by_key, collect, registered_key, registration, request};
 use stylize::server::proto::{self, CacheLookup, stylize_event::Event};
 use tonic::Code;
 
@@ -65,14 +65,7 @@ fn with_style(style: Vec<u8>) -> proto::StylizeRequest {
 async fn a_damaged_or_foreign_style_entry_is_a_miss_and_is_deleted() {
     let redis = Redis::start();
     let (a, b) = (replica(&redis), replica(&redis));
-    let key = a
-        .client()
-        .await
-        .register_style(registration(STYLE))
-        .await
-        .unwrap()
-        .into_inner()
-        .key;
+    let key = registered_key(&a, STYLE).await;
     let stored = format!("stylize:v1:style:{key}");
     let damages: [(&str, Damage); 4] = [
         (

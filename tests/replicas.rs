@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use common::redis::Redis;
 use common::server::{
-    STYLE, Server, by_key, collect, final_status, occupy_worker_and_queue, registration, request,
-    until,
+    STYLE, Server, by_key, collect, final_status, occupy_worker_and_queue, registered_key,
+    registration, request, until,
 };
 use stylize::server::proto::{self, CacheLookup, stylize_event::Event};
 use stylize::server::routing::retryable;
@@ -201,14 +201,7 @@ async fn a_registry_that_does_not_answer_makes_keyed_work_unavailable_not_the_se
 async fn each_use_renews_a_shared_entry_and_puts_back_one_the_store_lost() {
     let redis = Redis::start();
     let server = replica(&redis, &[]);
-    let key = server
-        .client()
-        .await
-        .register_style(registration(STYLE))
-        .await
-        .unwrap()
-        .into_inner()
-        .key;
+    let key = registered_key(&server, STYLE).await;
     let stored = format!("stylize:v1:style:{key}");
     let week = 7 * 24 * 3600;
     // Nearly expired, then used: the full time to live again.

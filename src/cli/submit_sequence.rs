@@ -9,7 +9,7 @@ use clap::Args;
 use tokio_stream::StreamExt;
 
 use stylize::image_io::Encoding;
-use stylize::motion::{ExrMotionChannels, Motion};
+use stylize::motion::ExrMotionChannels;
 use stylize::server::proto;
 
 use super::args::{JobArgs, progress_bar};
@@ -40,17 +40,6 @@ pub struct SubmitSequenceArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-}
-
-fn flow(motion: Motion) -> proto::Motion {
-    proto::Motion {
-        source: Some(proto::motion::Source::Flow(proto::Flow {
-            width: motion.width as u32,
-            height: motion.height as u32,
-            dx: motion.dx,
-            dy: motion.dy,
-        })),
-    }
 }
 
 /// Motion the server reads from the frame's own OpenEXR file (sent once, as the content).
@@ -90,11 +79,13 @@ fn frame_message(shot: &Shot, position: usize) -> Result<proto::StylizeSequenceR
                 content,
                 motion_to_previous: match in_frame {
                     [Some(channels), _] => Some(in_content(channels)),
-                    _ => shot.to_previous(position)?.map(flow),
+                    _ => shot.to_previous(position)?.map(proto::Motion::from),
                 },
                 motion_to_next: match in_frame {
                     [_, Some(channels)] => Some(in_content(channels)),
-                    _ => shot.to_next(shot.numbers[position])?.map(flow),
+                    _ => shot
+                        .to_next(shot.numbers[position])?
+                        .map(proto::Motion::from),
                 },
                 mask,
             },

@@ -70,6 +70,20 @@ fn request_field(field: &str) -> String {
     }
 }
 
+/// Motion as the wire's flow field (offsets per pixel).
+impl From<crate::motion::Motion> for proto::Motion {
+    fn from(motion: crate::motion::Motion) -> Self {
+        proto::Motion {
+            source: Some(proto::motion::Source::Flow(proto::Flow {
+                width: motion.width as u32,
+                height: motion.height as u32,
+                dx: motion.dx,
+                dy: motion.dy,
+            })),
+        }
+    }
+}
+
 /// Renames a RegisterStyle error's field to its request path: the options it carries are
 /// top-level fields there (`size`, `style_scale`, `scales`, `style_layers`, `image`).
 pub fn in_registration(err: Error) -> Error {

@@ -175,6 +175,18 @@ pub fn registration(image: &[u8]) -> proto::RegisterStyleRequest {
     }
 }
 
+/// Registers `image` (at 32 px) on `server` and returns its key.
+pub async fn registered_key(server: &Server, image: &[u8]) -> String {
+    server
+        .client()
+        .await
+        .register_style(registration(image))
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+}
+
 /// `request(iterations)` on the style registered under `key`.
 pub fn by_key(key: &str, iterations: u32) -> proto::StylizeRequest {
     proto::StylizeRequest {

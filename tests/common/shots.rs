@@ -23,15 +23,7 @@ pub fn flow(t: usize, to_next: bool) -> proto::Motion {
     } else {
         ExrMotionChannels::blender_to_previous()
     };
-    let motion = read_exr(&shared(t, "exr"), &channels).unwrap();
-    proto::Motion {
-        source: Some(proto::motion::Source::Flow(proto::Flow {
-            width: motion.width as u32,
-            height: motion.height as u32,
-            dx: motion.dx,
-            dy: motion.dy,
-        })),
-    }
+    read_exr(&shared(t, "exr"), &channels).unwrap().into()
 }
 
 /// A setup at 64 px with `iterations` for the first frame and 2 for the later ones.
