@@ -1,6 +1,6 @@
-//! Build script: compiles the protobuf sources with protox (no system `protoc`): the ONNX
-//! subset the graph builder encodes (prost), the gRPC contract (tonic), and the contract's
-//! file descriptor set for server reflection.
+//! Build script: compiles the protobuf sources with protox (no system `protoc`): the gRPC
+//! contract (tonic), the contract's file descriptor set for server reflection, and the ONNX
+//! subset as prost types, which `tests/onnx_encoding.rs` decodes the core's models with.
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

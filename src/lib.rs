@@ -1,28 +1,18 @@
-//! stylize: neural style transfer (Gatys et al.) on VGG19, exact to a float64 reference.
+//! stylize: the gRPC server for neural style transfer (Gatys et al.) on VGG19. The core
+//! (models, engines, rendering, image I/O, the in-process style cache) is the
+//! `stylize-core` crate, re-exported here under the same module names; this crate adds the
+//! transport and operations around it.
 //!
-//! Data flows one way: `server` -> `scheduler` -> `render` -> `engine` / `features` ->
-//! `net` / `runtime` -> `model`; `cache` is shared.
+//! Data flows one way: `server` -> `scheduler` -> the core (`render` -> `engine` /
+//! `features` -> `model`); `registry` (styles by key, the shared Redis store) and
+//! `telemetry` sit beside them.
 
-pub mod allocator;
-pub mod backends;
-pub mod bench;
-pub mod cache;
-pub mod decode_limits;
-pub mod engine;
-pub mod error;
-pub mod exr_file;
-pub mod features;
-pub mod image_io;
-pub mod loadgen;
-pub mod memory;
-pub mod model;
-pub mod motion;
-pub mod net;
-pub mod onnx;
-pub mod render;
-pub mod runtime;
+pub use stylize_core::{
+    Error, Result, allocator, backends, cache, decode_limits, engine, error, exr_file, features,
+    image_io, memory, model, motion, net, onnx, render, runtime,
+};
+
+pub mod registry;
 pub mod scheduler;
 pub mod server;
 pub mod telemetry;
-
-pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! The `stylize` command line: run a stylisation, serve and call the gRPC service, fetch
 //! weights and libraries, benchmark.
 
+mod bench;
 mod cli;
 
 use std::path::PathBuf;

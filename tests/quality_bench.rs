@@ -4,7 +4,12 @@
 
 mod common;
 
-use stylize::bench::quality::{pair_request, render_timed, score_reference};
+// The benchmark and load generator live beside the binary; the tests use them as they are.
+#[path = "../src/bench/mod.rs"]
+#[allow(dead_code)]
+mod bench;
+
+use bench::quality::{pair_request, render_timed, score_reference};
 use stylize::engine::{OrtEngine, Pooling};
 use stylize::image_io;
 use stylize::render::preset::Quality;

@@ -71,7 +71,7 @@ async fn three_replicas_share_one_registry_and_fail_over() {
         .into_inner();
     assert_eq!(registered.style_cache, vec![CacheLookup::Miss as i32]);
     let key = registered.key;
-    assert_eq!(key, stylize::cache::StyleRegistry::key_of(STYLE));
+    assert_eq!(key, stylize::registry::StyleRegistry::key_of(STYLE));
     let stored = format!("stylize:v1:style:{key}");
     assert_eq!(redis.keys("stylize:v1:style:*"), vec![stored.clone()]);
     // Targets are shared in the background.
@@ -178,7 +178,7 @@ async fn a_registry_that_does_not_answer_makes_keyed_work_unavailable_not_the_se
     );
     let keyed = collect(
         &mut client,
-        by_key(&stylize::cache::StyleRegistry::key_of(STYLE), 1),
+        by_key(&stylize::registry::StyleRegistry::key_of(STYLE), 1),
     )
     .await
     .unwrap_err();

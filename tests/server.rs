@@ -831,7 +831,7 @@ async fn each_bad_field_answers_invalid_argument_naming_it() {
     // Normalised to the same weights, so the same bytes (docs/testing.md: determinism).
     assert_eq!(huge, equal);
     // A refused registration stores nothing: its key does not resolve.
-    let refused_key = stylize::cache::StyleRegistry::key_of(&cut_jpeg);
+    let refused_key = stylize::registry::StyleRegistry::key_of(&cut_jpeg);
     // RegisterStyle names its own, top-level fields.
     for (registration, field) in [
         (

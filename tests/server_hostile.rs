@@ -3,6 +3,11 @@
 
 mod common;
 
+// The benchmark and load generator live beside the binary; the tests use them as they are.
+#[path = "../src/bench/mod.rs"]
+#[allow(dead_code)]
+mod bench;
+
 use std::time::Instant;
 
 use stylize::server::proto::{self, stylize_event::Event, stylizer_client::StylizerClient};
@@ -164,7 +169,7 @@ async fn a_tiny_style_cache_stays_within_budget_and_results_stay_right() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_capacity_is_refused_promptly_completes_the_rest_and_leaks_nothing() {
-    use stylize::loadgen::{self, LoadPlan, LoadReport};
+    use bench::loadgen::{self, LoadPlan, LoadReport};
     // Room for three jobs at once (one running, two queued); eight clients keep asking.
     let server = Server::start(&["--workers", "1", "--max-queue", "2"]);
     let channel = server.channel().await;
@@ -198,7 +203,7 @@ async fn a_burst_beyond_capacity_is_refused_promptly_completes_the_rest_and_leak
         // The slowest refusal took 0.01-0.07 s (1 and 2 threads, the worker busy).
         let slowest = common::measured(
             "server_hostile/slowest refusal s",
-            stylize::bench::quantile(&report.refused_seconds, 1.0).unwrap(),
+            bench::quantile(&report.refused_seconds, 1.0).unwrap(),
         );
         assert!(slowest < 1.0, "burst {burst}: a refusal took {slowest:.3}s");
         seen.merge(report);

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use stylize::cache::StyleRegistry;
+use stylize::registry::StyleRegistry;
 use stylize::server::convert::{Limits, job_spec};
 use stylize::server::proto::StylizeRequest;
 

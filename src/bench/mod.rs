@@ -2,24 +2,25 @@
 //! with the Grams) and per full optimisation step (forward + backward + Adam update) in ONNX
 //! Runtime and in candle, per style-cache hit, and the process's peak memory.
 
+pub mod loadgen;
 pub mod quality;
 
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::cache::{StyleCache, StyleKey, image_digest};
-use crate::engine::OrtEngine;
-use crate::engine::loss::{LayerTarget, Objective, TermWeights};
-use crate::engine::objective::Evaluate;
-use crate::engine::optim::Adam;
-use crate::error::Result;
-use crate::features::{FeatureExtractor, OrtFeatures};
-use crate::model::{InputImage, Layer, Vgg19Weights};
-use crate::net::Pooling;
-use crate::net::gram;
-use crate::net::vgg::VggNet;
-use crate::render::{
+use stylize::cache::{StyleCache, StyleKey, image_digest};
+use stylize::engine::OrtEngine;
+use stylize::engine::loss::{LayerTarget, Objective, TermWeights};
+use stylize::engine::objective::Evaluate;
+use stylize::engine::optim::Adam;
+use stylize::error::Result;
+use stylize::features::{FeatureExtractor, OrtFeatures};
+use stylize::model::{InputImage, Layer, Vgg19Weights};
+use stylize::net::Pooling;
+use stylize::net::gram;
+use stylize::net::vgg::VggNet;
+use stylize::render::{
     default_content_layers, default_style_layers, default_style_taps, single_step_job,
 };
 
@@ -131,7 +132,7 @@ pub fn measure_candle(
     let net = VggNet::new(weights, Some(deepest), Pooling::Max, device, DType::F32)?;
     let taps = default_style_taps();
     let upload = |image: &InputImage| {
-        Tensor::from_slice(&image.data, (1, 3, size, size), device).map_err(crate::Error::from)
+        Tensor::from_slice(&image.data, (1, 3, size, size), device).map_err(stylize::Error::from)
     };
     let (image, style) = (
         upload(&random_image(size, 1)?)?,
@@ -146,18 +147,19 @@ pub fn measure_candle(
     })?;
     let style_acts = net.forward(&style, deepest, &taps, false)?;
     let content_acts = net.forward(&image, deepest, &[Layer::new(4, 2)?], false)?;
-    let target = |acts: &crate::net::vgg::Activations, layer: Layer, weight: f64, as_gram: bool| {
-        let features = acts.get(layer).expect("tapped layer is kept");
-        Ok::<_, crate::Error>(LayerTarget {
-            layer,
-            weight,
-            target: if as_gram {
-                gram(features)?
-            } else {
-                features.clone()
-            },
-        })
-    };
+    let target =
+        |acts: &stylize::net::vgg::Activations, layer: Layer, weight: f64, as_gram: bool| {
+            let features = acts.get(layer).expect("tapped layer is kept");
+            Ok::<_, stylize::Error>(LayerTarget {
+                layer,
+                weight,
+                target: if as_gram {
+                    gram(features)?
+                } else {
+                    features.clone()
+                },
+            })
+        };
     let objective = Objective {
         net: &net,
         content: default_content_layers()
@@ -210,18 +212,18 @@ pub struct JobFigure {
 /// arithmetic and line-search evaluations count, unlike the step's. Its images are the
 /// step's (as 8-bit pixels), so both evaluate the same kind of data.
 pub fn measure_job(
-    engine: &dyn crate::engine::Engine,
+    engine: &dyn stylize::engine::Engine,
     features: &dyn FeatureExtractor,
     size: usize,
 ) -> Result<JobFigure> {
     let side = size as u32;
     let image =
-        |seed: u64| Ok::<_, crate::Error>(engine.convention().to_rgb(&random_image(size, seed)?));
-    let request = crate::render::RenderRequest {
+        |seed: u64| Ok::<_, stylize::Error>(engine.convention().to_rgb(&random_image(size, seed)?));
+    let request = stylize::render::RenderRequest {
         content: image(1)?,
         styles: vec![image(2)?],
         blend: vec![],
-        options: crate::render::RenderOptions {
+        options: stylize::render::RenderOptions {
             size: side,
             iterations: JOB_ITERATIONS,
             ..Default::default()
@@ -250,11 +252,11 @@ pub fn time_cache_hit(size: usize, layers: &[Layer]) -> Result<f64> {
     let image = image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
         image::Rgb([x as u8, y as u8, 7])
     });
-    let cache = StyleCache::new(crate::cache::DEFAULT_BUDGET_BYTES);
-    let identity = crate::net::TargetIdentity {
+    let cache = StyleCache::new(stylize::cache::DEFAULT_BUDGET_BYTES);
+    let identity = stylize::net::TargetIdentity {
         weights: "bench".into(),
         pooling: Pooling::Max,
-        gram_normalisation: crate::net::GRAM_NORMALISATION,
+        gram_normalisation: stylize::net::GRAM_NORMALISATION,
     };
     let key = |digest| StyleKey {
         image_sha256: digest,
@@ -264,7 +266,7 @@ pub fn time_cache_hit(size: usize, layers: &[Layer]) -> Result<f64> {
     };
     let grams: Vec<_> = layers
         .iter()
-        .map(|l| crate::net::Gram {
+        .map(|l| stylize::net::Gram {
             channels: l.channels(),
             data: vec![0.5; l.channels() * l.channels()],
         })
@@ -275,7 +277,7 @@ pub fn time_cache_hit(size: usize, layers: &[Layer]) -> Result<f64> {
         for _ in 0..runs {
             let (_, lookup) =
                 cache.get_or_compute(&key(image_digest(&image)), || unreachable!())?;
-            debug_assert_eq!(lookup, crate::cache::Lookup::Hit);
+            debug_assert_eq!(lookup, stylize::cache::Lookup::Hit);
         }
         Ok(())
     })?;

@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use image::RgbImage;
 
-use crate::engine::{Engine, LossBreakdown};
-use crate::error::Result;
-use crate::features::FeatureExtractor;
-use crate::render::preset::Quality;
-use crate::render::{RenderRequest, Rendered, StyleSource, render, score_image};
+use stylize::engine::{Engine, LossBreakdown};
+use stylize::error::Result;
+use stylize::features::FeatureExtractor;
+use stylize::render::preset::Quality;
+use stylize::render::{RenderRequest, Rendered, StyleSource, render, score_image};
 
 /// The request a pair renders as at `size` under `quality` (`None`: the contract's options,
 /// which the reference's scoring uses; only the output scale's targets count there).
@@ -26,7 +26,7 @@ pub fn pair_request(
         blend: vec![],
         options: match quality {
             Some(q) => q.preset(size).options(size),
-            None => crate::render::RenderOptions {
+            None => stylize::render::RenderOptions {
                 size,
                 ..Default::default()
             },

@@ -115,7 +115,7 @@ struct OurRow {
     precompute_s: f64,
     step_s: f64,
     /// A real render job (ONNX Runtime path only).
-    job: Option<stylize::bench::JobFigure>,
+    job: Option<crate::bench::JobFigure>,
 }
 
 fn mib(bytes: Option<u64>) -> String {
@@ -228,18 +228,16 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         for &size in &args.sizes {
             let (precompute_s, step_s, job) = match &ort {
                 Some((features, engine)) => {
-                    let t = stylize::bench::measure_ort(features, engine, size, args.repeats)?;
-                    let job = stylize::bench::measure_job(engine, features.as_ref(), size)?;
+                    let t = crate::bench::measure_ort(features, engine, size, args.repeats)?;
+                    let job = crate::bench::measure_job(engine, features.as_ref(), size)?;
                     (t.precompute_s, t.step_s, Some(job))
                 }
                 None => {
-                    let t = stylize::bench::measure_candle(&weights, size, args.repeats, &device)?;
+                    let t = crate::bench::measure_candle(&weights, size, args.repeats, &device)?;
                     let precompute_s = match &ort_gpu {
-                        Some(features) => stylize::bench::measure_precompute(
-                            features.as_ref(),
-                            size,
-                            args.repeats,
-                        )?,
+                        Some(features) => {
+                            crate::bench::measure_precompute(features.as_ref(), size, args.repeats)?
+                        }
                         None => t.forward_s,
                     };
                     (precompute_s, t.step_s, None)
@@ -257,7 +255,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     println!(
         "peak RSS of this process: {} MiB",
-        mib(stylize::bench::peak_rss_bytes())
+        mib(crate::bench::peak_rss_bytes())
     );
     if args.compare_torch {
         print_summary(&args.sizes, &rounds);
@@ -267,7 +265,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         .iter()
         .map(|&size| {
             let layers = stylize::render::default_style_taps();
-            let hit = stylize::bench::time_cache_hit(size, &layers)?;
+            let hit = crate::bench::time_cache_hit(size, &layers)?;
             Ok(format!("{size}²: {:.3} ms", hit * 1e3))
         })
         .collect::<Result<_>>()?;
@@ -279,7 +277,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         println!("candle (the CUDA path's code) on this CPU:");
         println!("{:>6} {:>14} {:>12}", "size", "forward s", "step s");
         for &size in &args.sizes {
-            let t = stylize::bench::measure_candle(&weights, size, args.repeats, &Device::Cpu)?;
+            let t = crate::bench::measure_candle(&weights, size, args.repeats, &Device::Cpu)?;
             println!("{size:>6} {:>14.3} {:>12.3}", t.forward_s, t.step_s);
         }
     }
@@ -392,8 +390,8 @@ fn print_summary(sizes: &[usize], rounds: &[Round]) {
         println!(
             "{size}²: median over {} rounds: step {:.2}x PyTorch, precompute {:.2}x PyTorch's forward",
             step.len(),
-            stylize::bench::median(step),
-            stylize::bench::median(precompute)
+            crate::bench::median(step),
+            crate::bench::median(precompute)
         );
     }
 }

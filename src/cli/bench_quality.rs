@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use image::RgbImage;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use stylize::bench::quality::{pair_request, render_timed, score_reference};
+use crate::bench::quality::{pair_request, render_timed, score_reference};
 use stylize::engine::OrtEngine;
 use stylize::features::OrtFeatures;
 use stylize::model::{InputImage, Vgg19Weights, store};

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use stylize::cache::StyleRegistry;
 use stylize::image_io::Encoding;
+use stylize::registry::StyleRegistry;
 use stylize::render::preset::Quality;
 use stylize::server::proto::{self, stylizer_client::StylizerClient};
 use stylize::server::routing::{STYLE_KEY_HEADER, retryable, style_routing_key};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use stylize::loadgen::{self, LoadPlan, LoadReport};
+use crate::bench::loadgen::{self, LoadPlan, LoadReport};
 use stylize::server::proto;
 
 use super::args::{DEMO_CONTENT, DEMO_STYLE, read_flag_file};
@@ -101,9 +101,8 @@ fn print_report(report: &LoadReport) {
         println!("  {outcome:<20} {count}");
     }
     let line = |label: &str, samples: &[f64]| {
-        let q = |p| {
-            stylize::bench::quantile(samples, p).map_or("-".to_string(), |s| format!("{s:.3}s"))
-        };
+        let q =
+            |p| crate::bench::quantile(samples, p).map_or("-".to_string(), |s| format!("{s:.3}s"));
         println!(
             "  {label:<20} p50 {}  p95 {}  max {}",
             q(0.5),

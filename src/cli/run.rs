@@ -115,7 +115,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "peak_rss_bytes": stylize::bench::peak_rss_bytes(),
+                "peak_rss_bytes": crate::bench::peak_rss_bytes(),
                 "seconds_per_iteration": per_iteration,
                 "tiles": plan.tiles,
                 "kept_stages": plan.kept_stages,

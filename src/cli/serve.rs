@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use stylize::cache::shared::Secret;
-use stylize::cache::{SharedStore, StyleCache};
+use stylize::cache::StyleCache;
+use stylize::registry::SharedStore;
+use stylize::registry::shared::Secret;
 use stylize::scheduler::SchedulerConfig;
 
 use super::args::{byte_count, memory_budget};
@@ -60,7 +61,7 @@ pub struct ServeArgs {
     #[arg(long, env = "STYLIZE_REGISTRY")]
     registry: Option<String>,
     /// Seconds a shared entry lives after its last use.
-    #[arg(long, env = "STYLIZE_REGISTRY_TTL_SECONDS", default_value_t = stylize::cache::shared::DEFAULT_TTL.as_secs())]
+    #[arg(long, env = "STYLIZE_REGISTRY_TTL_SECONDS", default_value_t = stylize::registry::shared::DEFAULT_TTL.as_secs())]
     registry_ttl_seconds: u64,
     /// File holding a secret (16 bytes or more) every replica shares: computed style
     /// targets are sealed with it in the --registry, so a writer without it cannot plant

@@ -109,7 +109,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
     };
     let duration = job.queued_at.elapsed();
     metrics::histogram!(names::REQUEST_DURATION).record(duration.as_secs_f64());
-    crate::cache::publish(&shared.cache.stats());
+    crate::telemetry::metrics::publish_cache(&shared.cache.stats());
     match result {
         Ok(output) => {
             job.spec.count(outcome::OK);

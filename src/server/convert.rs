@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use super::proto;
-use crate::cache::{Lookup, StyleRegistry};
+use crate::cache::Lookup;
 use crate::engine::optim::LineSearch;
 use crate::engine::{LossBreakdown, OptimizerKind, StopReason, StopRules, TermWeights};
 use crate::error::{Error, Result};
 use crate::image_io::{self, Encoding};
 use crate::model::Layer;
+use crate::registry::StyleRegistry;
 use crate::render::positive_or_off;
 use crate::render::preset::{Quality, stop_tolerance};
 use crate::render::{

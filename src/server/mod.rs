@@ -26,8 +26,8 @@ pub use convert::Limits;
 
 use crate::backends::Backends;
 use crate::cache::StyleCache;
-use crate::cache::StyleRegistry;
 use crate::error::{Class, Error};
+use crate::registry::StyleRegistry;
 use crate::render::plan::plan_precompute;
 use crate::render::{StyleSource, warm_style};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -104,7 +104,7 @@ pub struct ServerConfig {
     /// Bytes of registered styles (file and decoded pixels) this replica keeps.
     pub registry_bytes: usize,
     /// Where registered styles live for every replica; `None` keeps them in this process.
-    pub shared_store: Option<Arc<crate::cache::SharedStore>>,
+    pub shared_store: Option<Arc<crate::registry::SharedStore>>,
     /// How long in-flight work may take to finish after SIGTERM before it is cancelled.
     pub grace_period: Duration,
     /// HTTP/2 pings: how often, and how long one may go unanswered before the connection
@@ -319,7 +319,7 @@ impl StylizeService {
             let lookups = warm_style(&image, &options, source, backends.engine.convention())?;
             // Only a style whose targets were computed gets a key.
             let key = registry.register(&message.image, Arc::new(image))?;
-            crate::cache::publish(&scheduler.cache().stats());
+            crate::telemetry::metrics::publish_cache(&scheduler.cache().stats());
             tracing::info!(%key, "style registered");
             Ok(proto::RegisterStyleResponse {
                 key,
@@ -347,7 +347,8 @@ pub async fn serve(
 ) -> crate::error::Result<()> {
     if let Some(metrics_listen) = config.metrics_listen {
         crate::telemetry::metrics::install(metrics_listen)?;
-        crate::cache::publish_initial();
+        crate::telemetry::metrics::publish_cache(&Default::default());
+        crate::registry::shared::publish_initial();
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -4,7 +4,7 @@
 //! ignores the header), and which failures a client retries on another replica.
 
 use super::proto::{StyleInput, style_input::Source};
-use crate::cache::StyleRegistry;
+use crate::registry::StyleRegistry;
 
 /// The header's name (gRPC metadata keys are lower-case).
 pub const STYLE_KEY_HEADER: &str = "x-stylize-style-key";

@@ -20,12 +20,12 @@ use tracing::Instrument;
 use super::convert::{self, Limits, in_field};
 use super::proto;
 use super::status;
-use crate::cache::StyleRegistry;
 use crate::error::quoted;
 use crate::error::{Error, Result};
 use crate::exr_file::ExrFile;
 use crate::exr_file::Transfer;
 use crate::motion::{ExrMotionChannels, Motion, missing_channel, read_exr_frame, read_flo};
+use crate::registry::StyleRegistry;
 use crate::render::sequence::{
     DEFAULT_TEMPORAL_WEIGHT, FrameInput, FrameJob, SequenceOptions, SequenceState, warping_error,
 };

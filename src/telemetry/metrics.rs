@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
+use crate::cache::CacheStats;
 use crate::error::{Error, Result};
 
 pub const REQUESTS_TOTAL: &str = "stylize_requests_total";
@@ -262,4 +263,14 @@ pub fn count_frame(seconds: f64, temporal: Option<f64>) {
     if let Some(temporal) = temporal {
         metrics::histogram!(TEMPORAL_LOSS).record(temporal);
     }
+}
+
+/// Mirrors the style cache's counters into the exporter.
+pub fn publish_cache(stats: &CacheStats) {
+    metrics::counter!(CACHE_HITS_TOTAL).absolute(stats.hits + stats.joined);
+    metrics::counter!(CACHE_MISSES_TOTAL).absolute(stats.misses);
+    metrics::counter!(CACHE_EVICTIONS_TOTAL).absolute(stats.evictions);
+    metrics::counter!(CACHE_SHARED_TOTAL).absolute(stats.shared);
+    metrics::gauge!(CACHE_BYTES).set(stats.bytes as f64);
+    metrics::gauge!(CACHE_ENTRIES).set(stats.entries as f64);
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-use crate::server::proto::{self, stylize_event::Event, stylizer_client::StylizerClient};
-use crate::telemetry::metrics::outcome;
+use stylize::server::proto::{self, stylize_event::Event, stylizer_client::StylizerClient};
+use stylize::telemetry::metrics::outcome;
 
 /// One burst: `clients` tasks take requests from a shared count of `requests`.
 #[derive(Clone)]

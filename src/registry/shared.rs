@@ -44,6 +44,16 @@ const SEAL_BYTES: usize = 32;
 /// Shortest secret accepted (128 bits).
 pub const MIN_SECRET_BYTES: usize = 16;
 
+/// Creates the store's series at zero, so dashboards see them before the first failure.
+pub fn publish_initial() {
+    for op in OPS {
+        metrics::counter!(STORE_ERRORS_TOTAL, "op" => op).increment(0);
+    }
+    for kind in KINDS {
+        metrics::counter!(STORE_DAMAGED_TOTAL, "kind" => kind).increment(0);
+    }
+}
+
 /// What one entry is.
 #[derive(Debug, Clone, Copy)]
 pub enum Entry<'a> {
@@ -516,6 +526,22 @@ fn write_now(link: &Link, write: Write, ttl_seconds: u64) {
                 let _ = link.run("put", |conn| put_command(&name, &bytes, ttl_seconds, conn));
             }
         }
+    }
+}
+
+/// The style cache reads and writes targets through the store: sealed by a replica holding
+/// the same secret, read within a bound, written in the background.
+impl stylize_core::cache::TargetStore for SharedStore {
+    fn read_targets(&self, id: &str) -> Option<Vec<u8>> {
+        self.get(Entry::Targets(id)).ok().flatten()
+    }
+
+    fn shares_targets(&self) -> bool {
+        SharedStore::shares_targets(self)
+    }
+
+    fn write_targets_later(&self, id: &str, bytes: &[u8]) {
+        self.put_later(Entry::Targets(id), bytes);
     }
 }
 

@@ -1,17 +1,12 @@
 //! The style-target cache shared by all requests: per-style Gram matrices keyed by
 //! everything that changes them, bounded by bytes with least-recently-used eviction, and
 //! single-flight, so concurrent requests for the same uncached style compute it once.
-//! With a shared store (`--registry redis://…`) targets computed on any replica are read
-//! from there before they are computed here. It stores and returns host data; it never runs
-//! a network itself. It also mirrors its counters into the metrics exporter (`publish`).
+//! With a [`TargetStore`] (the server's shared registry) targets computed on any replica are
+//! read from there before they are computed here. It stores and returns host data; it never
+//! runs a network itself. Its counters are read with [`StyleCache::stats`].
 
-mod byte_lru;
-pub mod registry;
-pub mod shared;
+pub mod byte_lru;
 pub mod targets;
-
-pub use registry::StyleRegistry;
-pub use shared::SharedStore;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::model::Layer;
 use crate::net::{Gram, TargetIdentity};
 use byte_lru::ByteLru;
-use shared::Entry;
 
 /// Default byte budget (512 MiB: ~200 styles' Grams at the default layers).
 pub const DEFAULT_BUDGET_BYTES: usize = 512 << 20;
@@ -50,31 +44,17 @@ pub fn image_digest(image: &image::RgbImage) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Mirrors the style cache's counters into the exporter.
-pub fn publish(stats: &CacheStats) {
-    use crate::telemetry::metrics::{
-        CACHE_BYTES, CACHE_ENTRIES, CACHE_EVICTIONS_TOTAL, CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL,
-        CACHE_SHARED_TOTAL,
-    };
-    metrics::counter!(CACHE_HITS_TOTAL).absolute(stats.hits + stats.joined);
-    metrics::counter!(CACHE_MISSES_TOTAL).absolute(stats.misses);
-    metrics::counter!(CACHE_EVICTIONS_TOTAL).absolute(stats.evictions);
-    metrics::counter!(CACHE_SHARED_TOTAL).absolute(stats.shared);
-    metrics::gauge!(CACHE_BYTES).set(stats.bytes as f64);
-    metrics::gauge!(CACHE_ENTRIES).set(stats.entries as f64);
-}
-
-/// Creates the cache's and the shared store's series at zero, so dashboards see them before
-/// the first request.
-pub fn publish_initial() {
-    use crate::telemetry::metrics::{STORE_DAMAGED_TOTAL, STORE_ERRORS_TOTAL};
-    publish(&CacheStats::default());
-    for op in shared::OPS {
-        metrics::counter!(STORE_ERRORS_TOTAL, "op" => op).increment(0);
-    }
-    for kind in shared::KINDS {
-        metrics::counter!(STORE_DAMAGED_TOTAL, "kind" => kind).increment(0);
-    }
+/// A store other replicas read and write style targets through, by the name
+/// [`targets::target_id`] gives them, holding [`targets::encode`]'s bytes. The cache only asks;
+/// a store that is down, slow or holds something unusable answers `None` and the targets are
+/// computed here.
+pub trait TargetStore: Send + Sync {
+    /// The stored bytes of the targets named `id`, if the store has usable ones.
+    fn read_targets(&self, id: &str) -> Option<Vec<u8>>;
+    /// Whether computed targets should be written back (not all stores accept them).
+    fn shares_targets(&self) -> bool;
+    /// Writes targets in the background; a failure is the store's to log, never the caller's.
+    fn write_targets_later(&self, id: &str, bytes: &[u8]);
 }
 
 /// How a lookup was served.
@@ -125,7 +105,7 @@ pub struct StyleCache {
     joined: AtomicU64,
     shared_hits: AtomicU64,
     evictions: AtomicU64,
-    shared: Option<Arc<SharedStore>>,
+    shared: Option<Arc<dyn TargetStore>>,
 }
 
 fn size_of(grams: &StyleGrams) -> usize {
@@ -155,7 +135,7 @@ impl StyleCache {
 
     /// A cache that reads targets from `store` before computing them, and writes what it
     /// computes there.
-    pub fn with_shared(budget_bytes: usize, store: Arc<SharedStore>) -> Self {
+    pub fn with_shared(budget_bytes: usize, store: Arc<dyn TargetStore>) -> Self {
         Self {
             shared: Some(store),
             ..Self::new(budget_bytes)
@@ -228,12 +208,11 @@ impl StyleCache {
         outcome.map(|g| (g, how))
     }
 
-    /// `key`'s targets from the shared store, if it has usable ones: sealed by a replica
-    /// holding the same secret. A store that is down or slow, or holds anything else, only
-    /// costs the computation (logged and counted).
+    /// `key`'s targets from the shared store, if it has usable ones. A store that is down or
+    /// slow, or holds anything else, only costs the computation.
     fn stored_targets(&self, key: &StyleKey) -> Option<Vec<Gram>> {
         let store = self.shared.as_ref()?;
-        let bytes = store.get(Entry::Targets(&targets::target_id(key))).ok()??;
+        let bytes = store.read_targets(&targets::target_id(key))?;
         targets::decode(key, &bytes)
             .inspect_err(|e| tracing::warn!(error = %e, "ignoring stored style targets"))
             .ok()
@@ -247,7 +226,7 @@ impl StyleCache {
             return;
         }
         match targets::encode(key, grams) {
-            Ok(bytes) => store.put_later(Entry::Targets(&targets::target_id(key)), &bytes),
+            Ok(bytes) => store.write_targets_later(&targets::target_id(key), &bytes),
             Err(e) => tracing::warn!(error = %e, "style targets not shared"),
         }
     }

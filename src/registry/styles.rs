@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::byte_lru::ByteLru;
 use super::shared::{Entry, SharedStore};
 use crate::error::{Error, Result};
+use stylize_core::cache::byte_lru::ByteLru;
 
 /// Hex digits in a key.
 pub const KEY_LENGTH: usize = 64;

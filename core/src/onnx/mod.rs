@@ -1,21 +1,12 @@
-//! Writing ONNX models in Rust: the prost types of the project's ONNX subset
-//! (`proto/onnx/onnx_subset.proto`) and a small graph builder over them. Graph builders for
+//! Writing ONNX models in Rust: the project's ONNX subset (`proto/onnx/onnx_subset.proto`)
+//! and its encoding (`proto`), and a small graph builder over them. Graph builders for
 //! particular networks (the feature extractor, the loss-and-gradient graph) use this.
 
-use prost::Message;
-
+pub mod proto;
 pub mod winograd;
 
-/// The prost types generated from `proto/onnx/onnx_subset.proto`.
-#[allow(clippy::all, missing_docs)]
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/stylize.onnx.rs"));
-}
-
-use proto::attribute_proto::AttributeType;
-pub use proto::tensor_proto::DataType;
-use proto::tensor_shape_proto::{Dimension, dimension};
-use proto::type_proto;
+pub use proto::DataType;
+use proto::{AttributeType, Dimension, Encode};
 
 /// ONNX opset the graphs are written against (supported by every current runtime).
 pub const OPSET: i64 = 17;
@@ -32,7 +23,7 @@ pub fn ints(name: &str, values: &[i64]) -> proto::AttributeProto {
     proto::AttributeProto {
         name: name.to_string(),
         ints: values.to_vec(),
-        r#type: AttributeType::Ints as i32,
+        r#type: AttributeType::Ints,
         ..Default::default()
     }
 }
@@ -41,7 +32,7 @@ pub fn int(name: &str, value: i64) -> proto::AttributeProto {
     proto::AttributeProto {
         name: name.to_string(),
         i: value,
-        r#type: AttributeType::Int as i32,
+        r#type: AttributeType::Int,
         ..Default::default()
     }
 }
@@ -58,23 +49,16 @@ pub fn to_double() -> proto::AttributeProto {
 }
 
 fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> proto::ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d {
-                Dim::Fixed(v) => dimension::Value::DimValue(*v),
-                Dim::Named(n) => dimension::Value::DimParam(n.to_string()),
-            }),
-        })
-        .collect();
     proto::ValueInfoProto {
         name: name.to_string(),
-        r#type: Some(proto::TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: elem as i32,
-                shape: Some(proto::TensorShapeProto { dim }),
-            })),
-        }),
+        elem_type: elem,
+        shape: dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(v) => Dimension::Value(*v),
+                Dim::Named(n) => Dimension::Param(n.to_string()),
+            })
+            .collect(),
     }
 }
 

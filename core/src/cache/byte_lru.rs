@@ -64,6 +64,10 @@ impl<K: Hash + Eq, V> ByteLru<K, V> {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 #[cfg(test)]

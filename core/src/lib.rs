@@ -1,0 +1,25 @@
+//! stylize-core: neural style transfer (Gatys et al.) on VGG19, exact to a float64
+//! reference, with no transport. The server, scheduler, telemetry and shared registry live
+//! in the root package `stylize`, which builds on this crate.
+//!
+//! Imports run one way: `render` -> `engine` / `features` -> `net` / `runtime` / `onnx`
+//! -> `model`; `cache`, `image_io`, `motion`, `memory` and `error` are shared below them.
+
+pub mod allocator;
+pub mod backends;
+pub mod cache;
+pub mod decode_limits;
+pub mod engine;
+pub mod error;
+pub mod exr_file;
+pub mod features;
+pub mod image_io;
+pub mod memory;
+pub mod model;
+pub mod motion;
+pub mod net;
+pub mod onnx;
+pub mod render;
+pub mod runtime;
+
+pub use error::{Error, Result};
