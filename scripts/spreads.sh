@@ -20,9 +20,9 @@ rm -f "$out"/threads-*.tsv
 status=0
 for threads in 1 2; do
   for run in $(seq "$runs"); do
-    echo "==> threads $threads, run $run: cargo test --release --no-fail-fast $*" >&2
+    echo "==> threads $threads, run $run: cargo test --release --features test-hooks --no-fail-fast $*" >&2
     STYLIZE_SPREADS="$PWD/$out/threads-$threads.tsv" RAYON_NUM_THREADS="$threads" \
-      STYLIZE_ORT_THREADS="$threads" cargo test --release --no-fail-fast "$@" || status=1
+      STYLIZE_ORT_THREADS="$threads" cargo test --release --features test-hooks --no-fail-fast "$@" || status=1
   done
 done
 python3 - "$out" <<'PY'

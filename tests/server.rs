@@ -323,6 +323,7 @@ async fn a_job_past_the_servers_time_limit_ends_naming_it() {
 #[tokio::test]
 async fn a_panicking_job_fails_alone_and_its_worker_serves_on() {
     // The test-only hook makes the job with this request id panic inside its worker.
+    common::needs_test_hooks();
     let server = Server::start_wrapped(
         "STYLIZE_TEST_PANIC_FOR_REQUEST=boom exec \"$0\" \"$@\"",
         &["--workers", "1"],
@@ -379,6 +380,7 @@ async fn a_replica_whose_workers_all_died_reports_not_serving() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     // The hook's `worker:` form panics outside the job's isolation, ending the thread.
+    common::needs_test_hooks();
     let server = Server::start_wrapped(
         "STYLIZE_TEST_PANIC_FOR_REQUEST=worker:doom exec \"$0\" \"$@\"",
         &["--workers", "1"],

@@ -86,6 +86,42 @@ pub fn decode_mask(bytes: &[u8], name: &str, frame: (u32, u32)) -> Result<Vec<f3
         .collect())
 }
 
+/// Decodes the image a request field carries after checking its header against
+/// `max_pixels`; errors name `field` (`INVALID_ARGUMENT` on the wire, a flag in the CLI).
+pub fn decode_field(
+    bytes: &[u8],
+    field: &str,
+    max_pixels: u64,
+    transfer: Transfer,
+) -> Result<RgbImage> {
+    check_pixels(bytes, field, max_pixels)?;
+    decode_with(bytes, field, transfer).map_err(|e| in_field(field, e))
+}
+
+/// Refuses an empty image, or one whose header gives more than `max_pixels`, before
+/// anything is decoded.
+pub fn check_pixels(bytes: &[u8], field: &str, max_pixels: u64) -> Result<()> {
+    if bytes.is_empty() {
+        return Err(Error::invalid(field, "no image bytes"));
+    }
+    let (width, height) = dimensions(bytes, field)?;
+    if width as u64 * height as u64 > max_pixels {
+        return Err(Error::invalid(
+            field,
+            format!("{width}x{height} exceeds the limit of {max_pixels} pixels"),
+        ));
+    }
+    Ok(())
+}
+
+/// A decoding error as the field's own (`InvalidOption` naming `field`).
+pub fn in_field(field: &str, error: Error) -> Error {
+    match error {
+        Error::Image { reason, .. } => Error::invalid(field, reason),
+        other => other,
+    }
+}
+
 /// Width and height from the image header, without decoding the pixels.
 pub fn dimensions(bytes: &[u8], name: &str) -> Result<(u32, u32)> {
     if exr_file::is_exr(bytes) {

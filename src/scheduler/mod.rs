@@ -8,6 +8,7 @@
 
 pub mod events;
 pub mod job;
+mod test_hooks;
 mod worker;
 
 use std::collections::VecDeque;

@@ -43,11 +43,7 @@ pub(super) fn run(index: usize, shared: &Shared) {
                     .0;
             }
         };
-        if std::env::var(PANIC_FOR_REQUEST_ENV)
-            .is_ok_and(|v| v.strip_prefix("worker:") == Some(job.spec.request_id.as_str()))
-        {
-            panic!("injected outside the job's isolation: the worker thread dies");
-        }
+        super::test_hooks::kill_worker(&job.spec.request_id);
         let cancel = job.cancel.clone();
         let span = job.span.clone();
         let reserved = job.plan.estimate;
@@ -134,10 +130,6 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
     }
 }
 
-/// Set to a request id, makes that job panic (tests of the isolation below); set to
-/// `worker:<id>`, kills the worker thread that picks that job (tests of the health watch).
-pub const PANIC_FOR_REQUEST_ENV: &str = "STYLIZE_TEST_PANIC_FOR_REQUEST";
-
 /// `run_job` with a panic caught: the job fails `INTERNAL`, the worker serves on.
 fn run_isolated(
     shared: &Shared,
@@ -145,9 +137,7 @@ fn run_isolated(
     queue_wait: Duration,
 ) -> crate::error::Result<JobOutput> {
     let run = std::panic::AssertUnwindSafe(|| {
-        if std::env::var(PANIC_FOR_REQUEST_ENV).is_ok_and(|id| id == job.spec.request_id) {
-            panic!("injected for request {}", job.spec.request_id);
-        }
+        super::test_hooks::panic_in_job(&job.spec.request_id);
         run_job(shared, job, queue_wait)
     });
     std::panic::catch_unwind(run).unwrap_or_else(|panic| {

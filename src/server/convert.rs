@@ -126,36 +126,15 @@ pub fn decode_field_with(
     limits: &Limits,
     transfer: crate::exr_file::Transfer,
 ) -> Result<RgbImage> {
-    check_pixels(bytes, field, limits)?;
-    image_io::decode_with(bytes, field, transfer).map_err(|e| in_field(field, e))
+    image_io::decode_field(bytes, field, limits.max_pixels, transfer)
 }
 
-/// Refuses an empty image, or one whose header gives more pixels than the limit, before
-/// anything is decoded.
+/// Refuses an empty image, or one whose header gives more pixels than the limit.
 pub fn check_pixels(bytes: &[u8], field: &str, limits: &Limits) -> Result<()> {
-    if bytes.is_empty() {
-        return Err(Error::invalid(field, "no image bytes"));
-    }
-    let (width, height) = image_io::dimensions(bytes, field)?;
-    if width as u64 * height as u64 > limits.max_pixels {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "{width}x{height} exceeds the limit of {} pixels",
-                limits.max_pixels
-            ),
-        ));
-    }
-    Ok(())
+    image_io::check_pixels(bytes, field, limits.max_pixels)
 }
 
-/// A decoding error as the request field's (`INVALID_ARGUMENT` naming `field`).
-pub fn in_field(field: &str, error: Error) -> Error {
-    match error {
-        Error::Image { reason, .. } => Error::invalid(field, reason),
-        other => other,
-    }
-}
+pub use image_io::in_field;
 
 fn layers(
     field: &str,

@@ -171,3 +171,13 @@ pub fn eventually(what: &str, seconds: f64, mut check: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Tests that inject faults into a running server need the binary built with the
+/// `test-hooks` feature (scripts/test passes `--features test-hooks`); without it they would
+/// wait for a panic that never comes.
+pub fn needs_test_hooks() {
+    assert!(
+        cfg!(feature = "test-hooks"),
+        "this test injects faults: run it with `cargo test --release --features test-hooks` (as scripts/test does)"
+    );
+}
