@@ -8,14 +8,13 @@ use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 
 use stylize::backends::{self, Backends, DeviceChoice};
+use stylize::engine::Pooling;
 use stylize::engine::optim::LineSearch;
-use stylize::engine::{OptimizerKind, Pooling, StopRules, TermWeights};
 use stylize::features::select::BackendChoice;
 use stylize::image_io;
 use stylize::model::{Layer, Vgg19Weights, fetch};
-use stylize::render::preset::stop_tolerance;
-use stylize::render::preset::{Preset, Quality};
-use stylize::render::{InitChoice, RenderOptions, positive_or_off};
+use stylize::render::preset::Quality;
+use stylize::render::{GivenOptions, InitChoice, OptimizerChoice, RenderOptions};
 
 /// The embedded demo images (`assets/`, licences in `assets/LICENSES.md`).
 pub const DEMO_CONTENT: &[u8] = include_bytes!("../../assets/chelsea.png");
@@ -106,36 +105,36 @@ pub enum LineSearchArg {
 /// The engine options of one job (the contract's defaults).
 #[derive(Args)]
 pub struct JobArgs {
-    /// Longest side of the output in pixels.
-    #[arg(long, default_value_t = 512)]
-    pub size: u32,
+    /// Longest side of the output in pixels (default 512).
+    #[arg(long)]
+    pub size: Option<u32>,
     /// Iterations at each scale (default 500, or the --quality preset's).
     #[arg(long)]
     pub iterations: Option<usize>,
     /// The optimiser: L-BFGS (the contract's) or Adam (with --lr).
     #[arg(long, value_enum, default_value = "lbfgs")]
     pub optimizer: OptimizerArg,
-    /// Adam's learning rate (input-space units).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 10.0)]
-    pub lr: f64,
-    /// Weight of the content term (alpha).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 5.0)]
-    pub content_weight: f64,
-    /// Weight of the style term (beta).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 100.0)]
-    pub style_weight: f64,
-    /// Weight of the total-variation term.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 1e-3)]
-    pub tv_weight: f64,
+    /// Adam's learning rate (input-space units; default 10).
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// Weight of the content term (alpha; default 5, the contract's).
+    #[arg(long, allow_negative_numbers = true)]
+    pub content_weight: Option<f64>,
+    /// Weight of the style term (beta; default 100, the contract's).
+    #[arg(long, allow_negative_numbers = true)]
+    pub style_weight: Option<f64>,
+    /// Weight of the total-variation term (default 1e-3, the contract's).
+    #[arg(long, allow_negative_numbers = true)]
+    pub tv_weight: Option<f64>,
     /// Content layers, `name[:weight]`, comma-separated.
     #[arg(long, default_value = "relu4_2")]
     pub content_layers: String,
     /// Style layers, `name[:weight]`, comma-separated.
     #[arg(long, default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")]
     pub style_layers: String,
-    /// Styles are rendered at size x style-scale.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
-    pub style_scale: f64,
+    /// Styles are rendered at size x style-scale (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub style_scale: Option<f64>,
     /// `content`, `noise`, or the path of an image to start from.
     #[arg(long, default_value = "content")]
     pub init: String,
@@ -201,68 +200,60 @@ pub fn parse_layers(flag: &str, spec: &str) -> Result<Vec<(Layer, f64)>> {
 }
 
 impl JobArgs {
-    /// The preset `--quality` names at this size, if any.
-    fn preset(&self) -> Option<Preset> {
-        self.quality.map(|q| q.preset(self.size))
-    }
-
-    /// Iterations per scale and scales: the flags, else the preset's, else the contract's.
-    pub fn counts(&self) -> (usize, usize) {
-        let defaults = RenderOptions::default();
-        let preset = self.preset();
-        (
-            self.iterations
-                .unwrap_or(preset.map_or(defaults.iterations, |p| p.iterations)),
-            self.scales
-                .unwrap_or(preset.map_or(defaults.scales, |p| p.scales)),
-        )
-    }
-
-    /// Core options; the init image is read from disk when `--init` is a path.
-    pub fn options(&self) -> Result<RenderOptions> {
-        let (iterations, scales) = self.counts();
+    /// What the flags give, the init image read from disk when `--init` is a path.
+    pub fn given(&self) -> Result<GivenOptions> {
         let init = match self.init.as_str() {
             "content" => InitChoice::Content,
             "noise" => InitChoice::Noise,
             path => InitChoice::Image(image_io::load(Path::new(path)).context("--init")?),
         };
-        Ok(RenderOptions {
-            size: self.size,
-            iterations,
-            optimizer: match self.optimizer {
-                OptimizerArg::Adam => OptimizerKind::Adam { lr: self.lr },
-                OptimizerArg::Lbfgs => OptimizerKind::Lbfgs {
-                    history: self.lbfgs_history,
-                },
-            },
-            weights: TermWeights {
-                content: self.content_weight,
-                style: self.style_weight,
-                tv: self.tv_weight,
-            },
+        Ok(GivenOptions {
             content_layers: parse_layers("content-layers", &self.content_layers)?,
             style_layers: parse_layers("style-layers", &self.style_layers)?,
-            style_scale: self.style_scale,
             init,
+            ..self.given_settings()
+        })
+    }
+
+    /// The flags that need no parsing or reading.
+    fn given_settings(&self) -> GivenOptions {
+        GivenOptions {
+            size: self.size,
+            quality: self.quality,
+            iterations: self.iterations,
+            scales: self.scales,
+            optimizer: match self.optimizer {
+                OptimizerArg::Adam => OptimizerChoice::Adam,
+                OptimizerArg::Lbfgs => OptimizerChoice::Lbfgs,
+            },
+            learning_rate: self.lr,
+            lbfgs_history: self.lbfgs_history,
+            content_weight: self.content_weight,
+            style_weight: self.style_weight,
+            tv_weight: self.tv_weight,
+            style_scale: self.style_scale,
             seed: self.seed,
             preserve_colors: self.preserve_colors,
-            scales,
-            preview_every: 0,
             tile_size: self.tile_size,
-            bounded: !self.unbounded,
-            max_history: self
-                .preset()
-                .map_or(RenderOptions::default().max_history, |p| p.max_history),
+            unbounded: self.unbounded,
             line_search: match self.line_search {
                 LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
                 LineSearchArg::None => LineSearch::Fixed,
             },
-            stop: StopRules {
-                tolerance: stop_tolerance("--tolerance", self.tolerance, self.preset())?,
-                time_budget: positive_or_off("--time-budget-seconds", self.time_budget_seconds)?
-                    .map(std::time::Duration::from_secs_f64),
-            },
-        })
+            tolerance: self.tolerance,
+            time_budget_seconds: self.time_budget_seconds,
+            ..GivenOptions::default()
+        }
+    }
+
+    /// Iterations per scale and scales: the flags, else the preset's, else the contract's.
+    pub fn counts(&self) -> (usize, usize) {
+        self.given_settings().counts()
+    }
+
+    /// Core options: the flags, else the `--quality` preset's, else the contract's.
+    pub fn options(&self) -> Result<RenderOptions> {
+        self.given()?.resolve().map_err(flag_error)
     }
 }
 

@@ -10,16 +10,13 @@ use image::RgbImage;
 use super::proto;
 use crate::cache::Lookup;
 use crate::engine::optim::LineSearch;
-use crate::engine::{LossBreakdown, OptimizerKind, StopReason, StopRules, TermWeights};
+use crate::engine::{LossBreakdown, StopReason};
 use crate::error::{Error, Result};
 use crate::image_io::{self, Encoding};
 use crate::model::Layer;
 use crate::registry::StyleRegistry;
-use crate::render::positive_or_off;
-use crate::render::preset::{Quality, stop_tolerance};
-use crate::render::{
-    InitChoice, RenderOptions, RenderRequest, default_content_layers, default_style_layers,
-};
+use crate::render::preset::Quality;
+use crate::render::{GivenOptions, InitChoice, OptimizerChoice, RenderOptions, RenderRequest};
 use crate::scheduler::{JobEvent, JobSpec};
 
 /// Request limits checked before any work is queued.
@@ -136,14 +133,8 @@ pub fn check_pixels(bytes: &[u8], field: &str, limits: &Limits) -> Result<()> {
 
 pub use image_io::in_field;
 
-fn layers(
-    field: &str,
-    given: &[proto::LayerWeight],
-    default: Vec<(Layer, f64)>,
-) -> Result<Vec<(Layer, f64)>> {
-    if given.is_empty() {
-        return Ok(default);
-    }
+/// Layers and weights as the wire lists them (empty: the contract's, filled in later).
+pub fn layers(field: &str, given: &[proto::LayerWeight]) -> Result<Vec<(Layer, f64)>> {
     given
         .iter()
         .map(|lw| {
@@ -161,88 +152,62 @@ fn layers(
         .collect()
 }
 
-/// Engine options from the wire, defaults filled in (init image handled by the caller).
+/// Complete options from the wire's (the init image is the caller's).
 pub fn options(o: &proto::Options) -> Result<RenderOptions> {
-    let defaults = RenderOptions::default();
+    given(o)?.resolve()
+}
+
+/// What the wire's options give (the init image is the caller's): 0 and unset fields are
+/// "not given".
+pub fn given(o: &proto::Options) -> Result<GivenOptions> {
     let optimizer = match proto::Optimizer::try_from(o.optimizer) {
-        Ok(proto::Optimizer::Unspecified | proto::Optimizer::Lbfgs) => OptimizerKind::Lbfgs {
-            history: o.lbfgs_history as usize,
-        },
-        Ok(proto::Optimizer::Adam) => OptimizerKind::Adam {
-            lr: o.learning_rate.unwrap_or(10.0),
-        },
-        Err(_) => {
-            return Err(Error::invalid(
-                "options.optimizer",
-                format!("unknown value {}", o.optimizer),
-            ));
-        }
+        Ok(proto::Optimizer::Unspecified | proto::Optimizer::Lbfgs) => OptimizerChoice::Lbfgs,
+        Ok(proto::Optimizer::Adam) => OptimizerChoice::Adam,
+        Err(_) => return Err(unknown("options.optimizer", o.optimizer)),
     };
-    let default_weights = TermWeights::default();
-    let pick = |v: u32, d: usize| if v == 0 { d } else { v as usize };
-    let size = if o.size == 0 { defaults.size } else { o.size };
-    let preset = match proto::Quality::try_from(o.quality) {
+    let quality = match proto::Quality::try_from(o.quality) {
         Ok(proto::Quality::Unspecified) => None,
-        Ok(proto::Quality::Draft) => Some(Quality::Draft.preset(size)),
-        Ok(proto::Quality::Standard) => Some(Quality::Standard.preset(size)),
-        Ok(proto::Quality::Final) => Some(Quality::Final.preset(size)),
-        Err(_) => {
-            return Err(Error::invalid(
-                "options.quality",
-                format!("unknown value {}", o.quality),
-            ));
-        }
+        Ok(proto::Quality::Draft) => Some(Quality::Draft),
+        Ok(proto::Quality::Standard) => Some(Quality::Standard),
+        Ok(proto::Quality::Final) => Some(Quality::Final),
+        Err(_) => return Err(unknown("options.quality", o.quality)),
     };
-    let tolerance = stop_tolerance("options.tolerance", o.tolerance, preset)?;
-    Ok(RenderOptions {
-        size,
-        iterations: pick(
-            o.iterations,
-            preset.map_or(defaults.iterations, |p| p.iterations),
-        ),
+    let line_search = match proto::LineSearch::try_from(o.line_search) {
+        Ok(proto::LineSearch::Unspecified | proto::LineSearch::StrongWolfe) => {
+            LineSearch::StrongWolfe
+        }
+        Ok(proto::LineSearch::None) => LineSearch::Fixed,
+        Err(_) => return Err(unknown("options.line_search", o.line_search)),
+    };
+    let given_count = |v: u32| (v > 0).then_some(v as usize);
+    Ok(GivenOptions {
+        size: (o.size > 0).then_some(o.size),
+        quality,
+        iterations: given_count(o.iterations),
+        scales: given_count(o.scales),
         optimizer,
-        weights: TermWeights {
-            content: o.content_weight.unwrap_or(default_weights.content),
-            style: o.style_weight.unwrap_or(default_weights.style),
-            tv: o.tv_weight.unwrap_or(default_weights.tv),
-        },
-        content_layers: layers(
-            "options.content_layers",
-            &o.content_layers,
-            default_content_layers(),
-        )?,
-        style_layers: layers(
-            "options.style_layers",
-            &o.style_layers,
-            default_style_layers(),
-        )?,
-        style_scale: o.style_scale.unwrap_or(defaults.style_scale),
+        learning_rate: o.learning_rate,
+        lbfgs_history: o.lbfgs_history as usize,
+        content_weight: o.content_weight,
+        style_weight: o.style_weight,
+        tv_weight: o.tv_weight,
+        content_layers: layers("options.content_layers", &o.content_layers)?,
+        style_layers: layers("options.style_layers", &o.style_layers)?,
+        style_scale: o.style_scale,
         init: InitChoice::Content,
         seed: o.seed,
         preserve_colors: o.preserve_colors,
-        scales: pick(o.scales, preset.map_or(defaults.scales, |p| p.scales)),
         preview_every: o.preview_interval as usize,
         tile_size: (o.tile_size > 0).then_some(o.tile_size),
-        bounded: !o.unbounded,
-        max_history: preset.map_or(defaults.max_history, |p| p.max_history),
-        line_search: match proto::LineSearch::try_from(o.line_search) {
-            Ok(proto::LineSearch::Unspecified | proto::LineSearch::StrongWolfe) => {
-                LineSearch::StrongWolfe
-            }
-            Ok(proto::LineSearch::None) => LineSearch::Fixed,
-            Err(_) => {
-                return Err(Error::invalid(
-                    "options.line_search",
-                    format!("unknown value {}", o.line_search),
-                ));
-            }
-        },
-        stop: StopRules {
-            tolerance,
-            time_budget: positive_or_off("options.time_budget_seconds", o.time_budget_seconds)?
-                .map(Duration::from_secs_f64),
-        },
+        unbounded: o.unbounded,
+        line_search,
+        tolerance: o.tolerance,
+        time_budget_seconds: o.time_budget_seconds,
     })
+}
+
+fn unknown(field: &str, value: i32) -> Error {
+    Error::invalid(field, format!("unknown value {value}"))
 }
 
 fn encoding(o: &proto::Options) -> Result<Encoding> {
@@ -314,6 +279,24 @@ pub fn check_sizes(options: &RenderOptions, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
+/// What a job takes from a message besides its content: a StylizeRequest's or a shot's
+/// setup's styles, blend and options.
+pub struct JobParts {
+    pub styles: Vec<proto::StyleInput>,
+    pub blend: Vec<f64>,
+    pub options: Option<proto::Options>,
+}
+
+impl From<proto::SequenceSetup> for JobParts {
+    fn from(setup: proto::SequenceSetup) -> Self {
+        JobParts {
+            styles: setup.styles,
+            blend: setup.blend,
+            options: setup.options,
+        }
+    }
+}
+
 /// Decodes and validates a request into a job. Runs on a blocking thread (decoding is CPU).
 pub fn job_spec(
     request: proto::StylizeRequest,
@@ -323,23 +306,28 @@ pub fn job_spec(
     registry: &StyleRegistry,
 ) -> Result<JobSpec> {
     let content = decode_field(&request.content, "content", limits)?;
-    job_spec_for(request, content, request_id, deadline, limits, registry)
+    let parts = JobParts {
+        styles: request.styles,
+        blend: request.blend,
+        options: request.options,
+    };
+    job_spec_for(parts, content, request_id, deadline, limits, registry)
 }
 
 /// `job_spec` with the content already decoded (a sequence's frames bring their own).
 pub fn job_spec_for(
-    request: proto::StylizeRequest,
+    parts: JobParts,
     content: RgbImage,
     request_id: String,
     deadline: Option<Instant>,
     limits: &Limits,
     registry: &StyleRegistry,
 ) -> Result<JobSpec> {
-    checked_job_spec(request, content, request_id, deadline, limits, registry).map_err(in_request)
+    checked_job_spec(parts, content, request_id, deadline, limits, registry).map_err(in_request)
 }
 
 fn checked_job_spec(
-    request: proto::StylizeRequest,
+    request: JobParts,
     content: RgbImage,
     request_id: String,
     deadline: Option<Instant>,
@@ -347,7 +335,7 @@ fn checked_job_spec(
     registry: &StyleRegistry,
 ) -> Result<JobSpec> {
     let wire = request.options.unwrap_or_default();
-    let mut options = options(&wire)?;
+    let mut options = given(&wire)?.resolve()?;
     check_limits(&options, limits)?;
     if request.styles.is_empty() {
         return Err(Error::invalid("styles", "at least one style is needed"));

@@ -293,13 +293,14 @@ impl StylizeService {
         let work = move || -> crate::error::Result<proto::RegisterStyleResponse> {
             let _permit = permit;
             let started = Instant::now();
-            let options = convert::options(&proto::Options {
-                size: message.size,
+            let options = crate::render::GivenOptions {
+                size: (message.size > 0).then_some(message.size),
                 style_scale: message.style_scale,
-                scales: message.scales,
-                style_layers: message.style_layers.clone(),
-                ..Default::default()
-            })?;
+                scales: (message.scales > 0).then_some(message.scales as usize),
+                style_layers: convert::layers("style_layers", &message.style_layers)?,
+                ..crate::render::GivenOptions::default()
+            }
+            .resolve()?;
             options.validate()?;
             convert::check_sizes(&options, &limits)?;
             let image = convert::decode_field(&message.image, "image", &limits)?;

@@ -53,17 +53,16 @@ fn shot(
     convention: crate::model::InputConvention,
 ) -> Result<Shot> {
     let wire = setup.sequence.unwrap_or_default();
-    let request = proto::StylizeRequest {
-        request_id: String::new(),
-        content: Vec::new(),
-        styles: setup.styles,
-        blend: setup.blend,
-        options: setup.options,
-    };
     // Each frame brings its content; the setup's placeholder is never rendered.
     let placeholder = RgbImage::new(1, 1);
-    let template =
-        convert::job_spec_for(request, placeholder, request_id, deadline, limits, registry)?;
+    let template = convert::job_spec_for(
+        setup.into(),
+        placeholder,
+        request_id,
+        deadline,
+        limits,
+        registry,
+    )?;
     let defaults = SequenceOptions::for_iterations(template.request.options.iterations);
     let options = SequenceOptions {
         temporal_weight: wire.temporal_weight.unwrap_or(DEFAULT_TEMPORAL_WEIGHT),

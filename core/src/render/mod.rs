@@ -2,12 +2,14 @@
 //! the coarse-to-fine scales' memory plan (`plan`), a still's run (`still`), a sequence's
 //! frames (`sequence`) and the quality presets (`preset`).
 
+pub mod given;
 pub mod options;
 pub mod plan;
 pub mod preset;
 pub mod sequence;
 pub mod still;
 
+pub use given::{GivenOptions, OptimizerChoice};
 pub use options::*;
 pub use plan::{MemoryPlan, plan_memory};
 pub use still::*;
