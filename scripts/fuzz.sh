@@ -11,7 +11,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 runs="${STYLIZE_FUZZ_RUNS:-1000000}"
 targets=("$@")
 if (( ${#targets[@]} == 0 )); then
-  targets=(decode_image sequence_inputs stylize_request weights_pickle weights_safetensors)
+  targets=(decode_image sequence_inputs render_options weights_pickle weights_safetensors)
 fi
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "fuzz: cargo fuzz needs a nightly toolchain (rustup toolchain install nightly)" >&2

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stylize::image_io::decode_mask;
-use stylize::motion::{ExrMotionChannels, decode_exr, read_flo};
+use stylize_core::image_io::decode_mask;
+use stylize_core::motion::{ExrMotionChannels, decode_exr, read_flo};
 
 const FRAME: (usize, usize) = (16, 9);
 

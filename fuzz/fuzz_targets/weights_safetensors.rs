@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stylize::model::{store, torchvision};
+use stylize_core::model::{store, torchvision};
 
 fuzz_target!(|data: &[u8]| {
     let _ = store::from_safetensors(data);
