@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use stylize::model::fetch;
-use stylize::runtime::library::{self as ort_library, Flavor};
+use stylize::onnxruntime::library::{self as ort_library, Flavor};
 use stylize::telemetry::logging::{self, LogFormat};
 
 #[derive(Parser)]
@@ -112,8 +112,8 @@ fn dispatch() -> Result<()> {
     logging::init(format);
     // Thread counts from the environment (ONNX Runtime's, rayon's and candle's) are checked
     // once here: a typo would otherwise quietly mean one thread per core.
-    for name in [stylize::runtime::ORT_THREADS_ENV, "RAYON_NUM_THREADS"] {
-        stylize::runtime::threads_from_env(name)?;
+    for name in [stylize::onnxruntime::ORT_THREADS_ENV, "RAYON_NUM_THREADS"] {
+        stylize::onnxruntime::threads_from_env(name)?;
     }
     match cli.command {
         Command::Run(args) => cli::run::run(*args),

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use candle_core::{DType, Device};
 use stylize::cache::{Lookup, StyleCache, StyleKey};
-use stylize::engine::{CandleEngine, OptimizerKind, Pooling, Progress};
+use stylize::candle::CandleEngine;
+use stylize::engine::{OptimizerKind, Pooling, Progress};
 use stylize::features::{FeatureExtractor, Gram, TargetIdentity};
 use stylize::model::{InputImage, Layer};
 use stylize::render::{RenderOptions, RenderRequest, StyleSource, render};

@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 use serde_json::Value;
+use stylize::candle::CandleFeatures;
+use stylize::candle::Objective;
 use stylize::engine::bounds::PixelBox;
-use stylize::engine::loss::{LayerTarget, LossBreakdown, Objective, TermWeights};
+use stylize::engine::loss::{LayerTarget, LossBreakdown, TermWeights};
 use stylize::engine::optim::{Adam, Lbfgs, LineSearch, Optimizer, Point};
-use stylize::features::{CandleFeatures, FeatureExtractor, blend};
+use stylize::features::{FeatureExtractor, blend};
 use stylize::image_io;
 use stylize::model::{ChannelOrder, InputConvention, InputImage, Layer};
 use stylize::net::Pooling;
@@ -560,7 +562,7 @@ fn check_float32(case: &Case, report: &mut Report) {
 fn check_onnxruntime(case: &Case, report: &mut Report) {
     let setup = Setup::new(case, DType::F32);
     // On a GPU test device, ONNX Runtime's CUDA provider when the library has it.
-    let provider = stylize::runtime::Provider::for_device(common::device());
+    let provider = stylize::onnxruntime::Provider::for_device(common::device());
     let ort = common::ort_features_on(Pooling::Max, provider);
     let candle = CandleFeatures::new(std::sync::Arc::new(
         VggNet::new(weights(), None, Pooling::Max, &Device::Cpu, DType::F32).unwrap(),
@@ -619,7 +621,8 @@ fn check_onnxruntime(case: &Case, report: &mut Report) {
 
 /// The ONNX Runtime engine: loss, gradient and the Adam run, against the fixtures.
 fn check_ort_engine(case: &Case, report: &mut Report) {
-    use stylize::engine::{Init, OptimiseJob, OptimizerKind, OrtEngine, ScaleTargets};
+    use stylize::engine::{Init, OptimiseJob, OptimizerKind, ScaleTargets};
+    use stylize::onnxruntime::OrtEngine;
     let setup = Setup::new(case, DType::F32);
     let ort = std::sync::Arc::new(common::ort_features(Pooling::Max));
     let engine = OrtEngine::new(ort.environment(), common::shared_weights(), ort.clone(), 0);

@@ -7,7 +7,9 @@ mod common;
 
 use std::ops::ControlFlow;
 
-use stylize::engine::{OrtEngine, Pooling, Progress};
+use stylize::engine::{Pooling, Progress};
+
+use stylize::onnxruntime::OrtEngine;
 use stylize::render::{RenderOptions, RenderRequest, StyleSource, render};
 
 #[test]

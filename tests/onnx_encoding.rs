@@ -4,7 +4,7 @@
 //! unknown was skipped, nothing was left out or written twice).
 
 use prost::Message;
-use stylize::onnx::{DataType, Dim, GraphBuilder, int, ints, to_float};
+use stylize::onnxruntime::graph::{DataType, Dim, GraphBuilder, int, ints, to_float};
 
 #[allow(clippy::all)]
 mod prost_onnx {
@@ -52,7 +52,13 @@ fn prost_reads_the_core_s_models_field_for_field() {
         .iter()
         .map(|o| (o.domain.as_str(), o.version))
         .collect();
-    assert_eq!(domains, [("", stylize::onnx::OPSET), ("stylize.test", 1)]);
+    assert_eq!(
+        domains,
+        [
+            ("", stylize::onnxruntime::graph::OPSET),
+            ("stylize.test", 1)
+        ]
+    );
     let graph = model.graph.expect("a graph");
     assert_eq!(graph.name, "encoding");
     let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();

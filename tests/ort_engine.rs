@@ -5,8 +5,10 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use stylize::engine::{CandleEngine, OrtEngine, Pooling};
+use stylize::candle::CandleEngine;
+use stylize::engine::Pooling;
 use stylize::features::FeatureExtractor;
+use stylize::onnxruntime::OrtEngine;
 use stylize::render::{default_style_taps, single_step_job};
 
 use common::{pattern_image as image, rel, rel_l2};
@@ -83,7 +85,7 @@ fn tied_windows(reference: &CandleEngine, x: &Tensor) -> usize {
 /// With `STYLIZE_TEST_DEVICE=cuda…` and a CUDA-capable library, the GPU is required.
 #[test]
 fn a_cuda_precompute_runs_on_cuda_or_falls_back_to_the_cpu_with_equal_grams() {
-    use stylize::runtime::{self as ort_runtime, Provider};
+    use stylize::onnxruntime::{self as ort_runtime, Provider};
     let cpu = common::ort_features(Pooling::Max);
     let cuda = common::ort_features_on(Pooling::Max, Provider::Cuda(0));
     let taps = default_style_taps();

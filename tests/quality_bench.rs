@@ -10,8 +10,9 @@ mod common;
 mod bench;
 
 use bench::quality::{pair_request, render_timed, score_reference};
-use stylize::engine::{OrtEngine, Pooling};
+use stylize::engine::Pooling;
 use stylize::image_io;
+use stylize::onnxruntime::OrtEngine;
 use stylize::render::preset::Quality;
 
 #[test]

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use image::RgbImage;
-use stylize::engine::{CandleEngine, Pooling};
+use stylize::candle::CandleEngine;
+use stylize::engine::Pooling;
 use stylize::motion::{ExrMotionChannels, Motion, read_exr};
 use stylize::render::sequence::{
     FrameInput, FrameRendered, SequenceOptions, SequenceRenderer, SequenceState, warping_error,

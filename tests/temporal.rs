@@ -5,11 +5,13 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
+use stylize::candle::CandleEngine;
 use stylize::engine::objective::{Evaluate, Placement};
 use stylize::engine::temporal::{TemporalTarget, attach};
-use stylize::engine::{CandleEngine, LossBreakdown, OptimiseJob, OrtEngine, Pooling};
+use stylize::engine::{LossBreakdown, OptimiseJob, Pooling};
 use stylize::features::FeatureExtractor;
 use stylize::model::{InputConvention, InputImage};
+use stylize::onnxruntime::OrtEngine;
 use stylize::render::{default_style_taps, single_step_job};
 
 use common::pattern_image;

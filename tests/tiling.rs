@@ -5,9 +5,11 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use stylize::engine::{CandleEngine, LossBreakdown, OptimiseJob, OrtEngine, Pooling, TermWeights};
+use stylize::candle::CandleEngine;
+use stylize::engine::{LossBreakdown, OptimiseJob, Pooling, TermWeights};
 use stylize::features::FeatureExtractor;
 use stylize::model::Layer;
+use stylize::onnxruntime::OrtEngine;
 use stylize::render::single_step_job;
 
 use common::{pattern_image, rel, rel_l2};
@@ -304,5 +306,5 @@ fn ort_sessions_depend_on_layers_not_weights() {
             .evaluate(&x)
             .unwrap();
     }
-    assert!(engine.sessions_held() <= stylize::engine::ort_engine::LOSS_SESSIONS);
+    assert!(engine.sessions_held() <= stylize::onnxruntime::engine::LOSS_SESSIONS);
 }

@@ -2,12 +2,14 @@
 //! reference, with no transport. The server, scheduler, telemetry and shared registry live
 //! in the root package `stylize`, which builds on this crate.
 //!
-//! Imports run one way: `render` -> `engine` / `features` -> `net` / `runtime` / `onnx`
-//! -> `model`; `cache`, `image_io`, `motion`, `memory` and `error` are shared below them.
+//! Imports run one way: `backends` -> `render` -> the backends (`onnxruntime`, `candle`) ->
+//! the backend-neutral optimiser and traits (`engine`, `features`) -> `net` -> `model`;
+//! `cache`, `image_io`, `motion`, `memory` and `error` are shared below them.
 
 pub mod allocator;
 pub mod backends;
 pub mod cache;
+pub mod candle;
 pub mod decode_limits;
 pub mod engine;
 pub mod error;
@@ -18,8 +20,7 @@ pub mod memory;
 pub mod model;
 pub mod motion;
 pub mod net;
-pub mod onnx;
+pub mod onnxruntime;
 pub mod render;
-pub mod runtime;
 
 pub use error::{Error, Result};

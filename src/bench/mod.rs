@@ -10,16 +10,18 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use stylize::cache::{StyleCache, StyleKey, image_digest};
-use stylize::engine::OrtEngine;
-use stylize::engine::loss::{LayerTarget, Objective, TermWeights};
+use stylize::candle::Objective;
+use stylize::engine::loss::{LayerTarget, TermWeights};
 use stylize::engine::objective::Evaluate;
 use stylize::engine::optim::Adam;
 use stylize::error::Result;
-use stylize::features::{FeatureExtractor, OrtFeatures};
+use stylize::features::FeatureExtractor;
 use stylize::model::{InputImage, Layer, Vgg19Weights};
 use stylize::net::Pooling;
 use stylize::net::gram;
 use stylize::net::vgg::VggNet;
+use stylize::onnxruntime::OrtFeatures;
+use stylize::onnxruntime::engine::OrtEngine;
 use stylize::render::{
     default_content_layers, default_style_layers, default_style_taps, single_step_job,
 };

@@ -7,10 +7,10 @@ use anyhow::{Context, Result};
 use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 
+use stylize::backends::precompute::BackendChoice;
 use stylize::backends::{self, Backends, DeviceChoice};
 use stylize::engine::Pooling;
 use stylize::engine::optim::LineSearch;
-use stylize::features::select::BackendChoice;
 use stylize::image_io;
 use stylize::model::{Layer, Vgg19Weights, fetch};
 use stylize::render::preset::Quality;

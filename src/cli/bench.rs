@@ -8,10 +8,12 @@ use candle_core::Device;
 use clap::Args;
 
 use stylize::backends::DeviceChoice;
-use stylize::engine::{OrtEngine, Pooling};
-use stylize::features::{OrtFeatures, select};
+use stylize::backends::precompute as select;
+use stylize::engine::Pooling;
 use stylize::model::Vgg19Weights;
-use stylize::runtime::Provider;
+use stylize::onnxruntime::OrtEngine;
+use stylize::onnxruntime::OrtFeatures;
+use stylize::onnxruntime::Provider;
 
 use super::args::{WeightsArgs, byte_count};
 

@@ -12,9 +12,9 @@ use image::RgbImage;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::bench::quality::{pair_request, render_timed, score_reference};
-use stylize::engine::OrtEngine;
-use stylize::features::OrtFeatures;
 use stylize::model::{InputImage, Vgg19Weights, store};
+use stylize::onnxruntime::engine::OrtEngine;
+use stylize::onnxruntime::features::OrtFeatures;
 use stylize::render::output_scale_inputs;
 use stylize::render::preset::Quality;
 

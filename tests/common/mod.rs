@@ -13,10 +13,10 @@ use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
 use stylize::engine::Pooling;
-use stylize::features::OrtFeatures;
 use stylize::model::{InputImage, Vgg19Weights, fetch};
-use stylize::runtime::library::{self as ort_library, Flavor};
-use stylize::runtime::{self as ort_runtime, Provider};
+use stylize::onnxruntime::features::OrtFeatures;
+use stylize::onnxruntime::library::{self as ort_library, Flavor};
+use stylize::onnxruntime::{self as ort_runtime, Provider};
 
 /// One of the shipped images in `../shared/images`.
 pub fn shipped(name: &str) -> image::RgbImage {
@@ -176,8 +176,8 @@ pub fn eventually(what: &str, seconds: f64, mut check: impl FnMut() -> bool) {
 /// `test-hooks` feature (scripts/test passes `--features test-hooks`); without it they would
 /// wait for a panic that never comes.
 pub fn needs_test_hooks() {
-    assert!(
-        cfg!(feature = "test-hooks"),
+    #[cfg(not(feature = "test-hooks"))]
+    panic!(
         "this test injects faults: run it with `cargo test --release --features test-hooks` (as scripts/test does)"
     );
 }

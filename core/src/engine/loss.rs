@@ -1,12 +1,13 @@
-//! The Gatys objective on candle tensors: Gram matrices, content, style and total-variation
-//! losses with their analytic gradients, and the combined loss-and-gradient evaluation.
-//! Definitions follow the numerical contract (shared/docs/algorithm.md) exactly.
+//! The Gatys loss terms on candle tensors, which both engines' shared tiled evaluation uses
+//! as its data type: content, style and total-variation losses with their analytic
+//! gradients, term weights, per-layer targets and the loss breakdown. Definitions follow the
+//! numerical contract (shared/docs/algorithm.md) exactly. The candle engine's whole-image
+//! objective is `candle::objective`.
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::Layer;
-use crate::net::vgg::VggNet;
 use crate::net::{Gram, gram};
 
 /// A scalar tensor's value as f64.
@@ -110,14 +111,6 @@ pub struct LayerTarget {
     pub target: Tensor,
 }
 
-/// Everything needed to evaluate the loss and its gradient for one image size.
-pub struct Objective<'a> {
-    pub net: &'a VggNet,
-    pub content: Vec<LayerTarget>,
-    pub style: Vec<LayerTarget>,
-    pub weights: TermWeights,
-}
-
 /// Style targets: each layer's Gram on `device` in `dtype`.
 pub fn style_targets(
     style: &[(Layer, f64, Gram)],
@@ -153,49 +146,4 @@ pub fn content_targets(layers: &[(Layer, f64)], maps: Vec<Tensor>) -> Vec<LayerT
 /// The layers the targets read, content first.
 pub fn taps(content: &[LayerTarget], style: &[LayerTarget]) -> Vec<Layer> {
     content.iter().chain(style).map(|t| t.layer).collect()
-}
-
-impl Objective<'_> {
-    /// The loss at `x` and `dL/dx`, in one forward and one backward pass.
-    pub fn evaluate(&self, x: &Tensor) -> Result<(LossBreakdown, Tensor)> {
-        let taps = taps(&self.content, &self.style);
-        let deepest = *taps
-            .iter()
-            .max()
-            .ok_or_else(|| Error::invalid("layers", "no content or style layer given"))?;
-        let acts = self.net.forward(x, deepest, &taps, true)?;
-        let mut out = LossBreakdown::default();
-        let mut tap_grads = Vec::with_capacity(taps.len());
-        let terms = [
-            (&self.content, self.weights.content, true),
-            (&self.style, self.weights.style, false),
-        ];
-        for (targets, term_weight, is_content) in terms {
-            for t in targets {
-                let features = acts
-                    .get(t.layer)
-                    .ok_or_else(|| Error::invalid("layers", format!("{} not computed", t.layer)))?;
-                let (loss, grad) = if is_content {
-                    content_term(features, &t.target)?
-                } else {
-                    style_term(features, &t.target)?
-                };
-                if is_content {
-                    out.content += t.weight * loss;
-                    out.content_per_layer.push(loss);
-                } else {
-                    out.style += t.weight * loss;
-                    out.style_per_layer.push(loss);
-                }
-                tap_grads.push((t.layer, (grad * (term_weight * t.weight))?));
-            }
-        }
-        let (tv, tv_grad) = total_variation(x)?;
-        out.tv = tv;
-        out.total = self.weights.content * out.content
-            + self.weights.style * out.style
-            + self.weights.tv * tv;
-        let grad = (self.net.backward(&acts, &tap_grads)? + (tv_grad * self.weights.tv)?)?;
-        Ok((out, grad))
-    }
 }

@@ -2,15 +2,12 @@
 //! progress it reports, and the candle implementation (CPU now, CUDA through the same code).
 
 pub mod bounds;
-pub mod candle_engine;
 pub mod driver;
 pub mod footprint;
 pub mod loss;
 pub mod mosaic;
 pub mod objective;
-pub mod onnx_loss;
 pub mod optim;
-pub mod ort_engine;
 pub mod path;
 pub mod temporal;
 pub mod tiled;
@@ -21,9 +18,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 pub use crate::net::Pooling;
-pub use candle_engine::CandleEngine;
 pub use loss::{LossBreakdown, TermWeights};
-pub use ort_engine::OrtEngine;
 
 use crate::error::Result;
 use crate::model::{InputConvention, InputImage, Layer};

@@ -1,14 +1,6 @@
 //! Style targets: the `FeatureExtractor` trait that turns a style image into Gram matrices
 //! (candle and ONNX Runtime implementations), and blending several styles' Grams.
 
-pub mod candle;
-pub mod onnx_graph;
-pub mod ort;
-pub mod select;
-
-pub use candle::CandleFeatures;
-pub use ort::OrtFeatures;
-
 pub use crate::net::{Gram, TargetIdentity};
 
 use candle_core::{DType, Device, Tensor};

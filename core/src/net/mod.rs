@@ -3,7 +3,6 @@
 //! blocks, the Gram matrix and what identifies a set of targets. It knows nothing of losses,
 //! optimisers or requests.
 
-pub mod onnx_vgg;
 pub mod stages;
 pub mod tiling;
 pub mod vgg;

@@ -6,9 +6,9 @@
 //! Weights are inputs, never constants, so sessions depend on the layers alone.
 
 use crate::model::{Layer, Vgg19Weights};
-use crate::net::onnx_vgg::{add_conv_relu, add_gram, add_vgg, conv3x3_attrs, image_dims};
 use crate::net::stages::Stage;
-use crate::onnx::{DataType, Dim, GraphBuilder, int, ints, to_double, winograd};
+use crate::onnxruntime::graph::{DataType, Dim, GraphBuilder, int, ints, to_double, winograd};
+use crate::onnxruntime::vgg_graph::{add_conv_relu, add_gram, add_vgg, conv3x3_attrs, image_dims};
 
 use crate::net::Pooling;
 

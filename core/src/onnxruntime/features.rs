@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ort::environment::Environment;
 use ort::value::Tensor;
 
-use super::FeatureExtractor;
-use super::onnx_graph::{self, GraphSpec};
+use super::features_graph::{self, GraphSpec};
 use crate::error::{Error, Result};
+use crate::features::FeatureExtractor;
 use crate::model::{InputImage, Layer, Vgg19Weights};
 use crate::net::Pooling;
 use crate::net::{Gram, TargetIdentity};
-use crate::runtime::sessions::{DEFAULT_SESSIONS, SessionTable, SharedSession};
-use crate::runtime::{self, Provider};
+use crate::onnxruntime::sessions::{DEFAULT_SESSIONS, SessionTable, SharedSession};
+use crate::onnxruntime::{self, Provider};
 
 /// A feature map returned by the graph: shape and data.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ impl OrtFeatures {
         threads: usize,
         provider: Provider,
     ) -> Self {
-        let threads = runtime::intra_threads(threads);
+        let threads = onnxruntime::intra_threads(threads);
         Self {
             environment,
             identity: TargetIdentity::new(&weights, pooling),
@@ -97,8 +97,8 @@ impl OrtFeatures {
             spec
         };
         let build = |spec: &GraphSpec, provider| {
-            let model = onnx_graph::build(&self.weights, spec);
-            runtime::session(self.environment, &model, self.threads, true, provider)
+            let model = features_graph::build(&self.weights, spec);
+            onnxruntime::session(self.environment, &model, self.threads, true, provider)
         };
         let provider = self.provider();
         let spec = spec_on(provider);
@@ -134,9 +134,9 @@ impl OrtFeatures {
             .map_err(|e| ort_error("input tensor", e))?;
         // One pass per style: hand the arena's memory back afterwards rather than holding
         // the largest image's activations next to the optimisation's.
-        let options = runtime::run_options(true, provider)?;
+        let options = onnxruntime::run_options(true, provider)?;
         let outputs = session
-            .run_with_options(ort::inputs![onnx_graph::INPUT => input], &options)
+            .run_with_options(ort::inputs![features_graph::INPUT => input], &options)
             .map_err(|e| ort_error("running the VGG19 graph", e))?;
         let fetch = |name: String| -> Result<FeatureMap> {
             let value = outputs
@@ -153,7 +153,7 @@ impl OrtFeatures {
         let grams = gram_layers
             .iter()
             .map(|&l| {
-                let map = fetch(onnx_graph::gram_output(l))?;
+                let map = fetch(features_graph::gram_output(l))?;
                 Ok(Gram {
                     channels: map.shape[0],
                     data: map.data,
@@ -162,7 +162,7 @@ impl OrtFeatures {
             .collect::<Result<_>>()?;
         let features = feature_layers
             .iter()
-            .map(|&l| fetch(onnx_graph::features_output(l)))
+            .map(|&l| fetch(features_graph::features_output(l)))
             .collect::<Result<_>>()?;
         Ok((grams, features))
     }

@@ -4,8 +4,8 @@
 
 use crate::model::{Layer, Vgg19Weights};
 use crate::net::Pooling;
-use crate::net::onnx_vgg::{add_gram, add_vgg, image_dims};
-use crate::onnx::{Dim, GraphBuilder};
+use crate::onnxruntime::graph::{Dim, GraphBuilder};
+use crate::onnxruntime::vgg_graph::{add_gram, add_vgg, image_dims};
 
 /// The graph's only input: a 1x3xHxW image in the weights' input space.
 pub const INPUT: &str = "image";

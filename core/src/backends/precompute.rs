@@ -5,12 +5,12 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::OrtFeatures;
 use crate::error::{Error, Result};
 use crate::model::Vgg19Weights;
 use crate::net::Pooling;
-use crate::runtime::library::{self as ort_library, Flavor};
-use crate::runtime::{self, Provider};
+use crate::onnxruntime::OrtFeatures;
+use crate::onnxruntime::library::{self as ort_library, Flavor};
+use crate::onnxruntime::{self, Provider};
 
 /// Which implementation runs a part (the engine or the precompute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,6 @@ pub fn ort_features(
     provider: Provider,
 ) -> Result<OrtFeatures> {
     let library = ort_library::ensure(models_dir, Flavor::for_build())?;
-    let environment = runtime::environment(&library)?;
+    let environment = onnxruntime::environment(&library)?;
     Ok(OrtFeatures::new(environment, weights, pooling, 0, provider))
 }

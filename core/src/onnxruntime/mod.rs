@@ -1,10 +1,23 @@
-//! ONNX Runtime in this process: loading the library once with `ort::init_from` (a missing
-//! or wrong library is an error, never a panic), and building sessions on the CPU or on the
-//! CUDA execution provider. The library files themselves (which build, where, fetching) are
-//! `library`'s. Used by the feature extractor and the engine alike.
+//! The ONNX Runtime backend, all of it: loading the library once with `ort::init_from` (a
+//! missing or wrong library is an error, never a panic) and building sessions on the CPU or
+//! the CUDA execution provider (here); the library files, which build, where, fetching
+//! (`library`); the bounded session table (`sessions`); writing ONNX models (`graph`), VGG as
+//! graph pieces (`vgg_graph`), the precompute's graph and the feature extractor on it
+//! (`features_graph`, `features`), and the loss-and-gradient graphs and the engine that
+//! optimises with them (`loss_graph`, `engine`). The engine and the extractor implement the
+//! core's traits (`engine::Engine`, `features::FeatureExtractor`).
 
+pub mod engine;
+pub mod features;
+pub mod features_graph;
+pub mod graph;
 pub mod library;
+pub mod loss_graph;
 pub mod sessions;
+pub mod vgg_graph;
+
+pub use engine::OrtEngine;
+pub use features::OrtFeatures;
 
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -117,7 +130,7 @@ pub fn session(
             // 512² step's peak from 0.9 to 1.6 GiB and bought no speed.
             .with_memory_pattern(false)
             .map_err(ort::Error::<()>::from)?
-            .with_operators(crate::onnx::winograd::domain()?)
+            .with_operators(crate::onnxruntime::graph::winograd::domain()?)
             .map_err(ort::Error::<()>::from)?
             .commit_from_memory(model)
     };

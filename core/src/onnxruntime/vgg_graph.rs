@@ -3,9 +3,9 @@
 //! convolutions optionally through the Winograd custom operators). Graphs for particular
 //! jobs (the style precompute, the loss and gradient) are assembled from these.
 
-use super::Pooling;
 use crate::model::{Layer, Vgg19Weights};
-use crate::onnx::{Dim, GraphBuilder, ints, winograd};
+use crate::net::Pooling;
+use crate::onnxruntime::graph::{Dim, GraphBuilder, ints, winograd};
 
 /// The image input's dimensions.
 pub fn image_dims() -> [Dim; 4] {
@@ -18,7 +18,7 @@ pub fn image_dims() -> [Dim; 4] {
 }
 
 /// The attributes of VGG's 3x3, stride-1, pad-1 convolutions.
-pub fn conv3x3_attrs() -> Vec<crate::onnx::proto::AttributeProto> {
+pub fn conv3x3_attrs() -> Vec<crate::onnxruntime::graph::proto::AttributeProto> {
     vec![
         ints("kernel_shape", &[3, 3]),
         ints("pads", &[1, 1, 1, 1]),

@@ -6,14 +6,17 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::driver;
-use super::loss::{LayerTarget, Objective, content_targets, style_targets};
-use super::objective::{Evaluate, Placement};
-use super::tiled::{StageForward, StagePasses, TapTerm, TileRun, TiledObjective, frame_features};
-use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
+use super::objective::Objective;
+use crate::candle::features::CandleFeatures;
+use crate::candle::features::device_name;
+use crate::engine::driver;
+use crate::engine::loss::{LayerTarget, content_targets, style_targets};
+use crate::engine::objective::{Evaluate, Placement};
+use crate::engine::tiled::{
+    StageForward, StagePasses, TapTerm, TileRun, TiledObjective, frame_features,
+};
+use crate::engine::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
-use crate::features::CandleFeatures;
-use crate::features::candle::device_name;
 use crate::model::{InputConvention, InputImage, Layer, Vgg19Weights};
 use crate::net::Pooling;
 use crate::net::stages::{Stage, StagedPlan};
@@ -214,8 +217,8 @@ impl Engine for CandleEngine {
         &self.convention
     }
 
-    fn footprint(&self) -> super::footprint::Footprint {
-        super::footprint::Footprint::CANDLE_CPU
+    fn footprint(&self) -> crate::engine::footprint::Footprint {
+        crate::engine::footprint::Footprint::CANDLE_CPU
     }
 
     fn optimise(&self, job: &OptimiseJob, progress: &mut ProgressSink<'_>) -> Result<Optimised> {

@@ -12,19 +12,22 @@ use ort::environment::Environment;
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor as OrtTensor};
 
-use super::driver;
-use super::loss::{content_targets, style_targets};
-use super::objective::{Evaluate, Placement};
-use super::onnx_loss::{self, LossSpec, StageSpec};
-use super::tiled::{StageForward, StagePasses, TapTerm, TileRun, TiledObjective, frame_features};
-use super::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
+use super::loss_graph::{self, LossSpec, StageSpec};
+use crate::engine::driver;
+use crate::engine::loss::{content_targets, style_targets};
+use crate::engine::objective::{Evaluate, Placement};
+use crate::engine::tiled::{
+    StageForward, StagePasses, TapTerm, TileRun, TiledObjective, frame_features,
+};
+use crate::engine::{Engine, LossBreakdown, OptimiseJob, Optimised, ProgressSink, ScaleTargets};
 use crate::error::{Error, Result};
-use crate::features::{FeatureExtractor, OrtFeatures};
+use crate::features::FeatureExtractor;
 use crate::model::{InputConvention, InputImage, Layer, Vgg19Weights};
 use crate::net::stages::{Stage, StagedPlan};
 use crate::net::tiling::Window;
-use crate::runtime::sessions::{SessionTable, SharedSession};
-use crate::runtime::{self, Provider};
+use crate::onnxruntime::OrtFeatures;
+use crate::onnxruntime::sessions::{SessionTable, SharedSession};
+use crate::onnxruntime::{self, Provider};
 
 fn ort_error(context: &str, err: impl std::fmt::Display) -> Error {
     Error::OnnxRuntime(format!("{context}: {err}"))
@@ -75,7 +78,7 @@ impl OrtEngine {
         features: Arc<OrtFeatures>,
         threads: usize,
     ) -> Self {
-        let threads = runtime::intra_threads(threads);
+        let threads = onnxruntime::intra_threads(threads);
         Self {
             environment,
             weights,
@@ -93,12 +96,12 @@ impl OrtEngine {
     fn session(&self, graph: Graph) -> Result<SharedSession> {
         self.sessions.get_or_build(&graph, || {
             let model = match &graph {
-                Graph::WholeFrame(spec) => onnx_loss::build(&self.weights, spec),
-                Graph::StageForward(spec) => onnx_loss::build_stage_forward(&self.weights, spec),
-                Graph::StageBackward(spec) => onnx_loss::build_stage_backward(&self.weights, spec),
+                Graph::WholeFrame(spec) => loss_graph::build(&self.weights, spec),
+                Graph::StageForward(spec) => loss_graph::build_stage_forward(&self.weights, spec),
+                Graph::StageBackward(spec) => loss_graph::build_stage_backward(&self.weights, spec),
             };
             // The loss graphs' Winograd operators are CPU kernels: this engine runs on the CPU.
-            runtime::session(self.environment, &model, self.threads, true, Provider::Cpu)
+            onnxruntime::session(self.environment, &model, self.threads, true, Provider::Cpu)
         })
     }
 
@@ -159,29 +162,29 @@ impl OrtEngine {
         let mut inputs = Vec::new();
         for t in &content {
             inputs.push((
-                onnx_loss::content_input(t.layer),
+                loss_graph::content_input(t.layer),
                 from_candle(&t.target, "content target")?,
             ));
             let coef = 2.0 * w.content * t.weight;
             inputs.push((
-                onnx_loss::content_coef(t.layer),
+                loss_graph::content_coef(t.layer),
                 ort_scalar(coef, "content coefficient")?,
             ));
         }
         for t in &style {
             let c = t.layer.channels() as f64;
             inputs.push((
-                onnx_loss::style_input(t.layer),
+                loss_graph::style_input(t.layer),
                 from_candle(&t.target, "style target")?,
             ));
             let coef = 4.0 * w.style * t.weight / (c * c);
             inputs.push((
-                onnx_loss::style_coef(t.layer),
+                loss_graph::style_coef(t.layer),
                 ort_scalar(coef, "style coefficient")?,
             ));
         }
         inputs.push((
-            onnx_loss::TV_COEF.to_string(),
+            loss_graph::TV_COEF.to_string(),
             ort_scalar(2.0 * w.tv, "tv coefficient")?,
         ));
         Ok(Box::new(OrtObjective {
@@ -200,7 +203,7 @@ struct OrtObjective {
     inputs: Vec<(String, OrtTensor<f32>)>,
     content: Vec<(Layer, f64)>,
     style: Vec<(Layer, f64)>,
-    weights: super::TermWeights,
+    weights: crate::engine::TermWeights,
 }
 
 impl Evaluate for OrtObjective {
@@ -224,7 +227,7 @@ fn run_session<T>(
     let mut session = session
         .lock()
         .map_err(|_| ort_error("session", "lock poisoned"))?;
-    let options = runtime::run_options(release, Provider::Cpu)?;
+    let options = onnxruntime::run_options(release, Provider::Cpu)?;
     let outputs = session
         .run_with_options(inputs, &options)
         .map_err(|e| ort_error("running the loss graph", e))?;
@@ -265,7 +268,7 @@ fn image_input(x: &Tensor) -> Result<OrtTensor<f32>> {
 impl OrtObjective {
     fn run(&self, x: &Tensor, release: bool) -> Result<(LossBreakdown, Tensor)> {
         let shape = x.dims4()?;
-        let mut inputs: Inputs<'_> = vec![(onnx_loss::IMAGE.to_string(), image_input(x)?.into())];
+        let mut inputs: Inputs<'_> = vec![(loss_graph::IMAGE.to_string(), image_input(x)?.into())];
         for (name, tensor) in &self.inputs {
             inputs.push((name.clone(), tensor.into()));
         }
@@ -279,19 +282,19 @@ impl OrtObjective {
             };
             let mut losses = LossBreakdown::default();
             for (layer, weight) in &self.content {
-                let value = scalar(&onnx_loss::content_loss(*layer))?;
+                let value = scalar(&loss_graph::content_loss(*layer))?;
                 losses.content += weight * value;
                 losses.content_per_layer.push(value);
             }
             for (layer, weight) in &self.style {
-                let value = scalar(&onnx_loss::style_loss(*layer))?;
+                let value = scalar(&loss_graph::style_loss(*layer))?;
                 losses.style += weight * value;
                 losses.style_per_layer.push(value);
             }
-            losses.tv = scalar(onnx_loss::TV)?;
+            losses.tv = scalar(loss_graph::TV)?;
             let w = self.weights;
             losses.total = w.content * losses.content + w.style * losses.style + w.tv * losses.tv;
-            Ok((losses, output_tensor(outputs, onnx_loss::GRAD, shape)?))
+            Ok((losses, output_tensor(outputs, loss_graph::GRAD, shape)?))
         })
     }
 }
@@ -323,14 +326,14 @@ impl StagePasses for OrtPasses<'_> {
         let session = self.engine.session(Graph::StageForward(spec))?;
         let (_, _, height, width) = input.dims4()?;
         let input = from_candle(input, "stage input")?;
-        let mut inputs: Inputs<'_> = vec![(onnx_loss::STAGE_INPUT.to_string(), (&input).into())];
+        let mut inputs: Inputs<'_> = vec![(loss_graph::STAGE_INPUT.to_string(), (&input).into())];
         for &(layer, core) in style {
             let mask = ort_tensor(
                 &[1, 1, height, width],
                 core_mask(core, height, width),
                 "core mask",
             )?;
-            inputs.push((onnx_loss::core_mask(layer), mask.into()));
+            inputs.push((loss_graph::core_mask(layer), mask.into()));
         }
         let channels = stage.channels();
         // The arena is handed back after the stage's last tile: kept, it would outlive the
@@ -340,11 +343,11 @@ impl StagePasses for OrtPasses<'_> {
             let content_maps = content
                 .iter()
                 .map(|&layer| {
-                    let kept = onnx_loss::state_relu(layer);
+                    let kept = loss_graph::state_relu(layer);
                     let name = if outputs.contains_key(&kept) {
                         kept
                     } else {
-                        onnx_loss::map_output(layer)
+                        loss_graph::map_output(layer)
                     };
                     output_tensor(&outputs, &name, map)
                 })
@@ -352,21 +355,21 @@ impl StagePasses for OrtPasses<'_> {
             let gram_sums = style
                 .iter()
                 .map(|&(layer, _)| {
-                    let values = output_values::<f32>(&outputs, &onnx_loss::core_gram(layer))?;
+                    let values = output_values::<f32>(&outputs, &loss_graph::core_gram(layer))?;
                     let gram = Tensor::from_slice(values, (channels, channels), &Device::Cpu)?;
                     Ok(gram.to_dtype(DType::F64)?)
                 })
                 .collect::<Result<_>>()?;
             let output = if stage.pooled_after {
                 let pooled = (1, channels, height / 2, width / 2);
-                Some(output_tensor(&outputs, onnx_loss::STAGE_OUTPUT, pooled)?)
+                Some(output_tensor(&outputs, loss_graph::STAGE_OUTPUT, pooled)?)
             } else {
                 None
             };
             let state = if run.keep {
                 let names: Vec<String> = outputs
                     .keys()
-                    .filter(|name| name.starts_with(onnx_loss::STATE_PREFIX))
+                    .filter(|name| name.starts_with(loss_graph::STATE_PREFIX))
                     .map(str::to_string)
                     .collect();
                 let state: TileState = names
@@ -386,9 +389,9 @@ impl StagePasses for OrtPasses<'_> {
         })?;
         // The backward graph recomputes the first convolution from the input it keeps.
         if let Some(state) = forward.state.as_mut()
-            && onnx_loss::recomputes_first(stage)
+            && loss_graph::recomputes_first(stage)
         {
-            state.push((onnx_loss::STAGE_INPUT.to_string(), input.into_dyn()));
+            state.push((loss_graph::STAGE_INPUT.to_string(), input.into_dyn()));
         }
         Ok(forward)
     }
@@ -409,8 +412,8 @@ impl StagePasses for OrtPasses<'_> {
         // Its last layer's ReLU mask (or, when that is recomputed, its input) has the
         // tile's size.
         let sized = [
-            onnx_loss::state_mask(stage.last),
-            onnx_loss::STAGE_INPUT.into(),
+            loss_graph::state_mask(stage.last),
+            loss_graph::STAGE_INPUT.into(),
         ];
         let (_, value) = state
             .iter()
@@ -426,7 +429,7 @@ impl StagePasses for OrtPasses<'_> {
                 TapTerm::Style { layer, matrix } => {
                     spec.style.push(*layer);
                     inputs.push((
-                        onnx_loss::style_matrix(*layer),
+                        loss_graph::style_matrix(*layer),
                         from_candle(matrix, "style matrix")?.into(),
                     ));
                 }
@@ -437,11 +440,11 @@ impl StagePasses for OrtPasses<'_> {
                 } => {
                     spec.content.push(*layer);
                     inputs.push((
-                        onnx_loss::content_input(*layer),
+                        loss_graph::content_input(*layer),
                         from_candle(target, "content target")?.into(),
                     ));
                     inputs.push((
-                        onnx_loss::content_coef(*layer),
+                        loss_graph::content_coef(*layer),
                         ort_scalar(*coef, "content coefficient")?.into(),
                     ));
                 }
@@ -449,7 +452,7 @@ impl StagePasses for OrtPasses<'_> {
         }
         if let Some(grad) = output_grad {
             inputs.push((
-                onnx_loss::OUTPUT_GRAD.to_string(),
+                loss_graph::OUTPUT_GRAD.to_string(),
                 from_candle(grad, "output gradient")?.into(),
             ));
         }
@@ -459,7 +462,7 @@ impl StagePasses for OrtPasses<'_> {
         let session = self.engine.session(Graph::StageBackward(spec))?;
         let shape = (1, stage.in_channels(), height, width);
         run_session(&session, inputs, run.last, |outputs| {
-            output_tensor(&outputs, onnx_loss::GRAD, shape)
+            output_tensor(&outputs, loss_graph::GRAD, shape)
         })
     }
 }
@@ -482,8 +485,8 @@ impl Engine for OrtEngine {
         &self.weights.convention
     }
 
-    fn footprint(&self) -> super::footprint::Footprint {
-        super::footprint::Footprint::ORT_CPU
+    fn footprint(&self) -> crate::engine::footprint::Footprint {
+        crate::engine::footprint::Footprint::ORT_CPU
     }
 
     fn optimise(&self, job: &OptimiseJob, progress: &mut ProgressSink<'_>) -> Result<Optimised> {

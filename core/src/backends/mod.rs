@@ -4,18 +4,25 @@
 //! where its library loads and candle otherwise. Every fallback is logged. All share one set
 //! of weights.
 
+pub mod precompute;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use candle_core::{DType, Device};
 
-use crate::engine::{CandleEngine, Engine, OrtEngine, Pooling};
+use crate::engine::{Engine, Pooling};
+
+use crate::candle::CandleEngine;
+
+use crate::backends::precompute::{BackendChoice, ort_features};
 use crate::error::{Error, Result};
-use crate::features::select::{BackendChoice, ort_features};
-use crate::features::{FeatureExtractor, OrtFeatures};
+use crate::features::FeatureExtractor;
 use crate::model::Vgg19Weights;
-use crate::runtime::Provider;
+use crate::onnxruntime::OrtEngine;
+use crate::onnxruntime::OrtFeatures;
+use crate::onnxruntime::Provider;
 
 /// Where candle runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 
-use super::FeatureExtractor;
 use crate::error::{Error, Result};
+use crate::features::FeatureExtractor;
 use crate::model::{InputImage, Layer};
 use crate::net::gram;
 use crate::net::vgg::VggNet;
