@@ -55,7 +55,7 @@ fn a_long_tiled_run_stays_within_its_estimate() {
         "the plan fits its budget"
     );
     // The peak is 0.750-0.756 of the estimate at 1 and 2 threads (scripts/spreads.sh); it
-    // was 0.92-1.00 before the binary fixed glibc's mmap threshold (src/allocator.rs).
+    // was 0.92-1.00 before the binary fixed glibc's mmap threshold (core/src/allocator.rs).
     let used = common::measured(
         "long_run_memory/peak / estimate",
         peak as f64 / report.estimate_bytes as f64,

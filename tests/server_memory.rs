@@ -122,7 +122,7 @@ async fn a_1920x1080_frame_completes_in_a_6gib_cgroup() {
     assert!(started.memory_estimate_bytes > 0);
     assert!(started.memory_estimate_bytes as f64 <= budget);
     // The cgroup's peak (page cache included) is 3.64-3.68 GiB at 1 and 2 threads (3.68-3.82
-    // before the fixed mmap threshold, src/allocator.rs).
+    // before the fixed mmap threshold, core/src/allocator.rs).
     let peak = cgroup.peak_bytes();
     common::measured(
         "server_memory/1920x1080 cgroup peak GiB",

@@ -1,5 +1,8 @@
-//! Optimising an image: the `Engine` trait the scheduler and CLI see, the job it runs, the
-//! progress it reports, and the candle implementation (CPU now, CUDA through the same code).
+//! Optimising an image, backend-neutral: the `Engine` trait the scheduler and CLI see, the
+//! job it runs, the progress it reports, and the optimiser both backends share (the loop,
+//! Adam, L-BFGS with strong Wolfe, the pixel box, the tiled evaluation, the memory model,
+//! the temporal term, the loss terms). The implementations are `crate::onnxruntime`'s (the
+//! CPU default) and `crate::candle`'s (CUDA, and the CPU fallback).
 
 pub mod bounds;
 pub mod driver;

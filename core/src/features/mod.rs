@@ -1,5 +1,6 @@
 //! Style targets: the `FeatureExtractor` trait that turns a style image into Gram matrices
-//! (candle and ONNX Runtime implementations), and blending several styles' Grams.
+//! (implemented in `crate::onnxruntime` and `crate::candle`), and blending several styles'
+//! Grams.
 
 pub use crate::net::{Gram, TargetIdentity};
 
