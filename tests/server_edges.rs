@@ -150,3 +150,24 @@ async fn reflection_answers_unknown_names_in_the_stream_with_a_bounded_echo() {
         Some(MessageResponse::FileDescriptorResponse(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_runs_as_a_job_and_a_drain_waits_for_it() {
+    let server = Server::start(&["--workers", "1", "--grace-period-seconds", "60"]);
+    let mut client = server.client().await;
+    // Large enough that its precompute takes seconds on two cores.
+    let mut large = registration(common::server::STYLE);
+    large.size = 1536;
+    let registering = tokio::spawn(async move { client.register_style(large).await });
+    // The scheduler runs the precompute: it counts among the jobs in flight...
+    server
+        .metric_becomes("stylize_in_flight_requests", 1.0)
+        .await;
+    // ...so the drain waits for it, and the client gets its key.
+    server.terminate();
+    let answer = registering
+        .await
+        .unwrap()
+        .expect("the registration in flight completes during the drain");
+    assert_eq!(answer.into_inner().key.len(), 64);
+}

@@ -8,6 +8,7 @@
 
 pub mod events;
 pub mod job;
+mod registration;
 mod test_hooks;
 mod worker;
 
@@ -335,7 +336,7 @@ impl Scheduler {
     /// Reserves `bytes` for work outside the queue (a style registration), waiting for
     /// running jobs to release memory until `deadline`. Refused while draining, or with
     /// `MemoryExhausted` when `bytes` exceed what jobs may ever hold.
-    pub fn reserve(&self, bytes: u64, deadline: Option<Instant>) -> Result<Reservation> {
+    fn reserve(&self, bytes: u64, deadline: Option<Instant>) -> Result<Reservation> {
         if self.shared.job_capacity.is_some_and(|c| bytes > c) {
             return Err(Error::MemoryExhausted(format!(
                 "about {} MiB needed, {} MiB available to jobs",

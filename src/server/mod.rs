@@ -28,8 +28,6 @@ use crate::backends::Backends;
 use crate::cache::StyleCache;
 use crate::error::{Class, Error};
 use crate::registry::StyleRegistry;
-use crate::render::plan::plan_precompute;
-use crate::render::{StyleSource, warm_style};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::telemetry::metrics::{self as names, outcome};
 
@@ -304,23 +302,9 @@ impl StylizeService {
             options.validate()?;
             convert::check_sizes(&options, &limits)?;
             let image = convert::decode_field(&message.image, "image", &limits)?;
-            let backends = scheduler.backends();
-            let plan = plan_precompute(
-                &image,
-                &options,
-                &backends.engine.footprint(),
-                scheduler.job_capacity(),
-            )?;
-            let _memory = scheduler.reserve(plan.estimate, deadline)?;
-            let source = StyleSource {
-                features: backends.features.as_ref(),
-                cache: Some(scheduler.cache().as_ref()),
-                tile_side: plan.tile_side,
-            };
-            let lookups = warm_style(&image, &options, source, backends.engine.convention())?;
+            let lookups = scheduler.precompute_style(&image, &options, deadline)?;
             // Only a style whose targets were computed gets a key.
             let key = registry.register(&message.image, Arc::new(image))?;
-            crate::telemetry::metrics::publish_cache(&scheduler.cache().stats());
             tracing::info!(%key, "style registered");
             Ok(proto::RegisterStyleResponse {
                 key,
