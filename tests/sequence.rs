@@ -15,7 +15,7 @@ use stylize::motion::{ExrMotionChannels, Motion, read_exr};
 use stylize::render::sequence::{
     FrameInput, FrameRendered, SequenceOptions, SequenceRenderer, SequenceState, warping_error,
 };
-use stylize::render::{RenderOptions, RenderRequest, StyleSource};
+use stylize::render::{RenderOptions, StyleSource, Styling};
 
 fn frame_path(t: usize, ext: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
@@ -35,9 +35,8 @@ fn frame(t: usize) -> FrameInput {
     }
 }
 
-fn base(size: u32) -> RenderRequest {
-    RenderRequest {
-        content: RgbImage::new(1, 1),
+fn base(size: u32) -> Styling {
+    Styling {
         styles: vec![common::shipped("starry_night.jpg")],
         blend: vec![],
         options: RenderOptions {

@@ -13,7 +13,7 @@ use clap::Args;
 use stylize::engine::Progress;
 use stylize::image_io;
 use stylize::render::sequence::{FrameRendered, SequenceOptions, SequenceRenderer, warping_error};
-use stylize::render::{RenderRequest, StyleSource};
+use stylize::render::{StyleSource, Styling};
 
 use super::args::{
     BackendArgs, JobArgs, StyleArgs, byte_count, flag_error, memory_budget, progress_bar,
@@ -175,12 +175,15 @@ pub fn run(args: SequenceArgs) -> Result<()> {
     }
     let options = args.job.options()?;
     let shot_options = shot.options(options.iterations);
-    let base = RenderRequest {
-        content: shot.frame(0)?.content.context("--frames")?,
+    let base = Styling {
         styles: args.styles.read()?,
         blend: args.styles.blend,
         options,
     };
+    // The first frame is checked before anything runs (the others as they come).
+    base.with_content(shot.frame(0)?.content.context("--frames")?)
+        .validate()
+        .map_err(flag_error)?;
     let budget = memory_budget(args.memory_budget)?;
     let backends = args.backend.build()?;
     let for_job = budget

@@ -16,7 +16,9 @@ use crate::image_io::{self, Encoding};
 use crate::model::Layer;
 use crate::registry::StyleRegistry;
 use crate::render::preset::Quality;
-use crate::render::{GivenOptions, InitChoice, OptimizerChoice, RenderOptions, RenderRequest};
+use crate::render::{
+    GivenOptions, InitChoice, OptimizerChoice, RenderOptions, RenderRequest, Styling,
+};
 use crate::scheduler::{JobEvent, JobSpec};
 
 /// Request limits checked before any work is queued.
@@ -297,6 +299,42 @@ impl From<proto::SequenceSetup> for JobParts {
     }
 }
 
+/// A job's settings from a message, all but its content: the styling and how its results
+/// are sent. A still renders one content with it; a shot's frames each bring theirs.
+#[derive(Clone)]
+pub struct JobTemplate {
+    pub request_id: String,
+    pub styling: Styling,
+    pub output: Encoding,
+    pub progress_every: usize,
+    pub deadline: Option<Instant>,
+    pub max_result_bytes: Option<usize>,
+}
+
+impl JobTemplate {
+    /// The job rendering `content` with these settings, validated with it (errors name the
+    /// request's fields).
+    pub fn into_job(self, content: RgbImage) -> Result<JobSpec> {
+        let request = RenderRequest {
+            content,
+            styles: self.styling.styles,
+            blend: self.styling.blend,
+            options: self.styling.options,
+        };
+        request.validate().map_err(in_request)?;
+        Ok(JobSpec {
+            request_id: self.request_id,
+            request,
+            output: self.output,
+            progress_every: self.progress_every,
+            deadline: self.deadline,
+            max_result_bytes: self.max_result_bytes,
+            temporal: None,
+            counts_as_request: true,
+        })
+    }
+}
+
 /// Decodes and validates a request into a job. Runs on a blocking thread (decoding is CPU).
 pub fn job_spec(
     request: proto::StylizeRequest,
@@ -311,29 +349,28 @@ pub fn job_spec(
         blend: request.blend,
         options: request.options,
     };
-    job_spec_for(parts, content, request_id, deadline, limits, registry)
+    job_template(parts, request_id, deadline, limits, registry)?.into_job(content)
 }
 
-/// `job_spec` with the content already decoded (a sequence's frames bring their own).
-pub fn job_spec_for(
+/// A job's settings from `parts`: styles decoded (or resolved by key) and options checked
+/// against the limits; errors name the request's fields.
+pub fn job_template(
     parts: JobParts,
-    content: RgbImage,
     request_id: String,
     deadline: Option<Instant>,
     limits: &Limits,
     registry: &StyleRegistry,
-) -> Result<JobSpec> {
-    checked_job_spec(parts, content, request_id, deadline, limits, registry).map_err(in_request)
+) -> Result<JobTemplate> {
+    checked_template(parts, request_id, deadline, limits, registry).map_err(in_request)
 }
 
-fn checked_job_spec(
+fn checked_template(
     request: JobParts,
-    content: RgbImage,
     request_id: String,
     deadline: Option<Instant>,
     limits: &Limits,
     registry: &StyleRegistry,
-) -> Result<JobSpec> {
+) -> Result<JobTemplate> {
     let wire = request.options.unwrap_or_default();
     let mut options = given(&wire)?.resolve()?;
     check_limits(&options, limits)?;
@@ -400,23 +437,17 @@ fn checked_job_spec(
             ));
         }
     };
-    let output = encoding(&wire)?;
-    let render = RenderRequest {
-        content,
-        styles,
-        blend: request.blend,
-        options,
-    };
-    render.validate()?;
-    Ok(JobSpec {
+    Ok(JobTemplate {
         request_id,
-        request: render,
-        output,
+        styling: Styling {
+            styles,
+            blend: request.blend,
+            options,
+        },
+        output: encoding(&wire)?,
         progress_every: (wire.progress_interval as usize).max(1),
         deadline,
         max_result_bytes: Some(limits.max_message_bytes),
-        temporal: None,
-        counts_as_request: true,
     })
 }
 

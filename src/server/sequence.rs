@@ -17,7 +17,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use super::convert::{self, Limits, in_field};
+use super::convert::{self, JobTemplate, Limits, in_field};
 use super::proto;
 use super::status;
 use crate::error::quoted;
@@ -38,7 +38,7 @@ pub type SequenceStream =
 /// What every frame of a shot shares: the job settings (its content replaced per frame),
 /// how OpenEXR frames are read, and the shot's state.
 struct Shot {
-    template: JobSpec,
+    template: JobTemplate,
     transfer: Transfer,
     state: SequenceState,
 }
@@ -53,17 +53,10 @@ fn shot(
     convention: crate::model::InputConvention,
 ) -> Result<Shot> {
     let wire = setup.sequence.unwrap_or_default();
-    // Each frame brings its content; the setup's placeholder is never rendered.
-    let placeholder = RgbImage::new(1, 1);
-    let template = convert::job_spec_for(
-        setup.into(),
-        placeholder,
-        request_id,
-        deadline,
-        limits,
-        registry,
-    )?;
-    let defaults = SequenceOptions::for_iterations(template.request.options.iterations);
+    let template = convert::job_template(setup.into(), request_id, deadline, limits, registry)?;
+    // Each frame brings its content; what holds for any frame is checked now.
+    template.styling.validate().map_err(convert::in_request)?;
+    let defaults = SequenceOptions::for_iterations(template.styling.options.iterations);
     let options = SequenceOptions {
         temporal_weight: wire.temporal_weight.unwrap_or(DEFAULT_TEMPORAL_WEIGHT),
         later_iterations: match wire.later_iterations {
@@ -93,7 +86,7 @@ fn shot(
     } else {
         Transfer::SceneLinear
     };
-    let state = SequenceState::new(template.request.clone(), options, convention)?;
+    let state = SequenceState::new(template.styling.clone(), options, convention)?;
     Ok(Shot {
         template,
         transfer,
@@ -540,12 +533,16 @@ impl Runner {
                 )));
             }
         };
+        let template = &shot.template;
         let spec = JobSpec {
-            request_id: format!("{}/frame-{}", shot.template.request_id, job.index),
+            request_id: format!("{}/frame-{}", template.request_id, job.index),
             request: job.request.clone(),
+            output: template.output,
+            progress_every: template.progress_every,
+            deadline: template.deadline,
+            max_result_bytes: template.max_result_bytes,
             temporal: job.temporal.clone(),
             counts_as_request: false,
-            ..shot.template.clone()
         };
         let submitted = self
             .scheduler

@@ -234,33 +234,12 @@ pub struct RenderRequest {
 
 impl RenderRequest {
     pub fn validate(&self) -> Result<()> {
-        self.options.validate()?;
-        self.check_sizes()?;
-        if self.styles.is_empty() && !self.options.style_layers.is_empty() {
-            return Err(Error::invalid(
-                "styles",
-                "at least one style image is needed",
-            ));
-        }
-        if !self.blend.is_empty() {
-            if self.blend.len() != self.styles.len() {
-                return Err(Error::invalid(
-                    "blend",
-                    format!(
-                        "{} weights for {} styles",
-                        self.blend.len(),
-                        self.styles.len()
-                    ),
-                ));
-            }
-            for &w in &self.blend {
-                non_negative("blend", w)?;
-            }
-            if self.blend.iter().all(|&w| w == 0.0) {
-                return Err(Error::invalid("blend", "weights must not all be zero"));
-            }
-        }
-        Ok(())
+        validate_parts(
+            &self.options,
+            &self.styles,
+            &self.blend,
+            self.content.dimensions(),
+        )
     }
 
     /// Every size-dependent check, before any work is queued: the content and each style at
@@ -268,49 +247,7 @@ impl RenderRequest {
     /// `scales` when only a coarser scale is too small, `size` when the output is,
     /// `style_scale` when the styles are shrunk below it, else the image's own shape.
     pub fn check_sizes(&self) -> Result<()> {
-        let options = &self.options;
-        let Some(deepest) = options.deepest_layer() else {
-            return Ok(());
-        };
-        let sizes = options.scale_sizes();
-        let fits = |(w, h): (u32, u32), longest: u32| {
-            check_fits("", fit_longest(w, h, longest), deepest).is_ok()
-        };
-        let content = self.content.dimensions();
-        for (k, &longest) in sizes.iter().enumerate() {
-            let fitted = fit_longest(content.0, content.1, longest);
-            if !fits(content, longest) {
-                let field = if k + 1 < sizes.len() && fits(content, options.size) {
-                    "scales"
-                } else if fits((1, 1), options.size) {
-                    "content"
-                } else {
-                    "size"
-                };
-                return check_fits(field, fitted, deepest).map_err(|e| at_scale(e, longest));
-            }
-            if options.style_layers.is_empty() {
-                continue;
-            }
-            let side = style_side(longest, options.style_scale);
-            for (s, style) in self.styles.iter().enumerate() {
-                let dims = style.dimensions();
-                if !fits(dims, side) {
-                    let field = if options.style_scale < 1.0 && fits(dims, longest) {
-                        "style_scale".to_string()
-                    } else if k + 1 < sizes.len()
-                        && fits(dims, style_side(options.size, options.style_scale))
-                    {
-                        "scales".to_string()
-                    } else {
-                        format!("styles[{s}]")
-                    };
-                    return check_fits(&field, fit_longest(dims.0, dims.1, side), deepest)
-                        .map_err(|e| at_scale(e, longest));
-                }
-            }
-        }
-        Ok(())
+        check_sizes(&self.options, &self.styles, self.content.dimensions())
     }
 
     pub(crate) fn blend_weights(&self) -> Vec<f64> {
@@ -318,6 +255,113 @@ impl RenderRequest {
             vec![1.0; self.styles.len()]
         } else {
             self.blend.clone()
+        }
+    }
+}
+
+/// Everything a request is checked for, its content's dimensions given.
+fn validate_parts(
+    options: &RenderOptions,
+    styles: &[RgbImage],
+    blend: &[f64],
+    content: (u32, u32),
+) -> Result<()> {
+    options.validate()?;
+    check_sizes(options, styles, content)?;
+    if styles.is_empty() && !options.style_layers.is_empty() {
+        return Err(Error::invalid(
+            "styles",
+            "at least one style image is needed",
+        ));
+    }
+    if !blend.is_empty() {
+        if blend.len() != styles.len() {
+            return Err(Error::invalid(
+                "blend",
+                format!("{} weights for {} styles", blend.len(), styles.len()),
+            ));
+        }
+        for &w in blend {
+            non_negative("blend", w)?;
+        }
+        if blend.iter().all(|&w| w == 0.0) {
+            return Err(Error::invalid("blend", "weights must not all be zero"));
+        }
+    }
+    Ok(())
+}
+
+/// `RenderRequest::check_sizes` for `content`'s dimensions.
+fn check_sizes(options: &RenderOptions, styles: &[RgbImage], content: (u32, u32)) -> Result<()> {
+    let Some(deepest) = options.deepest_layer() else {
+        return Ok(());
+    };
+    let sizes = options.scale_sizes();
+    let fits = |(w, h): (u32, u32), longest: u32| {
+        check_fits("", fit_longest(w, h, longest), deepest).is_ok()
+    };
+    for (k, &longest) in sizes.iter().enumerate() {
+        let fitted = fit_longest(content.0, content.1, longest);
+        if !fits(content, longest) {
+            let field = if k + 1 < sizes.len() && fits(content, options.size) {
+                "scales"
+            } else if fits((1, 1), options.size) {
+                "content"
+            } else {
+                "size"
+            };
+            return check_fits(field, fitted, deepest).map_err(|e| at_scale(e, longest));
+        }
+        if options.style_layers.is_empty() {
+            continue;
+        }
+        let side = style_side(longest, options.style_scale);
+        for (s, style) in styles.iter().enumerate() {
+            let dims = style.dimensions();
+            if !fits(dims, side) {
+                let field = if options.style_scale < 1.0 && fits(dims, longest) {
+                    "style_scale".to_string()
+                } else if k + 1 < sizes.len()
+                    && fits(dims, style_side(options.size, options.style_scale))
+                {
+                    "scales".to_string()
+                } else {
+                    format!("styles[{s}]")
+                };
+                return check_fits(&field, fit_longest(dims.0, dims.1, side), deepest)
+                    .map_err(|e| at_scale(e, longest));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything of a request but its content: what a shot's frames share, each frame bringing
+/// its own content.
+#[derive(Debug, Clone)]
+pub struct Styling {
+    pub styles: Vec<RgbImage>,
+    /// One weight per style (normalised to sum to 1); empty means equal weights.
+    pub blend: Vec<f64>,
+    pub options: RenderOptions,
+}
+
+impl Styling {
+    /// Every check that holds for any frame: the options, the styles and blend, and the
+    /// sizes for a frame whose longest side is the output's at each scale (each frame's
+    /// shorter side is checked when the frame arrives).
+    pub fn validate(&self) -> Result<()> {
+        // A 1x1 image fits to a square of each scale's side.
+        validate_parts(&self.options, &self.styles, &self.blend, (1, 1))
+    }
+
+    /// The request rendering `content` with these settings.
+    pub fn with_content(&self, content: RgbImage) -> RenderRequest {
+        RenderRequest {
+            content,
+            styles: self.styles.clone(),
+            blend: self.blend.clone(),
+            options: self.options.clone(),
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use image::RgbImage;
 
-use super::options::{InitChoice, RenderRequest};
+use super::options::{InitChoice, RenderRequest, Styling};
 use super::plan::plan_memory;
 use super::still::{Rendered, StyleSource, render_frame};
 use crate::engine::temporal::TemporalTarget;
@@ -112,7 +112,7 @@ pub struct FrameJob {
 /// frame. Turns each incoming frame into a `FrameJob`; whoever renders it reports the
 /// delivered image back with `delivered`.
 pub struct SequenceState {
-    base: RenderRequest,
+    base: Styling,
     options: SequenceOptions,
     convention: InputConvention,
     /// The shot's frame size, set by the first frame.
@@ -122,10 +122,10 @@ pub struct SequenceState {
 }
 
 impl SequenceState {
-    /// `base` carries the styles, blend and still options (its content is ignored: each
-    /// frame brings its own); `convention` is the engine's.
+    /// `base` carries the styles, blend and still options (each frame brings its content);
+    /// `convention` is the engine's.
     pub fn new(
-        base: RenderRequest,
+        base: Styling,
         options: SequenceOptions,
         convention: InputConvention,
     ) -> Result<Self> {
@@ -196,10 +196,7 @@ impl SequenceState {
         }
         let mut job = FrameJob {
             index,
-            request: RenderRequest {
-                content,
-                ..self.base.clone()
-            },
+            request: self.base.with_content(content),
             temporal: None,
             certain: 0.0,
             warped_previous: None,
@@ -264,7 +261,7 @@ pub struct SequenceRenderer<'a> {
 impl<'a> SequenceRenderer<'a> {
     /// See `SequenceState::new`; `budget` is the memory plan's (`None`: unlimited).
     pub fn new(
-        base: RenderRequest,
+        base: Styling,
         options: SequenceOptions,
         engine: &'a dyn Engine,
         styles: StyleSource<'a>,
