@@ -93,22 +93,34 @@ fn main() -> std::process::ExitCode {
     // Before anything allocates much: large freed blocks go back to the system, so a job's
     // peak is what its memory plan says, not what the order of its frees left behind.
     stylize::allocator::settle_large_blocks();
-    match dispatch() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version are answers, not failures; anything else is usage (64).
+            let _ = err.print();
+            return std::process::ExitCode::from(if err.use_stderr() {
+                cli::exit::USAGE
+            } else {
+                0
+            });
+        }
+    };
+    match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the flag or file, then each cause.
+            // One line: the flag or file, then each cause; the code says what a farm should
+            // do about it (docs/render-farm.md).
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(cli::exit::code(&err))
         }
     }
 }
 
-fn dispatch() -> Result<()> {
-    let cli = Cli::parse();
+fn dispatch(cli: Cli) -> Result<()> {
     let format: LogFormat = cli
         .log_format
         .parse()
-        .map_err(|e| anyhow::anyhow!("--log-format: {e}"))?;
+        .map_err(|e| cli::exit::Usage(format!("--log-format: {e}")))?;
     logging::init(format);
     // Thread counts from the environment (ONNX Runtime's, rayon's and candle's) are checked
     // once here: a typo would otherwise quietly mean one thread per core.

@@ -471,3 +471,50 @@ fn identical_runs_give_identical_bytes_whatever_the_thread_count() {
         }
     }
 }
+
+/// A farm requeues a task by its exit code (docs/render-farm.md): usage 64, bad input 65,
+/// temporary 75.
+#[test]
+fn exit_codes_say_what_a_farm_should_do() {
+    let code = |args: &[&str]| stylize(args).status.code();
+    assert_eq!(
+        code(&["run", "--no-such-flag"]),
+        Some(64),
+        "an unknown flag"
+    );
+    assert_eq!(
+        code(&["run", "--tolerance", "-1"]),
+        Some(64),
+        "a flag's value"
+    );
+    assert_eq!(code(&["--help"]), Some(0), "help is an answer");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.png");
+    let out = dir.path().join("out.png");
+    let (missing, out) = (missing.to_str().unwrap(), out.to_str().unwrap());
+    assert_eq!(
+        code(&["run", "--content", missing, "--size", "32", "--out", out]),
+        Some(65),
+        "a missing input file"
+    );
+    // Nothing listens on port 1: the server is unreachable, so the task is requeued.
+    assert_eq!(
+        code(&[
+            "submit",
+            "--server",
+            "http://127.0.0.1:1",
+            "--content",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/assets/chelsea.png"),
+            "--style",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/assets/starry_night.jpg"),
+            "--retries",
+            "0",
+            "--size",
+            "32",
+            "--out",
+            out,
+        ]),
+        Some(75),
+        "an unreachable server"
+    );
+}

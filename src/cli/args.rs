@@ -290,7 +290,7 @@ pub fn flag_error(err: stylize::Error) -> anyhow::Error {
                 f if f.starts_with("styles") => "style".to_string(),
                 _ => flag,
             };
-            anyhow::anyhow!("--{flag}: {field}: {reason}")
+            anyhow::Error::new(super::exit::Usage(format!("--{flag}: {field}: {reason}")))
         }
         _ => err.into(),
     }

@@ -157,7 +157,7 @@ pub(super) fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Opt
 }
 
 pub(super) fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("server answered {:?}: {}", status.code(), status.message())
+    anyhow::Error::new(super::exit::ServerAnswer(status))
 }
 
 pub(super) async fn connect(

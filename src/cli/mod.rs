@@ -6,6 +6,7 @@ pub mod bench_frames;
 pub mod bench_quality;
 pub mod client;
 pub mod connect;
+pub mod exit;
 pub mod frames;
 pub mod loadgen;
 pub mod run;
