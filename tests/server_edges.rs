@@ -171,3 +171,43 @@ async fn a_registration_runs_as_a_job_and_a_drain_waits_for_it() {
         .expect("the registration in flight completes during the drain");
     assert_eq!(answer.into_inner().key.len(), 64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_a_reason_a_retry_delay_and_the_field_a_program_acts_on() {
+    use tonic_types::StatusExt;
+    let server = Server::start(&["--workers", "1", "--max-queue", "1"]);
+    let mut client = server.client().await;
+    let mut bad = request(1);
+    if let Some(options) = bad.options.as_mut() {
+        options.tolerance = -1.0;
+    }
+    let refused = collect(&mut client, bad).await.unwrap_err();
+    let info = refused.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("INVALID_ARGUMENT", "stylize.v1")
+    );
+    let violations = refused
+        .get_details_bad_request()
+        .expect("BadRequest")
+        .field_violations;
+    assert_eq!(violations[0].field, "options.tolerance", "{violations:?}");
+    assert!(
+        refused.get_details_retry_info().is_none(),
+        "the same request fails again"
+    );
+    assert!(!stylize::server::routing::retryable(&refused));
+
+    let (_running, _queued) = occupy_worker_and_queue(&mut client).await;
+    let full = collect(&mut client, request(1)).await.unwrap_err();
+    assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    let info = full.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "QUEUE_FULL");
+    let delay = full
+        .get_details_retry_info()
+        .expect("RetryInfo")
+        .retry_delay;
+    assert_eq!(delay, Some(Duration::from_secs(1)));
+    // The CLI and `submit --retries` send it again.
+    assert!(stylize::server::routing::retryable(&full));
+}

@@ -50,8 +50,9 @@ pub struct SubmitArgs {
     /// Output file; .png or .jpg/.jpeg.
     #[arg(long, default_value = "stylized.png")]
     out: PathBuf,
-    /// Times to resend the request after a retryable failure (UNAVAILABLE, or the connection
-    /// lost mid-job), with backoff from 1 s; through a balancer it lands on another replica.
+    /// Times to resend the request after a retryable failure (the server's RetryInfo: a full
+    /// queue or a draining replica; UNAVAILABLE; or the connection lost mid-job), with backoff
+    /// from 1 s; through a balancer it lands on another replica.
     #[arg(long, default_value_t = 3)]
     retries: u32,
     /// No progress bar.

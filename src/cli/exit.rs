@@ -1,7 +1,8 @@
 //! Exit codes a render farm acts on, in the `sysexits` convention: 0 done; 64 usage (a flag
 //! or its value is wrong); 65 bad input (a file, the request, or a job that can never fit);
 //! 75 temporary (the server is draining, busy or unreachable, a deadline passed: requeue
-//! the task); 70 internal. A failure is classified by the first typed cause in its chain;
+//! the task); 70 internal. The server's error details decide between "busy" and "never
+//! fits", which share `RESOURCE_EXHAUSTED`. A failure is classified by the first typed cause in its chain;
 //! one with none names a flag or a file, so it counts as bad input.
 
 use std::fmt;
@@ -50,10 +51,10 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         return Some(USAGE);
     }
     if let Some(ServerAnswer(status)) = cause.downcast_ref() {
-        return Some(of_status(status.code()));
+        return Some(of_status(status));
     }
     if let Some(status) = cause.downcast_ref::<tonic::Status>() {
-        return Some(of_status(status.code()));
+        return Some(of_status(status));
     }
     if cause.is::<tonic::transport::Error>() {
         return Some(TEMPORARY);
@@ -70,9 +71,13 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     None
 }
 
-fn of_status(code: tonic::Code) -> u8 {
+fn of_status(status: &tonic::Status) -> u8 {
     use tonic::Code;
-    match code {
+    if stylize::server::details::never_fits(status) {
+        // The server says the job as asked can never fit (memory, message size).
+        return BAD_INPUT;
+    }
+    match status.code() {
         Code::Ok => 0,
         Code::InvalidArgument
         | Code::NotFound

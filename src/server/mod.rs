@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod convert;
 pub mod deadline;
+pub mod details;
 mod handshake;
 mod reflection;
 pub mod routing;
@@ -26,7 +27,7 @@ pub use convert::Limits;
 
 use crate::backends::Backends;
 use crate::cache::StyleCache;
-use crate::error::{Class, Error};
+use crate::error::Error;
 use crate::registry::StyleRegistry;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::telemetry::metrics::{self as names, outcome};
@@ -59,16 +60,7 @@ fn tls_reason(err: &dyn std::error::Error) -> String {
 /// The gRPC status for a library error; the message names the field where there is one
 /// (fields are already the request's paths, see `convert::in_request`).
 pub fn status(err: Error) -> Status {
-    let message = err.to_string();
-    match err.class() {
-        Class::InvalidArgument => Status::invalid_argument(message),
-        Class::ResourceExhausted => Status::resource_exhausted(message),
-        Class::Diverged => Status::failed_precondition(message),
-        Class::Unavailable => Status::unavailable(message),
-        Class::DeadlineExceeded => Status::deadline_exceeded(message),
-        Class::Cancelled => Status::cancelled(message),
-        Class::Internal => Status::internal(message),
-    }
+    details::status(err)
 }
 
 /// The outcome label of a final status.

@@ -20,10 +20,15 @@ pub fn style_routing_key(styles: &[StyleInput]) -> Option<String> {
 }
 
 /// Whether a request that failed with `status` should be sent again (to any replica): the
-/// replica answered `UNAVAILABLE` (draining, handed the job back, shared registry down), or
+/// status carries `RetryInfo` (a full queue, a draining replica), the replica answered
+/// `UNAVAILABLE` (draining, handed the job back, shared registry down), or
 /// the connection broke before any status arrived (the replica died). Other clients see the
 /// latter as `UNAVAILABLE`; tonic reports it as `UNKNOWN` carrying the transport error.
 pub fn retryable(status: &tonic::Status) -> bool {
+    if super::details::says_retry(status) {
+        // The server says so (`RetryInfo`): draining, a full queue, too many open shots.
+        return true;
+    }
     match status.code() {
         tonic::Code::Unavailable => true,
         tonic::Code::Unknown => {
