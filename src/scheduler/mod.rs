@@ -123,6 +123,17 @@ impl Queue {
         metrics::gauge!(names::QUEUE_DEPTH).set(0.0);
     }
 
+    /// Counts the work `flag` cancels among the running (jobs and style registrations).
+    fn start_running(&mut self, flag: Arc<AtomicBool>) {
+        self.running.push(flag);
+        metrics::gauge!(names::IN_FLIGHT).set(self.running.len() as f64);
+    }
+
+    fn end_running(&mut self, flag: &Arc<AtomicBool>) {
+        self.running.retain(|running| !Arc::ptr_eq(running, flag));
+        metrics::gauge!(names::IN_FLIGHT).set(self.running.len() as f64);
+    }
+
     fn reserve(&mut self, bytes: u64) {
         self.reserved += bytes;
         metrics::gauge!(names::MEMORY_RESERVED).set(self.reserved as f64);

@@ -27,9 +27,7 @@ struct Running {
 impl Running {
     fn enter(shared: &Arc<Shared>) -> Self {
         let flag = Arc::new(AtomicBool::new(false));
-        let mut queue = shared.lock();
-        queue.running.push(flag.clone());
-        metrics::gauge!(names::IN_FLIGHT).set(queue.running.len() as f64);
+        shared.lock().start_running(flag.clone());
         Self {
             shared: shared.clone(),
             flag,
@@ -39,10 +37,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut queue = self.shared.lock();
-        queue.running.retain(|flag| !Arc::ptr_eq(flag, &self.flag));
-        metrics::gauge!(names::IN_FLIGHT).set(queue.running.len() as f64);
-        drop(queue);
+        self.shared.lock().end_running(&self.flag);
         self.shared.changed.notify_all();
     }
 }

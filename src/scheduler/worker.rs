@@ -2,7 +2,6 @@
 //! runs it, reports its events, releases its memory, repeats.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -29,10 +28,9 @@ pub(super) fn run(index: usize, shared: &Shared) {
                     .front()
                     .is_some_and(|job| shared.fits(&queue, job.plan.estimate));
                 if fits && let Some(job) = queue.jobs.pop_front() {
-                    queue.running.push(job.cancel.clone());
+                    queue.start_running(job.cancel.clone());
                     queue.reserve(job.plan.estimate);
                     metrics::gauge!(names::QUEUE_DEPTH).set(queue.jobs.len() as f64);
-                    metrics::gauge!(names::IN_FLIGHT).set(queue.running.len() as f64);
                     break job;
                 }
                 // Wake now and then to drop departed clients' jobs while waiting.
@@ -50,8 +48,7 @@ pub(super) fn run(index: usize, shared: &Shared) {
         span.in_scope(|| execute(&worker, shared, job));
         let mut queue = shared.lock();
         queue.release(reserved);
-        queue.running.retain(|flag| !Arc::ptr_eq(flag, &cancel));
-        metrics::gauge!(names::IN_FLIGHT).set(queue.running.len() as f64);
+        queue.end_running(&cancel);
         drop(queue);
         shared.changed.notify_all();
     }

@@ -333,6 +333,26 @@ impl JobTemplate {
             counts_as_request: true,
         })
     }
+
+    /// The job of a shot's frame `index`, whose request (its content, and the temporal
+    /// term) the shot's state made; the shot's stream counts as the request, not its frames.
+    pub fn frame_job(
+        &self,
+        index: usize,
+        request: RenderRequest,
+        temporal: Option<crate::engine::temporal::TemporalTarget>,
+    ) -> JobSpec {
+        JobSpec {
+            request_id: format!("{}/frame-{index}", self.request_id),
+            request,
+            output: self.output,
+            progress_every: self.progress_every,
+            deadline: self.deadline,
+            max_result_bytes: self.max_result_bytes,
+            temporal,
+            counts_as_request: false,
+        }
+    }
 }
 
 /// Decodes and validates a request into a job. Runs on a blocking thread (decoding is CPU).

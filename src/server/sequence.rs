@@ -29,7 +29,7 @@ use crate::registry::StyleRegistry;
 use crate::render::sequence::{
     DEFAULT_TEMPORAL_WEIGHT, FrameInput, FrameJob, SequenceOptions, SequenceState, warping_error,
 };
-use crate::scheduler::{JobEvent, JobSpec, Scheduler};
+use crate::scheduler::{JobEvent, Scheduler};
 use crate::telemetry::metrics::{self as names, outcome};
 
 pub type SequenceStream =
@@ -533,17 +533,9 @@ impl Runner {
                 )));
             }
         };
-        let template = &shot.template;
-        let spec = JobSpec {
-            request_id: format!("{}/frame-{}", template.request_id, job.index),
-            request: job.request.clone(),
-            output: template.output,
-            progress_every: template.progress_every,
-            deadline: template.deadline,
-            max_result_bytes: template.max_result_bytes,
-            temporal: job.temporal.clone(),
-            counts_as_request: false,
-        };
+        let spec = shot
+            .template
+            .frame_job(job.index, job.request.clone(), job.temporal.clone());
         let submitted = self
             .scheduler
             .submit(spec, tracing::Span::current())
