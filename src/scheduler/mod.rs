@@ -255,11 +255,6 @@ impl Scheduler {
         &self.shared.backends
     }
 
-    /// The style-target cache the jobs share.
-    pub fn cache(&self) -> &Arc<StyleCache> {
-        &self.shared.cache
-    }
-
     /// Whether a job submitted now would be queued: the cheap check a request makes before
     /// decoding its images, so overload is refused without spending CPU on it. `submit`
     /// decides for good.
