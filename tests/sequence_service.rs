@@ -380,3 +380,92 @@ fn submit_sequence_runs_a_shot_through_a_server() {
     );
     assert!(out.path().join("served_exr_0003.png").exists());
 }
+
+/// The image of each frame's result, by frame number, from a shot's events.
+fn results_by_number(events: &[proto::StylizeSequenceResponse]) -> Vec<(u64, Vec<u8>, f64)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::Result(r)) => {
+                assert_eq!(r.number, e.number);
+                let image = r.result.as_ref().unwrap().image.clone();
+                Some((e.number, image, r.held_fraction))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Frame numbers travel on the wire (issue 28): a frame's number is echoed on each of its
+/// events and its result; unnumbered frames count on from the last; numbers must increase.
+/// A second stream whose setup carries the first stream's last delivered frame continues
+/// the chain, giving the frames the whole shot gives.
+#[tokio::test]
+async fn frames_keep_their_numbers_and_a_chunk_continues_the_chain_over_the_wire() {
+    let server = Server::start(&["--workers", "1"]);
+    let numbered = |t: usize, number: Option<u64>| {
+        framed(proto::SequenceFrame {
+            number,
+            ..frame_message(t)
+        })
+    };
+    let whole = vec![
+        setup(4),
+        numbered(1, Some(1001)),
+        numbered(2, None),
+        numbered(3, Some(1003)),
+        numbered(4, None),
+    ];
+    let (events, failure) = shot_over_grpc(&server, whole).await;
+    assert!(failure.is_none(), "{failure:?}");
+    assert!(events.iter().all(|e| e.number == 1001 + e.frame as u64));
+    let whole = results_by_number(&events);
+    assert_eq!(
+        whole.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [1001, 1002, 1003, 1004]
+    );
+
+    // Frames 1003-1004 as a task of their own, continuing from 1002 as delivered.
+    let mut chunk_setup = setup(4);
+    if let Some(proto::stylize_sequence_request::Message::Setup(s)) = &mut chunk_setup.message {
+        s.previous = Some(proto::PreviousFrame {
+            image: whole[1].1.clone(),
+            motion_to_next: Some(common::shots::flow(2, true)),
+            number: Some(1002),
+        });
+    }
+    let chunk = vec![chunk_setup.clone(), numbered(3, None), numbered(4, None)];
+    let (events, failure) = shot_over_grpc(&server, chunk).await;
+    assert!(failure.is_none(), "{failure:?}");
+    let chunk = results_by_number(&events);
+    assert_eq!(chunk.iter().map(|r| r.0).collect::<Vec<_>>(), [1003, 1004]);
+    for (whole, chunk) in whole[2..].iter().zip(&chunk) {
+        // Held to the frame before (not restarted as a still), as in the whole shot.
+        assert!(chunk.2 > 0.7, "frame {}: held {}", chunk.0, chunk.2);
+        let decode = |bytes: &[u8]| stylize::image_io::decode(bytes, "result").unwrap();
+        let (w, c) = (decode(&whole.1), decode(&chunk.1));
+        let worst = w.pixels().zip(c.pixels()).flat_map(|(a, b)| {
+            a.0.iter().zip(b.0).map(|(x, y)| x.abs_diff(y)).collect::<Vec<_>>()
+        });
+        // 0 here at 1 and 2 threads: the same server, the same chain.
+        assert!(worst.max() <= Some(4), "frame {}", chunk.0);
+    }
+
+    // A number that does not follow the last is refused naming the field.
+    let (_, failure) =
+        shot_over_grpc(&server, vec![setup(2), numbered(1, Some(7)), numbered(2, Some(7))]).await;
+    refusal_names(failure, "frames[1].number");
+    // A previous frame of another shape than the shot's is refused naming its field.
+    let square = {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image::RgbImage::new(64, 64)
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .unwrap();
+        bytes.into_inner()
+    };
+    if let Some(proto::stylize_sequence_request::Message::Setup(s)) = &mut chunk_setup.message {
+        s.previous.as_mut().unwrap().image = square;
+    }
+    let (_, failure) = shot_over_grpc(&server, vec![chunk_setup, numbered(3, None)]).await;
+    refusal_names(failure, "setup.previous.image");
+}

@@ -16,6 +16,7 @@ use super::args::{
     JobArgs, LineSearchArg, OptimizerArg, loss_message, parse_layers, progress_bar, read_flag_file,
 };
 use super::connect::ConnectArgs;
+use super::retry::Attempt;
 
 #[derive(Args)]
 pub struct SubmitArgs {
@@ -51,8 +52,9 @@ pub struct SubmitArgs {
     #[arg(long, default_value = "stylized.png")]
     out: PathBuf,
     /// Times to resend the request after a retryable failure (the server's RetryInfo: a full
-    /// queue or a draining replica; UNAVAILABLE; or the connection lost mid-job), with backoff
-    /// from 1 s; through a balancer it lands on another replica.
+    /// queue or a draining replica; UNAVAILABLE; or the connection lost mid-job), with
+    /// jittered backoff from 1 s to 30 s; through a balancer (or to the next --server) it
+    /// lands on another replica.
     #[arg(long, default_value_t = 3)]
     retries: u32,
     /// No progress bar.
@@ -157,6 +159,18 @@ pub(super) fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Opt
     })
 }
 
+/// Sets the style-affinity header a load balancer routes on (deploy/envoy), when the
+/// request has a style; the server ignores it.
+pub(super) fn route<T>(request: &mut tonic::Request<T>, key: Option<&str>) -> Result<()> {
+    if let Some(key) = key {
+        let value = key
+            .parse()
+            .context("--style-key: not a valid header value")?;
+        request.metadata_mut().insert(STYLE_KEY_HEADER, value);
+    }
+    Ok(())
+}
+
 pub(super) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::Error::new(super::exit::ServerAnswer(status))
 }
@@ -196,13 +210,7 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     };
     let request = || -> Result<tonic::Request<proto::StylizeRequest>> {
         let mut request = tonic::Request::new(message.clone());
-        if let Some(key) = &routing_key {
-            // For a load balancer's style affinity (deploy/envoy); the server ignores it.
-            let value = key
-                .parse()
-                .context("--style-key: not a valid header value")?;
-            request.metadata_mut().insert(STYLE_KEY_HEADER, value);
-        }
+        route(&mut request, routing_key.as_deref())?;
         args.connect.authorize(&mut request)?;
         Ok(request)
     };
@@ -213,16 +221,11 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match stream_once(&args, request()?).await {
+            match stream_once(&args, attempt, request()?).await {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Failed(status)) if attempt <= args.retries && retryable(&status) => {
-                    let wait = std::time::Duration::from_secs(1 << (attempt - 1).min(5));
-                    eprintln!(
-                        "attempt {attempt}: {:?}: {}; retrying in {}s",
-                        status.code(),
-                        status.message(),
-                        wait.as_secs()
-                    );
+                    let wait = super::retry::backoff(attempt, &status);
+                    super::retry::announce(attempt, &status, wait);
                     tokio::time::sleep(wait).await;
                 }
                 Err(Attempt::Failed(status)) => return Err(status_error(status)),
@@ -232,26 +235,15 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     })
 }
 
-/// Why one attempt of `submit` did not deliver its result.
-enum Attempt {
-    /// The server (or the connection to it) ended the call with this status.
-    Failed(tonic::Status),
-    /// Anything else (connecting, writing files); not retried.
-    Broken(anyhow::Error),
-}
-
-impl From<anyhow::Error> for Attempt {
-    fn from(e: anyhow::Error) -> Self {
-        Attempt::Broken(e)
-    }
-}
-
 /// Sends the request once and follows its stream to the result.
 async fn stream_once(
     args: &SubmitArgs,
+    attempt: u32,
     request: tonic::Request<proto::StylizeRequest>,
 ) -> std::result::Result<(), Attempt> {
-    let mut client = connect(&args.connect).await?;
+    let mut client = connect(&args.connect.for_attempt(attempt))
+        .await
+        .map_err(Attempt::connecting)?;
     let mut stream = client
         .stylize(request)
         .await

@@ -10,9 +10,21 @@ use super::args::{read_flag_file, read_flag_text};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+/// A server that did not answer a connection (worth trying again, or another replica), as
+/// opposed to a bad address or TLS settings.
+#[derive(Debug)]
+pub struct Unreachable(pub String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "--server {}: cannot connect", self.0)
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct ConnectArgs {
-    /// The server: http://HOST:PORT, or https://HOST:PORT for TLS (with --ca-cert).
+    /// The server: http://HOST:PORT, or https://HOST:PORT for TLS (with --ca-cert). Several,
+    /// comma-separated, are tried in turn: each retry goes to the next.
     #[arg(long, env = "STYLIZE_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
     /// PEM certificate of the authority that signed the server's certificate.
@@ -24,9 +36,21 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    /// A connected channel, over TLS for https:// addresses.
+    /// The same connection settings aimed at the server attempt `attempt` (from 1) uses:
+    /// the addresses of --server in turn.
+    pub fn for_attempt(&self, attempt: u32) -> Self {
+        let addresses: Vec<&str> = self.server.split(',').map(str::trim).collect();
+        let index = (attempt.max(1) as usize - 1) % addresses.len();
+        Self {
+            server: addresses[index].to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// A connected channel to the first --server, over TLS for https:// addresses.
     pub async fn channel(&self) -> Result<Channel> {
-        let server = &self.server;
+        let first = self.for_attempt(1);
+        let server = &first.server;
         let mut endpoint = Endpoint::from_shared(server.clone())
             .with_context(|| format!("--server {server}: not a URL"))?;
         match (server.starts_with("https://"), &self.ca_cert) {
@@ -46,7 +70,7 @@ impl ConnectArgs {
         endpoint
             .connect()
             .await
-            .with_context(|| format!("--server {server}: cannot connect"))
+            .map_err(|e| anyhow::Error::new(e).context(Unreachable(server.clone())))
     }
 
     /// The bearer token from --token-file, if one is given.

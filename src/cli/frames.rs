@@ -1,8 +1,11 @@
-//! A shot's files on disk for `stylize sequence` and `submit-sequence`: frame patterns with
-//! a run of `#` for the number, the motion and masks beside each frame, and the sequence
-//! flags shared by both commands.
+//! A shot's files on disk for `stylize sequence` and `submit-sequence`: the frames a run
+//! renders (patterns and --frame-range), the motion and masks beside each frame, where the
+//! temporal chain continues from, and the sequence flags shared by both commands.
 
 use std::path::{Path, PathBuf};
+
+use super::frame_pattern::FramePattern;
+use super::frame_range;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -18,15 +21,25 @@ use stylize::render::sequence::{FrameInput, SequenceOptions};
 /// The sequence's own flags.
 #[derive(Args, Clone)]
 pub struct ShotArgs {
-    /// Frames: a path whose file name has a run of `#` for the frame number, e.g.
-    /// `shot/frame_####.exr` (PNG, JPEG, or OpenEXR with a beauty pass); every existing
-    /// file that matches, in numeric order.
+    /// Frames: a path whose file name holds the frame number as `####`, `%04d` or `$F4`,
+    /// e.g. `shot/frame_####.exr` (PNG, JPEG, or OpenEXR with a beauty pass). Without
+    /// --frame-range, every frame from the first file found to the last, with none missing.
     #[arg(long)]
     pub frames: String,
+    /// The frames to render: Open Job Description's range syntax (`1001-1100`,
+    /// `1001-1100:2`, `1-3,5,7-20:2`) or `1-100x2`. A shot's frames must be consecutive
+    /// (each frame's motion is to the one before); every frame named must exist.
+    #[arg(long)]
+    pub frame_range: Option<String>,
     /// Output frames, a pattern like --frames (.png, .jpg or .exr); frame N of the input is
     /// written as number N.
     #[arg(long)]
     pub out: String,
+    /// The delivered image of the frame before the range, to continue the temporal chain
+    /// from (OpenEXR or 16-bit PNG keep it whole). Default: that frame's --out file, when
+    /// the shot has that frame (a chunk of a shot split into tasks).
+    #[arg(long)]
+    pub continue_from: Option<PathBuf>,
     /// Each frame's motion to the previous frame: an OpenEXR (read through
     /// --motion-channels) or Middlebury .flo pattern. Default: the frames themselves when
     /// they are OpenEXR (a renderer's Vector pass).
@@ -73,52 +86,48 @@ pub struct ShotArgs {
     pub display_referred: bool,
 }
 
-/// A pattern's path for frame `number`.
-pub fn frame_path(flag: &str, pattern: &str, number: u64) -> Result<PathBuf> {
-    let (prefix, width, suffix) = split(flag, pattern)?;
-    Ok(PathBuf::from(format!("{prefix}{number:0width$}{suffix}")))
-}
-
-/// The text before the run of `#`, its length, and the text after.
-fn split<'p>(flag: &str, pattern: &'p str) -> Result<(&'p str, usize, &'p str)> {
-    let name_start = pattern.rfind('/').map_or(0, |i| i + 1);
-    let Some(start) = pattern[name_start..].find('#').map(|i| i + name_start) else {
-        bail!("--{flag}: `{pattern}` has no run of # for the frame number");
+/// The frames a shot renders: those --frame-range names (each must exist), else every
+/// number from the first file found to the last; consecutive either way.
+fn shot_numbers(frames: &FramePattern, range: Option<&str>) -> Result<Vec<u64>> {
+    let numbers = match range {
+        Some(expression) => frame_range::parse(expression)?,
+        None => frames.existing()?,
     };
-    let width = pattern[start..].chars().take_while(|&c| c == '#').count();
-    Ok((&pattern[..start], width, &pattern[start + width..]))
-}
-
-/// The numbers of the files matching `pattern`, ascending.
-pub fn frame_numbers(flag: &str, pattern: &str) -> Result<Vec<u64>> {
-    let (prefix, width, suffix) = split(flag, pattern)?;
-    let dir = Path::new(prefix)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name_prefix = prefix.rsplit('/').next().unwrap_or(prefix);
-    let entries = std::fs::read_dir(dir).with_context(|| format!("--{flag}: {}", dir.display()))?;
-    let mut numbers = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let digits = name
-            .strip_prefix(name_prefix)
-            .and_then(|rest| rest.strip_suffix(suffix));
-        if let Some(digits) = digits
-            && digits.len() >= width
-            && digits.chars().all(|c| c.is_ascii_digit())
-            && let Ok(number) = digits.parse::<u64>()
-            && format!("{number:0width$}") == digits
-        {
-            numbers.push(number);
+    if let Some(pair) = numbers.windows(2).find(|w| w[1] != w[0] + 1) {
+        let missing = pair[0] + 1;
+        match range {
+            Some(expression) => {
+                return Err(super::exit::Usage(format!(
+                    "--frame-range: `{expression}` skips frame {missing}: each frame's motion is \
+                     to the frame just before it, so a shot's frames must be consecutive"
+                ))
+                .into());
+            }
+            None => bail!(
+                "--frames: frame {missing} is missing: {} (the shot has frames {} to {}; \
+                 --frame-range renders part of it)",
+                frames.path(missing).display(),
+                numbers[0],
+                numbers[numbers.len() - 1]
+            ),
         }
     }
-    numbers.sort_unstable();
-    if numbers.is_empty() {
-        bail!("--{flag}: no file matches `{pattern}`");
-    }
     Ok(numbers)
+}
+
+/// Refuses, before any work, a frame whose `pattern` file is missing.
+fn check_exist(pattern: &FramePattern, numbers: impl IntoIterator<Item = u64>) -> Result<()> {
+    for number in numbers {
+        let path = pattern.path(number);
+        if !path.is_file() {
+            bail!(
+                "--{}: frame {number} is missing: {}",
+                pattern.flag(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `x,y` with optional `-` signs.
@@ -140,13 +149,12 @@ fn parse_channels(flag: &str, spec: &str) -> Result<ExrMotionChannels> {
     })
 }
 
-fn is_exr_path(path: &str) -> bool {
-    path.to_ascii_lowercase().ends_with(".exr")
-}
-
 /// Reads one motion file (OpenEXR through `channels`, else .flo), errors naming the flag.
 fn read_motion(flag: &str, path: &Path, channels: &ExrMotionChannels) -> Result<Motion> {
-    let motion = if is_exr_path(&path.to_string_lossy()) {
+    let exr = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("exr"));
+    let motion = if exr {
         read_exr(path, channels)
     } else {
         let bytes = std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))?;
@@ -155,36 +163,65 @@ fn read_motion(flag: &str, path: &Path, channels: &ExrMotionChannels) -> Result<
     motion.with_context(|| format!("--{flag}"))
 }
 
+/// Where the temporal chain continues from when a run starts: the frame before the first
+/// one it renders, as delivered.
+pub struct ChainStart {
+    /// That frame's number, when the shot has it (its motion to the next frame is read).
+    pub number: Option<u64>,
+    /// Its delivered image.
+    pub path: PathBuf,
+}
+
 /// Where each frame's inputs come from.
 #[derive(Clone)]
 pub struct Shot {
     pub numbers: Vec<u64>,
     args: ShotArgs,
-    motion: Option<String>,
-    next: Option<(String, ExrMotionChannels)>,
+    frames: FramePattern,
+    out: FramePattern,
+    motion: Option<FramePattern>,
+    next: Option<(FramePattern, ExrMotionChannels)>,
+    mask: Option<FramePattern>,
     channels: ExrMotionChannels,
 }
 
 impl Shot {
+    /// The shot the flags name; every file a frame needs is checked to exist first.
     pub fn new(args: &ShotArgs) -> Result<Self> {
-        let numbers = frame_numbers("frames", &args.frames)?;
-        split("out", &args.out)?;
-        image_io::Encoding::from_path(&frame_path("out", &args.out, 0)?).context("--out")?;
-        let motion = args
-            .motion
-            .clone()
-            .or_else(|| is_exr_path(&args.frames).then(|| args.frames.clone()));
+        let frames = FramePattern::parse("frames", &args.frames)?;
+        let numbers = shot_numbers(&frames, args.frame_range.as_deref())?;
+        check_exist(&frames, numbers.iter().copied())?;
+        let out = FramePattern::parse("out", &args.out)?;
+        image_io::Encoding::from_path(&out.path(0)).context("--out")?;
+        let motion = match &args.motion {
+            Some(pattern) => Some(FramePattern::parse("motion", pattern)?),
+            None => frames.has_extension("exr").then(|| frames.clone()),
+        };
         if motion.is_none() && numbers.len() > 1 {
             bail!(
                 "--motion: the frames are not OpenEXR, so each frame's motion to the previous is needed"
             );
         }
+        if let Some(motion) = &motion {
+            check_exist(motion, numbers.iter().skip(1).copied())?;
+        }
+        let mask = match &args.mask {
+            Some(pattern) => Some(FramePattern::parse("mask", pattern)?),
+            None => None,
+        };
+        if let Some(mask) = &mask {
+            check_exist(mask, numbers.iter().skip(1).copied())?;
+        }
         let channels = parse_channels("motion-channels", &args.motion_channels)?;
         let next_channels = parse_channels("motion-next-channels", &args.motion_next_channels)?;
         let next = match (&args.motion_next, &motion) {
-            (Some(pattern), _) => Some((pattern.clone(), next_channels)),
-            (None, Some(pattern)) if is_exr_path(pattern) => {
-                let first = frame_path("motion", pattern, numbers[0])?;
+            (Some(pattern), _) => {
+                let pattern = FramePattern::parse("motion-next", pattern)?;
+                check_exist(&pattern, numbers.iter().copied())?;
+                Some((pattern, next_channels))
+            }
+            (None, Some(pattern)) if pattern.has_extension("exr") => {
+                let first = pattern.path(numbers[0]);
                 stylize::exr_file::has_channel(&first, &next_channels.x)
                     .then(|| (pattern.clone(), next_channels))
             }
@@ -193,8 +230,11 @@ impl Shot {
         Ok(Self {
             numbers,
             args: args.clone(),
+            frames,
+            out,
             motion,
             next,
+            mask,
             channels,
         })
     }
@@ -220,21 +260,69 @@ impl Shot {
         }
     }
 
-    pub fn out_path(&self, number: u64) -> Result<PathBuf> {
-        frame_path("out", &self.args.out, number)
+    /// Frame `number`'s output file.
+    pub fn out_path(&self, number: u64) -> PathBuf {
+        self.out.path(number)
     }
 
-    /// Frame `number`'s path in another output pattern (named by `flag`).
-    pub fn path_in(&self, flag: &str, pattern: &str, number: u64) -> Result<PathBuf> {
-        frame_path(flag, pattern, number)
+    /// How many frames, from the first of the range, are written already (each output is
+    /// written whole, then renamed, so one that exists is complete).
+    pub fn written(&self) -> usize {
+        self.numbers
+            .iter()
+            .take_while(|&&n| self.out_path(n).is_file())
+            .count()
+    }
+
+    /// Where the chain continues from when the first `done` frames of the range are
+    /// written: the last of them; else --continue-from; else, when the shot has the frame
+    /// before the range, that frame's output, which must exist (a chunk continues the
+    /// chunk before it). `None`: the range starts the shot.
+    pub fn chain_start(&self, done: usize) -> Result<Option<ChainStart>> {
+        if done > 0 {
+            let number = self.numbers[done - 1];
+            return Ok(Some(ChainStart {
+                number: Some(number),
+                path: self.out_path(number),
+            }));
+        }
+        let before = self.numbers[0]
+            .checked_sub(1)
+            .filter(|&n| self.frames.path(n).is_file());
+        if let Some(path) = &self.args.continue_from {
+            if !path.is_file() {
+                bail!("--continue-from: {} does not exist", path.display());
+            }
+            return Ok(Some(ChainStart {
+                number: before,
+                path: path.clone(),
+            }));
+        }
+        let Some(before) = before else {
+            return Ok(None);
+        };
+        let path = self.out_path(before);
+        if !path.is_file() {
+            bail!(
+                "--out: {} is missing: frame {} continues the temporal chain from frame {before}'s \
+                 delivered image. Render the frames before this range first, or pass \
+                 --continue-from",
+                path.display(),
+                self.numbers[0]
+            );
+        }
+        Ok(Some(ChainStart {
+            number: Some(before),
+            path,
+        }))
     }
 
     /// The motion of frame `number` to the next frame, if the shot has it.
     pub fn to_next(&self, number: u64) -> Result<Option<Motion>> {
         match &self.next {
             Some((pattern, channels)) => {
-                let path = frame_path("motion-next", pattern, number)?;
-                Ok(Some(read_motion("motion-next", &path, channels)?))
+                let path = pattern.path(number);
+                Ok(Some(read_motion(pattern.flag(), &path, channels)?))
             }
             None => Ok(None),
         }
@@ -242,30 +330,46 @@ impl Shot {
 
     /// The `position`-th frame's file, as it is on disk.
     pub fn content_bytes(&self, position: usize) -> Result<(PathBuf, Vec<u8>)> {
-        let path = frame_path("frames", &self.args.frames, self.numbers[position])?;
+        let path = self.frames.path(self.numbers[position]);
         let bytes =
             std::fs::read(&path).with_context(|| format!("--frames: {}", path.display()))?;
         Ok((path, bytes))
     }
 
-    /// The `position`-th frame's motion to the previous frame (none for the first).
-    pub fn to_previous(&self, position: usize) -> Result<Option<Motion>> {
-        match (&self.motion, position) {
-            (Some(pattern), 1..) => {
-                let path = frame_path("motion", pattern, self.numbers[position])?;
-                Ok(Some(read_motion("motion", &path, &self.channels)?))
+    /// Whether the `position`-th frame follows another in the chain: it is not the first
+    /// of the range, or the run continues from the frame before (`chained`).
+    fn follows(position: usize, chained: bool) -> bool {
+        position > 0 || chained
+    }
+
+    /// The `position`-th frame's motion to the previous frame (none when nothing comes
+    /// before it).
+    pub fn to_previous(&self, position: usize, chained: bool) -> Result<Option<Motion>> {
+        match &self.motion {
+            Some(pattern) if Self::follows(position, chained) => {
+                let path = pattern.path(self.numbers[position]);
+                Ok(Some(read_motion(pattern.flag(), &path, &self.channels)?))
             }
             _ => Ok(None),
         }
     }
 
-    /// The `position`-th frame's mask (none for the first, or without --mask), which must
-    /// be `frame` (width, height) in size.
-    pub fn mask(&self, position: usize, frame: (u32, u32)) -> Result<Option<Vec<f32>>> {
-        let Some(pattern) = self.args.mask.as_ref().filter(|_| position > 0) else {
+    /// The `position`-th frame's mask (none when nothing comes before it, or without
+    /// --mask), which must be `frame` (width, height) in size.
+    pub fn mask(
+        &self,
+        position: usize,
+        chained: bool,
+        frame: (u32, u32),
+    ) -> Result<Option<Vec<f32>>> {
+        let Some(pattern) = self
+            .mask
+            .as_ref()
+            .filter(|_| Self::follows(position, chained))
+        else {
             return Ok(None);
         };
-        let path = frame_path("mask", pattern, self.numbers[position])?;
+        let path = pattern.path(self.numbers[position]);
         let bytes = std::fs::read(&path).with_context(|| format!("--mask: {}", path.display()))?;
         let mask =
             image_io::decode_mask(&bytes, &path.display().to_string(), frame).context("--mask")?;
@@ -274,22 +378,28 @@ impl Shot {
 
     /// The motions (to the previous frame, to the next) the `position`-th frame's own
     /// OpenEXR file holds: those read from the --frames pattern itself.
-    pub fn motion_in_frame(&self, position: usize) -> [Option<&ExrMotionChannels>; 2] {
-        let in_frames = |pattern: &str| pattern == self.args.frames && is_exr_path(pattern);
+    pub fn motion_in_frame(
+        &self,
+        position: usize,
+        chained: bool,
+    ) -> [Option<&ExrMotionChannels>; 2] {
+        let in_frames =
+            |pattern: &FramePattern| *pattern == self.frames && pattern.has_extension("exr");
         let previous = self
             .motion
-            .as_deref()
-            .filter(|p| position > 0 && in_frames(p));
+            .as_ref()
+            .filter(|p| Self::follows(position, chained) && in_frames(p));
         let next = self.next.as_ref().filter(|(p, _)| in_frames(p));
         [previous.map(|_| &self.channels), next.map(|(_, c)| c)]
     }
 
     /// The inputs of the `position`-th frame, decoded: a frame file that holds its own
-    /// motion is read once for all of it.
-    pub fn frame(&self, position: usize) -> Result<FrameInput> {
+    /// motion is read once for all of it. `chained`: the run continues from a frame before
+    /// the range.
+    pub fn frame(&self, position: usize, chained: bool) -> Result<FrameInput> {
         let (path, bytes) = self.content_bytes(position)?;
         let name = path.display().to_string();
-        let inside = self.motion_in_frame(position);
+        let inside = self.motion_in_frame(position, chained);
         let (content, [to_previous, to_next]) = if inside.iter().any(Option::is_some) {
             let file = ExrFile::open(&bytes, &name).context("--frames")?;
             let flags = ["motion-channels", "motion-next-channels"];
@@ -304,12 +414,12 @@ impl Shot {
                 image_io::decode_with(&bytes, &name, self.transfer()).context("--frames")?;
             (image, [None, None])
         };
-        let mask = self.mask(position, content.dimensions())?;
+        let mask = self.mask(position, chained, content.dimensions())?;
         Ok(FrameInput {
             content: Some(content),
             to_previous: match to_previous {
                 Some(motion) => Some(motion),
-                None => self.to_previous(position)?,
+                None => self.to_previous(position, chained)?,
             },
             to_next: match to_next {
                 Some(motion) => Some(motion),
@@ -317,6 +427,14 @@ impl Shot {
             },
             mask,
         })
+    }
+
+    /// The delivered image the chain continues from, decoded as this shot's frames are.
+    pub fn read_chain_start(&self, start: &ChainStart, flag: &str) -> Result<image::RgbImage> {
+        let path = &start.path;
+        let bytes = std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))?;
+        image_io::decode_with(&bytes, &path.display().to_string(), self.transfer())
+            .with_context(|| format!("--{flag}: continuing from {}", path.display()))
     }
 
     pub fn args(&self) -> &ShotArgs {
@@ -329,17 +447,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn patterns_expand_and_refuse_without_hashes() {
-        assert_eq!(
-            frame_path("out", "out/f_####.png", 7).unwrap(),
-            PathBuf::from("out/f_0007.png")
-        );
-        assert_eq!(
-            frame_path("out", "a#b/f_##.exr", 123).unwrap(),
-            PathBuf::from("a#b/f_123.exr")
-        );
-        let error = frame_path("out", "out/frame.png", 1).unwrap_err();
-        assert!(error.to_string().contains("--out"), "{error}");
+    fn channels_parse_with_signs() {
         let c = parse_channels("motion-channels", "V.X,-V.Y").unwrap();
         assert_eq!((c.x_sign, c.y_sign), (1.0, -1.0));
         assert!(parse_channels("motion-channels", "V.X").is_err());

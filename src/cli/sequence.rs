@@ -15,10 +15,11 @@ use stylize::image_io;
 use stylize::render::sequence::{FrameRendered, SequenceOptions, SequenceRenderer, warping_error};
 use stylize::render::{StyleSource, Styling};
 
-use super::args::{
-    BackendArgs, JobArgs, StyleArgs, byte_count, flag_error, memory_budget, progress_bar,
-};
+use super::args::{BackendArgs, JobArgs, StyleArgs, byte_count, flag_error, memory_budget};
+use super::frame_pattern::FramePattern;
 use super::frames::{Shot, ShotArgs};
+use super::output_file;
+use super::progress::{ProgressArgs, Reporter, Step};
 
 #[derive(Args)]
 pub struct SequenceArgs {
@@ -37,9 +38,8 @@ pub struct SequenceArgs {
     /// into this pattern and print the comparison: E_warp, seconds and style loss per frame.
     #[arg(long)]
     compare_stills: Option<String>,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
     /// Memory this run may use, e.g. `3GiB` (default: detected, as for `stylize run`).
     #[arg(long, value_parser = byte_count)]
     memory_budget: Option<usize>,
@@ -88,9 +88,14 @@ fn frame_line(number: u64, frame: &FrameRendered, figures: &FrameFigures, path: 
 /// The pieces one pass over the shot needs.
 struct Pass<'a> {
     shot: &'a Shot,
-    /// The output pattern and the flag that named it.
-    out: (&'a str, &'a str),
-    bar: &'a indicatif::ProgressBar,
+    /// The output pattern.
+    out: &'a FramePattern,
+    reporter: &'a Reporter,
+    /// Iterations of the run's passes already done.
+    done: &'a std::cell::Cell<u64>,
+    /// The run continues the chain from a frame before the range.
+    chained: bool,
+    first_scales: usize,
     first_iterations: usize,
     later_iterations: usize,
     /// PNG frames at 16 bits per channel.
@@ -103,76 +108,69 @@ impl Pass<'_> {
         let shot = self.shot;
         let frames = shot.numbers.len();
         let mut figures = Vec::new();
-        let mut finished = self.bar.position();
         for position in from..frames {
             let number = shot.numbers[position];
-            let frame = shot.frame(position)?;
+            let frame = shot.frame(position, self.chained)?;
+            let finished = self.done.get();
+            let first = position == 0 && !self.chained || renderer.state().independent();
+            let scales = if first { self.first_scales } else { 1 };
             let mut on_progress = |p: &Progress| {
-                self.bar.set_position(finished + p.iteration as u64);
-                self.bar.set_message(format!(
-                    "frame {}/{frames} loss {:.4e} (style {:.3e} temporal {:.3e})",
-                    position + 1,
-                    p.losses.total,
-                    p.losses.style,
-                    p.losses.temporal
-                ));
+                let losses = format!(
+                    "loss {:.4e} (style {:.3e} temporal {:.3e})",
+                    p.losses.total, p.losses.style, p.losses.temporal
+                );
+                let step = Step {
+                    frame: Some((number, position + 1, frames)),
+                    scale: (p.scale + 1, scales),
+                    iteration: (p.iteration, p.total),
+                    losses: &losses,
+                };
+                self.reporter.step(finished + p.iteration as u64, &step);
                 ControlFlow::Continue(())
             };
             let rendered = renderer
                 .frame(frame, &mut on_progress)
                 .map_err(flag_error)?;
-            finished += self.iterations_of(position, renderer) as u64;
-            self.bar.set_position(finished);
-            let (flag, pattern) = self.out;
-            let path = shot.path_in(flag, pattern, number)?;
+            let spent = if first {
+                self.first_iterations
+            } else {
+                self.later_iterations
+            };
+            self.done.set(finished + spent as u64);
+            let path = self.out.path(number);
             let delivered = image_io::Delivered {
                 image: &rendered.rendered.image,
                 deep: &rendered.rendered.deep,
             };
+            let flag = self.out.flag();
             write_whole(delivered, &path, self.png16).with_context(|| format!("--{flag}"))?;
             let measured = FrameFigures::of(&rendered);
-            let line = frame_line(number, &rendered, &measured, &path);
-            if self.bar.is_hidden() {
-                println!("{line}");
-            } else {
-                self.bar.println(line);
-            }
+            self.reporter
+                .say(&frame_line(number, &rendered, &measured, &path));
             figures.push(measured);
         }
         Ok(figures)
-    }
-
-    fn iterations_of(&self, position: usize, renderer: &mut SequenceRenderer<'_>) -> usize {
-        if position == 0 || renderer.state().independent() {
-            self.first_iterations
-        } else {
-            self.later_iterations
-        }
     }
 }
 
 /// Writes `image` whole, then renames it into place: a stopped run never leaves half a frame
 /// to resume from.
 fn write_whole(image: image_io::Delivered<'_>, path: &Path, deep: bool) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-    }
-    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("png");
-    let partial = path.with_extension(format!("partial.{extension}"));
-    image.save(
-        &partial,
-        image_io::Encoding::from_path(path)?.deepened(deep),
-    )?;
-    std::fs::rename(&partial, path).with_context(|| path.display().to_string())?;
-    Ok(())
+    let encoding = image_io::Encoding::from_path(path)?.deepened(deep);
+    output_file::write_whole(path, |partial| Ok(image.save(partial, encoding)?))
 }
 
 pub fn run(args: SequenceArgs) -> Result<()> {
     let shot = Shot::new(&args.shot)?;
-    if let Some(pattern) = &args.compare_stills {
-        image_io::Encoding::from_path(&shot.path_in("compare-stills", pattern, 0)?)
-            .context("--compare-stills")?;
-    }
+    let out = FramePattern::parse("out", &args.shot.out)?;
+    let compare = match &args.compare_stills {
+        Some(pattern) => {
+            let pattern = FramePattern::parse("compare-stills", pattern)?;
+            image_io::Encoding::from_path(&pattern.path(0)).context("--compare-stills")?;
+            Some(pattern)
+        }
+        None => None,
+    };
     let options = args.job.options()?;
     let shot_options = shot.options(options.iterations);
     let base = Styling {
@@ -180,8 +178,18 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         blend: args.styles.blend,
         options,
     };
+    // Frames already written, in order from the first of the range, are kept unless
+    // --restart; the chain continues from the last of them, or from the frame before the
+    // range (checked before any work).
+    let done = if args.restart { 0 } else { shot.written() };
+    let frames = shot.numbers.len();
+    let chain = if done < frames {
+        shot.chain_start(done)?
+    } else {
+        None
+    };
     // The first frame is checked before anything runs (the others as they come).
-    base.with_content(shot.frame(0)?.content.context("--frames")?)
+    base.with_content(shot.frame(0, chain.is_some())?.content.context("--frames")?)
         .validate()
         .map_err(flag_error)?;
     let budget = memory_budget(args.memory_budget)?;
@@ -201,65 +209,63 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         .map_err(flag_error)
     };
     let mut renderer = renderer_with(shot_options.clone())?;
-    // Frames already written, in order from the first, are kept unless --restart.
-    let done = if args.restart {
-        0
-    } else {
-        shot.numbers
-            .iter()
-            .take_while(|&&n| shot.out_path(n).is_ok_and(|p| p.exists()))
-            .count()
-    };
-    if done > 0 && done < shot.numbers.len() {
-        let number = shot.numbers[done - 1];
-        let path = shot.out_path(number)?;
-        let bytes = std::fs::read(&path).with_context(|| format!("--out: {}", path.display()))?;
-        let output = image_io::decode_with(&bytes, &path.display().to_string(), shot.transfer())
-            .with_context(|| format!("--out: resuming from {}", path.display()))?;
-        renderer
-            .state()
-            .resume_after(done, output, shot.to_next(number)?);
-        println!("resuming after frame {number} ({done} frames written)");
-    }
-    let frames = shot.numbers.len();
-    let first_iterations = base.options.iterations * base.options.scales;
+    let first_scales = base.options.scales;
+    let first_iterations = base.options.iterations * first_scales;
     let later_iterations = shot_options.later_iterations;
+    let chained = chain.is_some();
     let sequence_total = (done..frames)
         .map(|p| {
-            if p == 0 {
+            if p == 0 && !chained {
                 first_iterations
             } else {
                 later_iterations
             }
         })
         .sum::<usize>();
-    let stills_total = args
-        .compare_stills
-        .as_ref()
-        .map_or(0, |_| frames * first_iterations);
-    let bar = progress_bar((sequence_total + stills_total) as u64, args.quiet)?;
-    let pass = |out| Pass {
+    let stills_total = compare.as_ref().map_or(0, |_| frames * first_iterations);
+    let reporter = Reporter::new(&args.progress, (sequence_total + stills_total) as u64)?;
+    if let Some(start) = &chain {
+        let output = shot.read_chain_start(start, if done > 0 { "out" } else { "continue-from" })?;
+        let to_next = match start.number {
+            Some(number) => shot.to_next(number)?,
+            None => None,
+        };
+        renderer.state().resume_after(done, output, to_next);
+        reporter.say(&match (done, start.number) {
+            (1.., Some(number)) => format!("resuming after frame {number} ({done} frames written)"),
+            (_, Some(number)) => format!(
+                "continuing the chain from frame {number}: {}",
+                start.path.display()
+            ),
+            (_, None) => format!("continuing the chain from {}", start.path.display()),
+        });
+    }
+    let done_iterations = std::cell::Cell::new(0);
+    let pass = |out, chained| Pass {
         shot: &shot,
         out,
-        bar: &bar,
+        reporter: &reporter,
+        done: &done_iterations,
+        chained,
+        first_scales,
         first_iterations,
         later_iterations,
         png16: args.job.png16,
     };
-    let sequence = pass(("out", &args.shot.out)).run(&mut renderer, done)?;
+    let sequence = pass(&out, chained).run(&mut renderer, done)?;
     if done == frames {
-        println!(
+        reporter.say(&format!(
             "every frame of {} is written already (--restart to redo them)",
             args.shot.out
-        );
+        ));
     }
-    if let Some(pattern) = &args.compare_stills {
+    if let Some(pattern) = &compare {
         let mut stills = renderer_with(SequenceOptions {
             independent: true,
             ..shot_options
         })?;
-        let independent = pass(("compare-stills", pattern)).run(&mut stills, 0)?;
-        bar.finish_and_clear();
+        let independent = pass(pattern, false).run(&mut stills, 0)?;
+        reporter.finish();
         if done > 0 {
             println!(
                 "(the sequence resumed: its figures cover frames {}.. only)",
@@ -268,7 +274,7 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         }
         print!("{}", comparison(&sequence, &independent));
     } else {
-        bar.finish();
+        reporter.finish();
     }
     Ok(())
 }

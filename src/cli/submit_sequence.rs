@@ -1,21 +1,27 @@
-//! `stylize submit-sequence`: a shot sent to a server's StylizeSequence stream, frame by
-//! frame (each frame's file as it is on disk, its motion as read here), its results written
-//! as they arrive, with a progress bar over frames and iterations.
+//! `stylize submit-sequence`: a shot (or a chunk of one) sent to a server's StylizeSequence
+//! stream, frame by frame with their numbers (each frame's file as it is on disk, its motion
+//! as read here), each result written whole and renamed into place as it arrives. A failure
+//! the server marks retryable, or a lost replica, is retried with backoff: the shot resumes
+//! after the last frame written, continuing the temporal chain from it.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use tokio_stream::StreamExt;
 
 use stylize::image_io::Encoding;
 use stylize::motion::ExrMotionChannels;
 use stylize::server::proto;
+use stylize::server::routing::{retryable, style_routing_key};
 
-use super::args::{JobArgs, progress_bar};
-use super::client::{connect, runtime, status_error, wire_options, wire_styles};
+use super::args::JobArgs;
+use super::client::{connect, route, runtime, status_error, wire_options, wire_styles};
 use super::connect::ConnectArgs;
-use super::frames::{Shot, ShotArgs};
+use super::frames::{ChainStart, Shot, ShotArgs};
+use super::output_file::write_bytes_whole;
+use super::progress::{ProgressArgs, Reporter, Step};
+use super::retry::{self, Attempt};
 
 #[derive(Args)]
 pub struct SubmitSequenceArgs {
@@ -37,9 +43,16 @@ pub struct SubmitSequenceArgs {
     /// Identifies the shot in the server's logs.
     #[arg(long, default_value = "")]
     request_id: String,
-    /// No progress bar.
+    /// Times to resume the shot after a retryable failure (the server's RetryInfo,
+    /// UNAVAILABLE, a replica lost mid-shot), after jittered backoff from 1 s to 30 s, on
+    /// the next --server when several are given.
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// Send every frame of the range again, ignoring frames already written.
     #[arg(long)]
-    quiet: bool,
+    restart: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 /// Motion the server reads from the frame's own OpenEXR file (sent once, as the content).
@@ -55,13 +68,18 @@ fn in_content(channels: &ExrMotionChannels) -> proto::Motion {
     }
 }
 
-/// The `position`-th frame's message. Motion kept in the frame's own OpenEXR file travels
-/// inside it; other motion is read here and sent as offsets.
-fn frame_message(shot: &Shot, position: usize) -> Result<proto::StylizeSequenceRequest> {
+/// The `position`-th frame's message, with its number. Motion kept in the frame's own
+/// OpenEXR file travels inside it; other motion is read here and sent as offsets.
+/// `chained`: the stream continues from a frame before its first.
+fn frame_message(
+    shot: &Shot,
+    position: usize,
+    chained: bool,
+) -> Result<proto::StylizeSequenceRequest> {
     let (_, content) = shot.content_bytes(position)?;
-    let in_frame = shot.motion_in_frame(position);
+    let in_frame = shot.motion_in_frame(position, chained);
     let (width, height) = stylize::image_io::dimensions(&content, "--frames")?;
-    let mask = match shot.mask(position, (width, height))? {
+    let mask = match shot.mask(position, chained, (width, height))? {
         Some(values) => {
             let grey = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(width, height, |x, y| {
                 let v = values[(y * width + x) as usize];
@@ -79,7 +97,9 @@ fn frame_message(shot: &Shot, position: usize) -> Result<proto::StylizeSequenceR
                 content,
                 motion_to_previous: match in_frame {
                     [Some(channels), _] => Some(in_content(channels)),
-                    _ => shot.to_previous(position)?.map(proto::Motion::from),
+                    _ => shot
+                        .to_previous(position, chained)?
+                        .map(proto::Motion::from),
                 },
                 motion_to_next: match in_frame {
                     [_, Some(channels)] => Some(in_content(channels)),
@@ -88,17 +108,180 @@ fn frame_message(shot: &Shot, position: usize) -> Result<proto::StylizeSequenceR
                         .map(proto::Motion::from),
                 },
                 mask,
+                number: Some(shot.numbers[position]),
             },
         )),
     })
 }
 
+/// The frame a stream continues from, as the setup carries it: its file as written, and
+/// its motion to the next frame when the shot has it.
+fn previous_frame(shot: &Shot, start: &ChainStart, flag: &str) -> Result<proto::PreviousFrame> {
+    let image =
+        std::fs::read(&start.path).with_context(|| format!("--{flag}: {}", start.path.display()))?;
+    let motion_to_next = match start.number {
+        Some(number) => shot.to_next(number)?.map(proto::Motion::from),
+        None => None,
+    };
+    Ok(proto::PreviousFrame {
+        image,
+        motion_to_next,
+        number: start.number,
+    })
+}
+
+/// What every attempt of a shot shares.
+struct Submission<'a> {
+    args: &'a SubmitSequenceArgs,
+    shot: &'a Shot,
+    setup: proto::SequenceSetup,
+    routing_key: Option<String>,
+    reporter: Reporter,
+    /// Iterations of the first frame of a stream that starts the shot, and of later frames.
+    first_iterations: usize,
+    later_iterations: usize,
+    scales: usize,
+}
+
+impl Submission<'_> {
+    /// Iterations of the frames before `position` (for the progress reports).
+    fn iterations_before(&self, position: usize) -> u64 {
+        (0..position)
+            .map(|p| self.iterations_of(p, false) as u64)
+            .sum()
+    }
+
+    fn iterations_of(&self, position: usize, chained: bool) -> usize {
+        if position == 0 && !chained {
+            self.first_iterations
+        } else {
+            self.later_iterations
+        }
+    }
+
+    /// One stream of frames `from..`, continuing from `chain`; how many frames were
+    /// written is counted into `delivered`, which survives a failed attempt.
+    async fn stream_from(
+        &self,
+        attempt: u32,
+        from: usize,
+        chain: Option<&ChainStart>,
+        delivered: &mut usize,
+    ) -> std::result::Result<(), Attempt> {
+        let (shot, frames) = (self.shot, self.shot.numbers.len());
+        let chained = chain.is_some();
+        let mut setup = self.setup.clone();
+        if let Some(start) = chain {
+            let flag = if from > 0 { "out" } else { "continue-from" };
+            setup.previous = Some(previous_frame(shot, start, flag)?);
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let setup = proto::StylizeSequenceRequest {
+            message: Some(proto::stylize_sequence_request::Message::Setup(setup)),
+        };
+        sender.send(setup).await.map_err(anyhow::Error::from)?;
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        route(&mut request, self.routing_key.as_deref())?;
+        self.args.connect.authorize(&mut request)?;
+        let mut client = connect(&self.args.connect.for_attempt(attempt))
+            .await
+            .map_err(Attempt::connecting)?;
+        let mut events = client
+            .stylize_sequence(request)
+            .await
+            .map_err(Attempt::Failed)?
+            .into_inner();
+        // Frames go out as the server takes them (two ahead at most).
+        let reading = {
+            let shot = shot.clone();
+            tokio::spawn(async move {
+                for position in from..shot.numbers.len() {
+                    let message = frame_message(&shot, position, chained)?;
+                    if sender.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                anyhow::Ok(())
+            })
+        };
+        let mut done_iterations = self.iterations_before(from);
+        while *delivered < frames {
+            use proto::stylize_sequence_response::Event;
+            let Some(event) = events.next().await else {
+                break;
+            };
+            let event = event.map_err(Attempt::Failed)?;
+            let position = from + event.frame as usize;
+            let number = *shot
+                .numbers
+                .get(position)
+                .context("the server answered a frame never sent")?;
+            if event.number != number {
+                return Err(anyhow::anyhow!(
+                    "the server answered frame {} for frame {number}",
+                    event.number
+                )
+                .into());
+            }
+            match event.event {
+                Some(Event::Progress(p)) => {
+                    let l = p.losses.unwrap_or_default();
+                    let losses = format!(
+                        "loss {:.4e} (style {:.3e} temporal {:.3e})",
+                        l.total, l.style, l.temporal
+                    );
+                    let first = position == 0 && !chained;
+                    let step = Step {
+                        frame: Some((number, position + 1, frames)),
+                        scale: (p.scale as usize + 1, if first { self.scales } else { 1 }),
+                        iteration: (p.iteration as usize, p.total as usize),
+                        losses: &losses,
+                    };
+                    self.reporter
+                        .step(done_iterations + p.iteration as u64, &step);
+                }
+                Some(Event::Result(frame)) => {
+                    let result = frame.result.unwrap_or_default();
+                    done_iterations += self.iterations_of(position, chained) as u64;
+                    let path = shot.out_path(number);
+                    write_bytes_whole(&path, &result.image).context("--out")?;
+                    *delivered = position + 1;
+                    let losses = result.delivered_losses.unwrap_or_default();
+                    self.reporter.say(&format!(
+                        "frame {number}: wrote {} after {} iterations, style {:.4e}, temporal {:.4e}, held {:.1}%, E_warp {}",
+                        path.display(),
+                        result.iterations,
+                        losses.style,
+                        losses.temporal,
+                        100.0 * frame.held_fraction,
+                        frame.warping_error.map_or("-".into(), |e| format!("{e:.2}"))
+                    ));
+                }
+                _ => {}
+            }
+        }
+        drop(events);
+        reading
+            .await
+            .map_err(|e| anyhow::anyhow!("reading frames: {e}"))??;
+        if *delivered < frames {
+            // A stream that ends early without a status lost its replica.
+            return Err(Attempt::Failed(tonic::Status::unavailable(format!(
+                "the server closed the stream after frame {}",
+                shot.numbers[delivered.saturating_sub(1)]
+            ))));
+        }
+        Ok(())
+    }
+}
+
 pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
     let shot = Shot::new(&args.shot)?;
-    let format = Encoding::from_path(&shot.out_path(0)?)
+    let format = Encoding::from_path(&shot.out_path(0))
         .context("--out")?
         .deepened(args.job.png16);
     let styles = wire_styles(&args.styles, &args.style_keys)?;
+    let routing_key = style_routing_key(&styles);
     let (iterations, scales) = args.job.counts();
     let options = shot.options(iterations);
     let setup = proto::SequenceSetup {
@@ -112,99 +295,59 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
             no_consistency_check: !options.consistency_check,
             display_referred: shot.args().display_referred,
         }),
+        previous: None,
     };
     let frames = shot.numbers.len();
+    // Frames already written are kept (unless --restart); the chain continues from the
+    // last of them, or from the frame before the range: both checked before any work.
+    let mut delivered = if args.restart { 0 } else { shot.written() };
+    if delivered == frames {
+        println!(
+            "every frame of {} is written already (--restart to redo them)",
+            args.shot.out
+        );
+        return Ok(());
+    }
+    let first_chain = shot.chain_start(delivered)?;
     let total = iterations * scales + (frames - 1) * options.later_iterations;
-    let bar = progress_bar(total as u64, args.quiet)?;
+    let submission = Submission {
+        args: &args,
+        shot: &shot,
+        setup,
+        routing_key,
+        reporter: Reporter::new(&args.progress, total as u64)?,
+        first_iterations: iterations * scales,
+        later_iterations: options.later_iterations,
+        scales,
+    };
     runtime()?.block_on(async {
-        let (sender, receiver) = tokio::sync::mpsc::channel(2);
-        sender
-            .send(proto::StylizeSequenceRequest {
-                message: Some(proto::stylize_sequence_request::Message::Setup(setup)),
-            })
-            .await?;
-        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
-        args.connect.authorize(&mut request)?;
-        let mut client = connect(&args.connect).await?;
-        let mut events = client
-            .stylize_sequence(request)
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        // Frames go out as the server takes them (two ahead at most).
-        let reading = {
-            let shot = shot.clone();
-            tokio::spawn(async move {
-                for position in 0..shot.numbers.len() {
-                    let message = frame_message(&shot, position)?;
-                    if sender.send(message).await.is_err() {
-                        break;
+        let mut attempt = 0;
+        let mut chain = first_chain;
+        loop {
+            attempt += 1;
+            let from = delivered;
+            if let Some(start) = &chain {
+                let line = format!("continuing the chain from {}", start.path.display());
+                submission.reporter.say(&line);
+            }
+            match submission
+                .stream_from(attempt, from, chain.as_ref(), &mut delivered)
+                .await
+            {
+                Ok(()) => break,
+                Err(Attempt::Failed(status)) if attempt <= args.retries && retryable(&status) => {
+                    let wait = retry::backoff(attempt, &status);
+                    retry::announce(attempt, &status, wait);
+                    tokio::time::sleep(wait).await;
+                    if delivered > from {
+                        chain = shot.chain_start(delivered)?;
                     }
                 }
-                anyhow::Ok(())
-            })
-        };
-        let mut done_iterations = 0u64;
-        let mut delivered = 0;
-        while let Some(event) = events.next().await {
-            use proto::stylize_sequence_response::Event;
-            let event = event.map_err(status_error)?;
-            let position = event.frame as usize;
-            match event.event {
-                Some(Event::Progress(p)) => {
-                    bar.set_position(done_iterations + p.iteration as u64);
-                    let l = p.losses.unwrap_or_default();
-                    bar.set_message(format!(
-                        "frame {}/{frames} loss {:.4e} (style {:.3e} temporal {:.3e})",
-                        position + 1,
-                        l.total,
-                        l.style,
-                        l.temporal
-                    ));
-                }
-                Some(Event::Result(frame)) => {
-                    let result = frame.result.unwrap_or_default();
-                    done_iterations += if position == 0 {
-                        (iterations * scales) as u64
-                    } else {
-                        options.later_iterations as u64
-                    };
-                    bar.set_position(done_iterations);
-                    let number = *shot.numbers.get(position).context("the server answered a frame never sent")?;
-                    let path = shot.out_path(number)?;
-                    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                        std::fs::create_dir_all(dir).with_context(|| format!("--out: {}", dir.display()))?;
-                    }
-                    std::fs::write(&path, &result.image)
-                        .with_context(|| format!("--out: {}", path.display()))?;
-                    let losses = result.delivered_losses.unwrap_or_default();
-                    let line = format!(
-                        "frame {number}: wrote {} after {} iterations, style {:.4e}, temporal {:.4e}, held {:.1}%, E_warp {}",
-                        path.display(),
-                        result.iterations,
-                        losses.style,
-                        losses.temporal,
-                        100.0 * frame.held_fraction,
-                        frame.warping_error.map_or("-".into(), |e| format!("{e:.2}"))
-                    );
-                    if bar.is_hidden() {
-                        println!("{line}");
-                    } else {
-                        bar.println(line);
-                    }
-                    delivered += 1;
-                    if delivered == frames {
-                        break;
-                    }
-                }
-                _ => {}
+                Err(Attempt::Failed(status)) => return Err(status_error(status)),
+                Err(Attempt::Broken(e)) => return Err(e),
             }
         }
-        bar.finish();
-        reading.await??;
-        if delivered < frames {
-            bail!("the server closed the stream after {delivered} of {frames} frames");
-        }
+        submission.reporter.finish();
         Ok(())
     })
 }

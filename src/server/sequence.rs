@@ -36,16 +36,41 @@ pub type SequenceStream =
     Pin<Box<dyn Stream<Item = Result<proto::StylizeSequenceResponse, Status>> + Send>>;
 
 /// What every frame of a shot shares: the job settings (its content replaced per frame),
-/// how OpenEXR frames are read, and the shot's state.
+/// how OpenEXR frames are read, the shot's state, and the number of the last frame (or of
+/// the frame the shot continues from).
 struct Shot {
     template: JobTemplate,
     transfer: Transfer,
     state: SequenceState,
+    last_number: Option<u64>,
+}
+
+/// The frame a shot split into tasks continues from, decoded into `state`. Its motion to
+/// the next frame is read at its own size.
+fn continue_from(
+    previous: proto::PreviousFrame,
+    state: &mut SequenceState,
+    limits: &Limits,
+    transfer: Transfer,
+) -> Result<()> {
+    let field = "setup.previous.image";
+    if previous.image.is_empty() {
+        return Err(Error::invalid(field, "no image: the delivered frame is needed"));
+    }
+    let image = convert::decode_field_with(&previous.image, field, limits, transfer)?;
+    let size = (image.width() as usize, image.height() as usize);
+    let to_next = previous
+        .motion_to_next
+        .as_ref()
+        .map(|m| motion(m, "setup.previous.motion_to_next", true, size))
+        .transpose()?;
+    state.resume_after(0, image, to_next);
+    Ok(())
 }
 
 /// The shot's settings from its setup message. Runs on a blocking thread (styles decode).
 fn shot(
-    setup: proto::SequenceSetup,
+    mut setup: proto::SequenceSetup,
     request_id: String,
     deadline: Option<Instant>,
     limits: &Limits,
@@ -53,6 +78,7 @@ fn shot(
     convention: crate::model::InputConvention,
 ) -> Result<Shot> {
     let wire = setup.sequence.unwrap_or_default();
+    let previous = setup.previous.take();
     let template = convert::job_template(setup.into(), request_id, deadline, limits, registry)?;
     // Each frame brings its content; what holds for any frame is checked now.
     template.styling.validate().map_err(convert::in_request)?;
@@ -86,11 +112,16 @@ fn shot(
     } else {
         Transfer::SceneLinear
     };
-    let state = SequenceState::new(template.styling.clone(), options, convention)?;
+    let mut state = SequenceState::new(template.styling.clone(), options, convention)?;
+    let last_number = previous.as_ref().and_then(|p| p.number);
+    if let Some(previous) = previous {
+        continue_from(previous, &mut state, limits, transfer)?;
+    }
     Ok(Shot {
         template,
         transfer,
         state,
+        last_number,
     })
 }
 
@@ -184,9 +215,29 @@ fn content_with_motion(
         .map_err(|e| in_field(&content, e))
 }
 
-/// Decodes one frame message and prepares its job. Runs on a blocking thread.
-fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Result<FrameJob> {
+/// The number of the frame `index` brings: its own, which must follow the last, else the
+/// one after the last (0 for a shot's first).
+fn frame_number(given: Option<u64>, index: usize, last: Option<u64>) -> Result<u64> {
+    let next = last.map_or(0, |n| n.saturating_add(1));
+    match (given, last) {
+        (Some(number), Some(last)) if number <= last => Err(Error::invalid(
+            format!("frames[{index}].number"),
+            format!("{number} does not follow the previous frame's {last}"),
+        )),
+        (Some(number), _) => Ok(number),
+        (None, _) => Ok(next),
+    }
+}
+
+/// Decodes one frame message and prepares its job, with the frame's number. Runs on a
+/// blocking thread.
+fn frame_job(
+    frame: proto::SequenceFrame,
+    shot: &Shot,
+    limits: &Limits,
+) -> Result<(u64, FrameJob)> {
     let index = shot.state.next_index();
+    let number = frame_number(frame.number, index, shot.last_number)?;
     let field = |name: &str| format!("frames[{index}].{name}");
     let wires = [&frame.motion_to_previous, &frame.motion_to_next];
     let wanted = [false, true].map(|to_next| {
@@ -228,11 +279,22 @@ fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Resul
             Some(mask.map_err(|e| in_field(&field, e))?)
         },
     };
-    shot.state.prepare_frame(input)
+    let job = shot.state.prepare_frame(input).map_err(|e| match e {
+        Error::InvalidOption { field, reason } if field == "previous.image" => {
+            Error::invalid("setup.previous.image", reason)
+        }
+        other => other,
+    })?;
+    Ok((number, job))
 }
 
-/// A job event as the sequence stream carries it; `None` for the result (sent separately).
-fn tagged(index: usize, event: JobEvent) -> Option<Result<proto::StylizeSequenceResponse, Status>> {
+/// A job event as the sequence stream carries it, tagged with the frame's index and number;
+/// `None` for the result (sent separately).
+fn tagged(
+    index: usize,
+    number: u64,
+    event: JobEvent,
+) -> Option<Result<proto::StylizeSequenceResponse, Status>> {
     use proto::stylize_event::Event as In;
     use proto::stylize_sequence_response::Event as Out;
     let event = match convert::event(event) {
@@ -249,6 +311,7 @@ fn tagged(index: usize, event: JobEvent) -> Option<Result<proto::StylizeSequence
     Some(Ok(proto::StylizeSequenceResponse {
         frame: index as u32,
         event: Some(event),
+        number,
     }))
 }
 
@@ -524,7 +587,7 @@ impl Runner {
             (shot, job)
         })
         .await;
-        let (mut shot, job) = match prepared {
+        let (mut shot, (number, job)) = match prepared {
             Ok((shot, Ok(job))) => (shot, job),
             Ok((_, Err(e))) => return Err(frame_status(index, e)),
             Err(e) => {
@@ -547,7 +610,7 @@ impl Runner {
                 JobEvent::Finished(output) => output,
                 JobEvent::Failed(e) => return Err(frame_status(index, e)),
                 event => {
-                    if let Some(message) = tagged(job.index, event)
+                    if let Some(message) = tagged(job.index, number, event)
                         && out.send(message).await.is_err()
                     {
                         // Dropping the events cancels the job within one iteration.
@@ -557,6 +620,7 @@ impl Runner {
                 }
             };
             shot.state.delivered(&job, &output.pixels);
+            shot.last_number = Some(number);
             let e_warp = job
                 .warped_previous
                 .as_ref()
@@ -564,7 +628,7 @@ impl Runner {
             let temporal = job.temporal.as_ref().map(|_| output.delivered.temporal);
             let seconds = started.elapsed().as_secs_f64();
             names::count_frame(seconds, temporal);
-            tracing::info!(frame = job.index, seconds, "frame delivered");
+            tracing::info!(frame = job.index, number, seconds, "frame delivered");
             let result = match convert::event(JobEvent::Finished(output)) {
                 Ok(proto::StylizeEvent {
                     event: Some(proto::stylize_event::Event::Result(result)),
@@ -579,8 +643,10 @@ impl Runner {
                         result: Some(result),
                         held_fraction: job.certain,
                         warping_error: e_warp,
+                        number,
                     },
                 )),
+                number,
             };
             return match out.send(Ok(message)).await {
                 Ok(()) => Ok(shot),

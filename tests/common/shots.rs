@@ -47,6 +47,7 @@ pub fn setup(iterations: u32) -> proto::StylizeSequenceRequest {
                     later_iterations: 2,
                     ..Default::default()
                 }),
+                previous: None,
             },
         )),
     }
@@ -59,6 +60,7 @@ pub fn frame_message(t: usize) -> proto::SequenceFrame {
         motion_to_previous: (t > 1).then(|| flow(t, false)),
         motion_to_next: Some(flow(t, true)),
         mask: vec![],
+        number: None,
     }
 }
 

@@ -216,6 +216,7 @@ impl SequenceState {
             .as_ref()
             .filter(|_| self.options.consistency_check);
         let output_size = fit_longest(size.0, size.1, job.request.options.size);
+        check_aspect(previous.output.dimensions(), output_size)?;
         let (warped, certainty) = warp_previous(
             &previous.output,
             to_previous,
@@ -304,6 +305,19 @@ impl<'a> SequenceRenderer<'a> {
             warped_previous: job.warped_previous,
         })
     }
+}
+
+/// Refuses a previous frame (one a run continues from) of another shape than the frames:
+/// it is scaled to the output size, which must not distort it by more than 2%.
+fn check_aspect((pw, ph): (u32, u32), (ow, oh): (u32, u32)) -> Result<()> {
+    let skew = (pw as f64 * oh as f64 - ph as f64 * ow as f64).abs() / (ph as f64 * oh as f64);
+    if skew > 0.02 {
+        return Err(Error::invalid(
+            "previous.image",
+            format!("{pw}x{ph} is not the shape of the shot's {ow}x{oh} output"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_mask(mask: &[f32], field: &str, w: usize, h: usize) -> Result<()> {
