@@ -173,8 +173,8 @@ fn frames_are_addressed_numbered_and_chunked_as_a_farm_splits_a_shot() {
         pixels(&out.path().join("chunk.1004.png"))
     );
 
-    // A chunk whose predecessor was never rendered is refused, naming the missing file and
-    // the way out, before any work.
+    // A chunk whose predecessor is not rendered yet is refused before any work, naming the
+    // missing file and the way out; a farm requeues it (75) until the chunk before is done.
     let orphan = stylize(&[
         "sequence",
         "--frames",
@@ -185,7 +185,7 @@ fn frames_are_addressed_numbered_and_chunked_as_a_farm_splits_a_shot() {
         &at(out.path(), "orphan.####.png"),
     ]);
     let said = text(&orphan);
-    assert_eq!(orphan.status.code(), Some(65), "{said}");
+    assert_eq!(orphan.status.code(), Some(75), "{said}");
     assert!(
         said.contains("orphan.1004.png") && said.contains("--continue-from"),
         "{said}"

@@ -223,3 +223,75 @@ async fn each_use_renews_a_shared_entry_and_puts_back_one_the_store_lost() {
     let back: Vec<u8> = redis.command(&["GET", &stored]);
     assert_eq!(back, STYLE, "the file as registered");
 }
+
+/// `stylize submit-sequence` against two replicas sharing the registry (issue 28): the
+/// replica running the shot is killed with kill -9 mid-shot; the client, after its backoff,
+/// resumes on the other replica from the last frame written, continuing the chain from it.
+/// Every frame ends up written exactly once, whole, and nothing half-written is left.
+#[tokio::test]
+async fn a_shot_finishes_on_another_replica_when_its_replica_is_killed() {
+    let redis = Redis::start();
+    let a = replica(&redis, &[]);
+    let b = replica(&redis, &[]);
+    let key = a
+        .client()
+        .await
+        .register_style(proto::RegisterStyleRequest {
+            image: STYLE.to_vec(),
+            size: 64,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key;
+    let input = tempfile::tempdir().unwrap();
+    for t in 1..=8 {
+        let name = format!("frame_{t:04}.exr");
+        std::os::unix::fs::symlink(common::shots::shared(t, "exr"), input.path().join(name))
+            .unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let servers = format!("http://{},http://{}", a.addr, b.addr);
+    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_stylize"))
+        .args(["submit-sequence", "--server", &servers, "--style-key", &key])
+        .args(["--frames", &input.path().join("frame_####.exr").display().to_string()])
+        .args(["--out", &out.path().join("f_####.png").display().to_string()])
+        .args(["--size", "64", "--scales", "1", "--iterations", "10"])
+        .args(["--later-iterations", "20", "--progress", "plain"])
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(log.path()).unwrap();
+    let started = Instant::now();
+    while !out.path().join("f_0002.png").exists() {
+        assert!(started.elapsed().as_secs() < 120, "{}", said());
+        assert!(client.try_wait().unwrap().is_none(), "{}", said());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(a);
+    let status = loop {
+        if let Some(status) = client.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed().as_secs() < 300, "{}", said());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let said = said();
+    assert!(status.success(), "{said}");
+    assert!(said.contains("retrying"), "{said}");
+    for t in 1..=8 {
+        let wrote = said.matches(&format!("frame {t}: wrote")).count();
+        assert_eq!(wrote, 1, "frame {t} written {wrote} times: {said}");
+        let image = stylize::image_io::load(&out.path().join(format!("f_{t:04}.png"))).unwrap();
+        assert_eq!(image.dimensions(), (64, 36));
+    }
+    let files = std::fs::read_dir(out.path()).unwrap().count();
+    assert_eq!(files, 8, "{said}");
+    // B finished the shot, continuing the chain: its frames were held to the one before.
+    assert!(b.metric("stylize_sequence_frames_total") >= 1.0, "{said}");
+    assert!(said.contains("continuing the chain from"), "{said}");
+    assert_eq!(said.matches("held 0.0%").count(), 1, "{said}");
+}

@@ -24,6 +24,19 @@ impl fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
+/// Work this run depends on is not done yet, e.g. the chunk before a shot's chunk (exit 75:
+/// a farm requeues the task and it runs once the other is done).
+#[derive(Debug)]
+pub struct NotYet(pub String);
+
+impl fmt::Display for NotYet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotYet {}
+
 /// A status the server answered, kept whole so the exit code follows its gRPC code.
 #[derive(Debug)]
 pub struct ServerAnswer(pub tonic::Status);
@@ -49,6 +62,9 @@ pub fn code(error: &anyhow::Error) -> u8 {
 fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     if cause.is::<Usage>() {
         return Some(USAGE);
+    }
+    if cause.is::<NotYet>() {
+        return Some(TEMPORARY);
     }
     if let Some(ServerAnswer(status)) = cause.downcast_ref() {
         return Some(of_status(status));

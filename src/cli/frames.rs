@@ -303,13 +303,14 @@ impl Shot {
         };
         let path = self.out_path(before);
         if !path.is_file() {
-            bail!(
-                "--out: {} is missing: frame {} continues the temporal chain from frame {before}'s \
-                 delivered image. Render the frames before this range first, or pass \
-                 --continue-from",
+            return Err(super::exit::NotYet(format!(
+                "--out: {} is missing: frame {} continues the temporal chain from frame \
+                 {before}'s delivered image. Render the frames before this range first (a \
+                 farm requeues this task: exit 75), or pass --continue-from",
                 path.display(),
                 self.numbers[0]
-            );
+            ))
+            .into());
         }
         Ok(Some(ChainStart {
             number: Some(before),
