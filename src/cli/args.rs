@@ -287,7 +287,7 @@ pub fn flag_error(err: stylize::Error) -> anyhow::Error {
             let flag = field.split(' ').next().unwrap_or(field).replace('_', "-");
             let flag = match flag.as_str() {
                 "learning-rate" => "lr".to_string(),
-                "previous.image" => "continue-from".to_string(),
+                f if f.starts_with("previous.") => "continue-from".to_string(),
                 f if f.starts_with("styles") => "style".to_string(),
                 _ => flag,
             };

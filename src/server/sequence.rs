@@ -46,7 +46,7 @@ struct Shot {
 }
 
 /// The frame a shot split into tasks continues from, decoded into `state`. Its motion to
-/// the next frame is read at its own size.
+/// the next frame is at the frames' size (checked when the first frame comes).
 fn continue_from(
     previous: proto::PreviousFrame,
     state: &mut SequenceState,
@@ -58,11 +58,11 @@ fn continue_from(
         return Err(Error::invalid(field, "no image: the delivered frame is needed"));
     }
     let image = convert::decode_field_with(&previous.image, field, limits, transfer)?;
-    let size = (image.width() as usize, image.height() as usize);
+    // At the frames' size, checked against the first frame's when it comes.
     let to_next = previous
         .motion_to_next
         .as_ref()
-        .map(|m| motion(m, "setup.previous.motion_to_next", true, size))
+        .map(|m| motion(m, "setup.previous.motion_to_next", true, None))
         .transpose()?;
     state.resume_after(0, image, to_next);
     Ok(())
@@ -134,7 +134,7 @@ fn motion(
     wire: &proto::Motion,
     field: &str,
     to_next: bool,
-    frame: (usize, usize),
+    frame: Option<(usize, usize)>,
 ) -> Result<Motion> {
     use proto::motion::Source;
     let named = |e: Error| in_field(field, e);
@@ -145,10 +145,10 @@ fn motion(
             dx: flow.dx.clone(),
             dy: flow.dy.clone(),
         }),
-        Some(Source::Flo(bytes)) => read_flo(bytes, field, Some(frame)).map_err(named),
+        Some(Source::Flo(bytes)) => read_flo(bytes, field, frame).map_err(named),
         Some(Source::Exr(exr)) => {
             let channels = exr_channels(exr, to_next);
-            crate::motion::decode_exr(&exr.file, field, &channels, Some(frame)).map_err(named)
+            crate::motion::decode_exr(&exr.file, field, &channels, frame).map_err(named)
         }
         None => Err(Error::invalid(field, "no flow, flo or exr source is set")),
     }
@@ -264,7 +264,10 @@ fn frame_job(
         Some(motion) => Ok(Some(motion)),
         None => wires[to_next as usize]
             .as_ref()
-            .map(|m| motion(m, &field(name), to_next, (size.0 as usize, size.1 as usize)))
+            .map(|m| {
+                let frame = (size.0 as usize, size.1 as usize);
+                motion(m, &field(name), to_next, Some(frame))
+            })
             .transpose(),
     };
     let input = FrameInput {
@@ -280,8 +283,8 @@ fn frame_job(
         },
     };
     let job = shot.state.prepare_frame(input).map_err(|e| match e {
-        Error::InvalidOption { field, reason } if field == "previous.image" => {
-            Error::invalid("setup.previous.image", reason)
+        Error::InvalidOption { field, reason } if field.starts_with("previous.") => {
+            Error::invalid(format!("setup.{field}"), reason)
         }
         other => other,
     })?;

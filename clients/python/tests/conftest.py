@@ -1,5 +1,7 @@
 """A live `stylize serve` for the client's tests: the binary from $STYLIZE_BIN (default the
-repository's release build), its models from $STYLIZE_MODELS_DIR."""
+repository's release build), its models from $STYLIZE_MODELS_DIR. The repository (assets and
+the shared shot) is $STYLIZE_REPO, so the tests can run from a copy outside it, against the
+package as installed."""
 import os
 import pathlib
 import socket
@@ -7,7 +9,7 @@ import subprocess
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
+ROOT = pathlib.Path(os.environ.get("STYLIZE_REPO") or pathlib.Path(__file__).resolve().parents[3])
 ASSETS = ROOT / "assets"
 
 

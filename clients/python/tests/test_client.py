@@ -1,12 +1,17 @@
 """stylize_client against a live server: a still's events and result, registered styles,
-field-naming errors, retries with backoff, deadlines and tokens, and a Blender shot."""
+field-naming errors with their standard details, retries decided by them, deadlines and
+tokens, the environment, the routing header and extra metadata, output formats by extension,
+a Blender shot, and a shot rendered to files by frame number in chunks that resume."""
+import hashlib
 import threading
 import time
+from concurrent import futures
 
 import grpc
 import pytest
 
-from stylize_client import IN_CONTENT, SERVICE_CONFIG, Client, StylizeError, blender_frames, frame, pb
+from stylize_client import (IN_CONTENT, SERVICE_CONFIG, STYLE_KEY_HEADER, Client, StylizeError,
+                            blender_frames, frame, frame_path, pb)
 
 from conftest import ROOT
 
@@ -44,6 +49,10 @@ def test_errors_name_the_field_and_are_not_retried(serve, images):
         assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert "options.size" in raised.value.message
         assert raised.value.attempts == 1
+        # The standard details: the reason and the field a program acts on.
+        assert raised.value.reason == "INVALID_ARGUMENT"
+        assert [f for f, _ in raised.value.field_violations] == ["options.size"]
+        assert raised.value.retry_delay is None and not raised.value.retryable
         with pytest.raises(ValueError):
             list(client.stylize(images["content"], [images["style"]], quality="best"))
 
@@ -62,7 +71,9 @@ def test_a_full_queue_is_retried_with_backoff_until_a_place_frees(serve, images)
             list(client.stylize(images["content"], [images["style"]], **SMALL))
         assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert raised.value.attempts == 3
-        assert time.monotonic() - started >= 0.05 + 0.1
+        # The server's RetryInfo (1 s for a full queue) sets the shortest wait.
+        assert raised.value.reason == "QUEUE_FULL" and raised.value.retry_delay == 1.0
+        assert time.monotonic() - started >= 2 * 1.0
         # With the long job cancelled, a retried request gets through.
         threading.Timer(0.3, long_job.close).start()
         patient = Client(server.target, retries=6, backoff=0.2)
@@ -105,6 +116,8 @@ def test_a_blender_shot_streams_each_frame_with_its_motion_read_from_the_frame(s
                                               iterations=2, later_iterations=1, scales=1))
     results = [(e.frame, e.result) for e in events if e.HasField("result")]
     assert [index for index, _ in results] == [0, 1, 2]
+    # Frames keep the numbers in their file names.
+    assert [e.number for e in events if e.HasField("result")] == [1, 2, 3]
     for index, result in results:
         assert (result.result.width, result.result.height) == (32, 18)
         if index:
@@ -124,3 +137,80 @@ def test_a_bad_frame_is_named(serve, images):
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "frames[1].motion_to_previous" in raised.value.message
     assert raised.value.attempts == 1
+
+
+class Recorder(grpc.GenericRpcHandler):
+    """A stand-in server that records each call's metadata and refuses it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def service(self, details):
+        self.calls.append(dict(details.invocation_metadata))
+
+        def refuse(request, context):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "recorded")
+
+        return grpc.unary_stream_rpc_method_handler(refuse)
+
+
+def test_the_environment_the_routing_header_and_metadata(images, tmp_path, monkeypatch):
+    recorder = Recorder()
+    fake = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[recorder])
+    port = fake.add_insecure_port("127.0.0.1:0")
+    fake.start()
+    try:
+        token_file = tmp_path / "token"
+        token_file.write_text("from-the-environment\n")
+        monkeypatch.setenv("STYLIZE_SERVER", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("STYLIZE_TOKEN_FILE", str(token_file))
+        with Client(metadata=[("x-farm-job", "shot-42")]) as client:
+            with pytest.raises(StylizeError):
+                list(client.stylize(images["content"], [images["style"]], **SMALL,
+                                    metadata=[("x-farm-task", "7")]))
+            with pytest.raises(StylizeError):
+                list(client.stylize(images["content"], ["ab" * 32], **SMALL))
+    finally:
+        fake.stop(0)
+    by_image, by_key = recorder.calls
+    assert by_image[STYLE_KEY_HEADER] == hashlib.sha256(images["style"]).hexdigest()
+    assert by_key[STYLE_KEY_HEADER] == "ab" * 32
+    assert by_image["authorization"] == "Bearer from-the-environment"
+    assert by_image["x-farm-job"] == "shot-42" and by_image["x-farm-task"] == "7"
+    assert "x-farm-task" not in by_key
+
+
+def test_the_output_format_follows_the_extension(serve, images, tmp_path):
+    server = serve("--workers", "1")
+    magic = {"out.exr": b"\x76\x2f\x31\x01", "out.jpg": b"\xff\xd8\xff", "out.png": b"\x89PNG"}
+    with Client(server.target) as client:
+        for name, start in magic.items():
+            client.stylize_to_file(images["content"], [images["style"]], tmp_path / name, **SMALL)
+            assert (tmp_path / name).read_bytes().startswith(start), name
+        with pytest.raises(ValueError):
+            client.stylize_to_file(images["content"], [images["style"]], tmp_path / "out.tiff", **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(magic)
+
+
+def test_a_shot_renders_by_frame_number_in_chunks_that_resume(serve, images, tmp_path):
+    server = serve("--workers", "1")
+    frames = str(ROOT / "../shared/sequences/rolling-ball/frame_####.exr")
+    shot = dict(size=32, iterations=2, later_iterations=1, scales=1)
+    with Client(server.target) as client:
+        assert client.stylize_shot(frames, range(1, 5), tmp_path / "whole_$F4.png",
+                                   [images["style"]], **shot) == [1, 2, 3, 4]
+        # Two chunks: the second continues the chain from the first's last frame on disk.
+        chunked = tmp_path / "chunk_%04d.png"
+        assert client.stylize_shot(frames, [1, 2], chunked, [images["style"]], **shot) == [1, 2]
+        assert client.stylize_shot(frames, [3, 4], chunked, [images["style"]], **shot) == [3, 4]
+        for number in range(1, 5):
+            whole = frame_path(tmp_path / "whole_$F4.png", number).read_bytes()
+            assert frame_path(chunked, number).read_bytes() == whole, number
+        # A rerun resumes after the last frame written; a chunk whose predecessor is missing
+        # is refused before any work.
+        frame_path(chunked, 4).unlink()
+        assert client.stylize_shot(frames, range(1, 5), chunked, [images["style"]], **shot) == [4]
+        assert client.stylize_shot(frames, range(1, 5), chunked, [images["style"]], **shot) == []
+        with pytest.raises(FileNotFoundError, match="orphan_0002.png"):
+            client.stylize_shot(frames, [3], tmp_path / "orphan_####.png", [images["style"]], **shot)
+    assert not list(tmp_path.glob("*partial*"))

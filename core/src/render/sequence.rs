@@ -217,6 +217,9 @@ impl SequenceState {
             .filter(|_| self.options.consistency_check);
         let output_size = fit_longest(size.0, size.1, job.request.options.size);
         check_aspect(previous.output.dimensions(), output_size)?;
+        if let Some(forward) = &previous.to_next {
+            forward.check("previous.motion_to_next", w, h)?;
+        }
         let (warped, certainty) = warp_previous(
             &previous.output,
             to_previous,
