@@ -67,7 +67,10 @@ fn a_shot_in_chunks_matches_the_shot_run_whole() {
     let at = |name: &str| out.path().join(name).display().to_string();
     sequence(&at("whole.####.png"), &format!("1-{FRAMES}"));
     for first in (1..=FRAMES).step_by(CHUNK as usize) {
-        sequence(&at("chunk.####.png"), &format!("{first}-{}", first + CHUNK - 1));
+        sequence(
+            &at("chunk.####.png"),
+            &format!("{first}-{}", first + CHUNK - 1),
+        );
     }
     let whole = warping_errors(out.path(), "whole");
     let chunked = warping_errors(out.path(), "chunk");
@@ -95,7 +98,10 @@ fn a_shot_in_chunks_matches_the_shot_run_whole() {
     let median = others[others.len() / 2];
     for &i in &joins {
         let pop = chunked[i] / median;
-        println!("join at frame {}: {pop:.3}x the median of the other frames", i + 2);
+        println!(
+            "join at frame {}: {pop:.3}x the median of the other frames",
+            i + 2
+        );
         assert!(pop <= 1.5, "frame {} pops: {pop:.3}x", i + 2);
     }
 }

@@ -14,8 +14,7 @@ fn shot_from_1001(frames: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for t in 1..=frames {
         let name = format!("plate.{}.exr", 1000 + t);
-        std::os::unix::fs::symlink(common::shots::shared(t, "exr"), dir.path().join(name))
-            .unwrap();
+        std::os::unix::fs::symlink(common::shots::shared(t, "exr"), dir.path().join(name)).unwrap();
     }
     dir
 }
@@ -134,11 +133,17 @@ fn frames_are_addressed_numbered_and_chunked_as_a_farm_splits_a_shot() {
     ]);
     let said = text(&second);
     assert!(second.status.success(), "{said}");
-    assert!(said.contains("continuing the chain from frame 1003"), "{said}");
+    assert!(
+        said.contains("continuing the chain from frame 1003"),
+        "{said}"
+    );
     assert!(!said.contains("frame 1003: wrote"), "{said}");
     // Frame 1004 was held to 1003 (not restarted as a still), and every chunked frame is
     // the whole run's: the chain read back from the 8-bit file is the chain kept in memory.
-    assert!(said.contains("frame 1004:") && !said.contains("held 0.0%"), "{said}");
+    assert!(
+        said.contains("frame 1004:") && !said.contains("held 0.0%"),
+        "{said}"
+    );
     for n in 1001..=1006 {
         let (a, b) = (
             out.path().join(format!("chunk.{n}.png")),

@@ -256,8 +256,14 @@ async fn a_shot_finishes_on_another_replica_when_its_replica_is_killed() {
     let servers = format!("http://{},http://{}", a.addr, b.addr);
     let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_stylize"))
         .args(["submit-sequence", "--server", &servers, "--style-key", &key])
-        .args(["--frames", &input.path().join("frame_####.exr").display().to_string()])
-        .args(["--out", &out.path().join("f_####.png").display().to_string()])
+        .args([
+            "--frames",
+            &input.path().join("frame_####.exr").display().to_string(),
+        ])
+        .args([
+            "--out",
+            &out.path().join("f_####.png").display().to_string(),
+        ])
         .args(["--size", "64", "--scales", "1", "--iterations", "10"])
         .args(["--later-iterations", "20", "--progress", "plain"])
         .stdout(log.reopen().unwrap())

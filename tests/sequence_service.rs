@@ -445,15 +445,21 @@ async fn frames_keep_their_numbers_and_a_chunk_continues_the_chain_over_the_wire
         let decode = |bytes: &[u8]| stylize::image_io::decode(bytes, "result").unwrap();
         let (w, c) = (decode(&whole.1), decode(&chunk.1));
         let worst = w.pixels().zip(c.pixels()).flat_map(|(a, b)| {
-            a.0.iter().zip(b.0).map(|(x, y)| x.abs_diff(y)).collect::<Vec<_>>()
+            a.0.iter()
+                .zip(b.0)
+                .map(|(x, y)| x.abs_diff(y))
+                .collect::<Vec<_>>()
         });
         // 0 here at 1 and 2 threads: the same server, the same chain.
         assert!(worst.max() <= Some(4), "frame {}", chunk.0);
     }
 
     // A number that does not follow the last is refused naming the field.
-    let (_, failure) =
-        shot_over_grpc(&server, vec![setup(2), numbered(1, Some(7)), numbered(2, Some(7))]).await;
+    let (_, failure) = shot_over_grpc(
+        &server,
+        vec![setup(2), numbered(1, Some(7)), numbered(2, Some(7))],
+    )
+    .await;
     refusal_names(failure, "frames[1].number");
     // A previous frame of another shape than the shot's is refused naming its field.
     let square = {

@@ -345,22 +345,6 @@ impl StyleArgs {
     }
 }
 
-/// A progress bar in the project's style (hidden when `quiet`).
-pub fn progress_bar(total: u64, quiet: bool) -> Result<indicatif::ProgressBar> {
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(total)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}",
-        )?
-        .progress_chars("=> "),
-    );
-    Ok(bar)
-}
-
 /// One line describing the losses, for progress bars.
 pub fn loss_message(scale: usize, total: f64, content: f64, style: f64, tv: f64) -> String {
     format!(

@@ -13,9 +13,10 @@ use stylize::server::proto::{self, stylizer_client::StylizerClient};
 use stylize::server::routing::{STYLE_KEY_HEADER, retryable, style_routing_key};
 
 use super::args::{
-    JobArgs, LineSearchArg, OptimizerArg, loss_message, parse_layers, progress_bar, read_flag_file,
+    JobArgs, LineSearchArg, OptimizerArg, loss_message, parse_layers, read_flag_file,
 };
 use super::connect::ConnectArgs;
+use super::progress::{ProgressArgs, Reporter, Step};
 use super::retry::Attempt;
 
 #[derive(Args)]
@@ -57,9 +58,8 @@ pub struct SubmitArgs {
     /// lands on another replica.
     #[arg(long, default_value_t = 3)]
     retries: u32,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 #[derive(Args)]
@@ -251,12 +251,12 @@ async fn stream_once(
         .into_inner();
     let (iterations, scales) = args.job.counts();
     let total = (iterations * scales) as u64;
-    let bar = progress_bar(total, args.quiet)?;
+    let reporter = Reporter::new(&args.progress, total)?;
     while let Some(event) = stream.message().await.map_err(Attempt::Failed)? {
         use proto::stylize_event::Event;
         match event.event {
-            Some(Event::Queued(q)) => bar.set_message(format!("queued at position {}", q.position)),
-            Some(Event::Started(s)) => bar.set_message(format!(
+            Some(Event::Queued(q)) => reporter.note(&format!("queued at position {}", q.position)),
+            Some(Event::Started(s)) => reporter.note(&format!(
                 "started on {} ({}), {} tile(s), ~{} MiB",
                 s.worker,
                 s.device,
@@ -264,15 +264,15 @@ async fn stream_once(
                 s.memory_estimate_bytes >> 20
             )),
             Some(Event::Progress(p)) => {
-                bar.set_position(p.iteration as u64);
                 let l = p.losses.unwrap_or_default();
-                bar.set_message(loss_message(
-                    p.scale as usize,
-                    l.total,
-                    l.content,
-                    l.style,
-                    l.tv,
-                ));
+                let losses = loss_message(p.scale as usize, l.total, l.content, l.style, l.tv);
+                let step = Step {
+                    frame: None,
+                    scale: (p.scale as usize + 1, scales),
+                    iteration: (p.iteration as usize, p.total as usize),
+                    losses: &losses,
+                };
+                reporter.step(p.iteration as u64, &step);
             }
             Some(Event::Preview(p)) => {
                 if let Some(dir) = &args.previews {
@@ -286,7 +286,7 @@ async fn stream_once(
                 }
             }
             Some(Event::Result(result)) => {
-                bar.finish();
+                reporter.finish();
                 std::fs::write(&args.out, &result.image)
                     .with_context(|| format!("--out: {}", args.out.display()))?;
                 let t = result.timings.unwrap_or_default();

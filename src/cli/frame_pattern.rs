@@ -64,7 +64,9 @@ impl FramePattern {
             return refuse("has more than one frame number in its file name");
         }
         if width > 18 {
-            return refuse(&format!("pads the frame number to {width} digits (at most 18)"));
+            return refuse(&format!(
+                "pads the frame number to {width} digits (at most 18)"
+            ));
         }
         Ok(Self {
             flag: flag.to_string(),
@@ -158,7 +160,12 @@ mod tests {
 
     #[test]
     fn patterns_without_one_frame_number_are_refused_naming_the_flag() {
-        for bad in ["out/frame.png", "out/f_%s.png", "out/f_####_%04d.png", "$Frame"] {
+        for bad in [
+            "out/frame.png",
+            "out/f_%s.png",
+            "out/f_####_%04d.png",
+            "$Frame",
+        ] {
             let error = FramePattern::parse("out", bad).unwrap_err().to_string();
             assert!(error.starts_with("--out: "), "{bad}: {error}");
         }
@@ -168,7 +175,13 @@ mod tests {
     fn existing_files_are_found_by_their_exact_padding() {
         let dir = std::env::temp_dir().join(format!("stylize-pattern-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for name in ["f_0001.png", "f_0012.png", "f_12.png", "f_0003.jpg", "f_1234567.png"] {
+        for name in [
+            "f_0001.png",
+            "f_0012.png",
+            "f_12.png",
+            "f_0003.jpg",
+            "f_1234567.png",
+        ] {
             std::fs::write(dir.join(name), b"").unwrap();
         }
         let pattern = FramePattern::parse("frames", &format!("{}/f_%04d.png", dir.display()));

@@ -66,10 +66,7 @@ mod tests {
     fn open_job_description_and_step_forms() {
         assert_eq!(parse("1001-1004").unwrap(), vec![1001, 1002, 1003, 1004]);
         assert_eq!(parse("1001-1006:2").unwrap(), vec![1001, 1003, 1005]);
-        assert_eq!(
-            parse("1-3,5,7-12:2").unwrap(),
-            vec![1, 2, 3, 5, 7, 9, 11]
-        );
+        assert_eq!(parse("1-3,5,7-12:2").unwrap(), vec![1, 2, 3, 5, 7, 9, 11]);
         assert_eq!(parse("1-9x4").unwrap(), vec![1, 5, 9]);
         assert_eq!(parse(" 7 ").unwrap(), vec![7]);
         assert_eq!(parse("10, 1-2").unwrap(), vec![1, 2, 10]);

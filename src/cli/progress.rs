@@ -142,6 +142,17 @@ impl Reporter {
         true
     }
 
+    /// Where the job stands between steps (queued, started): the bar's message, or a line
+    /// in the line modes.
+    pub fn note(&self, text: &str) {
+        match self.mode {
+            ProgressMode::Bar => self.bar.set_message(text.to_string()),
+            ProgressMode::Openjd => println!("openjd_status: {text}"),
+            ProgressMode::Plain => println!("status: {text}"),
+            ProgressMode::None => {}
+        }
+    }
+
     /// A message for the task's log, printed whatever the mode (results, resumes).
     pub fn say(&self, line: &str) {
         if self.bar.is_hidden() {
@@ -177,7 +188,10 @@ mod tests {
             step.place(),
             "frame 1012 (12/100), scale 2/3, iteration 14/30"
         );
-        let still = Step { frame: None, ..step };
+        let still = Step {
+            frame: None,
+            ..step
+        };
         assert_eq!(still.place(), "scale 2/3, iteration 14/30");
     }
 }

@@ -41,7 +41,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// with `status`: 1 s doubled per attempt, capped at `MAX_BACKOFF`, then scaled by a random
 /// factor in [0.5, 1]; at least the server's `RetryInfo` delay.
 pub fn backoff(attempt: u32, status: &tonic::Status) -> Duration {
-    let exponential = Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5)).min(MAX_BACKOFF);
+    let exponential =
+        Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5)).min(MAX_BACKOFF);
     let jittered = exponential.mul_f64(rand::rng().random_range(0.5..=1.0));
     let asked = status
         .get_details_retry_info()
@@ -74,11 +75,8 @@ mod tests {
         }
         let mut details = tonic_types::ErrorDetails::new();
         details.set_retry_info(Some(Duration::from_secs(9)));
-        let asked = tonic::Status::with_error_details(
-            tonic::Code::ResourceExhausted,
-            "full",
-            details,
-        );
+        let asked =
+            tonic::Status::with_error_details(tonic::Code::ResourceExhausted, "full", details);
         assert!(backoff(1, &asked) >= Duration::from_secs(9));
     }
 }

@@ -12,8 +12,9 @@ use stylize::render::{self, RenderRequest, StyleSource};
 
 use super::args::{
     BackendArgs, DEMO_CONTENT, JobArgs, StyleArgs, byte_count, flag_error, loss_message,
-    memory_budget, progress_bar, read_image,
+    memory_budget, read_image,
 };
+use super::progress::{ProgressArgs, Reporter, Step};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -29,9 +30,8 @@ pub struct RunArgs {
     /// Output file; .png or .jpg/.jpeg.
     #[arg(long, default_value = "stylized.png")]
     out: PathBuf,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
     /// Memory this run may use, e.g. `3GiB` (default: the cgroup's limit, else physical
     /// memory, less 512 MiB); frames that do not fit are evaluated in tiles.
     #[arg(long, value_parser = byte_count)]
@@ -67,13 +67,20 @@ pub fn run(args: RunArgs) -> Result<()> {
     let plan = render::plan_memory(&request, &footprint, Some(for_job)).map_err(flag_error)?;
     let source = StyleSource::uncached(backends.features.as_ref());
     let total = request.options.iterations * request.options.scales;
-    let bar = progress_bar(total as u64, args.quiet)?;
+    let reporter = Reporter::new(&args.progress, total as u64)?;
     let mut marks: Vec<std::time::Duration> = Vec::new();
+    let scales = request.options.scales;
     let mut on_progress = |p: &Progress| {
         marks.push(p.elapsed);
-        bar.set_position(p.iteration as u64);
         let l = &p.losses;
-        bar.set_message(loss_message(p.scale, l.total, l.content, l.style, l.tv));
+        let losses = loss_message(p.scale, l.total, l.content, l.style, l.tv);
+        let step = Step {
+            frame: None,
+            scale: (p.scale + 1, scales),
+            iteration: (p.iteration, p.total),
+            losses: &losses,
+        };
+        reporter.step(p.iteration as u64, &step);
         ControlFlow::Continue(())
     };
     tracing::info!(
@@ -95,7 +102,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         &mut on_progress,
     )
     .map_err(flag_error)?;
-    bar.finish();
+    reporter.finish();
     image_io::Delivered {
         image: &rendered.image,
         deep: &rendered.deep,

@@ -189,9 +189,13 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         None
     };
     // The first frame is checked before anything runs (the others as they come).
-    base.with_content(shot.frame(0, chain.is_some())?.content.context("--frames")?)
-        .validate()
-        .map_err(flag_error)?;
+    base.with_content(
+        shot.frame(0, chain.is_some())?
+            .content
+            .context("--frames")?,
+    )
+    .validate()
+    .map_err(flag_error)?;
     let budget = memory_budget(args.memory_budget)?;
     let backends = args.backend.build()?;
     let for_job = budget
@@ -225,7 +229,8 @@ pub fn run(args: SequenceArgs) -> Result<()> {
     let stills_total = compare.as_ref().map_or(0, |_| frames * first_iterations);
     let reporter = Reporter::new(&args.progress, (sequence_total + stills_total) as u64)?;
     if let Some(start) = &chain {
-        let output = shot.read_chain_start(start, if done > 0 { "out" } else { "continue-from" })?;
+        let output =
+            shot.read_chain_start(start, if done > 0 { "out" } else { "continue-from" })?;
         let to_next = match start.number {
             Some(number) => shot.to_next(number)?,
             None => None,

@@ -117,8 +117,8 @@ fn frame_message(
 /// The frame a stream continues from, as the setup carries it: its file as written, and
 /// its motion to the next frame when the shot has it.
 fn previous_frame(shot: &Shot, start: &ChainStart, flag: &str) -> Result<proto::PreviousFrame> {
-    let image =
-        std::fs::read(&start.path).with_context(|| format!("--{flag}: {}", start.path.display()))?;
+    let image = std::fs::read(&start.path)
+        .with_context(|| format!("--{flag}: {}", start.path.display()))?;
     let motion_to_next = match start.number {
         Some(number) => shot.to_next(number)?.map(proto::Motion::from),
         None => None,
@@ -180,7 +180,8 @@ impl Submission<'_> {
             message: Some(proto::stylize_sequence_request::Message::Setup(setup)),
         };
         sender.send(setup).await.map_err(anyhow::Error::from)?;
-        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        let mut request =
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
         route(&mut request, self.routing_key.as_deref())?;
         self.args.connect.authorize(&mut request)?;
         let mut client = connect(&self.args.connect.for_attempt(attempt))

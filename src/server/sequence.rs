@@ -55,7 +55,10 @@ fn continue_from(
 ) -> Result<()> {
     let field = "setup.previous.image";
     if previous.image.is_empty() {
-        return Err(Error::invalid(field, "no image: the delivered frame is needed"));
+        return Err(Error::invalid(
+            field,
+            "no image: the delivered frame is needed",
+        ));
     }
     let image = convert::decode_field_with(&previous.image, field, limits, transfer)?;
     // At the frames' size, checked against the first frame's when it comes.
@@ -231,11 +234,7 @@ fn frame_number(given: Option<u64>, index: usize, last: Option<u64>) -> Result<u
 
 /// Decodes one frame message and prepares its job, with the frame's number. Runs on a
 /// blocking thread.
-fn frame_job(
-    frame: proto::SequenceFrame,
-    shot: &Shot,
-    limits: &Limits,
-) -> Result<(u64, FrameJob)> {
+fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Result<(u64, FrameJob)> {
     let index = shot.state.next_index();
     let number = frame_number(frame.number, index, shot.last_number)?;
     let field = |name: &str| format!("frames[{index}].{name}");
@@ -354,7 +353,7 @@ type Outbound = mpsc::Sender<Result<proto::StylizeSequenceResponse, Status>>;
 
 /// What the wait for a shot's next message ended with.
 enum Next {
-    Frame(proto::SequenceFrame),
+    Frame(Box<proto::SequenceFrame>),
     /// The client closed its side: the shot is complete.
     End,
     /// The shot ends with this status (a bad or unreadable message, the deadline, the idle
@@ -501,7 +500,7 @@ impl Runner {
                 .next(&mut inbound, index, deadline, &mut draining)
                 .await
             {
-                Next::Frame(frame) => frame,
+                Next::Frame(frame) => *frame,
                 Next::End => return Ok(()),
                 Next::Ends(status) => return Err(status),
             };
@@ -529,7 +528,7 @@ impl Runner {
             Ok(None) => Next::End,
             Ok(Some(proto::StylizeSequenceRequest {
                 message: Some(Message::Frame(frame)),
-            })) => Next::Frame(frame),
+            })) => Next::Frame(Box::new(frame)),
             Ok(Some(_)) => Next::Ends(status(Error::invalid(
                 waited,
                 "after the setup, every message must be a SequenceFrame",
