@@ -41,7 +41,7 @@ async fn refusals_name_the_field_and_registrations_do_not_queue_behind_stills() 
         refused.message()
     );
     // The worker runs a job and the queue is full: stills are refused, a registration is not.
-    let (_running, _queued) = occupy_worker_and_queue(&mut client).await;
+    let (running, queued) = occupy_worker_and_queue(&mut client).await;
     let full = collect(&mut client, request(1)).await.unwrap_err();
     assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
     client
@@ -198,7 +198,7 @@ async fn refusals_carry_a_reason_a_retry_delay_and_the_field_a_program_acts_on()
     );
     assert!(!stylize::server::routing::retryable(&refused));
 
-    let (_running, _queued) = occupy_worker_and_queue(&mut client).await;
+    let (running, queued) = occupy_worker_and_queue(&mut client).await;
     let full = collect(&mut client, request(1)).await.unwrap_err();
     assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
     let info = full.get_details_error_info().expect("ErrorInfo");
@@ -208,6 +208,54 @@ async fn refusals_carry_a_reason_a_retry_delay_and_the_field_a_program_acts_on()
         .expect("RetryInfo")
         .retry_delay;
     assert_eq!(delay, Some(Duration::from_secs(1)));
-    // The CLI and `submit --retries` send it again.
+    // The CLI and `submit --retries` send it again: a `stylize submit` refused by the full
+    // queue waits (at least the 1 s RetryInfo asks) and gets through once a place frees.
     assert!(stylize::server::routing::retryable(&full));
+    let dir = tempfile::tempdir().unwrap();
+    let (out, log) = (dir.path().join("out.png"), dir.path().join("submit.log"));
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut submit = std::process::Command::new(env!("CARGO_BIN_EXE_stylize"))
+        .args(["submit", "--server", &format!("http://{}", server.addr)])
+        .args([
+            "--content",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/assets/chelsea.png"),
+        ])
+        .args([
+            "--style",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/assets/starry_night.jpg"),
+        ])
+        .args([
+            "--retries",
+            "8",
+            "--size",
+            "32",
+            "--iterations",
+            "1",
+            "--progress",
+            "none",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(&log).unwrap();
+    let started = Instant::now();
+    while !said().contains("QUEUE_FULL") && !said().contains("retrying") {
+        assert!(started.elapsed() < Duration::from_secs(60), "{}", said());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Hanging up on the running and the queued job frees both places.
+    drop((running, queued));
+    let status = loop {
+        if let Some(status) = submit.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{}", said());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{}", said());
+    assert!(said().contains("retrying in"), "{}", said());
+    assert!(out.is_file());
 }
