@@ -41,7 +41,7 @@ async fn refusals_name_the_field_and_registrations_do_not_queue_behind_stills() 
         refused.message()
     );
     // The worker runs a job and the queue is full: stills are refused, a registration is not.
-    let (running, queued) = occupy_worker_and_queue(&mut client).await;
+    let (_running, _queued) = occupy_worker_and_queue(&mut client).await;
     let full = collect(&mut client, request(1)).await.unwrap_err();
     assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
     client
