@@ -65,7 +65,13 @@ for _ in $(seq 1 3000); do
   [[ -e "$(frame 6)" ]] && break
   sleep 0.02
 done
-pkill -9 -f -- "--request-id chunk-5-8" || true
+# The chunk's client, found by its request id (what a worker dying mid-task does to it).
+for cmdline in /proc/[0-9]*/cmdline; do
+  if [[ "$(tr '\0' ' ' <"$cmdline" 2>/dev/null)" == *"--request-id chunk-5-8"* ]]; then
+    pid="${cmdline#/proc/}"
+    kill -9 "${pid%/cmdline}" 2>/dev/null || true
+  fi
+done
 wait "$run_pid" && { echo "openjd.sh: the killed chunk reported success" >&2; exit 1; }
 [[ -e "$(frame 6)" ]] || { cat "$work/killed.log"; echo "openjd.sh: frame 6 never came" >&2; exit 1; }
 if [[ -e "$(frame 8)" ]]; then

@@ -36,7 +36,7 @@ grep -q "proto/stylize/v1/stylize.proto" <<<"$(tar -tzf "$sdist")" \
 # The wheel from the sdist alone (pip unpacks and builds it in isolation, away from the repo).
 "$tools/bin/python" -m pip wheel "${pip_quiet[@]}" --no-deps --wheel-dir "$work/dist" "$sdist"
 wheel="$(ls "$work"/dist/stylize_client-*.whl)"
-grep -q "stylize_client/stylize/v1/stylize_pb2_grpc.py" <<<"$(unzip -l "$wheel")" \
+grep -q "stylize_client/stylize/v1/stylize_pb2_grpc.py" <<<"$("$tools/bin/python" -m zipfile -l "$wheel")" \
   || { echo "python-client.sh: the wheel lacks the generated stubs" >&2; exit 1; }
 
 floors="$(sed -n 's/^dependencies = \["grpcio>=\([0-9.]*\)", "protobuf>=\([0-9.]*\)"\]/grpcio==\1 protobuf==\2/p' \
