@@ -10,6 +10,7 @@ pub mod allocator;
 pub mod backends;
 pub mod cache;
 pub mod candle;
+pub mod colour;
 pub mod decode_limits;
 pub mod engine;
 pub mod error;
