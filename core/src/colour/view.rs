@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 /// ACEScct's constants (Academy S-2016-001).
 const CCT_CUT_LINEAR: f32 = 0.007_812_5;
 const CCT_CUT_LOG: f32 = 0.155_251_14;
-const CCT_A: f32 = 10.540_237_7;
-const CCT_B: f32 = 0.072_905_534;
+const CCT_A: f32 = 10.540_238;
+const CCT_B: f32 = 0.072_905_53;
 
 /// The widest round-trip error a LUT pair may have to be used (relative, over the probe
 /// colours `LutPair::round_trip_error` samples).
@@ -135,7 +135,8 @@ impl LutPair {
             round_trip: 0.0,
         };
         pair.round_trip = pair.round_trip_error();
-        if !(pair.round_trip <= LUT_ROUND_TRIP_TOLERANCE) {
+        // A NaN error (a LUT producing NaN) is refused too.
+        if pair.round_trip.is_nan() || pair.round_trip > LUT_ROUND_TRIP_TOLERANCE {
             return Err(Error::invalid(
                 field,
                 format!(
