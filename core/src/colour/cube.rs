@@ -391,7 +391,7 @@ mod tests {
                 "not below DOMAIN_MAX",
             ),
             (
-                format!("LUT_1D_SIZE 2\nLUT_1D_INPUT_RANGE 4 0\n0 0 0\n1 1 1\n"),
+                "LUT_1D_SIZE 2\nLUT_1D_INPUT_RANGE 4 0\n0 0 0\n1 1 1\n".to_string(),
                 "line 2",
                 "not increasing",
             ),
