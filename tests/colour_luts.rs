@@ -1,0 +1,88 @@
+//! A studio's view as OpenColorIO bakes it (issue 29): `scripts/bake-luts.sh` bakes, with
+//! `ociobakelut` from OCIO's built-in ACES config, the ACES 2.0 SDR view of ACEScg (a 1D shaper
+//! over ACEScct and a 33³ lattice) and OCIO's inverse of it (a 65³ lattice). stylize's reader
+//! must apply both as OpenColorIO does (`ociochecklut` on probe colours), and the pair must
+//! round-trip within the documented tolerance over what the view shows unclipped.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use stylize::colour::view::{DISPLAY_KEPT, LUT_ROUND_TRIP_TOLERANCE};
+use stylize::colour::{CubeLut, Interpolation, LutPair, View};
+
+fn baked() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let status = Command::new(root.join("scripts/bake-luts.sh"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/bake-luts.sh failed");
+        root.join("models/luts")
+    })
+}
+
+fn lut(name: &str) -> CubeLut {
+    let path = baked().join(name);
+    CubeLut::parse(name, &std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn rgb(text: &str) -> [f32; 3] {
+    let v: Vec<f32> = text
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    [v[0], v[1], v[2]]
+}
+
+#[test]
+fn ocio_baked_views_apply_as_opencolorio_applies_them_and_invert_within_tolerance() {
+    let (view, inverse) = (lut("aces-sdr-view.cube"), lut("aces-sdr-inverse.cube"));
+    let probes = std::fs::read_to_string(baked().join("probes.txt")).unwrap();
+    for line in probes.lines() {
+        let parts: Vec<[f32; 3]> = line.split('|').map(rgb).collect();
+        let (scene, shown, back) = (parts[0], parts[1], parts[2]);
+        // ociochecklut samples a .cube lattice tetrahedrally (a grey stays grey).
+        let ours = view.apply(scene, Interpolation::Tetrahedral);
+        for (a, b) in ours.iter().zip(shown) {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "view of {scene:?}: {ours:?}, OCIO {shown:?}"
+            );
+        }
+        let ours = inverse.apply(shown, Interpolation::Tetrahedral);
+        for (a, b) in ours.iter().zip(back) {
+            // Relative to the colour's level: the inverse lattice spans [0, ~150].
+            let level = back.iter().fold(0.02f32, |m, v| m.max(v.abs()));
+            assert!(
+                (a - b).abs() / level < 1e-3,
+                "inverse of {shown:?}: {ours:?}, OCIO {back:?}"
+            );
+        }
+    }
+    for interpolation in [Interpolation::Tetrahedral, Interpolation::Trilinear] {
+        let pair = LutPair::new("view", view.clone(), inverse.clone(), interpolation).unwrap();
+        println!(
+            "{interpolation:?}: round trip within {:.3}% over colours the view keeps in {DISPLAY_KEPT:?}",
+            100.0 * pair.round_trip
+        );
+        assert!(pair.round_trip <= LUT_ROUND_TRIP_TOLERANCE);
+        // Mid-grey and a warm colour above 1.0 (shown at 0.82) come back through the view.
+        let view = View::Lut(std::sync::Arc::new(pair));
+        for x in [[0.18, 0.18, 0.18], [1.2, 0.6, 0.3]] {
+            let back = view.decode(view.encode(x));
+            for (a, b) in x.iter().zip(back) {
+                assert!(
+                    (a - b).abs() / x[0] < LUT_ROUND_TRIP_TOLERANCE as f32,
+                    "{x:?}: {back:?}"
+                );
+            }
+        }
+    }
+    // The view against itself as its own inverse is not a view pair: refused, naming it.
+    let refused = LutPair::new("view", view.clone(), view, Interpolation::Tetrahedral).unwrap_err();
+    assert!(refused.to_string().contains("view"), "{refused}");
+}
