@@ -47,7 +47,9 @@ impl<F: FeatureExtractor> FeatureExtractor for Counting<F> {
 fn demo_request(style_scale: f64) -> RenderRequest {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     RenderRequest {
-        content: stylize::image_io::load(&root.join("chelsea.png")).unwrap(),
+        content: stylize::image_io::load(&root.join("chelsea.png"))
+            .unwrap()
+            .into(),
         styles: vec![stylize::image_io::load(&root.join("starry_night.jpg")).unwrap()],
         blend: vec![],
         options: RenderOptions {

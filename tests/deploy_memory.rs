@@ -30,7 +30,7 @@ fn manifest(path: &str) -> String {
 /// A request as a render farm sends it: one frame, one style, contract defaults.
 fn frame(width: u32, height: u32) -> RenderRequest {
     RenderRequest {
-        content: image::RgbImage::new(width, height),
+        content: image::RgbImage::new(width, height).into(),
         styles: vec![image::RgbImage::new(1280, 1014)],
         blend: vec![],
         options: RenderOptions {

@@ -40,7 +40,7 @@ fn engine() -> CandleEngine {
 fn request(size: u32, iterations: usize, optimizer: OptimizerKind) -> RenderRequest {
     let (content, style) = demo_images(64);
     RenderRequest {
-        content,
+        content: content.into(),
         styles: vec![style],
         blend: vec![],
         options: RenderOptions {
@@ -182,7 +182,7 @@ fn end_to_end_loss_falls_with_both_optimizers() {
         assert_eq!(rendered.image.width().max(rendered.image.height()), 48);
         // The result differs from the content: the style went somewhere.
         let content = image_io::resize_exact(
-            &req.content,
+            &req.content.to_8bit(),
             rendered.image.width(),
             rendered.image.height(),
         );
@@ -251,7 +251,11 @@ fn preserve_colors_keeps_content_chroma() {
     let (plain, _) = run(&req);
     req.options.preserve_colors = true;
     let (kept, _) = run(&req);
-    let content = image_io::resize_exact(&req.content, kept.image.width(), kept.image.height());
+    let content = image_io::resize_exact(
+        &req.content.to_8bit(),
+        kept.image.width(),
+        kept.image.height(),
+    );
     let chroma = |img: &RgbImage| -> Vec<f64> {
         img.pixels()
             .flat_map(|p| {
@@ -294,7 +298,7 @@ fn style_blend_and_layers_are_validated() {
         .to_string();
     assert!(err.contains("blend"), "{err}");
     let mut req = request(32, 1, OptimizerKind::Adam { lr: 10.0 });
-    req.content = RgbImage::new(8, 64);
+    req.content = RgbImage::new(8, 64).into();
     let err = render(&req, &engine, source(&features), &mut sink)
         .unwrap_err()
         .to_string();

@@ -22,7 +22,7 @@ fn default_jobs_on_shipped_pairs_never_raise_the_loss_and_deliver_what_they_repo
         ("chelsea.png", "shipwreck.jpg", 512, 4),
     ] {
         let request = RenderRequest {
-            content: common::shipped(content),
+            content: common::shipped(content).into(),
             styles: vec![common::shipped(style)],
             blend: vec![],
             options: RenderOptions {

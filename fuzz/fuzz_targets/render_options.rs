@@ -100,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
     if options.size <= 64 {
         let side = 1 + u32::from(f.u8() % 64);
         let request = RenderRequest {
-            content: RgbImage::new(side, 1 + u32::from(f.u8() % 64)),
+            content: RgbImage::new(side, 1 + u32::from(f.u8() % 64)).into(),
             styles: vec![RgbImage::new(side, side); blend.len().max(1)],
             blend,
             options,

@@ -222,7 +222,7 @@ pub fn measure_job(
     let image =
         |seed: u64| Ok::<_, stylize::Error>(engine.convention().to_rgb(&random_image(size, seed)?));
     let request = stylize::render::RenderRequest {
-        content: image(1)?,
+        content: image(1)?.into(),
         styles: vec![image(2)?],
         blend: vec![],
         options: stylize::render::RenderOptions {

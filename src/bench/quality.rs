@@ -21,7 +21,7 @@ pub fn pair_request(
     quality: Option<Quality>,
 ) -> RenderRequest {
     RenderRequest {
-        content: content.clone(),
+        content: content.clone().into(),
         styles: vec![style.clone()],
         blend: vec![],
         options: match quality {

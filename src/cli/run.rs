@@ -54,7 +54,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     )?;
     let styles = args.styles.read()?;
     let request = RenderRequest {
-        content,
+        content: content.into(),
         styles,
         blend: args.styles.blend,
         options: args.job.options()?,

@@ -316,7 +316,7 @@ impl JobTemplate {
     /// request's fields).
     pub fn into_job(self, content: RgbImage) -> Result<JobSpec> {
         let request = RenderRequest {
-            content,
+            content: content.into(),
             styles: self.styling.styles,
             blend: self.styling.blend,
             options: self.styling.options,

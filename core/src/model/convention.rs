@@ -71,6 +71,24 @@ impl InputConvention {
         }
     }
 
+    /// `to_input` of display values in full precision (1.0 is the 8-bit 255).
+    pub fn to_input_f32(&self, image: &image::Rgb32FImage) -> InputImage {
+        let (width, height) = image.dimensions();
+        let plane = (width * height) as usize;
+        let mut data = vec![0f32; 3 * plane];
+        for (i, pixel) in image.pixels().enumerate() {
+            for c in 0..3 {
+                let value = pixel.0[self.source_channel(c)];
+                data[c * plane + i] = (value * self.pixel_range - self.mean[c]) / self.std[c];
+            }
+        }
+        InputImage {
+            height: height as usize,
+            width: width as usize,
+            data,
+        }
+    }
+
     /// Converts an input tensor back to 8-bit RGB, rounding and clamping to 0..255.
     pub fn to_rgb(&self, input: &InputImage) -> RgbImage {
         let plane = input.height * input.width;

@@ -2,6 +2,7 @@
 //! the coarse-to-fine scales' memory plan (`plan`), a still's run (`still`), a sequence's
 //! frames (`sequence`) and the quality presets (`preset`).
 
+pub mod content;
 pub mod given;
 pub mod options;
 pub mod plan;
@@ -9,6 +10,7 @@ pub mod preset;
 pub mod sequence;
 pub mod still;
 
+pub use content::Content;
 pub use given::{GivenOptions, OptimizerChoice};
 pub use options::*;
 pub use plan::{MemoryPlan, plan_memory};

@@ -225,7 +225,7 @@ impl RenderOptions {
 /// A stylisation request in core types.
 #[derive(Debug, Clone)]
 pub struct RenderRequest {
-    pub content: RgbImage,
+    pub content: super::Content,
     pub styles: Vec<RgbImage>,
     /// One weight per style (normalised to sum to 1); empty means equal weights.
     pub blend: Vec<f64>,
@@ -356,9 +356,9 @@ impl Styling {
     }
 
     /// The request rendering `content` with these settings.
-    pub fn with_content(&self, content: RgbImage) -> RenderRequest {
+    pub fn with_content(&self, content: impl Into<super::Content>) -> RenderRequest {
         RenderRequest {
-            content,
+            content: content.into(),
             styles: self.styles.clone(),
             blend: self.blend.clone(),
             options: self.options.clone(),

@@ -304,7 +304,7 @@ mod tests {
 
     fn request(width: u32, height: u32, tile_size: Option<u32>) -> RenderRequest {
         RenderRequest {
-            content: image::RgbImage::new(width, height),
+            content: image::RgbImage::new(width, height).into(),
             styles: vec![image::RgbImage::new(640, 480)],
             blend: vec![],
             options: RenderOptions {

@@ -232,7 +232,8 @@ impl SequenceState {
             let options = &mut job.request.options;
             options.scales = 1;
             options.iterations = self.options.later_iterations;
-            options.init = InitChoice::Image(warm_start(&job.request.content, &warped, &certainty));
+            let content = job.request.content.to_8bit();
+            options.init = InitChoice::Image(warm_start(&content, &warped, &certainty));
             job.temporal = Some(TemporalTarget {
                 warped: self.convention.to_input(&warped),
                 certainty: certainty.clone(),

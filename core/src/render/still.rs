@@ -156,7 +156,7 @@ pub fn prepare(
     let digests: Vec<[u8; 32]> = request.styles.iter().map(image_digest).collect();
     let mut scales = Vec::new();
     for longest in options.scale_sizes() {
-        let content = resize_longest(&request.content, longest);
+        let content = request.content.resized_longest(longest);
         check_fits("content", content.dimensions(), deepest)?;
         let mut per_style = Vec::new();
         if !style_layers.is_empty() {
@@ -173,7 +173,7 @@ pub fn prepare(
         let parts: Vec<&[Gram]> = per_style.iter().map(|g| g.as_slice()).collect();
         let grams = blend(&parts, &blend_weights);
         scales.push(ScaleTargets {
-            content: convention.to_input(&content),
+            content: content.to_input(convention),
             style: options
                 .style_layers
                 .iter()
@@ -300,7 +300,7 @@ fn run_prepared(
     let mut image = engine.convention().to_rgb(&optimised.image);
     let mut deep = engine.convention().to_rgb16(&optimised.image);
     if request.options.preserve_colors {
-        image = transfer_luminance(&image, &request.content);
+        image = transfer_luminance(&image, &request.content.to_8bit());
         deep = widen(&image);
     }
     // What the user receives is the 8-bit image: scored again, as delivered.
@@ -328,7 +328,10 @@ pub fn output_scale_inputs(
 ) -> (InputImage, Vec<InputImage>) {
     let options = &request.options;
     let side = style_side(options.size, options.style_scale);
-    let content = convention.to_input(&resize_longest(&request.content, options.size));
+    let content = request
+        .content
+        .resized_longest(options.size)
+        .to_input(convention);
     let styles = request
         .styles
         .iter()
