@@ -7,6 +7,7 @@ use std::path::Path;
 
 use exr::meta::MetaData;
 
+use crate::colour::View;
 use crate::decode_limits::{MAX_DECODED_BYTES, MAX_DIMENSION};
 use crate::error::{Error, Result};
 
@@ -230,6 +231,13 @@ impl<'b> ExrFile<'b> {
         let read = self.read(&colour.each_ref().map(String::as_str))?;
         Ok(read.rgb(0, transfer))
     }
+
+    /// The colour as display values in full precision through `transfer`.
+    pub fn display(&self, transfer: Transfer) -> Result<image::Rgb32FImage> {
+        let colour = self.colour_channels()?;
+        let read = self.read(&colour.each_ref().map(String::as_str))?;
+        Ok(read.display(0, transfer))
+    }
 }
 
 /// One line's samples as f32, whatever the channel's sample type.
@@ -262,6 +270,15 @@ impl Channels {
         image::RgbImage::from_fn(self.width as u32, self.height as u32, |x, y| {
             let i = y as usize * self.width + x as usize;
             image::Rgb([0, 1, 2].map(|c| (transfer.encode(planes[c][i]) * 255.0).round() as u8))
+        })
+    }
+
+    /// The same planes as display values in full precision.
+    pub fn display(&self, first: usize, transfer: Transfer) -> image::Rgb32FImage {
+        let planes = &self.planes[first..first + 3];
+        image::Rgb32FImage::from_fn(self.width as u32, self.height as u32, |x, y| {
+            let i = y as usize * self.width + x as usize;
+            image::Rgb([0, 1, 2].map(|c| transfer.encode(planes[c][i])))
         })
     }
 }
@@ -304,35 +321,77 @@ pub fn encode_rgb_half(width: usize, height: usize, rgb: [&[f32]; 3]) -> Result<
     Ok(out.into_inner())
 }
 
-/// How an OpenEXR frame's values become the display-referred pixels VGG sees.
+/// How an OpenEXR frame's values become the display values VGG sees, and back: the view
+/// (docs/colour.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Transfer {
-    /// Scene-linear (a renderer's beauty pass): encoded with the sRGB transfer function.
+    /// Scene-linear through the sRGB curve: light above 1.0 is clipped to 1.0 (and comes back
+    /// at 1.0).
     #[default]
     SceneLinear,
+    /// Scene-linear through ACEScct's logarithmic curve: display values in [0, 1] cover light
+    /// up to 222, so highlights are stylised and come back above 1.0. The default for
+    /// scene-linear OpenEXR.
+    SceneLinearLog,
     /// Already display-referred: values in [0, 1] taken as they are.
     DisplayReferred,
 }
 
+/// The scene-linear values ACEScct's [0, 1] holds.
+const LOG_FLOOR: f32 = -0.006_917;
+const LOG_PEAK: f32 = 222.860_9;
+
 impl Transfer {
-    fn encode(self, linear: f32) -> f32 {
-        let v = if linear.is_finite() {
-            linear.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        match self {
-            Transfer::DisplayReferred => v,
-            Transfer::SceneLinear if v <= 0.003_130_8 => 12.92 * v,
-            Transfer::SceneLinear => 1.055 * v.powf(1.0 / 2.4) - 0.055,
+    /// The view a request names (`srgb`, `acescct`, `display`); errors name `field`.
+    pub fn named(field: &str, name: &str) -> Result<Self> {
+        match name {
+            "srgb" => Ok(Transfer::SceneLinear),
+            "acescct" => Ok(Transfer::SceneLinearLog),
+            "display" => Ok(Transfer::DisplayReferred),
+            other => Err(Error::invalid(
+                field,
+                format!("`{other}` is not a view (srgb, acescct or display)"),
+            )),
         }
     }
 
-    fn decode(self, display: f32) -> f32 {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transfer::SceneLinear => "srgb",
+            Transfer::SceneLinearLog => "acescct",
+            Transfer::DisplayReferred => "display",
+        }
+    }
+
+    /// The view for content in `bytes` when none is named: ACEScct for OpenEXR (scene-linear,
+    /// with highlights), sRGB otherwise (where it only matters for an OpenEXR output).
+    pub fn default_for(bytes: &[u8]) -> Self {
+        if is_exr(bytes) {
+            Transfer::SceneLinearLog
+        } else {
+            Transfer::SceneLinear
+        }
+    }
+
+    /// A file's value to a display value.
+    pub fn encode(self, linear: f32) -> f32 {
+        let finite = if linear.is_finite() { linear } else { 0.0 };
+        match self {
+            Transfer::DisplayReferred => finite.clamp(0.0, 1.0),
+            Transfer::SceneLinear => View::Srgb.encode([finite.clamp(0.0, 1.0); 3])[0],
+            Transfer::SceneLinearLog => {
+                let kept = finite.clamp(LOG_FLOOR, LOG_PEAK);
+                View::AcesCct.encode([kept; 3])[0].clamp(0.0, 1.0)
+            }
+        }
+    }
+
+    /// A display value back to the file's.
+    pub fn decode(self, display: f32) -> f32 {
         match self {
             Transfer::DisplayReferred => display,
-            Transfer::SceneLinear if display <= 0.040_45 => display / 12.92,
-            Transfer::SceneLinear => ((display + 0.055) / 1.055).powf(2.4),
+            Transfer::SceneLinear => View::Srgb.decode([display; 3])[0],
+            Transfer::SceneLinearLog => View::AcesCct.decode([display; 3])[0],
         }
     }
 }
@@ -353,6 +412,25 @@ fn colour_channels(names: &[String]) -> Option<[String; 3]> {
         .find(|p| p.contains("Combined"))
         .or(prefixes.first())?;
     Some(['R', 'G', 'B'].map(|c| format!("{chosen}{c}")))
+}
+
+/// A 16-bit image of display values as half-float OpenEXR through the inverse of `transfer`:
+/// what an OpenEXR output holds (scene-linear for frames that came in scene-linear; above
+/// 1.0 through the log view).
+pub fn encode_display16(
+    image: &image::ImageBuffer<image::Rgb<u16>, Vec<u16>>,
+    transfer: Transfer,
+) -> Result<Vec<u8>> {
+    let planes: Vec<Vec<f32>> = (0..3)
+        .map(|c| {
+            image
+                .pixels()
+                .map(|p| transfer.decode(p[c] as f32 / 65535.0))
+                .collect()
+        })
+        .collect();
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    encode_rgb_half(w, h, [&planes[0], &planes[1], &planes[2]])
 }
 
 /// An 8-bit image as half-float OpenEXR, the inverse of `transfer` (scene-linear for frames
@@ -379,7 +457,11 @@ mod tests {
         let image = image::RgbImage::from_fn(256, 3, |x, y| {
             image::Rgb([x as u8, (255 - x) as u8, (x * y) as u8])
         });
-        for transfer in [Transfer::SceneLinear, Transfer::DisplayReferred] {
+        for transfer in [
+            Transfer::SceneLinear,
+            Transfer::SceneLinearLog,
+            Transfer::DisplayReferred,
+        ] {
             let bytes = encode_rgb(&image, transfer).unwrap();
             assert!(is_exr(&bytes));
             assert_eq!(decode_rgb(&bytes, "round trip", transfer).unwrap(), image);

@@ -9,6 +9,7 @@ use image::{DynamicImage, ImageFormat, ImageReader, RgbImage, imageops::FilterTy
 use crate::error::{Error, Result};
 use crate::exr_file::{self, Transfer};
 use crate::model::InputImage;
+use crate::render::Content;
 
 pub use crate::decode_limits::{MAX_DECODED_BYTES, MAX_DIMENSION};
 
@@ -31,6 +32,11 @@ pub fn decode_with(bytes: &[u8], name: &str, transfer: Transfer) -> Result<RgbIm
     if exr_file::is_exr(bytes) {
         return exr_file::decode_rgb(bytes, name, transfer);
     }
+    Ok(decode_raster(bytes, name)?.into_rgb8())
+}
+
+/// A PNG or JPEG file decoded as it is, within the decoder's limits.
+fn decode_raster(bytes: &[u8], name: &str) -> Result<DynamicImage> {
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_error(name, e))?;
@@ -51,7 +57,7 @@ pub fn decode_with(bytes: &[u8], name: &str, transfer: Transfer) -> Result<RgbIm
     if decoded.width() == 0 || decoded.height() == 0 {
         return Err(image_error(name, "image has zero width or height"));
     }
-    Ok(decoded.into_rgb8())
+    Ok(decoded)
 }
 
 /// Whether a JPEG file ends with its end-of-image marker (trailing padding aside).
@@ -84,6 +90,32 @@ pub fn decode_mask(bytes: &[u8], name: &str, frame: (u32, u32)) -> Result<Vec<f3
         .pixels()
         .map(|p| f32::from(p[0]) / 65535.0)
         .collect())
+}
+
+/// Decodes content at the precision its source has: OpenEXR as display values through
+/// `transfer`, 16-bit PNG as float, 8-bit images as they are.
+pub fn decode_content_with(bytes: &[u8], name: &str, transfer: Transfer) -> Result<Content> {
+    if exr_file::is_exr(bytes) {
+        let file = exr_file::ExrFile::open(bytes, name)?;
+        return Ok(Content::Float(file.display(transfer)?));
+    }
+    let decoded = decode_raster(bytes, name)?;
+    if decoded.color().bytes_per_pixel() > decoded.color().channel_count() {
+        // More than 8 bits a channel (16-bit PNG): kept whole.
+        return Ok(Content::Float(decoded.into_rgb32f()));
+    }
+    Ok(Content::Rgb8(decoded.into_rgb8()))
+}
+
+/// `decode_content_with` of a request field, after `check_pixels`.
+pub fn decode_content_field(
+    bytes: &[u8],
+    field: &str,
+    max_pixels: u64,
+    transfer: Transfer,
+) -> Result<Content> {
+    check_pixels(bytes, field, max_pixels)?;
+    decode_content_with(bytes, field, transfer).map_err(|e| in_field(field, e))
 }
 
 /// Decodes the image a request field carries after checking its header against
@@ -171,6 +203,8 @@ impl Delivered<'_> {
                     .map_err(|e| image_error("output", e))?;
                 Ok(out.into_inner())
             }
+            // OpenEXR from the unrounded result, back through the view.
+            Encoding::Exr(transfer) => exr_file::encode_display16(self.deep, transfer),
             other => encode(self.image, other),
         }
     }
@@ -191,8 +225,8 @@ pub enum Encoding {
     Jpeg {
         quality: u8,
     },
-    /// Half-float OpenEXR, scene-linear (the inverse of the sRGB transfer function).
-    Exr,
+    /// Half-float OpenEXR through the inverse of the view (scene-linear for `SceneLinear*`).
+    Exr(Transfer),
 }
 
 impl Encoding {
@@ -205,6 +239,14 @@ impl Encoding {
         }
     }
 
+    /// An OpenEXR output through `transfer` (other encodings are unchanged).
+    pub fn through(self, transfer: Transfer) -> Self {
+        match self {
+            Encoding::Exr(_) => Encoding::Exr(transfer),
+            other => other,
+        }
+    }
+
     pub fn from_path(path: &Path) -> Result<Self> {
         let ext = path
             .extension()
@@ -213,7 +255,7 @@ impl Encoding {
         match ext.as_deref() {
             Some("png") => Ok(Encoding::Png),
             Some("jpg" | "jpeg") => Ok(Encoding::Jpeg { quality: 95 }),
-            Some("exr") => Ok(Encoding::Exr),
+            Some("exr") => Ok(Encoding::Exr(Transfer::default())),
             _ => Err(Error::invalid(
                 "out",
                 format!(
@@ -233,7 +275,7 @@ pub fn encode(image: &RgbImage, encoding: Encoding) -> Result<Vec<u8>> {
             let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
             DynamicImage::ImageRgb8(image.clone()).write_with_encoder(encoder)
         }
-        Encoding::Exr => return exr_file::encode_rgb(image, Transfer::SceneLinear),
+        Encoding::Exr(transfer) => return exr_file::encode_rgb(image, transfer),
     };
     result.map_err(|e| image_error("output", e))?;
     Ok(out.into_inner())

@@ -177,6 +177,10 @@ pub struct JobArgs {
     /// Return the image reached after this many seconds of optimisation (0: no limit).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     pub time_budget_seconds: f64,
+    /// How OpenEXR content is shown to the optimiser and an OpenEXR output returns
+    /// (docs/colour.md). Default: acescct for OpenEXR content, srgb otherwise.
+    #[arg(long, value_parser = ["acescct", "srgb", "display"])]
+    pub view: Option<String>,
 }
 
 pub fn parse_layers(flag: &str, spec: &str) -> Result<Vec<(Layer, f64)>> {

@@ -176,6 +176,8 @@ pub struct ChainStart {
 #[derive(Clone)]
 pub struct Shot {
     pub numbers: Vec<u64>,
+    /// The --view the job's flags name.
+    view: Option<String>,
     args: ShotArgs,
     frames: FramePattern,
     out: FramePattern,
@@ -187,7 +189,7 @@ pub struct Shot {
 
 impl Shot {
     /// The shot the flags name; every file a frame needs is checked to exist first.
-    pub fn new(args: &ShotArgs) -> Result<Self> {
+    pub fn new(args: &ShotArgs, view: Option<&str>) -> Result<Self> {
         let frames = FramePattern::parse("frames", &args.frames)?;
         let numbers = shot_numbers(&frames, args.frame_range.as_deref())?;
         check_exist(&frames, numbers.iter().copied())?;
@@ -229,6 +231,7 @@ impl Shot {
         };
         Ok(Self {
             numbers,
+            view: view.map(str::to_string),
             args: args.clone(),
             frames,
             out,
@@ -252,11 +255,15 @@ impl Shot {
         }
     }
 
+    /// How the frames are read (and OpenEXR outputs written): --display-referred, else
+    /// --view, else sRGB.
     pub fn transfer(&self) -> Transfer {
         if self.args.display_referred {
-            Transfer::DisplayReferred
-        } else {
-            Transfer::SceneLinear
+            return Transfer::DisplayReferred;
+        }
+        match self.view.as_deref() {
+            Some(name) => Transfer::named("view", name).unwrap_or_default(),
+            None => Transfer::SceneLinear,
         }
     }
 

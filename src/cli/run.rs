@@ -12,7 +12,7 @@ use stylize::render::{self, RenderRequest, StyleSource};
 
 use super::args::{
     BackendArgs, DEMO_CONTENT, JobArgs, StyleArgs, byte_count, flag_error, loss_message,
-    memory_budget, read_image,
+    memory_budget, read_flag_file,
 };
 use super::progress::{ProgressArgs, Reporter, Step};
 
@@ -43,18 +43,22 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    let (bytes, name) = match args.content.as_deref() {
+        Some(path) => (read_flag_file("content", path)?, path.display().to_string()),
+        None => (DEMO_CONTENT.to_vec(), "demo content".to_string()),
+    };
+    let transfer = match args.job.view.as_deref() {
+        Some(name) => stylize::exr_file::Transfer::named("view", name).map_err(flag_error)?,
+        None => stylize::exr_file::Transfer::default_for(&bytes),
+    };
     let encoding = image_io::Encoding::from_path(&args.out)
         .context("--out")?
-        .deepened(args.job.png16);
-    let content = read_image(
-        "content",
-        args.content.as_deref(),
-        DEMO_CONTENT,
-        "demo content",
-    )?;
+        .deepened(args.job.png16)
+        .through(transfer);
+    let content = image_io::decode_content_with(&bytes, &name, transfer).context("--content")?;
     let styles = args.styles.read()?;
     let request = RenderRequest {
-        content: content.into(),
+        content,
         styles,
         blend: args.styles.blend,
         options: args.job.options()?,

@@ -143,7 +143,8 @@ impl Pass<'_> {
                 deep: &rendered.rendered.deep,
             };
             let flag = self.out.flag();
-            write_whole(delivered, &path, self.png16).with_context(|| format!("--{flag}"))?;
+            write_whole(delivered, &path, self.png16, shot.transfer())
+                .with_context(|| format!("--{flag}"))?;
             let measured = FrameFigures::of(&rendered);
             self.reporter
                 .say(&frame_line(number, &rendered, &measured, &path));
@@ -155,13 +156,20 @@ impl Pass<'_> {
 
 /// Writes `image` whole, then renames it into place: a stopped run never leaves half a frame
 /// to resume from.
-fn write_whole(image: image_io::Delivered<'_>, path: &Path, deep: bool) -> Result<()> {
-    let encoding = image_io::Encoding::from_path(path)?.deepened(deep);
+fn write_whole(
+    image: image_io::Delivered<'_>,
+    path: &Path,
+    deep: bool,
+    transfer: stylize::exr_file::Transfer,
+) -> Result<()> {
+    let encoding = image_io::Encoding::from_path(path)?
+        .deepened(deep)
+        .through(transfer);
     output_file::write_whole(path, |partial| Ok(image.save(partial, encoding)?))
 }
 
 pub fn run(args: SequenceArgs) -> Result<()> {
-    let shot = Shot::new(&args.shot)?;
+    let shot = Shot::new(&args.shot, args.job.view.as_deref())?;
     let out = FramePattern::parse("out", &args.shot.out)?;
     let compare = match &args.compare_stills {
         Some(pattern) => {

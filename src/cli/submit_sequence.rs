@@ -277,7 +277,7 @@ impl Submission<'_> {
 }
 
 pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
-    let shot = Shot::new(&args.shot)?;
+    let shot = Shot::new(&args.shot, args.job.view.as_deref())?;
     let format = Encoding::from_path(&shot.out_path(0))
         .context("--out")?
         .deepened(args.job.png16);

@@ -12,6 +12,7 @@ use crate::cache::Lookup;
 use crate::engine::optim::LineSearch;
 use crate::engine::{LossBreakdown, StopReason};
 use crate::error::{Error, Result};
+use crate::exr_file::Transfer;
 use crate::image_io::{self, Encoding};
 use crate::model::Layer;
 use crate::registry::StyleRegistry;
@@ -215,7 +216,7 @@ fn unknown(field: &str, value: i32) -> Error {
 fn encoding(o: &proto::Options) -> Result<Encoding> {
     match proto::ImageFormat::try_from(o.output_format) {
         Ok(proto::ImageFormat::Unspecified | proto::ImageFormat::Png) => Ok(Encoding::Png),
-        Ok(proto::ImageFormat::Exr) => Ok(Encoding::Exr),
+        Ok(proto::ImageFormat::Exr) => Ok(Encoding::Exr(Transfer::default())),
         Ok(proto::ImageFormat::Png16) => Ok(Encoding::Png16),
         Ok(proto::ImageFormat::Jpeg) => {
             let quality = if o.jpeg_quality == 0 {
@@ -314,7 +315,7 @@ pub struct JobTemplate {
 impl JobTemplate {
     /// The job rendering `content` with these settings, validated with it (errors name the
     /// request's fields).
-    pub fn into_job(self, content: RgbImage) -> Result<JobSpec> {
+    pub fn into_job(self, content: impl Into<crate::render::Content>) -> Result<JobSpec> {
         let request = RenderRequest {
             content: content.into(),
             styles: self.styling.styles,
@@ -363,13 +364,26 @@ pub fn job_spec(
     limits: &Limits,
     registry: &StyleRegistry,
 ) -> Result<JobSpec> {
-    let content = decode_field(&request.content, "content", limits)?;
+    let named = request.options.as_ref().map_or("", |o| o.view.as_str());
+    let transfer = view(named, &request.content)?;
+    let content =
+        image_io::decode_content_field(&request.content, "content", limits.max_pixels, transfer)?;
     let parts = JobParts {
         styles: request.styles,
         blend: request.blend,
         options: request.options,
     };
-    job_template(parts, request_id, deadline, limits, registry)?.into_job(content)
+    let mut template = job_template(parts, request_id, deadline, limits, registry)?;
+    template.output = template.output.through(transfer);
+    template.into_job(content)
+}
+
+/// The view `named` (`options.view`), else the default for `content`'s kind.
+pub fn view(named: &str, content: &[u8]) -> Result<Transfer> {
+    match named {
+        "" => Ok(Transfer::default_for(content)),
+        name => Transfer::named("options.view", name),
+    }
 }
 
 /// A job's settings from `parts`: styles decoded (or resolved by key) and options checked
@@ -486,7 +500,7 @@ pub fn format(encoding: Encoding) -> i32 {
     match encoding {
         Encoding::Png => proto::ImageFormat::Png as i32,
         Encoding::Jpeg { .. } => proto::ImageFormat::Jpeg as i32,
-        Encoding::Exr => proto::ImageFormat::Exr as i32,
+        Encoding::Exr(_) => proto::ImageFormat::Exr as i32,
         Encoding::Png16 => proto::ImageFormat::Png16 as i32,
     }
 }

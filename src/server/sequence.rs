@@ -82,7 +82,12 @@ fn shot(
 ) -> Result<Shot> {
     let wire = setup.sequence.unwrap_or_default();
     let previous = setup.previous.take();
-    let template = convert::job_template(setup.into(), request_id, deadline, limits, registry)?;
+    let view_name = setup
+        .options
+        .as_ref()
+        .map(|o| o.view.clone())
+        .unwrap_or_default();
+    let mut template = convert::job_template(setup.into(), request_id, deadline, limits, registry)?;
     // Each frame brings its content; what holds for any frame is checked now.
     template.styling.validate().map_err(convert::in_request)?;
     let defaults = SequenceOptions::for_iterations(template.styling.options.iterations);
@@ -110,11 +115,14 @@ fn shot(
         }
         other => other,
     })?;
-    let transfer = if wire.display_referred {
-        Transfer::DisplayReferred
-    } else {
-        Transfer::SceneLinear
+    // A shot reads its frames through the view named (sRGB unless one is: its frames are
+    // held to each other through the view, so it is the shot's, not each frame's).
+    let transfer = match (wire.display_referred, view_name.as_str()) {
+        (true, _) => Transfer::DisplayReferred,
+        (false, "") => Transfer::SceneLinear,
+        (false, name) => Transfer::named("options.view", name)?,
     };
+    template.output = template.output.through(transfer);
     let mut state = SequenceState::new(template.styling.clone(), options, convention)?;
     let last_number = previous.as_ref().and_then(|p| p.number);
     if let Some(previous) = previous {
