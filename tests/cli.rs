@@ -116,7 +116,10 @@ fn png16_keeps_the_precision_the_8_bit_image_rounds_away_and_exr_is_half_float()
         for c in 0..3 {
             assert!((l[c] as i32 - s[c] as i32).abs() <= 1, "{l:?} vs {s:?}");
             let from_deep = (d[c] as f32 / 257.0).round() as u8;
-            assert!((l[c] as i32 - from_deep as i32).abs() <= 1, "{l:?} vs {d:?}");
+            assert!(
+                (l[c] as i32 - from_deep as i32).abs() <= 1,
+                "{l:?} vs {d:?}"
+            );
             differ += usize::from(l[c] != s[c]);
         }
     }

@@ -86,3 +86,103 @@ fn ocio_baked_views_apply_as_opencolorio_applies_them_and_invert_within_toleranc
     let refused = LutPair::new("view", view.clone(), view, Interpolation::Tetrahedral).unwrap_err();
     assert!(refused.to_string().contains("view"), "{refused}");
 }
+
+/// The log-average luminance of an OpenEXR file's colour.
+fn log_average(path: &std::path::Path) -> f32 {
+    let bytes = std::fs::read(path).unwrap();
+    let file = stylize::exr_file::ExrFile::open(&bytes, "file").unwrap();
+    let colour = file.colour_channels().unwrap();
+    let rgb = file.read(&colour.each_ref().map(String::as_str)).unwrap();
+    let n = rgb.width * rgb.height;
+    let sum: f32 = (0..n)
+        .map(|i| {
+            let p = &rgb.planes;
+            (0.2126 * p[0][i] + 0.7152 * p[1][i] + 0.0722 * p[2][i])
+                .max(1e-4)
+                .ln()
+        })
+        .sum();
+    (sum / n as f32).exp()
+}
+
+/// `stylize run --view-lut FORWARD,INVERSE` on a real render (the shared Blender frame):
+/// stylised through the studio's view, it returns to scene-linear light at the frame's level;
+/// a malformed LUT is refused naming its file and line; a picture that is not OpenEXR is
+/// refused (a view turns light into a picture).
+#[test]
+fn the_cli_stylises_through_a_studio_view_and_refuses_bad_luts() {
+    common::weights();
+    common::ort_features(stylize::engine::Pooling::Max);
+    let dir = tempfile::tempdir().unwrap();
+    let pair = format!(
+        "{},{}",
+        baked().join("aces-sdr-view.cube").display(),
+        baked().join("aces-sdr-inverse.cube").display()
+    );
+    let frame = common::shots::shared(1, "exr");
+    let run = |content: &std::path::Path, lut: &str| {
+        Command::new(env!("CARGO_BIN_EXE_stylize"))
+            .args([
+                "run",
+                "--content",
+                &content.display().to_string(),
+                "--view-lut",
+                lut,
+            ])
+            .args([
+                "--size",
+                "64",
+                "--scales",
+                "1",
+                "--iterations",
+                "5",
+                "--progress",
+                "none",
+            ])
+            .arg("--out")
+            .arg(dir.path().join("out.exr"))
+            .env("STYLIZE_MODELS_DIR", common::models_dir())
+            .output()
+            .unwrap()
+    };
+    let done = run(&frame, &pair);
+    let said = String::from_utf8_lossy(&done.stderr).to_string();
+    assert!(done.status.success(), "{said}");
+    assert!(said.contains("round-trips within"), "{said}");
+    let (input, output) = (
+        log_average(&frame),
+        log_average(&dir.path().join("out.exr")),
+    );
+    println!("log-average luminance: input {input:.4}, stylised through the view {output:.4}");
+    assert!(
+        (input / 2.0..=input * 2.0).contains(&output),
+        "{input} -> {output}"
+    );
+
+    let bad = dir.path().join("bad.cube");
+    let text = std::fs::read_to_string(baked().join("aces-sdr-inverse.cube")).unwrap();
+    std::fs::write(&bad, text.replacen("0.", "nan ", 1)).unwrap();
+    let refused = run(
+        &frame,
+        &format!(
+            "{},{}",
+            baked().join("aces-sdr-view.cube").display(),
+            bad.display()
+        ),
+    );
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert_eq!(refused.status.code(), Some(65), "{said}");
+    assert!(
+        said.contains("--view-lut") && said.contains("bad.cube line"),
+        "{said}"
+    );
+
+    let png = common::shots::shared(1, "png");
+    let refused = run(&png, &pair);
+    assert_eq!(
+        refused.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

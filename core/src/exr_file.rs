@@ -433,6 +433,43 @@ pub fn encode_display16(
     encode_rgb_half(w, h, [&planes[0], &planes[1], &planes[2]])
 }
 
+/// A 16-bit image of display values as half-float OpenEXR through `view`'s inverse.
+pub fn encode_display16_through(
+    image: &image::ImageBuffer<image::Rgb<u16>, Vec<u16>>,
+    view: &View,
+) -> Result<Vec<u8>> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let mut planes = vec![Vec::with_capacity(w * h); 3];
+    for p in image.pixels() {
+        let linear = view.decode(p.0.map(|v| v as f32 / 65535.0));
+        for (plane, value) in planes.iter_mut().zip(linear) {
+            plane.push(value);
+        }
+    }
+    encode_rgb_half(w, h, [&planes[0], &planes[1], &planes[2]])
+}
+
+impl ExrFile<'_> {
+    /// The colour as display values through `view` (any view: a studio's LUT too).
+    pub fn display_through(&self, view: &View) -> Result<image::Rgb32FImage> {
+        let colour = self.colour_channels()?;
+        let read = self.read(&colour.each_ref().map(String::as_str))?;
+        let planes = &read.planes;
+        Ok(image::Rgb32FImage::from_fn(
+            read.width as u32,
+            read.height as u32,
+            |x, y| {
+                let i = y as usize * read.width + x as usize;
+                let linear = [0, 1, 2].map(|c| {
+                    let v = planes[c][i];
+                    if v.is_finite() { v } else { 0.0 }
+                });
+                image::Rgb(view.encode(linear).map(|v| v.clamp(0.0, 1.0)))
+            },
+        ))
+    }
+}
+
 /// An 8-bit image as half-float OpenEXR, the inverse of `transfer` (scene-linear for frames
 /// that came in scene-linear).
 pub fn encode_rgb(image: &image::RgbImage, transfer: Transfer) -> Result<Vec<u8>> {

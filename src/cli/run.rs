@@ -36,10 +36,52 @@ pub struct RunArgs {
     /// memory, less 512 MiB); frames that do not fit are evaluated in tiles.
     #[arg(long, value_parser = byte_count)]
     memory_budget: Option<usize>,
+    /// A studio's view baked as two `.cube` LUTs, `FORWARD,INVERSE` (docs/colour.md, as
+    /// `ociobakelut` bakes them): OpenEXR content is shown to the optimiser through the
+    /// forward LUT, and an OpenEXR output returns through the inverse. Overrides --view.
+    #[arg(long, value_delimiter = ',')]
+    view_lut: Vec<PathBuf>,
+    /// How --view-lut's lattices are sampled.
+    #[arg(long, default_value = "tetrahedral", value_parser = ["tetrahedral", "trilinear"])]
+    lut_interpolation: String,
     /// Print one JSON line with the peak resident memory, seconds per iteration and tiles
     /// (what `stylize bench --frames` reads).
     #[arg(long, hide = true)]
     report: bool,
+}
+
+/// The --view-lut pair as a view, when given (for OpenEXR content only), its round trip said.
+fn studio_view(args: &RunArgs, content: &[u8]) -> Result<Option<stylize::colour::View>> {
+    let [forward, inverse] = match &args.view_lut[..] {
+        [] => return Ok(None),
+        [forward, inverse] => [forward, inverse],
+        _ => {
+            return Err(super::exit::Usage(
+                "--view-lut: give two files, FORWARD,INVERSE".to_string(),
+            )
+            .into());
+        }
+    };
+    if !stylize::exr_file::is_exr(content) {
+        return Err(super::exit::Usage(
+            "--view-lut: a view turns scene-linear light into a picture; the content is not \
+             OpenEXR"
+                .to_string(),
+        )
+        .into());
+    }
+    let interpolation = args
+        .lut_interpolation
+        .parse()
+        .map_err(|e: String| super::exit::Usage(format!("--lut-interpolation: {e}")))?;
+    let pair = stylize::colour::LutPair::load("view-lut", forward, inverse, interpolation)
+        .context("--view-lut")?;
+    eprintln!(
+        "--view-lut: the pair round-trips within {:.2}% (tolerance {:.0}%)",
+        100.0 * pair.round_trip,
+        100.0 * stylize::colour::view::LUT_ROUND_TRIP_TOLERANCE
+    );
+    Ok(Some(stylize::colour::View::Lut(std::sync::Arc::new(pair))))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -55,7 +97,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         .context("--out")?
         .deepened(args.job.png16)
         .through(transfer);
-    let content = image_io::decode_content_with(&bytes, &name, transfer).context("--content")?;
+    let lut = studio_view(&args, &bytes)?;
+    let content = match &lut {
+        Some(view) => {
+            let file = stylize::exr_file::ExrFile::open(&bytes, &name).context("--content")?;
+            file.display_through(view).context("--content")?.into()
+        }
+        None => image_io::decode_content_with(&bytes, &name, transfer).context("--content")?,
+    };
     let styles = args.styles.read()?;
     let request = RenderRequest {
         content,
@@ -107,12 +156,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     )
     .map_err(flag_error)?;
     reporter.finish();
-    image_io::Delivered {
-        image: &rendered.image,
-        deep: &rendered.deep,
+    match (&lut, encoding) {
+        (Some(view), image_io::Encoding::Exr(_)) => {
+            let bytes = stylize::exr_file::encode_display16_through(&rendered.deep, view)?;
+            std::fs::write(&args.out, bytes)
+                .with_context(|| format!("--out: {}", args.out.display()))?;
+        }
+        _ => image_io::Delivered {
+            image: &rendered.image,
+            deep: &rendered.deep,
+        }
+        .save(&args.out, encoding)
+        .context("--out")?,
     }
-    .save(&args.out, encoding)
-    .context("--out")?;
     if args.report {
         // Between the first and the last iteration when there are two or more (the first
         // also computed the content targets).

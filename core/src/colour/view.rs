@@ -129,6 +129,21 @@ pub struct LutPair {
 }
 
 impl LutPair {
+    /// The pair in the files `forward` and `inverse` (`.cube`), refused naming a file and
+    /// line when malformed, or `field` when they do not invert each other.
+    pub fn load(
+        field: &str,
+        forward: &std::path::Path,
+        inverse: &std::path::Path,
+        interpolation: Interpolation,
+    ) -> Result<Self> {
+        let read = |path: &std::path::Path| -> Result<CubeLut> {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            CubeLut::parse(&path.display().to_string(), &text)
+        };
+        Self::new(field, read(forward)?, read(inverse)?, interpolation)
+    }
+
     /// The pair, refused (naming `field`) when forward-then-inverse strays from the input by
     /// more than `LUT_ROUND_TRIP_TOLERANCE`.
     pub fn new(
