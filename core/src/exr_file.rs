@@ -439,7 +439,7 @@ pub fn encode_display16_through(
     view: &View,
 ) -> Result<Vec<u8>> {
     let (w, h) = (image.width() as usize, image.height() as usize);
-    let mut planes = vec![Vec::with_capacity(w * h); 3];
+    let mut planes: [Vec<f32>; 3] = std::array::from_fn(|_| Vec::with_capacity(w * h));
     for p in image.pixels() {
         let linear = view.decode(p.0.map(|v| v as f32 / 65535.0));
         for (plane, value) in planes.iter_mut().zip(linear) {
