@@ -77,16 +77,7 @@ fn stylize(args: &[&str]) {
     common::ort_features(stylize::engine::Pooling::Max);
     let run = Command::new(env!("CARGO_BIN_EXE_stylize"))
         .args(args)
-        .args([
-            "--size",
-            "64",
-            "--scales",
-            "1",
-            "--iterations",
-            "10",
-            "--progress",
-            "none",
-        ])
+        .args(["--scales", "1", "--iterations", "10", "--progress", "none"])
         .env("STYLIZE_MODELS_DIR", common::models_dir())
         .output()
         .unwrap();
@@ -107,7 +98,15 @@ fn a_highlight_above_one_comes_back_above_one_through_the_log_view() {
     let content = frame.display().to_string();
 
     // In process, the default view for OpenEXR (acescct).
-    stylize(&["run", "--content", &content, "--out", &at("log.exr")]);
+    stylize(&[
+        "run",
+        "--size",
+        "64",
+        "--content",
+        &content,
+        "--out",
+        &at("log.exr"),
+    ]);
     let log = highlight_luminance(&dir.path().join("log.exr"));
     // Through a server, the same default.
     let server = Server::start(&["--workers", "1"]);
@@ -115,6 +114,8 @@ fn a_highlight_above_one_comes_back_above_one_through_the_log_view() {
     let style = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/starry_night.jpg");
     stylize(&[
         "submit",
+        "--size",
+        "64",
         "--server",
         &address,
         "--content",
@@ -128,6 +129,8 @@ fn a_highlight_above_one_comes_back_above_one_through_the_log_view() {
     // The sRGB view clips it, as documented.
     stylize(&[
         "run",
+        "--size",
+        "64",
         "--content",
         &content,
         "--view",
@@ -148,4 +151,59 @@ fn a_highlight_above_one_comes_back_above_one_through_the_log_view() {
         );
     }
     assert!(clipped <= 1.01, "srgb kept {clipped}");
+}
+
+/// The log-average luminance over the pixels `keep` selects, and their count, of an OpenEXR
+/// file's colour (its `Combined` pass, or R, G, B).
+fn region_luminance(bytes: &[u8], keep: &dyn Fn(usize) -> bool) -> (f32, usize) {
+    let file = stylize::exr_file::ExrFile::open(bytes, "file").unwrap();
+    let colour = file.colour_channels().unwrap();
+    let rgb = file.read(&colour.each_ref().map(String::as_str)).unwrap();
+    let p = &rgb.planes;
+    let (mut sum, mut count) = (0f32, 0usize);
+    for i in (0..rgb.width * rgb.height).filter(|&i| keep(i)) {
+        let luminance: f32 = 0.2126 * p[0][i] + 0.7152 * p[1][i] + 0.0722 * p[2][i];
+        sum += luminance.max(1e-4).ln();
+        count += 1;
+    }
+    ((sum / count as f32).exp(), count)
+}
+
+/// The same on a real render: Blender's frame (tests/data/emissive.exr,
+/// scripts/render_test_frame.py) with a sphere emitting at strength 20. Its pixels brighter
+/// than 10 come back above 1.0, their luminance within 2x of the input's.
+#[test]
+fn an_emissive_object_in_a_blender_frame_keeps_its_light() {
+    let frame = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/emissive.exr");
+    let input = std::fs::read(&frame).unwrap();
+    let file = stylize::exr_file::ExrFile::open(&input, "emissive.exr").unwrap();
+    let colour = file.colour_channels().unwrap();
+    let rgb = file.read(&colour.each_ref().map(String::as_str)).unwrap();
+    let bright: Vec<bool> = (0..rgb.width * rgb.height)
+        .map(|i| {
+            let p = &rgb.planes;
+            0.2126 * p[0][i] + 0.7152 * p[1][i] + 0.0722 * p[2][i] > 10.0
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("styled.exr");
+    // At the frame's own size, so its pixels are compared one for one.
+    stylize(&[
+        "run",
+        "--size",
+        "96",
+        "--content",
+        &frame.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]);
+    let keep = |i: usize| bright[i];
+    let (before, count) = region_luminance(&input, &keep);
+    let (after, _) = region_luminance(&std::fs::read(&out).unwrap(), &keep);
+    println!("{count} pixels above 10: log-average luminance {before:.2} in, {after:.2} out");
+    assert!(count > 100, "{count}");
+    assert!(
+        after > 1.0 && (before / 2.0..=before * 2.0).contains(&after),
+        "{before} -> {after}"
+    );
 }
