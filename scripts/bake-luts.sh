@@ -16,7 +16,16 @@ out=models/luts
 version=2.6.0
 if [[ ! -x $tools/bin/ociobakelut ]] || ! grep -qx "$version" "$tools/version" 2>/dev/null; then
   rm -rf "$tools"
-  python3 -m venv "$tools"
+  if ! python3 -m venv "$tools" 2>/dev/null; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+      rm -rf "$tools"
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+      python3 -m venv "$tools"
+    else
+      echo "scripts/bake-luts.sh: python3 -m venv failed (sudo apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
   "$tools/bin/python" -m pip install --quiet --disable-pip-version-check "opencolorio==$version"
   echo "$version" >"$tools/version"
 fi
