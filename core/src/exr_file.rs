@@ -8,6 +8,7 @@ use std::path::Path;
 use exr::meta::MetaData;
 
 use crate::colour::View;
+use crate::colour::view::{cct_decode, cct_encode, srgb_decode, srgb_encode};
 use crate::decode_limits::{MAX_DECODED_BYTES, MAX_DIMENSION};
 use crate::error::{Error, Result};
 
@@ -225,18 +226,30 @@ impl<'b> ExrFile<'b> {
             .ok_or_else(|| self.refuse(format!("no R, G, B channels among {names:?}")))
     }
 
+    /// The colour planes (`colour_channels`), decoded.
+    fn colour(&self) -> Result<Channels> {
+        let colour = self.colour_channels()?;
+        self.read(&colour.each_ref().map(String::as_str))
+    }
+
     /// The colour as 8-bit RGB through `transfer`.
     pub fn rgb(&self, transfer: Transfer) -> Result<image::RgbImage> {
-        let colour = self.colour_channels()?;
-        let read = self.read(&colour.each_ref().map(String::as_str))?;
-        Ok(read.rgb(0, transfer))
+        Ok(self.colour()?.rgb(0, transfer))
     }
 
     /// The colour as display values in full precision through `transfer`.
     pub fn display(&self, transfer: Transfer) -> Result<image::Rgb32FImage> {
-        let colour = self.colour_channels()?;
-        let read = self.read(&colour.each_ref().map(String::as_str))?;
-        Ok(read.display(0, transfer))
+        Ok(self
+            .colour()?
+            .display_with(0, |linear| linear.map(|v| transfer.encode(v))))
+    }
+
+    /// The colour as display values through `view` (any view: a studio's LUT too).
+    pub fn display_through(&self, view: &View) -> Result<image::Rgb32FImage> {
+        Ok(self.colour()?.display_with(0, |linear| {
+            let finite = linear.map(|v| if v.is_finite() { v } else { 0.0 });
+            view.encode(finite).map(|v| v.clamp(0.0, 1.0))
+        }))
     }
 }
 
@@ -273,12 +286,17 @@ impl Channels {
         })
     }
 
-    /// The same planes as display values in full precision.
-    pub fn display(&self, first: usize, transfer: Transfer) -> image::Rgb32FImage {
+    /// The same planes as display values in full precision, each pixel's three values
+    /// through `encode`.
+    pub fn display_with(
+        &self,
+        first: usize,
+        encode: impl Fn([f32; 3]) -> [f32; 3],
+    ) -> image::Rgb32FImage {
         let planes = &self.planes[first..first + 3];
         image::Rgb32FImage::from_fn(self.width as u32, self.height as u32, |x, y| {
             let i = y as usize * self.width + x as usize;
-            image::Rgb([0, 1, 2].map(|c| transfer.encode(planes[c][i])))
+            image::Rgb(encode([0, 1, 2].map(|c| planes[c][i])))
         })
     }
 }
@@ -378,10 +396,9 @@ impl Transfer {
         let finite = if linear.is_finite() { linear } else { 0.0 };
         match self {
             Transfer::DisplayReferred => finite.clamp(0.0, 1.0),
-            Transfer::SceneLinear => View::Srgb.encode([finite.clamp(0.0, 1.0); 3])[0],
+            Transfer::SceneLinear => srgb_encode(finite.clamp(0.0, 1.0)),
             Transfer::SceneLinearLog => {
-                let kept = finite.clamp(LOG_FLOOR, LOG_PEAK);
-                View::AcesCct.encode([kept; 3])[0].clamp(0.0, 1.0)
+                cct_encode(finite.clamp(LOG_FLOOR, LOG_PEAK)).clamp(0.0, 1.0)
             }
         }
     }
@@ -390,8 +407,8 @@ impl Transfer {
     pub fn decode(self, display: f32) -> f32 {
         match self {
             Transfer::DisplayReferred => display,
-            Transfer::SceneLinear => View::Srgb.decode([display; 3])[0],
-            Transfer::SceneLinearLog => View::AcesCct.decode([display; 3])[0],
+            Transfer::SceneLinear => srgb_decode(display),
+            Transfer::SceneLinearLog => cct_decode(display),
         }
     }
 }
@@ -421,16 +438,7 @@ pub fn encode_display16(
     image: &image::ImageBuffer<image::Rgb<u16>, Vec<u16>>,
     transfer: Transfer,
 ) -> Result<Vec<u8>> {
-    let planes: Vec<Vec<f32>> = (0..3)
-        .map(|c| {
-            image
-                .pixels()
-                .map(|p| transfer.decode(p[c] as f32 / 65535.0))
-                .collect()
-        })
-        .collect();
-    let (w, h) = (image.width() as usize, image.height() as usize);
-    encode_rgb_half(w, h, [&planes[0], &planes[1], &planes[2]])
+    encode_display16_with(image, |display| display.map(|v| transfer.decode(v)))
 }
 
 /// A 16-bit image of display values as half-float OpenEXR through `view`'s inverse.
@@ -438,36 +446,24 @@ pub fn encode_display16_through(
     image: &image::ImageBuffer<image::Rgb<u16>, Vec<u16>>,
     view: &View,
 ) -> Result<Vec<u8>> {
+    encode_display16_with(image, |display| view.decode(display))
+}
+
+/// A 16-bit image of display values as half-float OpenEXR, each pixel's three values back
+/// to the file's through `decode`.
+fn encode_display16_with(
+    image: &image::ImageBuffer<image::Rgb<u16>, Vec<u16>>,
+    decode: impl Fn([f32; 3]) -> [f32; 3],
+) -> Result<Vec<u8>> {
     let (w, h) = (image.width() as usize, image.height() as usize);
     let mut planes: [Vec<f32>; 3] = std::array::from_fn(|_| Vec::with_capacity(w * h));
     for p in image.pixels() {
-        let linear = view.decode(p.0.map(|v| v as f32 / 65535.0));
+        let linear = decode(p.0.map(|v| v as f32 / 65535.0));
         for (plane, value) in planes.iter_mut().zip(linear) {
             plane.push(value);
         }
     }
     encode_rgb_half(w, h, [&planes[0], &planes[1], &planes[2]])
-}
-
-impl ExrFile<'_> {
-    /// The colour as display values through `view` (any view: a studio's LUT too).
-    pub fn display_through(&self, view: &View) -> Result<image::Rgb32FImage> {
-        let colour = self.colour_channels()?;
-        let read = self.read(&colour.each_ref().map(String::as_str))?;
-        let planes = &read.planes;
-        Ok(image::Rgb32FImage::from_fn(
-            read.width as u32,
-            read.height as u32,
-            |x, y| {
-                let i = y as usize * read.width + x as usize;
-                let linear = [0, 1, 2].map(|c| {
-                    let v = planes[c][i];
-                    if v.is_finite() { v } else { 0.0 }
-                });
-                image::Rgb(view.encode(linear).map(|v| v.clamp(0.0, 1.0)))
-            },
-        ))
-    }
 }
 
 /// An 8-bit image as half-float OpenEXR, the inverse of `transfer` (scene-linear for frames

@@ -81,7 +81,7 @@ impl View {
 }
 
 /// sRGB's curve, odd-symmetric below 0 and extended above 1.
-fn srgb_encode(x: f32) -> f32 {
+pub(crate) fn srgb_encode(x: f32) -> f32 {
     let a = x.abs();
     let y = if a <= 0.003_130_8 {
         12.92 * a
@@ -91,7 +91,7 @@ fn srgb_encode(x: f32) -> f32 {
     y.copysign(x)
 }
 
-fn srgb_decode(y: f32) -> f32 {
+pub(crate) fn srgb_decode(y: f32) -> f32 {
     let a = y.abs();
     let x = if a <= 0.040_45 {
         a / 12.92
@@ -101,7 +101,7 @@ fn srgb_decode(y: f32) -> f32 {
     x.copysign(y)
 }
 
-fn cct_encode(x: f32) -> f32 {
+pub(crate) fn cct_encode(x: f32) -> f32 {
     if x <= CCT_CUT_LINEAR {
         CCT_A * x + CCT_B
     } else {
@@ -109,7 +109,7 @@ fn cct_encode(x: f32) -> f32 {
     }
 }
 
-fn cct_decode(y: f32) -> f32 {
+pub(crate) fn cct_decode(y: f32) -> f32 {
     if y <= CCT_CUT_LOG {
         (y - CCT_B) / CCT_A
     } else {
