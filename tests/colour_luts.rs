@@ -87,22 +87,9 @@ fn ocio_baked_views_apply_as_opencolorio_applies_them_and_invert_within_toleranc
     assert!(refused.to_string().contains("view"), "{refused}");
 }
 
-/// The log-average luminance of an OpenEXR file's colour.
+/// The log-average luminance of an OpenEXR file's whole colour.
 fn log_average(path: &std::path::Path) -> f32 {
-    let bytes = std::fs::read(path).unwrap();
-    let file = stylize::exr_file::ExrFile::open(&bytes, "file").unwrap();
-    let colour = file.colour_channels().unwrap();
-    let rgb = file.read(&colour.each_ref().map(String::as_str)).unwrap();
-    let n = rgb.width * rgb.height;
-    let sum: f32 = (0..n)
-        .map(|i| {
-            let p = &rgb.planes;
-            (0.2126 * p[0][i] + 0.7152 * p[1][i] + 0.0722 * p[2][i])
-                .max(1e-4)
-                .ln()
-        })
-        .sum();
-    (sum / n as f32).exp()
+    common::log_average_luminance(&std::fs::read(path).unwrap(), &|_| true).0
 }
 
 /// `stylize run --view-lut FORWARD,INVERSE` on a real render (the shared Blender frame):

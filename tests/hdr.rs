@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::server::Server;
-use stylize::exr_file::{decode_channels, encode_rgb_half};
+use stylize::exr_file::encode_rgb_half;
 
 const SIDE: usize = 64;
 /// The highlight: a square of light at 20 in the frame's middle.
@@ -52,24 +52,13 @@ fn hdr_frame(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// The log-average luminance (Rec.709; the geometric mean, as HDR tone mapping measures a
-/// region) of the highlight in an OpenEXR output of the frame. Stylised, the highlight is
-/// paint strokes: an arithmetic mean of linear light would be ruled by its brightest strokes.
+/// The log-average luminance of the highlight in an OpenEXR output of the frame.
 fn highlight_luminance(path: &Path) -> f32 {
     let bytes = std::fs::read(path).unwrap();
-    let rgb = decode_channels(&bytes, "out.exr", &["R", "G", "B"]).unwrap();
-    assert_eq!((rgb.width, rgb.height), (SIDE, SIDE));
-    let mut sum = 0.0;
-    let mut count = 0.0;
-    for i in 0..SIDE * SIDE {
-        if in_highlight(i % SIDE, i / SIDE) {
-            let p = &rgb.planes;
-            let luminance: f32 = 0.2126 * p[0][i] + 0.7152 * p[1][i] + 0.0722 * p[2][i];
-            sum += luminance.max(1e-4).ln();
-            count += 1.0;
-        }
-    }
-    (sum / count).exp()
+    let highlight = |i: usize| in_highlight(i % SIDE, i / SIDE);
+    let (luminance, count, size) = common::log_average_luminance(&bytes, &highlight);
+    assert_eq!((size, count), ((SIDE, SIDE), 16 * 16));
+    luminance
 }
 
 fn stylize(args: &[&str]) {
@@ -153,22 +142,6 @@ fn a_highlight_above_one_comes_back_above_one_through_the_log_view() {
     assert!(clipped <= 1.01, "srgb kept {clipped}");
 }
 
-/// The log-average luminance over the pixels `keep` selects, and their count, of an OpenEXR
-/// file's colour (its `Combined` pass, or R, G, B).
-fn region_luminance(bytes: &[u8], keep: &dyn Fn(usize) -> bool) -> (f32, usize) {
-    let file = stylize::exr_file::ExrFile::open(bytes, "file").unwrap();
-    let colour = file.colour_channels().unwrap();
-    let rgb = file.read(&colour.each_ref().map(String::as_str)).unwrap();
-    let p = &rgb.planes;
-    let (mut sum, mut count) = (0f32, 0usize);
-    for i in (0..rgb.width * rgb.height).filter(|&i| keep(i)) {
-        let luminance: f32 = 0.2126 * p[0][i] + 0.7152 * p[1][i] + 0.0722 * p[2][i];
-        sum += luminance.max(1e-4).ln();
-        count += 1;
-    }
-    ((sum / count as f32).exp(), count)
-}
-
 /// The same on a real render: Blender's frame (tests/data/emissive.exr,
 /// scripts/render_test_frame.py) with a sphere emitting at strength 20. Its pixels brighter
 /// than 10 come back above 1.0, their luminance within 2x of the input's.
@@ -198,8 +171,10 @@ fn an_emissive_object_in_a_blender_frame_keeps_its_light() {
         &out.display().to_string(),
     ]);
     let keep = |i: usize| bright[i];
-    let (before, count) = region_luminance(&input, &keep);
-    let (after, _) = region_luminance(&std::fs::read(&out).unwrap(), &keep);
+    let (before, count, _) = common::log_average_luminance(&input, &keep);
+    let output = std::fs::read(&out).unwrap();
+    let (after, _, size) = common::log_average_luminance(&output, &keep);
+    assert_eq!(size, (rgb.width, rgb.height));
     println!("{count} pixels above 10: log-average luminance {before:.2} in, {after:.2} out");
     assert!(count > 100, "{count}");
     assert!(

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use common::server::{Server, until};
@@ -25,24 +24,6 @@ fn shot(frames: usize) -> tempfile::TempDir {
         }
     }
     dir
-}
-
-fn stylize(args: &[&str]) -> std::process::Output {
-    common::weights();
-    common::ort_features(stylize::engine::Pooling::Max);
-    Command::new(env!("CARGO_BIN_EXE_stylize"))
-        .args(args)
-        .env("STYLIZE_MODELS_DIR", common::models_dir())
-        .output()
-        .unwrap()
-}
-
-fn text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn pattern(dir: &Path, name: &str) -> String {
@@ -72,9 +53,9 @@ fn the_cli_stylises_a_shot_resumes_and_reads_and_writes_openexr() {
         "sequence", "--frames", &frames, "--motion", &motion, "--out", &written, "--quiet",
     ];
     args.extend(QUICK);
-    let first = stylize(&args);
-    assert!(first.status.success(), "{}", text(&first));
-    let said = text(&first);
+    let first = common::run_cli(&args);
+    assert!(first.status.success(), "{}", common::said(&first));
+    let said = common::said(&first);
     for t in 1..=3 {
         assert!(
             out.path().join(format!("styled_{t:04}.png")).exists(),
@@ -87,11 +68,15 @@ fn the_cli_stylises_a_shot_resumes_and_reads_and_writes_openexr() {
     );
     // Restarted with every frame written: nothing to do. With the last one gone: it is
     // made again from the second.
-    let again = stylize(&args);
-    assert!(text(&again).contains("written already"), "{}", text(&again));
+    let again = common::run_cli(&args);
+    assert!(
+        common::said(&again).contains("written already"),
+        "{}",
+        common::said(&again)
+    );
     std::fs::remove_file(out.path().join("styled_0003.png")).unwrap();
-    let resumed = stylize(&args);
-    let said = text(&resumed);
+    let resumed = common::run_cli(&args);
+    let said = common::said(&resumed);
     assert!(
         resumed.status.success() && said.contains("resuming after frame 2"),
         "{said}"
@@ -112,8 +97,8 @@ fn the_cli_stylises_a_shot_resumes_and_reads_and_writes_openexr() {
         "--quiet",
     ];
     args.extend(QUICK);
-    let linear = stylize(&args);
-    assert!(linear.status.success(), "{}", text(&linear));
+    let linear = common::run_cli(&args);
+    assert!(linear.status.success(), "{}", common::said(&linear));
     let bytes = std::fs::read(out.path().join("linear_0002.exr")).unwrap();
     let image = stylize::image_io::decode(&bytes, "linear_0002.exr").unwrap();
     assert_eq!(image.dimensions(), (64, 36));
@@ -140,8 +125,8 @@ fn the_cli_stylises_a_shot_resumes_and_reads_and_writes_openexr() {
         "--restart",
     ];
     args.extend(QUICK);
-    let refused = stylize(&args);
-    let said = text(&refused);
+    let refused = common::run_cli(&args);
+    let said = common::said(&refused);
     assert!(!refused.status.success());
     assert!(said.contains("frame_0002.exr"), "{said}");
     // PNG frames without motion: the flag is named.
@@ -149,8 +134,12 @@ fn the_cli_stylises_a_shot_resumes_and_reads_and_writes_openexr() {
         "sequence", "--frames", &frames, "--out", &written, "--quiet",
     ];
     args.extend(QUICK);
-    let refused = stylize(&args);
-    assert!(text(&refused).contains("--motion"), "{}", text(&refused));
+    let refused = common::run_cli(&args);
+    assert!(
+        common::said(&refused).contains("--motion"),
+        "{}",
+        common::said(&refused)
+    );
 }
 
 fn refusal_names(status: Option<tonic::Status>, field: &str) {
@@ -356,8 +345,8 @@ fn submit_sequence_runs_a_shot_through_a_server() {
             args.extend(["--motion", motion]);
         }
         args.extend(QUICK);
-        let output = stylize(&args);
-        let said = text(&output);
+        let output = common::run_cli(&args);
+        let said = common::said(&output);
         assert!(output.status.success(), "{said}");
         assert!(said.contains("frame 3:") && said.contains("held"), "{said}");
     };
@@ -450,7 +439,7 @@ async fn frames_keep_their_numbers_and_a_chunk_continues_the_chain_over_the_wire
                 .map(|(x, y)| x.abs_diff(y))
                 .collect::<Vec<_>>()
         });
-        // 0 here at 1 and 2 threads: the same server, the same chain.
+        // The same server and the same chain: the bound held at 1 and 2 threads.
         assert!(worst.max() <= Some(4), "frame {}", chunk.0);
     }
 

@@ -181,3 +181,44 @@ pub fn needs_test_hooks() {
         "this test injects faults: run it with `cargo test --release --features test-hooks` (as scripts/test does)"
     );
 }
+
+/// The log-average luminance (Rec.709; the geometric mean, as HDR tone mapping measures a
+/// region) of an OpenEXR file's colour over the pixels `keep` selects (by row-major index),
+/// with their count and the image's width and height. A stylised highlight is paint
+/// strokes: an arithmetic mean of linear light would be ruled by its brightest strokes.
+pub fn log_average_luminance(
+    bytes: &[u8],
+    keep: &dyn Fn(usize) -> bool,
+) -> (f32, usize, (usize, usize)) {
+    let file = stylize::exr_file::ExrFile::open(bytes, "file").unwrap();
+    let colour = file.colour_channels().unwrap();
+    let rgb = file.read(&colour.each_ref().map(String::as_str)).unwrap();
+    let p = &rgb.planes;
+    let (mut sum, mut count) = (0f32, 0usize);
+    for i in (0..rgb.width * rgb.height).filter(|&i| keep(i)) {
+        let luminance: f32 = 0.2126 * p[0][i] + 0.7152 * p[1][i] + 0.0722 * p[2][i];
+        sum += luminance.max(1e-4).ln();
+        count += 1;
+    }
+    ((sum / count as f32).exp(), count, (rgb.width, rgb.height))
+}
+
+/// Runs the `stylize` binary with `args` on the tests' models (fetched first); its output.
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    weights();
+    ort_features(stylize::engine::Pooling::Max);
+    std::process::Command::new(env!("CARGO_BIN_EXE_stylize"))
+        .args(args)
+        .env("STYLIZE_MODELS_DIR", models_dir())
+        .output()
+        .unwrap()
+}
+
+/// What a command printed, stdout then stderr.
+pub fn said(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
