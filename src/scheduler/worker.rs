@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::job::RESULT_OVERHEAD_BYTES;
-use super::{JobEvent, JobOutput, QueuedJob, Shared, Timings};
+use super::{EventSender, JobEvent, JobOutput, QueuedJob, Shared, Timings};
 use crate::engine::Progress;
 use crate::error::Error;
 use crate::image_io::encode;
@@ -45,12 +45,15 @@ pub(super) fn run(index: usize, shared: &Shared) {
         let cancel = job.cancel.clone();
         let span = job.span.clone();
         let reserved = job.plan.estimate;
-        span.in_scope(|| execute(&worker, shared, job));
+        let (events, outcome) = span.in_scope(|| execute(&worker, shared, job));
+        // The worker is free before its client hears the outcome: a client that sends its
+        // next request on hearing it finds the slot free, not a full queue.
         let mut queue = shared.lock();
         queue.release(reserved);
         queue.end_running(&cancel);
         drop(queue);
         shared.changed.notify_all();
+        events.send(outcome);
     }
 }
 
@@ -71,7 +74,8 @@ pub(super) fn outcome_of(err: &Error) -> &'static str {
     outcome::of_class(err.class())
 }
 
-fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
+/// Runs `job`; returns its events and the outcome to send on them once the worker is free.
+fn execute(worker: &str, shared: &Shared, job: QueuedJob) -> (EventSender, JobEvent) {
     let queue_wait = job.queued_at.elapsed();
     metrics::histogram!(names::QUEUE_WAIT).record(queue_wait.as_secs_f64());
     let result = if job.abandoned() {
@@ -103,7 +107,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
     let duration = job.queued_at.elapsed();
     metrics::histogram!(names::REQUEST_DURATION).record(duration.as_secs_f64());
     crate::telemetry::metrics::publish_cache(&shared.cache.stats());
-    match result {
+    let outcome = match result {
         Ok(output) => {
             job.spec.count(outcome::OK);
             names::count_stop(output.stopped.name());
@@ -113,7 +117,7 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
                 stopped = output.stopped.name(),
                 "finished"
             );
-            job.events.send(JobEvent::Finished(Box::new(output)));
+            JobEvent::Finished(Box::new(output))
         }
         Err(err) => {
             job.spec.count(outcome_of(&err));
@@ -122,9 +126,10 @@ fn execute(worker: &str, shared: &Shared, job: QueuedJob) {
                 Error::Cancelled => tracing::debug!("cancelled by the client"),
                 ref other => tracing::warn!(error = %other, "failed"),
             }
-            job.events.send(JobEvent::Failed(err));
+            JobEvent::Failed(err)
         }
-    }
+    };
+    (job.events, outcome)
 }
 
 /// `run_job` with a panic caught: the job fails `INTERNAL`, the worker serves on.

@@ -3,6 +3,8 @@ field-naming errors with their standard details, retries decided by them, deadli
 tokens, the environment, the routing header and extra metadata, output formats by extension,
 a Blender shot, and a shot rendered to files by frame number in chunks that resume."""
 import hashlib
+import os
+import subprocess
 import threading
 import time
 from concurrent import futures
@@ -13,7 +15,7 @@ import pytest
 from stylize_client import (IN_CONTENT, SERVICE_CONFIG, STYLE_KEY_HEADER, Client, StylizeError,
                             blender_frames, frame, frame_path, pb)
 
-from conftest import ROOT
+from conftest import ASSETS, ROOT
 
 SMALL = dict(size=32, iterations=2, optimizer=pb.OPTIMIZER_ADAM)
 
@@ -151,7 +153,34 @@ class Recorder(grpc.GenericRpcHandler):
         def refuse(request, context):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "recorded")
 
+        if details.method.endswith("StylizeSequence"):
+            return grpc.stream_stream_rpc_method_handler(refuse)
         return grpc.unary_stream_rpc_method_handler(refuse)
+
+
+def test_the_cli_sends_the_routing_header_too(images, tmp_path):
+    """`stylize submit` and `submit-sequence` set the same style-affinity header."""
+    recorder = Recorder()
+    fake = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[recorder])
+    port = fake.add_insecure_port("127.0.0.1:0")
+    fake.start()
+    style = tmp_path / "style.jpg"
+    style.write_bytes(images["style"])
+    binary = os.environ.get("STYLIZE_BIN", str(ROOT / "target" / "release" / "stylize"))
+    common = ["--server", f"http://127.0.0.1:{port}", "--style", str(style), "--retries", "0",
+              "--size", "32", "--progress", "none"]
+    frames = str(ROOT / "../shared/sequences/rolling-ball/frame_####.exr")
+    try:
+        for args in (["submit", "--content", str(ASSETS / "chelsea.png"),
+                      "--out", str(tmp_path / "o.png")],
+                     ["submit-sequence", "--frames", frames, "--frame-range", "1",
+                      "--out", str(tmp_path / "s_####.png")]):
+            run = subprocess.run([binary, *args, *common], capture_output=True, text=True)
+            assert run.returncode == 65 and "recorded" in run.stderr, run.stderr
+    finally:
+        fake.stop(0)
+    key = hashlib.sha256(images["style"]).hexdigest()
+    assert [call.get(STYLE_KEY_HEADER) for call in recorder.calls] == [key, key]
 
 
 def test_the_environment_the_routing_header_and_metadata(images, tmp_path, monkeypatch):
