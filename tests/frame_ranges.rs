@@ -57,6 +57,37 @@ fn check_openjd_lines(stdout: &str) {
     assert!(!status.is_empty(), "{stdout}");
 }
 
+/// `progress:` lines read as docs/render-farm.md's regex reads them, never go down, end at
+/// 100%, and name a frame of `numbers` with its place among them.
+fn check_plain_lines(stdout: &str, numbers: std::ops::RangeInclusive<u64>) {
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("progress: "))
+        .collect();
+    assert!(lines.len() >= 2, "{stdout}");
+    let mut percents = Vec::new();
+    for line in &lines {
+        // The documented regex: `^progress: ([0-9]+(?:\.[0-9]+)?)%`.
+        let (percent, rest) = line["progress: ".len()..].split_once("% ").expect(line);
+        assert!(
+            !percent.is_empty() && percent.chars().all(|c| c.is_ascii_digit() || c == '.'),
+            "{line}"
+        );
+        percents.push(percent.parse::<f64>().unwrap());
+        if rest == "done" {
+            continue;
+        }
+        let frame = rest.strip_prefix("frame ").expect(line);
+        let (number, place) = frame.split_once(" (").expect(line);
+        assert!(numbers.contains(&number.parse().unwrap()), "{line}");
+        let at = number.parse::<u64>().unwrap() - numbers.start() + 1;
+        let of = numbers.end() - numbers.start() + 1;
+        assert!(place.starts_with(&format!("{at}/{of}), scale ")), "{line}");
+    }
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
+    assert_eq!(percents.last(), Some(&100.0), "{stdout}");
+}
+
 /// The `openjd_status:` lines, each checked to read
 /// `frame N (i/n), scale a/b, iteration c/d`.
 fn regex_free_status(stdout: &str) -> Vec<String> {
@@ -116,10 +147,12 @@ fn frames_are_addressed_numbered_and_chunked_as_a_farm_splits_a_shot() {
         "1004-1006",
         "--out",
         &chunked,
-        "--quiet",
+        "--progress",
+        "plain",
     ]);
     let said = common::said(&second);
     assert!(second.status.success(), "{said}");
+    check_plain_lines(&String::from_utf8_lossy(&second.stdout), 1004..=1006);
     assert!(
         said.contains("continuing the chain from frame 1003"),
         "{said}"

@@ -162,12 +162,13 @@ impl Reporter {
         }
     }
 
-    /// The job is done: the bar stays as it ended; an OpenJD task reports 100%.
+    /// The job is done: the bar stays as it ended; the line modes report 100%.
     pub fn finish(&self) {
         match self.mode {
             ProgressMode::Bar => self.bar.finish(),
             ProgressMode::Openjd => println!("openjd_progress: 100.0"),
-            ProgressMode::Plain | ProgressMode::None => {}
+            ProgressMode::Plain => println!("progress: 100.0% done"),
+            ProgressMode::None => {}
         }
     }
 }
@@ -193,5 +194,22 @@ mod tests {
             ..step
         };
         assert_eq!(still.place(), "scale 2/3, iteration 14/30");
+    }
+
+    #[test]
+    fn lines_come_one_a_second_at_most() {
+        let args = ProgressArgs {
+            progress: Some(ProgressMode::Plain),
+            quiet: false,
+        };
+        let reporter = Reporter::new(&args, 10).unwrap();
+        assert!(reporter.due(), "the first line is printed");
+        assert!(
+            (0..1000).all(|_| !reporter.due()),
+            "no second line within the second"
+        );
+        std::thread::sleep(Duration::from_millis(1050));
+        assert!(reporter.due(), "a line a second later");
+        assert!(!reporter.due());
     }
 }
