@@ -9,7 +9,7 @@
 
 pub use stylize_core::{
     Error, Result, allocator, backends, cache, candle, colour, decode_limits, engine, error,
-    exr_file, features, image_io, memory, model, motion, net, onnxruntime, render,
+    exr_file, features, image_io, memory, model, motion, net, onnxruntime, passthrough, render,
 };
 
 pub mod registry;

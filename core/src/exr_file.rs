@@ -30,7 +30,7 @@ pub struct Channels {
 
 /// A channel's name as requests give it: `part.channel` in a named part (unless the channel
 /// already carries the part's prefix, as Blender writes them), else the channel's own.
-fn full_name(part: Option<&str>, own: String) -> String {
+pub(crate) fn full_name(part: Option<&str>, own: String) -> String {
     match part {
         Some(part) if !own.starts_with(&format!("{part}.")) => format!("{part}.{own}"),
         _ => own,
@@ -226,10 +226,31 @@ impl<'b> ExrFile<'b> {
             .ok_or_else(|| self.refuse(format!("no R, G, B channels among {names:?}")))
     }
 
-    /// The colour planes (`colour_channels`), decoded.
+    /// The alpha channel beside the colour (`A` with the colour's prefix), if there is one.
+    pub fn alpha_channel(&self) -> Option<String> {
+        let [red, _, _] = self.colour_channels().ok()?;
+        let alpha = format!("{}A", red.strip_suffix('R')?);
+        self.has_channel(&alpha).then_some(alpha)
+    }
+
+    /// The colour planes (`colour_channels`), decoded and straight: OpenEXR colour is
+    /// premultiplied by its alpha, so where alpha is above zero it is divided out (where it
+    /// is zero the colour is left as it is).
     fn colour(&self) -> Result<Channels> {
-        let colour = self.colour_channels()?;
-        self.read(&colour.each_ref().map(String::as_str))
+        let [red, green, blue] = self.colour_channels()?;
+        let Some(alpha) = self.alpha_channel() else {
+            return self.read(&[&red, &green, &blue]);
+        };
+        let mut channels = self.read(&[&red, &green, &blue, &alpha])?;
+        let alpha = channels.planes.pop().unwrap_or_default();
+        for plane in &mut channels.planes {
+            for (value, &a) in plane.iter_mut().zip(&alpha) {
+                if a > 0.0 {
+                    *value /= a;
+                }
+            }
+        }
+        Ok(channels)
     }
 
     /// The colour as 8-bit RGB through `transfer`.

@@ -22,6 +22,7 @@ pub mod model;
 pub mod motion;
 pub mod net;
 pub mod onnxruntime;
+pub mod passthrough;
 pub mod render;
 
 pub use error::{Error, Result};

@@ -181,6 +181,11 @@ pub struct JobArgs {
     /// (docs/colour.md). Default: acescct for OpenEXR content, srgb otherwise.
     #[arg(long, value_parser = ["acescct", "srgb", "display"])]
     pub view: Option<String>,
+    /// Copy every other layer, channel and header attribute of OpenEXR content into the
+    /// OpenEXR output; the stylised colour replaces the frame's (the output must be at the
+    /// frame's own size). Alpha passes through either way.
+    #[arg(long)]
+    pub keep_passes: bool,
 }
 
 pub fn parse_layers(flag: &str, spec: &str) -> Result<Vec<(Layer, f64)>> {

@@ -157,6 +157,7 @@ pub(super) fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Opt
             Some(Quality::Final) => proto::Quality::Final,
         } as i32,
         view: job.view.clone().unwrap_or_default(),
+        keep_passes: job.keep_passes,
     })
 }
 

@@ -8,6 +8,7 @@ use clap::Args;
 
 use stylize::engine::Progress;
 use stylize::image_io;
+use stylize::passthrough::{Fields, Passthrough};
 use stylize::render::{self, RenderRequest, StyleSource};
 
 use super::args::{
@@ -18,7 +19,8 @@ use super::progress::{ProgressArgs, Reporter, Step};
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// Content image (PNG or JPEG). Default: the embedded demo photo.
+    /// Content image (PNG, JPEG or OpenEXR; its alpha passes through). Default: the embedded
+    /// demo photo.
     #[arg(long)]
     content: Option<PathBuf>,
     #[command(flatten)]
@@ -113,6 +115,24 @@ pub fn run(args: RunArgs) -> Result<()> {
         options: args.job.options()?,
     };
     request.validate().map_err(flag_error)?;
+    let output_size = image_io::fit_longest(
+        request.content.width(),
+        request.content.height(),
+        request.options.size,
+    );
+    let passthrough = Passthrough::of(
+        &bytes,
+        &name,
+        args.job.keep_passes,
+        encoding,
+        output_size,
+        Fields {
+            output: "out",
+            keep_passes: "keep_passes",
+            size: "size",
+        },
+    )
+    .map_err(flag_error)?;
     let budget = memory_budget(args.memory_budget)?;
     let backends = args.backend.build()?;
     let footprint = backends.engine.footprint();
@@ -156,19 +176,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     )
     .map_err(flag_error)?;
     reporter.finish();
-    match (&lut, encoding) {
+    let encoded = match (&lut, encoding) {
         (Some(view), image_io::Encoding::Exr(_)) => {
-            let bytes = stylize::exr_file::encode_display16_through(&rendered.deep, view)?;
-            std::fs::write(&args.out, bytes)
-                .with_context(|| format!("--out: {}", args.out.display()))?;
+            stylize::exr_file::encode_display16_through(&rendered.deep, view)?
         }
         _ => image_io::Delivered {
             image: &rendered.image,
             deep: &rendered.deep,
         }
-        .save(&args.out, encoding)
+        .encode(encoding)
         .context("--out")?,
-    }
+    };
+    let encoded = match &passthrough {
+        Some(passthrough) => passthrough.apply(encoded, encoding).context("--content")?,
+        None => encoded,
+    };
+    std::fs::write(&args.out, encoded).with_context(|| format!("--out: {}", args.out.display()))?;
     if args.report {
         // Between the first and the last iteration when there are two or more (the first
         // also computed the content targets).

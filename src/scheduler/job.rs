@@ -27,6 +27,9 @@ pub struct JobSpec {
     /// Whether the job's end counts in `stylize_requests_total` (a still is one request);
     /// a shot's frames do not: their stream counts once, under its final status.
     pub counts_as_request: bool,
+    /// What the content carries past the stylisation (alpha, kept passes), put back into
+    /// the encoded result.
+    pub passthrough: Option<crate::passthrough::Passthrough>,
 }
 
 impl JobSpec {

@@ -234,6 +234,10 @@ fn run_job(
         deep: &rendered.deep,
     };
     let image = delivered.encode(encoding)?;
+    let image = match &spec.passthrough {
+        Some(passthrough) => passthrough.apply(image, encoding)?,
+        None => image,
+    };
     if let Some(limit) = spec.max_result_bytes
         && image.len() + RESULT_OVERHEAD_BYTES > limit
     {

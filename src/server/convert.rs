@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::exr_file::Transfer;
 use crate::image_io::{self, Encoding};
 use crate::model::Layer;
+use crate::passthrough::{Fields, Passthrough};
 use crate::registry::StyleRegistry;
 use crate::render::preset::Quality;
 use crate::render::{
@@ -332,6 +333,7 @@ impl JobTemplate {
             max_result_bytes: self.max_result_bytes,
             temporal: None,
             counts_as_request: true,
+            passthrough: None,
         })
     }
 
@@ -352,6 +354,7 @@ impl JobTemplate {
             max_result_bytes: self.max_result_bytes,
             temporal,
             counts_as_request: false,
+            passthrough: None,
         }
     }
 }
@@ -365,6 +368,7 @@ pub fn job_spec(
     registry: &StyleRegistry,
 ) -> Result<JobSpec> {
     let named = request.options.as_ref().map_or("", |o| o.view.as_str());
+    let keep_passes = request.options.as_ref().is_some_and(|o| o.keep_passes);
     let transfer = view(named, &request.content)?;
     let content =
         image_io::decode_content_field(&request.content, "content", limits.max_pixels, transfer)?;
@@ -375,7 +379,22 @@ pub fn job_spec(
     };
     let mut template = job_template(parts, request_id, deadline, limits, registry)?;
     template.output = template.output.through(transfer);
-    template.into_job(content)
+    let mut job = template.into_job(content)?;
+    let content = &job.request.content;
+    let size = image_io::fit_longest(content.width(), content.height(), job.request.options.size);
+    job.passthrough = Passthrough::of(
+        &request.content,
+        "content",
+        keep_passes,
+        job.output,
+        size,
+        Fields {
+            output: "options.output_format",
+            keep_passes: "options.keep_passes",
+            size: "options.size",
+        },
+    )?;
+    Ok(job)
 }
 
 /// The view `named` (`options.view`), else the default for `content`'s kind.
