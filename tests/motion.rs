@@ -97,10 +97,7 @@ fn one_pass_over_a_frame_reads_what_separate_reads_do() {
     let next = ExrMotionChannels::blender_to_next();
     let (image, [to_previous, to_next]) =
         read_exr_frame(&file, Transfer::SceneLinear, [Some(&previous), Some(&next)]).unwrap();
-    assert_eq!(
-        image,
-        decode_rgb(&bytes, "frame_0005.exr", Transfer::SceneLinear).unwrap()
-    );
+    assert_eq!(image, file.display(Transfer::SceneLinear).unwrap());
     assert_eq!(
         to_previous,
         Some(read_exr(&frame(5, "exr"), &previous).unwrap())
@@ -112,11 +109,10 @@ fn one_pass_over_a_frame_reads_what_separate_reads_do() {
         .as_raw()
         .iter()
         .zip(png.as_raw())
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
+        .map(|(a, &b)| (a * 255.0 - b as f32).abs())
+        .fold(0f32, f32::max);
     assert!(
-        worst <= 2,
+        worst <= 2.5,
         "beauty pass differs from the PNG by {worst} levels"
     );
     // A file cut short in its last part (the Vector pass) is refused even when only the

@@ -27,7 +27,7 @@ fn frame_path(t: usize, ext: &str) -> PathBuf {
 fn frame(t: usize) -> FrameInput {
     let exr = frame_path(t, "exr");
     FrameInput {
-        content: Some(stylize::image_io::load(&frame_path(t, "png")).unwrap()),
+        content: Some(stylize::image_io::load(&frame_path(t, "png")).unwrap().into()),
         to_previous: (t > 1)
             .then(|| read_exr(&exr, &ExrMotionChannels::blender_to_previous()).unwrap()),
         to_next: Some(read_exr(&exr, &ExrMotionChannels::blender_to_next()).unwrap()),
@@ -167,7 +167,7 @@ fn bad_frames_are_refused_naming_the_field_and_the_frame() {
     let good = frame(2);
     assert!(state.prepare_frame(good.clone()).is_ok());
     let small = FrameInput {
-        content: Some(RgbImage::new(128, 72)),
+        content: Some(RgbImage::new(128, 72).into()),
         ..good.clone()
     };
     assert!(refusal(&state, small).contains("frames[1].content"));

@@ -242,14 +242,8 @@ impl<'b> ExrFile<'b> {
             return self.read(&[&red, &green, &blue]);
         };
         let mut channels = self.read(&[&red, &green, &blue, &alpha])?;
-        let alpha = channels.planes.pop().unwrap_or_default();
-        for plane in &mut channels.planes {
-            for (value, &a) in plane.iter_mut().zip(&alpha) {
-                if a > 0.0 {
-                    *value /= a;
-                }
-            }
-        }
+        channels.straighten(3);
+        channels.planes.pop();
         Ok(channels)
     }
 
@@ -298,6 +292,22 @@ fn read_line(
 }
 
 impl Channels {
+    /// Divides planes 0, 1 and 2 (colour, premultiplied as OpenEXR stores it) by plane
+    /// `alpha` where it is above zero; where it is zero the colour is left as it is.
+    pub fn straighten(&mut self, alpha: usize) {
+        let (colour, rest) = self.planes.split_at_mut(3);
+        let Some(alpha) = rest.get(alpha.wrapping_sub(3)) else {
+            return;
+        };
+        for plane in colour {
+            for (value, &a) in plane.iter_mut().zip(alpha) {
+                if a > 0.0 {
+                    *value /= a;
+                }
+            }
+        }
+    }
+
     /// Planes `first`, `first + 1` and `first + 2` as an 8-bit RGB image through `transfer`.
     pub fn rgb(&self, first: usize, transfer: Transfer) -> image::RgbImage {
         let planes = &self.planes[first..first + 3];

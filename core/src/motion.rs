@@ -5,8 +5,6 @@
 
 use std::path::Path;
 
-use image::RgbImage;
-
 use crate::error::{Error, Result};
 use crate::exr_file::{Channels, ExrFile, Transfer};
 
@@ -97,21 +95,26 @@ pub fn decode_exr(
 }
 
 /// A frame's colour and motions from its one OpenEXR file, as renderers write them, in a
-/// single pass over the file: the colour through `transfer`, and each motion asked for
+/// single pass over the file: the colour (straight) through `transfer` at full precision, and each motion asked for
 /// (`None` where that one is not wanted or comes from elsewhere).
 pub fn read_exr_frame<const N: usize>(
     file: &ExrFile,
     transfer: Transfer,
     motions: [Option<&ExrMotionChannels>; N],
-) -> Result<(RgbImage, [Option<Motion>; N])> {
+) -> Result<(image::Rgb32FImage, [Option<Motion>; N])> {
     let colour = file.colour_channels()?;
+    let alpha = file.alpha_channel();
     let mut wanted: Vec<&str> = colour.iter().map(String::as_str).collect();
+    wanted.extend(alpha.as_deref());
     for channels in motions.iter().flatten() {
         wanted.extend([channels.x.as_str(), channels.y.as_str()]);
     }
     let mut read = file.read(&wanted)?;
-    let image = read.rgb(0, transfer);
-    let mut next_plane = 3;
+    if alpha.is_some() {
+        read.straighten(3);
+    }
+    let image = read.display_with(0, |linear| linear.map(|v| transfer.encode(v)));
+    let mut next_plane = 3 + alpha.is_some() as usize;
     let mut taken = [const { None }; N];
     for (slot, channels) in taken.iter_mut().zip(motions) {
         if let Some(channels) = channels {

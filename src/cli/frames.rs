@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::args::flag_error;
 use super::frame_pattern::FramePattern;
 use super::frame_range;
 
@@ -16,6 +17,8 @@ use stylize::image_io;
 use stylize::motion::{
     ExrMotionChannels, Motion, missing_channel, read_exr, read_exr_frame, read_flo,
 };
+use stylize::passthrough::{Fields, Passthrough};
+use stylize::render::Content;
 use stylize::render::sequence::{FrameInput, SequenceOptions};
 
 /// The sequence's own flags.
@@ -256,13 +259,14 @@ impl Shot {
     }
 
     /// How the frames are read (and OpenEXR outputs written): --display-referred, else
-    /// --view, else sRGB.
+    /// --view, else the default for the frames' kind (acescct for OpenEXR, as for stills).
     pub fn transfer(&self) -> Transfer {
         if self.args.display_referred {
             return Transfer::DisplayReferred;
         }
         match self.view.as_deref() {
             Some(name) => Transfer::named("view", name).unwrap_or_default(),
+            None if self.frames.has_extension("exr") => Transfer::SceneLinearLog,
             None => Transfer::SceneLinear,
         }
     }
@@ -344,6 +348,29 @@ impl Shot {
         Ok((path, bytes))
     }
 
+    /// What the `position`-th frame carries past its stylisation into an output in
+    /// `encoding` at `size` (its alpha; its passes with --keep-passes); refusals name the
+    /// flags, `out` the output's.
+    pub fn passthrough(
+        &self,
+        position: usize,
+        encoding: image_io::Encoding,
+        size: u32,
+        keep_passes: bool,
+        out: &str,
+    ) -> Result<Option<Passthrough>> {
+        let (path, bytes) = self.content_bytes(position)?;
+        let name = path.display().to_string();
+        let (w, h) = image_io::dimensions(&bytes, &name).context("--frames")?;
+        let fields = Fields {
+            output: out,
+            keep_passes: "keep_passes",
+            size: "size",
+        };
+        let output = image_io::fit_longest(w, h, size);
+        Passthrough::of(&bytes, &name, keep_passes, encoding, output, fields).map_err(flag_error)
+    }
+
     /// Whether the `position`-th frame follows another in the chain: it is not the first
     /// of the range, or the run continues from the frame before (`chained`).
     fn follows(position: usize, chained: bool) -> bool {
@@ -416,11 +443,12 @@ impl Shot {
                     bail!("--{flag}: {name} has no channel {missing}");
                 }
             }
-            read_exr_frame(&file, self.transfer(), inside).context("--frames")?
+            let (image, motions) =
+                read_exr_frame(&file, self.transfer(), inside).context("--frames")?;
+            (Content::Float(image), motions)
         } else {
-            let image =
-                image_io::decode_with(&bytes, &name, self.transfer()).context("--frames")?;
-            (image, [None, None])
+            let content = image_io::decode_content_with(&bytes, &name, self.transfer());
+            (content.context("--frames")?, [None, None])
         };
         let mask = self.mask(position, chained, content.dimensions())?;
         Ok(FrameInput {

@@ -12,6 +12,7 @@ use clap::Args;
 
 use stylize::engine::Progress;
 use stylize::image_io;
+use stylize::passthrough::Passthrough;
 use stylize::render::sequence::{FrameRendered, SequenceOptions, SequenceRenderer, warping_error};
 use stylize::render::{StyleSource, Styling};
 
@@ -100,6 +101,10 @@ struct Pass<'a> {
     later_iterations: usize,
     /// PNG frames at 16 bits per channel.
     png16: bool,
+    /// The longest side of the outputs (--size).
+    size: u32,
+    /// --keep-passes.
+    keep_passes: bool,
 }
 
 impl Pass<'_> {
@@ -111,6 +116,11 @@ impl Pass<'_> {
         for position in from..frames {
             let number = shot.numbers[position];
             let frame = shot.frame(position, self.chained)?;
+            let path = self.out.path(number);
+            let encoding = self.encoding(&path)?;
+            let flag = self.out.flag();
+            let passthrough =
+                shot.passthrough(position, encoding, self.size, self.keep_passes, flag)?;
             let finished = self.done.get();
             let first = position == 0 && !self.chained || renderer.state().independent();
             let scales = if first { self.first_scales } else { 1 };
@@ -137,13 +147,11 @@ impl Pass<'_> {
                 self.later_iterations
             };
             self.done.set(finished + spent as u64);
-            let path = self.out.path(number);
             let delivered = image_io::Delivered {
                 image: &rendered.rendered.image,
                 deep: &rendered.rendered.deep,
             };
-            let flag = self.out.flag();
-            write_whole(delivered, &path, self.png16, shot.transfer())
+            write_whole(delivered, &path, encoding, passthrough.as_ref())
                 .with_context(|| format!("--{flag}"))?;
             let measured = FrameFigures::of(&rendered);
             self.reporter
@@ -154,18 +162,28 @@ impl Pass<'_> {
     }
 }
 
+impl Pass<'_> {
+    /// How the output at `path` is encoded.
+    fn encoding(&self, path: &Path) -> Result<image_io::Encoding> {
+        let encoding = image_io::Encoding::from_path(path)
+            .with_context(|| format!("--{}", self.out.flag()))?;
+        Ok(encoding.deepened(self.png16).through(self.shot.transfer()))
+    }
+}
+
 /// Writes `image` whole, then renames it into place: a stopped run never leaves half a frame
-/// to resume from.
+/// to resume from. `passthrough` puts back what the frame carried (alpha, passes).
 fn write_whole(
     image: image_io::Delivered<'_>,
     path: &Path,
-    deep: bool,
-    transfer: stylize::exr_file::Transfer,
+    encoding: image_io::Encoding,
+    passthrough: Option<&Passthrough>,
 ) -> Result<()> {
-    let encoding = image_io::Encoding::from_path(path)?
-        .deepened(deep)
-        .through(transfer);
-    output_file::write_whole(path, |partial| Ok(image.save(partial, encoding)?))
+    let mut bytes = image.encode(encoding)?;
+    if let Some(passthrough) = passthrough {
+        bytes = passthrough.apply(bytes, encoding)?;
+    }
+    output_file::write_bytes_whole(path, &bytes)
 }
 
 pub fn run(args: SequenceArgs) -> Result<()> {
@@ -204,6 +222,12 @@ pub fn run(args: SequenceArgs) -> Result<()> {
     )
     .validate()
     .map_err(flag_error)?;
+    for pattern in std::iter::once(&out).chain(&compare) {
+        let encoding =
+            image_io::Encoding::from_path(&pattern.path(shot.numbers[0]))?.through(shot.transfer());
+        let size = base.options.size;
+        shot.passthrough(0, encoding, size, args.job.keep_passes, pattern.flag())?;
+    }
     let budget = memory_budget(args.memory_budget)?;
     let backends = args.backend.build()?;
     let for_job = budget
@@ -264,6 +288,8 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         first_iterations,
         later_iterations,
         png16: args.job.png16,
+        size: base.options.size,
+        keep_passes: args.job.keep_passes,
     };
     let sequence = pass(&out, chained).run(&mut renderer, done)?;
     if done == frames {

@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use image::RgbImage;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
@@ -24,8 +23,11 @@ use crate::error::quoted;
 use crate::error::{Error, Result};
 use crate::exr_file::ExrFile;
 use crate::exr_file::Transfer;
+use crate::image_io;
 use crate::motion::{ExrMotionChannels, Motion, missing_channel, read_exr_frame, read_flo};
+use crate::passthrough::{Fields, Passthrough};
 use crate::registry::StyleRegistry;
+use crate::render::Content;
 use crate::render::sequence::{
     DEFAULT_TEMPORAL_WEIGHT, FrameInput, FrameJob, SequenceOptions, SequenceState, warping_error,
 };
@@ -40,9 +42,24 @@ pub type SequenceStream =
 /// the frame the shot continues from).
 struct Shot {
     template: JobTemplate,
-    transfer: Transfer,
+    /// The shot's view: named, else the default for its first frame (`None` until it comes).
+    transfer: Option<Transfer>,
+    /// Whether each frame's other passes are copied into its OpenEXR result.
+    keep_passes: bool,
     state: SequenceState,
     last_number: Option<u64>,
+}
+
+impl Shot {
+    /// The view frames are read through: the one already chosen, else the default for
+    /// `content` (the first frame's), which then holds for the whole shot.
+    fn view_for(&mut self, content: &[u8]) -> Transfer {
+        let transfer = *self
+            .transfer
+            .get_or_insert_with(|| Transfer::default_for(content));
+        self.template.output = self.template.output.through(transfer);
+        transfer
+    }
 }
 
 /// The frame a shot split into tasks continues from, decoded into `state`. Its motion to
@@ -87,7 +104,8 @@ fn shot(
         .as_ref()
         .map(|o| o.view.clone())
         .unwrap_or_default();
-    let mut template = convert::job_template(setup.into(), request_id, deadline, limits, registry)?;
+    let keep_passes = setup.options.as_ref().is_some_and(|o| o.keep_passes);
+    let template = convert::job_template(setup.into(), request_id, deadline, limits, registry)?;
     // Each frame brings its content; what holds for any frame is checked now.
     template.styling.validate().map_err(convert::in_request)?;
     let defaults = SequenceOptions::for_iterations(template.styling.options.iterations);
@@ -115,25 +133,28 @@ fn shot(
         }
         other => other,
     })?;
-    // A shot reads its frames through the view named (sRGB unless one is: its frames are
-    // held to each other through the view, so it is the shot's, not each frame's).
-    let transfer = match (wire.display_referred, view_name.as_str()) {
-        (true, _) => Transfer::DisplayReferred,
-        (false, "") => Transfer::SceneLinear,
-        (false, name) => Transfer::named("options.view", name)?,
+    // A shot reads its frames through one view (its frames are held to each other through
+    // it, so it is the shot's, not each frame's): the one named, else the default for the
+    // kind of frame the shot continues from or, failing that, of its first frame.
+    let named = match (wire.display_referred, view_name.as_str()) {
+        (true, _) => Some(Transfer::DisplayReferred),
+        (false, "") => None,
+        (false, name) => Some(Transfer::named("options.view", name)?),
     };
-    template.output = template.output.through(transfer);
-    let mut state = SequenceState::new(template.styling.clone(), options, convention)?;
+    let state = SequenceState::new(template.styling.clone(), options, convention)?;
     let last_number = previous.as_ref().and_then(|p| p.number);
-    if let Some(previous) = previous {
-        continue_from(previous, &mut state, limits, transfer)?;
-    }
-    Ok(Shot {
+    let mut shot = Shot {
         template,
-        transfer,
+        transfer: named,
+        keep_passes,
         state,
         last_number,
-    })
+    };
+    if let Some(previous) = previous {
+        let transfer = shot.view_for(&previous.image);
+        continue_from(previous, &mut shot.state, limits, transfer)?;
+    }
+    Ok(shot)
 }
 
 /// A motion message as a field of offsets for a `frame` (width, height) frame; errors name
@@ -202,7 +223,7 @@ fn content_with_motion(
     limits: &Limits,
     transfer: Transfer,
     wanted: [Option<ExrMotionChannels>; 2],
-) -> Result<(RgbImage, [Option<Motion>; 2])> {
+) -> Result<(Content, [Option<Motion>; 2])> {
     let names = ["motion_to_previous", "motion_to_next"];
     let content = field("content");
     if !crate::exr_file::is_exr(&frame.content) {
@@ -222,8 +243,9 @@ fn content_with_motion(
             ));
         }
     }
-    read_exr_frame(&file, transfer, wanted.each_ref().map(Option::as_ref))
-        .map_err(|e| in_field(&content, e))
+    let (image, motions) = read_exr_frame(&file, transfer, wanted.each_ref().map(Option::as_ref))
+        .map_err(|e| in_field(&content, e))?;
+    Ok((Content::Float(image), motions))
 }
 
 /// The number of the frame `index` brings: its own, which must follow the last, else the
@@ -242,7 +264,11 @@ fn frame_number(given: Option<u64>, index: usize, last: Option<u64>) -> Result<u
 
 /// Decodes one frame message and prepares its job, with the frame's number. Runs on a
 /// blocking thread.
-fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Result<(u64, FrameJob)> {
+fn frame_job(
+    frame: proto::SequenceFrame,
+    shot: &mut Shot,
+    limits: &Limits,
+) -> Result<PreparedFrame> {
     let index = shot.state.next_index();
     let number = frame_number(frame.number, index, shot.last_number)?;
     let field = |name: &str| format!("frames[{index}].{name}");
@@ -259,11 +285,13 @@ fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Resul
         shot.state
             .check_frame_size(size.map_err(|e| in_field(&content, e))?)?;
     }
+    let transfer = shot.view_for(&frame.content);
     let (content, [to_previous, to_next]) = if wanted.iter().any(Option::is_some) {
-        content_with_motion(&frame, &field, limits, shot.transfer, wanted)?
+        content_with_motion(&frame, &field, limits, transfer, wanted)?
     } else {
         let content = field("content");
-        let image = convert::decode_field_with(&frame.content, &content, limits, shot.transfer)?;
+        let max = limits.max_pixels;
+        let image = image_io::decode_content_field(&frame.content, &content, max, transfer)?;
         (image, [None, None])
     };
     let size = content.dimensions();
@@ -295,7 +323,32 @@ fn frame_job(frame: proto::SequenceFrame, shot: &Shot, limits: &Limits) -> Resul
         }
         other => other,
     })?;
-    Ok((number, job))
+    let output = image_io::fit_longest(size.0, size.1, job.request.options.size);
+    let passthrough = Passthrough::of(
+        &frame.content,
+        &field("content"),
+        shot.keep_passes,
+        shot.template.output,
+        output,
+        Fields {
+            output: "options.output_format",
+            keep_passes: "options.keep_passes",
+            size: "options.size",
+        },
+    )?;
+    Ok(PreparedFrame {
+        number,
+        job,
+        passthrough,
+    })
+}
+
+/// A frame decoded and ready to queue: its number, its job, and what its content carries
+/// past the stylisation.
+struct PreparedFrame {
+    number: u64,
+    job: FrameJob,
+    passthrough: Option<Passthrough>,
 }
 
 /// A job event as the sequence stream carries it, tagged with the frame's index and number;
@@ -593,12 +646,13 @@ impl Runner {
         let index = shot.state.next_index();
         let limits = self.limits.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            let job = frame_job(frame, &shot, &limits);
+            let mut shot = shot;
+            let job = frame_job(frame, &mut shot, &limits);
             (shot, job)
         })
         .await;
-        let (mut shot, (number, job)) = match prepared {
-            Ok((shot, Ok(job))) => (shot, job),
+        let (mut shot, prepared) = match prepared {
+            Ok((shot, Ok(prepared))) => (shot, prepared),
             Ok((_, Err(e))) => return Err(frame_status(index, e)),
             Err(e) => {
                 return Err(Status::internal(format!(
@@ -606,9 +660,15 @@ impl Runner {
                 )));
             }
         };
-        let spec = shot
-            .template
-            .frame_job(job.index, job.request.clone(), job.temporal.clone());
+        let PreparedFrame {
+            number,
+            job,
+            passthrough,
+        } = prepared;
+        let mut spec =
+            shot.template
+                .frame_job(job.index, job.request.clone(), job.temporal.clone());
+        spec.passthrough = passthrough;
         let submitted = self
             .scheduler
             .submit(spec, tracing::Span::current())

@@ -7,6 +7,7 @@
 
 use image::RgbImage;
 
+use super::Content;
 use super::options::{InitChoice, RenderRequest, Styling};
 use super::plan::plan_memory;
 use super::still::{Rendered, StyleSource, render_frame};
@@ -66,7 +67,8 @@ impl SequenceOptions {
 /// first, where its pixels were in the previous frame.
 #[derive(Debug, Clone, Default)]
 pub struct FrameInput {
-    pub content: Option<RgbImage>,
+    /// Display values at the precision the frame had (`Content`).
+    pub content: Option<Content>,
     /// Pixel (x, y) of this frame was at (x + dx, y + dy) in the previous frame.
     pub to_previous: Option<Motion>,
     /// Pixel (x, y) of this frame will be at (x + dx, y + dy) in the next frame.
