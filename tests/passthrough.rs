@@ -273,3 +273,68 @@ fn an_rgba_png_keeps_its_alpha_and_its_transparent_pixels() {
     );
     assert!(common::said(&refused).contains("--keep-passes"));
 }
+
+/// The shared shot's first `frames` frames as RGBA PNG in `dir` (`rgba_NNNN.png`): a fully
+/// transparent band down the left side, a soft edge beside it.
+fn rgba_shot(dir: &Path, frames: usize) -> Vec<image::RgbaImage> {
+    (1..=frames)
+        .map(|t| {
+            let rgb = stylize::image_io::load(&common::shots::shared(t, "png")).unwrap();
+            let rgba = image::RgbaImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+                let [r, g, b] = rgb.get_pixel(x, y).0;
+                let alpha = (x.saturating_sub(40) * 8).min(255) as u8;
+                image::Rgba([r, g, b, alpha])
+            });
+            rgba.save(dir.join(format!("rgba_{t:04}.png"))).unwrap();
+            rgba
+        })
+        .collect()
+}
+
+#[test]
+fn a_shot_with_alpha_keeps_it_in_every_frame_and_its_chunks_join_exactly() {
+    const FRAMES: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let inputs = rgba_shot(dir.path(), FRAMES);
+    let motion = common::shots::shared(1, "exr")
+        .display()
+        .to_string()
+        .replace("0001", "####");
+    let frames = at("rgba_####.png");
+    let shot = |out: &str, range: &str| {
+        succeeds(&[
+            "sequence",
+            "--frames",
+            &frames,
+            "--motion",
+            &motion,
+            "--frame-range",
+            range,
+            "--out",
+            out,
+            "--size",
+            "256",
+            "--later-iterations",
+            "2",
+        ])
+    };
+    shot(&at("whole_####.png"), &format!("1-{FRAMES}"));
+    // The same shot as two tasks: the second continues from the first's last file.
+    shot(&at("chunk_####.png"), "1-2");
+    shot(&at("chunk_####.png"), &format!("3-{FRAMES}"));
+    for (t, input) in (1..=FRAMES).zip(&inputs) {
+        let whole = image::open(at(&format!("whole_{t:04}.png"))).unwrap();
+        assert_eq!(whole.color(), image::ColorType::Rgba8, "frame {t}");
+        let whole = whole.into_rgba8();
+        for (x, y, pixel) in input.enumerate_pixels() {
+            let out = whole.get_pixel(x, y);
+            assert_eq!(out.0[3], pixel.0[3], "frame {t}: alpha at {x},{y}");
+            if pixel.0[3] == 0 {
+                assert_eq!(out, pixel, "frame {t}: a transparent pixel at {x},{y}");
+            }
+        }
+        let chunked = image::open(at(&format!("chunk_{t:04}.png"))).unwrap();
+        assert!(chunked.into_rgba8() == whole, "frame {t}: chunked differs");
+    }
+}

@@ -27,7 +27,11 @@ fn frame_path(t: usize, ext: &str) -> PathBuf {
 fn frame(t: usize) -> FrameInput {
     let exr = frame_path(t, "exr");
     FrameInput {
-        content: Some(stylize::image_io::load(&frame_path(t, "png")).unwrap().into()),
+        content: Some(
+            stylize::image_io::load(&frame_path(t, "png"))
+                .unwrap()
+                .into(),
+        ),
         to_previous: (t > 1)
             .then(|| read_exr(&exr, &ExrMotionChannels::blender_to_previous()).unwrap()),
         to_next: Some(read_exr(&exr, &ExrMotionChannels::blender_to_next()).unwrap()),

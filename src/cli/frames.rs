@@ -467,7 +467,12 @@ impl Shot {
 
     /// The delivered image the chain continues from, decoded as this shot's frames are.
     pub fn read_chain_start(&self, start: &ChainStart, flag: &str) -> Result<image::RgbImage> {
-        let path = &start.path;
+        self.read_delivered(&start.path, flag)
+    }
+
+    /// A delivered frame's file as the chain continues from it, decoded as this shot's
+    /// frames are; errors name `flag`.
+    pub fn read_delivered(&self, path: &Path, flag: &str) -> Result<image::RgbImage> {
         let bytes = std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))?;
         image_io::decode_with(&bytes, &path.display().to_string(), self.transfer())
             .with_context(|| format!("--{flag}: continuing from {}", path.display()))

@@ -153,6 +153,12 @@ impl Pass<'_> {
             };
             write_whole(delivered, &path, encoding, passthrough.as_ref())
                 .with_context(|| format!("--{flag}"))?;
+            if passthrough.is_some() {
+                // The chain goes on from the file as written (alpha put back), as a later
+                // task continuing from it would.
+                let written = shot.read_delivered(&path, flag)?;
+                renderer.state().delivered_as(written);
+            }
             let measured = FrameFigures::of(&rendered);
             self.reporter
                 .say(&frame_line(number, &rendered, &measured, &path));

@@ -668,6 +668,7 @@ impl Runner {
         let mut spec =
             shot.template
                 .frame_job(job.index, job.request.clone(), job.temporal.clone());
+        let restored = passthrough.is_some();
         spec.passthrough = passthrough;
         let submitted = self
             .scheduler
@@ -690,6 +691,14 @@ impl Runner {
                 }
             };
             shot.state.delivered(&job, &output.pixels);
+            if restored {
+                // The chain goes on from the result as the client has it (alpha put back),
+                // as a stream continuing from that result would.
+                let transfer = shot.transfer.unwrap_or_default();
+                let delivered = image_io::decode_with(&output.image, "result", transfer)
+                    .map_err(|e| frame_status(index, e))?;
+                shot.state.delivered_as(delivered);
+            }
             shot.last_number = Some(number);
             let e_warp = job
                 .warped_previous

@@ -246,6 +246,14 @@ impl SequenceState {
         Ok(job)
     }
 
+    /// The frame last recorded as delivered is continued from as `output`: what a reader of
+    /// its file gets back, where that is not the optimiser's image (its alpha put back).
+    pub fn delivered_as(&mut self, output: RgbImage) {
+        if let Some(previous) = &mut self.previous {
+            previous.output = output;
+        }
+    }
+
     /// Records frame `job` as delivered as `output`; the next frame follows it.
     pub fn delivered(&mut self, job: &FrameJob, output: &RgbImage) {
         self.size = Some(job.request.content.dimensions());
