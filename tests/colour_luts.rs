@@ -173,3 +173,104 @@ fn the_cli_stylises_through_a_studio_view_and_refuses_bad_luts() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// The planes of an OpenEXR file's colour, as bits.
+fn colour_bits(path: &std::path::Path) -> Vec<Vec<u32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = stylize::exr_file::ExrFile::open(&bytes, "file").unwrap();
+    let colour = file.colour_channels().unwrap();
+    let read = file.read(&colour.each_ref().map(String::as_str)).unwrap();
+    read.planes
+        .iter()
+        .map(|p| p.iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+/// `stylize submit --view-lut` sends the pair in `options.view_lut`: the server stylises
+/// through it as `stylize run` does (the same bits), parses a pair once and reuses it for
+/// the next request that sends it, and refuses a malformed one naming the field, the file
+/// and the line.
+#[test]
+fn a_studio_view_travels_on_the_wire_and_is_parsed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = format!(
+        "{},{}",
+        baked().join("aces-sdr-view.cube").display(),
+        baked().join("aces-sdr-inverse.cube").display()
+    );
+    let frame = common::shots::shared(1, "exr").display().to_string();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let quick = ["--size", "64", "--scales", "1", "--iterations", "5"];
+    let run = common::run_cli(
+        &[
+            &[
+                "run",
+                "--content",
+                &frame,
+                "--view-lut",
+                &pair,
+                "--out",
+                &at("local.exr"),
+            ][..],
+            &quick[..],
+            &["--progress", "none"],
+        ]
+        .concat(),
+    );
+    assert!(run.status.success(), "{}", common::said(&run));
+
+    let server = common::server::Server::start(&["--workers", "1"]);
+    let address = format!("http://{}", server.addr);
+    let style = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/starry_night.jpg");
+    let submit = |lut: &str, out: &str| {
+        common::run_cli(
+            &[
+                &[
+                    "submit",
+                    "--server",
+                    &address,
+                    "--style",
+                    style,
+                    "--content",
+                    &frame,
+                    "--view-lut",
+                    lut,
+                    "--out",
+                    out,
+                ][..],
+                &quick[..],
+            ]
+            .concat(),
+        )
+    };
+    for name in ["served.exr", "again.exr"] {
+        let served = submit(&pair, &at(name));
+        assert!(served.status.success(), "{}", common::said(&served));
+        assert!(
+            colour_bits(&dir.path().join(name)) == colour_bits(&dir.path().join("local.exr")),
+            "{name} differs from stylize run's"
+        );
+    }
+    assert_eq!(
+        server.metric(r#"stylize_view_luts_total{found="parsed"}"#),
+        1.0
+    );
+    assert_eq!(
+        server.metric(r#"stylize_view_luts_total{found="cached"}"#),
+        1.0
+    );
+
+    let bad = dir.path().join("bad.cube");
+    let text = std::fs::read_to_string(baked().join("aces-sdr-inverse.cube")).unwrap();
+    std::fs::write(&bad, text.replacen("0.", "nan ", 1)).unwrap();
+    let bad_pair = format!(
+        "{},{}",
+        baked().join("aces-sdr-view.cube").display(),
+        bad.display()
+    );
+    let refused = submit(&bad_pair, &at("bad.exr"));
+    let said = common::said(&refused);
+    assert_eq!(refused.status.code(), Some(65), "{said}");
+    assert!(said.contains("options.view_lut.inverse line"), "{said}");
+    assert!(!dir.path().join("bad.exr").exists());
+}

@@ -209,6 +209,19 @@ impl Delivered<'_> {
         }
     }
 
+    /// `encode`, an OpenEXR output returning through `view`'s inverse when there is one (a
+    /// studio's view) rather than the built-in view `encoding` names.
+    pub fn encode_through(
+        self,
+        encoding: Encoding,
+        view: Option<&crate::colour::View>,
+    ) -> Result<Vec<u8>> {
+        match (view, encoding) {
+            (Some(view), Encoding::Exr(_)) => exr_file::encode_display16_through(self.deep, view),
+            _ => self.encode(encoding),
+        }
+    }
+
     /// Encodes as `encoding` and writes the file.
     pub fn save(self, path: &Path, encoding: Encoding) -> Result<()> {
         let bytes = self.encode(encoding)?;

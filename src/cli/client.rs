@@ -18,12 +18,13 @@ use super::args::{
 use super::connect::ConnectArgs;
 use super::progress::{ProgressArgs, Reporter, Step};
 use super::retry::Attempt;
+use super::view_lut::ViewLutArgs;
 
 #[derive(Args)]
 pub struct SubmitArgs {
     #[command(flatten)]
     connect: ConnectArgs,
-    /// Content image (PNG or JPEG).
+    /// Content image (PNG, JPEG or OpenEXR; its alpha passes through).
     #[arg(long)]
     content: PathBuf,
     /// Style image; repeat for a blend.
@@ -37,6 +38,8 @@ pub struct SubmitArgs {
     blend: Vec<f64>,
     #[command(flatten)]
     job: JobArgs,
+    #[command(flatten)]
+    view_lut: ViewLutArgs,
     /// A progress event every N iterations.
     #[arg(long, default_value_t = 1)]
     progress_interval: u32,
@@ -49,7 +52,7 @@ pub struct SubmitArgs {
     /// Identifies the request in the server's logs.
     #[arg(long, default_value = "")]
     request_id: String,
-    /// Output file; .png or .jpg/.jpeg.
+    /// Output file: .png, .jpg/.jpeg or .exr.
     #[arg(long, default_value = "stylized.png")]
     out: PathBuf,
     /// Times to resend the request after a retryable failure (the server's RetryInfo: a full
@@ -158,6 +161,7 @@ pub(super) fn wire_options(job: &JobArgs, format: Encoding) -> Result<proto::Opt
         } as i32,
         view: job.view.clone().unwrap_or_default(),
         keep_passes: job.keep_passes,
+        view_lut: None,
     })
 }
 
@@ -199,13 +203,15 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     if args.preview_interval > 0 && args.previews.is_none() {
         bail!("--previews: a folder is needed with --preview-interval");
     }
+    let content = read_flag_file("content", &args.content)?;
     let mut options = wire_options(&args.job, format)?;
     options.progress_interval = args.progress_interval;
     options.preview_interval = args.preview_interval;
+    options.view_lut = args.view_lut.wire(&content)?;
     let routing_key = style_routing_key(&styles);
     let message = proto::StylizeRequest {
         request_id: args.request_id.clone(),
-        content: read_flag_file("content", &args.content)?,
+        content,
         styles,
         blend: args.blend.clone(),
         options: Some(options),

@@ -19,3 +19,4 @@ pub mod sequence;
 pub mod serve;
 pub mod submit_sequence;
 pub mod torch;
+pub mod view_lut;

@@ -16,6 +16,7 @@ use super::args::{
     memory_budget, read_flag_file,
 };
 use super::progress::{ProgressArgs, Reporter, Step};
+use super::view_lut::ViewLutArgs;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -29,7 +30,7 @@ pub struct RunArgs {
     job: JobArgs,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Output file; .png or .jpg/.jpeg.
+    /// Output file: .png, .jpg/.jpeg or .exr.
     #[arg(long, default_value = "stylized.png")]
     out: PathBuf,
     #[command(flatten)]
@@ -38,52 +39,12 @@ pub struct RunArgs {
     /// memory, less 512 MiB); frames that do not fit are evaluated in tiles.
     #[arg(long, value_parser = byte_count)]
     memory_budget: Option<usize>,
-    /// A studio's view baked as two `.cube` LUTs, `FORWARD,INVERSE` (docs/colour.md, as
-    /// `ociobakelut` bakes them): OpenEXR content is shown to the optimiser through the
-    /// forward LUT, and an OpenEXR output returns through the inverse. Overrides --view.
-    #[arg(long, value_delimiter = ',')]
-    view_lut: Vec<PathBuf>,
-    /// How --view-lut's lattices are sampled.
-    #[arg(long, default_value = "tetrahedral", value_parser = ["tetrahedral", "trilinear"])]
-    lut_interpolation: String,
+    #[command(flatten)]
+    view_lut: ViewLutArgs,
     /// Print one JSON line with the peak resident memory, seconds per iteration and tiles
     /// (what `stylize bench --frames` reads).
     #[arg(long, hide = true)]
     report: bool,
-}
-
-/// The --view-lut pair as a view, when given (for OpenEXR content only), its round trip said.
-fn studio_view(args: &RunArgs, content: &[u8]) -> Result<Option<stylize::colour::View>> {
-    let [forward, inverse] = match &args.view_lut[..] {
-        [] => return Ok(None),
-        [forward, inverse] => [forward, inverse],
-        _ => {
-            return Err(super::exit::Usage(
-                "--view-lut: give two files, FORWARD,INVERSE".to_string(),
-            )
-            .into());
-        }
-    };
-    if !stylize::exr_file::is_exr(content) {
-        return Err(super::exit::Usage(
-            "--view-lut: a view turns scene-linear light into a picture; the content is not \
-             OpenEXR"
-                .to_string(),
-        )
-        .into());
-    }
-    let interpolation = args
-        .lut_interpolation
-        .parse()
-        .map_err(|e: String| super::exit::Usage(format!("--lut-interpolation: {e}")))?;
-    let pair = stylize::colour::LutPair::load("view-lut", forward, inverse, interpolation)
-        .context("--view-lut")?;
-    eprintln!(
-        "--view-lut: the pair round-trips within {:.2}% (tolerance {:.0}%)",
-        100.0 * pair.round_trip,
-        100.0 * stylize::colour::view::LUT_ROUND_TRIP_TOLERANCE
-    );
-    Ok(Some(stylize::colour::View::Lut(std::sync::Arc::new(pair))))
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -99,7 +60,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .context("--out")?
         .deepened(args.job.png16)
         .through(transfer);
-    let lut = studio_view(&args, &bytes)?;
+    let lut = args.view_lut.load(&bytes)?;
     let content = match &lut {
         Some(view) => {
             let file = stylize::exr_file::ExrFile::open(&bytes, &name).context("--content")?;
@@ -176,17 +137,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     )
     .map_err(flag_error)?;
     reporter.finish();
-    let encoded = match (&lut, encoding) {
-        (Some(view), image_io::Encoding::Exr(_)) => {
-            stylize::exr_file::encode_display16_through(&rendered.deep, view)?
-        }
-        _ => image_io::Delivered {
-            image: &rendered.image,
-            deep: &rendered.deep,
-        }
-        .encode(encoding)
-        .context("--out")?,
-    };
+    let encoded = image_io::Delivered {
+        image: &rendered.image,
+        deep: &rendered.deep,
+    }
+    .encode_through(encoding, lut.as_ref())
+    .context("--out")?;
     let encoded = match &passthrough {
         Some(passthrough) => passthrough.apply(encoded, encoding).context("--content")?,
         None => encoded,

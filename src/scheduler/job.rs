@@ -30,6 +30,9 @@ pub struct JobSpec {
     /// What the content carries past the stylisation (alpha, kept passes), put back into
     /// the encoded result.
     pub passthrough: Option<crate::passthrough::Passthrough>,
+    /// A studio's view the content was read through; an OpenEXR result returns through its
+    /// inverse (`None`: the built-in view `output` names).
+    pub view: Option<crate::colour::View>,
 }
 
 impl JobSpec {

@@ -233,7 +233,7 @@ fn run_job(
         image: &rendered.image,
         deep: &rendered.deep,
     };
-    let image = delivered.encode(encoding)?;
+    let image = delivered.encode_through(encoding, spec.view.as_ref())?;
     let image = match &spec.passthrough {
         Some(passthrough) => passthrough.apply(image, encoding)?,
         None => image,

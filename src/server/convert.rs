@@ -9,9 +9,12 @@ use image::RgbImage;
 
 use super::proto;
 use crate::cache::Lookup;
+use crate::cache::view_luts::{Found, ViewLutCache};
+use crate::colour::{Interpolation, View};
 use crate::engine::optim::LineSearch;
 use crate::engine::{LossBreakdown, StopReason};
 use crate::error::{Error, Result};
+use crate::exr_file::ExrFile;
 use crate::exr_file::Transfer;
 use crate::image_io::{self, Encoding};
 use crate::model::Layer;
@@ -334,6 +337,7 @@ impl JobTemplate {
             temporal: None,
             counts_as_request: true,
             passthrough: None,
+            view: None,
         })
     }
 
@@ -355,6 +359,7 @@ impl JobTemplate {
             temporal,
             counts_as_request: false,
             passthrough: None,
+            view: None,
         }
     }
 }
@@ -366,12 +371,32 @@ pub fn job_spec(
     deadline: Option<Instant>,
     limits: &Limits,
     registry: &StyleRegistry,
+    views: &ViewLutCache,
 ) -> Result<JobSpec> {
     let named = request.options.as_ref().map_or("", |o| o.view.as_str());
     let keep_passes = request.options.as_ref().is_some_and(|o| o.keep_passes);
     let transfer = view(named, &request.content)?;
-    let content =
-        image_io::decode_content_field(&request.content, "content", limits.max_pixels, transfer)?;
+    let wire_lut = request.options.as_ref().and_then(|o| o.view_lut.as_ref());
+    let studio = wire_lut
+        .map(|lut| studio_view(lut, &request.content, views))
+        .transpose()?;
+    let content = match &studio {
+        Some(studio) => {
+            image_io::check_pixels(&request.content, "content", limits.max_pixels)?;
+            let file =
+                ExrFile::open(&request.content, "content").map_err(|e| in_field("content", e))?;
+            let display = file
+                .display_through(studio)
+                .map_err(|e| in_field("content", e))?;
+            crate::render::Content::Float(display)
+        }
+        None => image_io::decode_content_field(
+            &request.content,
+            "content",
+            limits.max_pixels,
+            transfer,
+        )?,
+    };
     let parts = JobParts {
         styles: request.styles,
         blend: request.blend,
@@ -394,7 +419,33 @@ pub fn job_spec(
             size: "options.size",
         },
     )?;
+    job.view = studio;
     Ok(job)
+}
+
+/// A studio's view a request sends (`options.view_lut`), from `views` when it was parsed
+/// before; refused for content that is not OpenEXR (a view turns light into a picture).
+pub fn studio_view(lut: &proto::ViewLut, content: &[u8], views: &ViewLutCache) -> Result<View> {
+    const FIELD: &str = "options.view_lut";
+    if !crate::exr_file::is_exr(content) {
+        return Err(Error::invalid(
+            FIELD,
+            "a view turns scene-linear light into a picture; the content is not OpenEXR",
+        ));
+    }
+    let interpolation = match lut.interpolation.as_str() {
+        "" => Interpolation::default(),
+        name => name
+            .parse()
+            .map_err(|e: String| Error::invalid(format!("{FIELD}.interpolation"), e))?,
+    };
+    let (pair, found) = views.pair(FIELD, &lut.forward, &lut.inverse, interpolation)?;
+    let found = match found {
+        Found::Cached => "cached",
+        Found::Parsed => "parsed",
+    };
+    metrics::counter!(crate::telemetry::metrics::VIEW_LUTS_TOTAL, "found" => found).increment(1);
+    Ok(View::Lut(pair))
 }
 
 /// The view `named` (`options.view`), else the default for `content`'s kind.

@@ -124,6 +124,8 @@ impl std::fmt::Debug for TlsIdentity {
 pub struct StylizeService {
     scheduler: Scheduler,
     registry: Arc<StyleRegistry>,
+    /// Studio views requests sent, parsed once each.
+    views: Arc<crate::cache::view_luts::ViewLutCache>,
     limits: Limits,
     /// One permit per place a request can hold (running or queued): a request decodes its
     /// images only while it holds one, so overload never decodes unbounded bytes.
@@ -218,8 +220,9 @@ impl Stylizer for StylizeService {
         let id = request_id(&message.request_id);
         let span = tracing::info_span!("stylize", request_id = %id);
         let (limits, registry) = (self.limits.clone(), self.registry.clone());
+        let views = self.views.clone();
         let spec = tokio::task::spawn_blocking(move || {
-            convert::job_spec(message, id, deadline, &limits, &registry)
+            convert::job_spec(message, id, deadline, &limits, &registry, &views)
         })
         .instrument(span.clone())
         .await
@@ -343,6 +346,7 @@ pub async fn serve(
             Some(store) => StyleRegistry::shared(config.registry_bytes, store.clone()),
             None => StyleRegistry::new(config.registry_bytes),
         }),
+        views: Arc::default(),
         limits: config.limits.clone(),
         places: Arc::new(Semaphore::new(places)),
         registrations: Arc::new(Semaphore::new(config.scheduler.workers.max(1))),

@@ -105,6 +105,13 @@ fn shot(
         .map(|o| o.view.clone())
         .unwrap_or_default();
     let keep_passes = setup.options.as_ref().is_some_and(|o| o.keep_passes);
+    if setup.options.as_ref().is_some_and(|o| o.view_lut.is_some()) {
+        return Err(Error::invalid(
+            "options.view_lut",
+            "a shot reads its frames through a built-in view (options.view: srgb, acescct, \
+             display); studio views apply to stills for now",
+        ));
+    }
     let template = convert::job_template(setup.into(), request_id, deadline, limits, registry)?;
     // Each frame brings its content; what holds for any frame is checked now.
     template.styling.validate().map_err(convert::in_request)?;

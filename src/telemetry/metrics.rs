@@ -35,9 +35,10 @@ pub const FRAMES_TOTAL: &str = "stylize_sequence_frames_total";
 pub const OPEN_SHOTS: &str = "stylize_open_shots";
 pub const FRAME_DURATION: &str = "stylize_sequence_frame_duration_seconds";
 pub const TEMPORAL_LOSS: &str = "stylize_sequence_temporal_loss";
+pub const VIEW_LUTS_TOTAL: &str = "stylize_view_luts_total";
 
 /// Every metric the server exports (for tests and dashboards).
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 28] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     QUEUE_DEPTH,
@@ -65,6 +66,7 @@ pub const ALL: [&str; 27] = [
     OPEN_SHOTS,
     FRAME_DURATION,
     TEMPORAL_LOSS,
+    VIEW_LUTS_TOTAL,
 ];
 
 /// Request outcomes, the `outcome` label of `stylize_requests_total`.
@@ -212,6 +214,13 @@ fn describe() {
         TEMPORAL_LOSS,
         "Each later sequence frame's temporal term, as delivered (mean squared input-space difference on held pixels)"
     );
+    describe_counter!(
+        VIEW_LUTS_TOTAL,
+        "Studio views (LUT pairs) requests sent, by whether the server had them parsed already (found: cached, parsed)"
+    );
+    for found in ["cached", "parsed"] {
+        metrics::counter!(VIEW_LUTS_TOTAL, "found" => found).increment(0);
+    }
     // Zero-valued series exist from the start, so dashboards and alerts see them.
     for outcome in [
         outcome::OK,

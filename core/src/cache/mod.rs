@@ -7,6 +7,7 @@
 
 pub mod byte_lru;
 pub mod targets;
+pub mod view_luts;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
