@@ -274,3 +274,84 @@ fn a_studio_view_travels_on_the_wire_and_is_parsed_once() {
     assert!(said.contains("options.view_lut.inverse line"), "{said}");
     assert!(!dir.path().join("bad.exr").exists());
 }
+
+/// A shot through the studio view: `stylize sequence --view-lut` in process and
+/// `stylize submit-sequence --view-lut` through a server (the pair sent once, in the setup)
+/// deliver the same frames, bit for bit, at the frames' light level.
+#[test]
+fn a_shot_goes_through_a_studio_view_in_process_and_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = format!(
+        "{},{}",
+        baked().join("aces-sdr-view.cube").display(),
+        baked().join("aces-sdr-inverse.cube").display()
+    );
+    let frames = common::shots::shared(1, "exr")
+        .display()
+        .to_string()
+        .replace("0001", "####");
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let shot = [
+        "--frames",
+        &frames,
+        "--frame-range",
+        "1-3",
+        "--view-lut",
+        &pair,
+        "--size",
+        "64",
+        "--scales",
+        "1",
+        "--iterations",
+        "4",
+        "--later-iterations",
+        "2",
+        "--progress",
+        "none",
+    ];
+    let local =
+        common::run_cli(&[&["sequence", "--out", &at("local_####.exr")][..], &shot].concat());
+    assert!(local.status.success(), "{}", common::said(&local));
+    let server = common::server::Server::start(&["--workers", "1"]);
+    let address = format!("http://{}", server.addr);
+    let style = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/starry_night.jpg");
+    let served = common::run_cli(
+        &[
+            &[
+                "submit-sequence",
+                "--server",
+                &address,
+                "--style",
+                style,
+                "--out",
+                &at("served_####.exr"),
+            ][..],
+            &shot,
+        ]
+        .concat(),
+    );
+    assert!(served.status.success(), "{}", common::said(&served));
+    for t in 1..=3 {
+        let local = dir.path().join(format!("local_{t:04}.exr"));
+        let served = dir.path().join(format!("served_{t:04}.exr"));
+        assert!(
+            colour_bits(&local) == colour_bits(&served),
+            "frame {t} differs"
+        );
+    }
+    let (input, output) = (
+        log_average(&common::shots::shared(1, "exr")),
+        log_average(&dir.path().join("local_0001.exr")),
+    );
+    println!(
+        "a shot through the studio view: frame 1's log-average luminance {input:.4} in, {output:.4} out"
+    );
+    assert!(
+        (input / 2.0..=input * 2.0).contains(&output),
+        "{input} -> {output}"
+    );
+    assert_eq!(
+        server.metric(r#"stylize_view_luts_total{found="parsed"}"#),
+        1.0
+    );
+}

@@ -95,8 +95,12 @@ fn one_pass_over_a_frame_reads_what_separate_reads_do() {
     let file = ExrFile::open(&bytes, "frame_0005.exr").unwrap();
     let previous = ExrMotionChannels::blender_to_previous();
     let next = ExrMotionChannels::blender_to_next();
-    let (image, [to_previous, to_next]) =
-        read_exr_frame(&file, Transfer::SceneLinear, [Some(&previous), Some(&next)]).unwrap();
+    let (image, [to_previous, to_next]) = read_exr_frame(
+        &file,
+        &Transfer::SceneLinear.into(),
+        [Some(&previous), Some(&next)],
+    )
+    .unwrap();
     assert_eq!(image, file.display(Transfer::SceneLinear).unwrap());
     assert_eq!(
         to_previous,

@@ -261,10 +261,8 @@ impl<'b> ExrFile<'b> {
 
     /// The colour as display values through `view` (any view: a studio's LUT too).
     pub fn display_through(&self, view: &View) -> Result<image::Rgb32FImage> {
-        Ok(self.colour()?.display_with(0, |linear| {
-            let finite = linear.map(|v| if v.is_finite() { v } else { 0.0 });
-            view.encode(finite).map(|v| v.clamp(0.0, 1.0))
-        }))
+        let view = FrameView::Studio(view.clone());
+        Ok(self.colour()?.display_with(0, |linear| view.encode(linear)))
     }
 }
 
@@ -384,6 +382,62 @@ pub enum Transfer {
     SceneLinearLog,
     /// Already display-referred: values in [0, 1] taken as they are.
     DisplayReferred,
+}
+
+/// How a shot's frames become display values and its OpenEXR outputs return: a built-in
+/// transfer, or a studio's view (a LUT pair). One for the whole shot: its frames are held to
+/// each other through it.
+#[derive(Debug, Clone)]
+pub enum FrameView {
+    Builtin(Transfer),
+    Studio(View),
+}
+
+impl From<Transfer> for FrameView {
+    fn from(transfer: Transfer) -> Self {
+        FrameView::Builtin(transfer)
+    }
+}
+
+impl FrameView {
+    /// A file's (straight) colour to display values in [0, 1].
+    pub fn encode(&self, rgb: [f32; 3]) -> [f32; 3] {
+        match self {
+            FrameView::Builtin(transfer) => rgb.map(|v| transfer.encode(v)),
+            FrameView::Studio(view) => {
+                let finite = rgb.map(|v| if v.is_finite() { v } else { 0.0 });
+                view.encode(finite).map(|v| v.clamp(0.0, 1.0))
+            }
+        }
+    }
+
+    /// The built-in transfer an OpenEXR output names (a studio view's output returns through
+    /// `studio` instead).
+    pub fn transfer(&self) -> Transfer {
+        match self {
+            FrameView::Builtin(transfer) => *transfer,
+            FrameView::Studio(_) => Transfer::default(),
+        }
+    }
+
+    /// The studio's view, if this is one.
+    pub fn studio(&self) -> Option<&View> {
+        match self {
+            FrameView::Builtin(_) => None,
+            FrameView::Studio(view) => Some(view),
+        }
+    }
+
+    /// An OpenEXR frame's colour (`file`) as 8-bit display values: how a shot's delivered
+    /// frame is read back to continue the chain from.
+    pub fn rgb8(&self, file: &ExrFile) -> Result<image::RgbImage> {
+        let display = file.colour()?.display_with(0, |linear| self.encode(linear));
+        Ok(image::RgbImage::from_fn(
+            display.width(),
+            display.height(),
+            |x, y| image::Rgb(display.get_pixel(x, y).0.map(|v| (v * 255.0).round() as u8)),
+        ))
+    }
 }
 
 /// The scene-linear values ACEScct's [0, 1] holds.

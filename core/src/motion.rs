@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::exr_file::{Channels, ExrFile, Transfer};
+use crate::exr_file::{Channels, ExrFile, FrameView};
 
 /// Per pixel (x, y) of a frame, where that pixel is in another frame: (x + dx, y + dy), x to
 /// the right, y down, pixel centres at integers.
@@ -95,11 +95,11 @@ pub fn decode_exr(
 }
 
 /// A frame's colour and motions from its one OpenEXR file, as renderers write them, in a
-/// single pass over the file: the colour (straight) through `transfer` at full precision, and each motion asked for
+/// single pass over the file: the colour (straight) through `view` at full precision, and each motion asked for
 /// (`None` where that one is not wanted or comes from elsewhere).
 pub fn read_exr_frame<const N: usize>(
     file: &ExrFile,
-    transfer: Transfer,
+    view: &FrameView,
     motions: [Option<&ExrMotionChannels>; N],
 ) -> Result<(image::Rgb32FImage, [Option<Motion>; N])> {
     let colour = file.colour_channels()?;
@@ -113,7 +113,7 @@ pub fn read_exr_frame<const N: usize>(
     if alpha.is_some() {
         read.straighten(3);
     }
-    let image = read.display_with(0, |linear| linear.map(|v| transfer.encode(v)));
+    let image = read.display_with(0, |linear| view.encode(linear));
     let mut next_plane = 3 + alpha.is_some() as usize;
     let mut taken = [const { None }; N];
     for (slot, channels) in taken.iter_mut().zip(motions) {

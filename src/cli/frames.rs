@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use super::args::flag_error;
 use super::frame_pattern::FramePattern;
 use super::frame_range;
+use super::view_lut::ViewLutArgs;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use stylize::colour::View;
 use stylize::exr_file::ExrFile;
-use stylize::exr_file::Transfer;
+use stylize::exr_file::{FrameView, Transfer};
 use stylize::image_io;
 use stylize::motion::{
     ExrMotionChannels, Motion, missing_channel, read_exr, read_exr_frame, read_flo,
@@ -181,6 +183,8 @@ pub struct Shot {
     pub numbers: Vec<u64>,
     /// The --view the job's flags name.
     view: Option<String>,
+    /// The studio's view --view-lut names (overrides --view).
+    studio: Option<View>,
     args: ShotArgs,
     frames: FramePattern,
     out: FramePattern,
@@ -235,6 +239,7 @@ impl Shot {
         Ok(Self {
             numbers,
             view: view.map(str::to_string),
+            studio: None,
             args: args.clone(),
             frames,
             out,
@@ -269,6 +274,27 @@ impl Shot {
             None if self.frames.has_extension("exr") => Transfer::SceneLinearLog,
             None => Transfer::SceneLinear,
         }
+    }
+
+    /// The shot read through `lut`'s studio view (checked against the first frame, which
+    /// must be OpenEXR), when --view-lut names one.
+    pub fn with_view_lut(mut self, lut: &ViewLutArgs) -> Result<Self> {
+        let (_, first) = self.content_bytes(0)?;
+        self.studio = lut.load(&first)?;
+        Ok(self)
+    }
+
+    /// How the frames are shown to the optimiser: the studio's view, else `transfer`.
+    pub fn view(&self) -> FrameView {
+        match &self.studio {
+            Some(view) => FrameView::Studio(view.clone()),
+            None => self.transfer().into(),
+        }
+    }
+
+    /// The studio's view, when --view-lut names one.
+    pub fn studio(&self) -> Option<&View> {
+        self.studio.as_ref()
     }
 
     /// Frame `number`'s output file.
@@ -444,11 +470,21 @@ impl Shot {
                 }
             }
             let (image, motions) =
-                read_exr_frame(&file, self.transfer(), inside).context("--frames")?;
+                read_exr_frame(&file, &self.view(), inside).context("--frames")?;
             (Content::Float(image), motions)
         } else {
-            let content = image_io::decode_content_with(&bytes, &name, self.transfer());
-            (content.context("--frames")?, [None, None])
+            let content = match &self.studio {
+                Some(studio) if stylize::exr_file::is_exr(&bytes) => {
+                    let file = ExrFile::open(&bytes, &name).context("--frames")?;
+                    Content::Float(file.display_through(studio).context("--frames")?)
+                }
+                Some(_) => {
+                    bail!("--frames: {name} is not OpenEXR: --view-lut reads scene-linear light")
+                }
+                None => image_io::decode_content_with(&bytes, &name, self.transfer())
+                    .context("--frames")?,
+            };
+            (content, [None, None])
         };
         let mask = self.mask(position, chained, content.dimensions())?;
         Ok(FrameInput {
@@ -474,8 +510,13 @@ impl Shot {
     /// frames are; errors name `flag`.
     pub fn read_delivered(&self, path: &Path, flag: &str) -> Result<image::RgbImage> {
         let bytes = std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))?;
-        image_io::decode_with(&bytes, &path.display().to_string(), self.transfer())
-            .with_context(|| format!("--{flag}: continuing from {}", path.display()))
+        let name = path.display().to_string();
+        let decoded = if stylize::exr_file::is_exr(&bytes) {
+            ExrFile::open(&bytes, &name).and_then(|file| self.view().rgb8(&file))
+        } else {
+            image_io::decode_with(&bytes, &name, self.transfer())
+        };
+        decoded.with_context(|| format!("--{flag}: continuing from {}", path.display()))
     }
 
     pub fn args(&self) -> &ShotArgs {

@@ -21,6 +21,7 @@ use super::frame_pattern::FramePattern;
 use super::frames::{Shot, ShotArgs};
 use super::output_file;
 use super::progress::{ProgressArgs, Reporter, Step};
+use super::view_lut::ViewLutArgs;
 
 #[derive(Args)]
 pub struct SequenceArgs {
@@ -30,6 +31,8 @@ pub struct SequenceArgs {
     styles: StyleArgs,
     #[command(flatten)]
     job: JobArgs,
+    #[command(flatten)]
+    view_lut: ViewLutArgs,
     #[command(flatten)]
     backend: BackendArgs,
     /// Stylise every frame again, ignoring frames already written.
@@ -151,8 +154,14 @@ impl Pass<'_> {
                 image: &rendered.rendered.image,
                 deep: &rendered.rendered.deep,
             };
-            write_whole(delivered, &path, encoding, passthrough.as_ref())
-                .with_context(|| format!("--{flag}"))?;
+            write_whole(
+                delivered,
+                &path,
+                encoding,
+                shot.studio(),
+                passthrough.as_ref(),
+            )
+            .with_context(|| format!("--{flag}"))?;
             if passthrough.is_some() {
                 // The chain goes on from the file as written (alpha put back), as a later
                 // task continuing from it would.
@@ -178,14 +187,16 @@ impl Pass<'_> {
 }
 
 /// Writes `image` whole, then renames it into place: a stopped run never leaves half a frame
-/// to resume from. `passthrough` puts back what the frame carried (alpha, passes).
+/// to resume from. An OpenEXR output returns through `view` when it is a studio's;
+/// `passthrough` puts back what the frame carried (alpha, passes).
 fn write_whole(
     image: image_io::Delivered<'_>,
     path: &Path,
     encoding: image_io::Encoding,
+    view: Option<&stylize::colour::View>,
     passthrough: Option<&Passthrough>,
 ) -> Result<()> {
-    let mut bytes = image.encode(encoding)?;
+    let mut bytes = image.encode_through(encoding, view)?;
     if let Some(passthrough) = passthrough {
         bytes = passthrough.apply(bytes, encoding)?;
     }
@@ -193,7 +204,7 @@ fn write_whole(
 }
 
 pub fn run(args: SequenceArgs) -> Result<()> {
-    let shot = Shot::new(&args.shot, args.job.view.as_deref())?;
+    let shot = Shot::new(&args.shot, args.job.view.as_deref())?.with_view_lut(&args.view_lut)?;
     let out = FramePattern::parse("out", &args.shot.out)?;
     let compare = match &args.compare_stills {
         Some(pattern) => {

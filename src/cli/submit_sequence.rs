@@ -22,6 +22,7 @@ use super::frames::{ChainStart, Shot, ShotArgs};
 use super::output_file::write_bytes_whole;
 use super::progress::{ProgressArgs, Reporter, Step};
 use super::retry::{self, Attempt};
+use super::view_lut::ViewLutArgs;
 
 #[derive(Args)]
 pub struct SubmitSequenceArgs {
@@ -29,6 +30,8 @@ pub struct SubmitSequenceArgs {
     connect: ConnectArgs,
     #[command(flatten)]
     shot: ShotArgs,
+    #[command(flatten)]
+    view_lut: ViewLutArgs,
     /// Style image; repeat for a blend.
     #[arg(long = "style")]
     styles: Vec<PathBuf>,
@@ -289,7 +292,10 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
         request_id: args.request_id.clone(),
         styles,
         blend: args.blend.clone(),
-        options: Some(wire_options(&args.job, format)?),
+        options: Some(proto::Options {
+            view_lut: args.view_lut.wire(&shot.content_bytes(0)?.1)?,
+            ..wire_options(&args.job, format)?
+        }),
         sequence: Some(proto::SequenceOptions {
             temporal_weight: Some(options.temporal_weight),
             later_iterations: options.later_iterations as u32,

@@ -426,13 +426,21 @@ pub fn job_spec(
 /// A studio's view a request sends (`options.view_lut`), from `views` when it was parsed
 /// before; refused for content that is not OpenEXR (a view turns light into a picture).
 pub fn studio_view(lut: &proto::ViewLut, content: &[u8], views: &ViewLutCache) -> Result<View> {
-    const FIELD: &str = "options.view_lut";
     if !crate::exr_file::is_exr(content) {
         return Err(Error::invalid(
-            FIELD,
+            VIEW_LUT,
             "a view turns scene-linear light into a picture; the content is not OpenEXR",
         ));
     }
+    parse_view_lut(lut, views)
+}
+
+const VIEW_LUT: &str = "options.view_lut";
+
+/// The pair `options.view_lut` sends, from `views` when it was parsed before (counted in
+/// `stylize_view_luts_total`).
+pub fn parse_view_lut(lut: &proto::ViewLut, views: &ViewLutCache) -> Result<View> {
+    const FIELD: &str = VIEW_LUT;
     let interpolation = match lut.interpolation.as_str() {
         "" => Interpolation::default(),
         name => name

@@ -202,6 +202,7 @@ impl Stylizer for StylizeService {
             scheduler: self.scheduler.clone(),
             limits: self.limits.clone(),
             registry: self.registry.clone(),
+            views: self.views.clone(),
             places: self.places.clone(),
             shots: self.shot_limits,
             draining: self.draining.clone(),

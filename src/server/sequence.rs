@@ -19,10 +19,11 @@ use tracing::Instrument;
 use super::convert::{self, JobTemplate, Limits, in_field};
 use super::proto;
 use super::status;
+use crate::cache::view_luts::ViewLutCache;
 use crate::error::quoted;
 use crate::error::{Error, Result};
 use crate::exr_file::ExrFile;
-use crate::exr_file::Transfer;
+use crate::exr_file::{FrameView, Transfer};
 use crate::image_io;
 use crate::motion::{ExrMotionChannels, Motion, missing_channel, read_exr_frame, read_flo};
 use crate::passthrough::{Fields, Passthrough};
@@ -33,6 +34,7 @@ use crate::render::sequence::{
 };
 use crate::scheduler::{JobEvent, Scheduler};
 use crate::telemetry::metrics::{self as names, outcome};
+use image::RgbImage;
 
 pub type SequenceStream =
     Pin<Box<dyn Stream<Item = Result<proto::StylizeSequenceResponse, Status>> + Send>>;
@@ -42,8 +44,9 @@ pub type SequenceStream =
 /// the frame the shot continues from).
 struct Shot {
     template: JobTemplate,
-    /// The shot's view: named, else the default for its first frame (`None` until it comes).
-    transfer: Option<Transfer>,
+    /// The shot's view: named (or sent), else the default for its first frame (`None`
+    /// until it comes).
+    view: Option<FrameView>,
     /// Whether each frame's other passes are copied into its OpenEXR result.
     keep_passes: bool,
     state: SequenceState,
@@ -53,13 +56,30 @@ struct Shot {
 impl Shot {
     /// The view frames are read through: the one already chosen, else the default for
     /// `content` (the first frame's), which then holds for the whole shot.
-    fn view_for(&mut self, content: &[u8]) -> Transfer {
-        let transfer = *self
-            .transfer
-            .get_or_insert_with(|| Transfer::default_for(content));
-        self.template.output = self.template.output.through(transfer);
-        transfer
+    fn view_for(&mut self, content: &[u8]) -> FrameView {
+        let view = self
+            .view
+            .get_or_insert_with(|| Transfer::default_for(content).into())
+            .clone();
+        self.template.output = self.template.output.through(view.transfer());
+        view
     }
+}
+
+/// A delivered frame (`bytes`, a request's `field`) as the chain continues from it: decoded
+/// to 8 bits through the shot's view.
+fn decode_delivered(
+    bytes: &[u8],
+    field: &str,
+    limits: &Limits,
+    view: &FrameView,
+) -> Result<RgbImage> {
+    if !crate::exr_file::is_exr(bytes) {
+        return convert::decode_field_with(bytes, field, limits, view.transfer());
+    }
+    convert::check_pixels(bytes, field, limits)?;
+    let file = ExrFile::open(bytes, field).map_err(|e| in_field(field, e))?;
+    view.rgb8(&file).map_err(|e| in_field(field, e))
 }
 
 /// The frame a shot split into tasks continues from, decoded into `state`. Its motion to
@@ -68,7 +88,7 @@ fn continue_from(
     previous: proto::PreviousFrame,
     state: &mut SequenceState,
     limits: &Limits,
-    transfer: Transfer,
+    view: &FrameView,
 ) -> Result<()> {
     let field = "setup.previous.image";
     if previous.image.is_empty() {
@@ -77,7 +97,7 @@ fn continue_from(
             "no image: the delivered frame is needed",
         ));
     }
-    let image = convert::decode_field_with(&previous.image, field, limits, transfer)?;
+    let image = decode_delivered(&previous.image, field, limits, view)?;
     // At the frames' size, checked against the first frame's when it comes.
     let to_next = previous
         .motion_to_next
@@ -96,6 +116,7 @@ fn shot(
     limits: &Limits,
     registry: &StyleRegistry,
     convention: crate::model::InputConvention,
+    views: &ViewLutCache,
 ) -> Result<Shot> {
     let wire = setup.sequence.unwrap_or_default();
     let previous = setup.previous.take();
@@ -105,13 +126,7 @@ fn shot(
         .map(|o| o.view.clone())
         .unwrap_or_default();
     let keep_passes = setup.options.as_ref().is_some_and(|o| o.keep_passes);
-    if setup.options.as_ref().is_some_and(|o| o.view_lut.is_some()) {
-        return Err(Error::invalid(
-            "options.view_lut",
-            "a shot reads its frames through a built-in view (options.view: srgb, acescct, \
-             display); studio views apply to stills for now",
-        ));
-    }
+    let wire_lut = setup.options.as_mut().and_then(|o| o.view_lut.take());
     let template = convert::job_template(setup.into(), request_id, deadline, limits, registry)?;
     // Each frame brings its content; what holds for any frame is checked now.
     template.styling.validate().map_err(convert::in_request)?;
@@ -144,22 +159,27 @@ fn shot(
     // it, so it is the shot's, not each frame's): the one named, else the default for the
     // kind of frame the shot continues from or, failing that, of its first frame.
     let named = match (wire.display_referred, view_name.as_str()) {
+        _ if wire_lut.is_some() => None,
         (true, _) => Some(Transfer::DisplayReferred),
         (false, "") => None,
         (false, name) => Some(Transfer::named("options.view", name)?),
+    };
+    let named = match wire_lut {
+        Some(lut) => Some(FrameView::Studio(convert::parse_view_lut(&lut, views)?)),
+        None => named.map(FrameView::from),
     };
     let state = SequenceState::new(template.styling.clone(), options, convention)?;
     let last_number = previous.as_ref().and_then(|p| p.number);
     let mut shot = Shot {
         template,
-        transfer: named,
+        view: named,
         keep_passes,
         state,
         last_number,
     };
     if let Some(previous) = previous {
-        let transfer = shot.view_for(&previous.image);
-        continue_from(previous, &mut shot.state, limits, transfer)?;
+        let view = shot.view_for(&previous.image);
+        continue_from(previous, &mut shot.state, limits, &view)?;
     }
     Ok(shot)
 }
@@ -228,7 +248,7 @@ fn content_with_motion(
     frame: &proto::SequenceFrame,
     field: &dyn Fn(&str) -> String,
     limits: &Limits,
-    transfer: Transfer,
+    view: &FrameView,
     wanted: [Option<ExrMotionChannels>; 2],
 ) -> Result<(Content, [Option<Motion>; 2])> {
     let names = ["motion_to_previous", "motion_to_next"];
@@ -250,7 +270,7 @@ fn content_with_motion(
             ));
         }
     }
-    let (image, motions) = read_exr_frame(&file, transfer, wanted.each_ref().map(Option::as_ref))
+    let (image, motions) = read_exr_frame(&file, view, wanted.each_ref().map(Option::as_ref))
         .map_err(|e| in_field(&content, e))?;
     Ok((Content::Float(image), motions))
 }
@@ -292,12 +312,19 @@ fn frame_job(
         shot.state
             .check_frame_size(size.map_err(|e| in_field(&content, e))?)?;
     }
-    let transfer = shot.view_for(&frame.content);
+    let view = shot.view_for(&frame.content);
+    if view.studio().is_some() && !crate::exr_file::is_exr(&frame.content) {
+        return Err(Error::invalid(
+            field("content"),
+            "not OpenEXR: the shot's studio view turns scene-linear light into a picture",
+        ));
+    }
     let (content, [to_previous, to_next]) = if wanted.iter().any(Option::is_some) {
-        content_with_motion(&frame, &field, limits, transfer, wanted)?
+        content_with_motion(&frame, &field, limits, &view, wanted)?
     } else {
         let content = field("content");
         let max = limits.max_pixels;
+        let transfer = view.transfer();
         let image = image_io::decode_content_field(&frame.content, &content, max, transfer)?;
         (image, [None, None])
     };
@@ -409,6 +436,8 @@ pub struct Runner {
     pub scheduler: Scheduler,
     pub limits: Limits,
     pub registry: Arc<StyleRegistry>,
+    /// Studio views shots sent, parsed once each (shared with stills).
+    pub views: Arc<ViewLutCache>,
     /// The places stills and frames share (`workers + max_queue`): a shot holds one while
     /// its setup decodes and while a frame decodes, waits or runs, never while it is idle.
     pub places: Arc<Semaphore>,
@@ -517,8 +546,11 @@ impl Runner {
         let span = tracing::info_span!("stylize_sequence", request_id = %request_id);
         let (limits, registry) = (self.limits.clone(), self.registry.clone());
         let convention = self.scheduler.backends().engine.convention().clone();
+        let views = self.views.clone();
         let shot = tokio::task::spawn_blocking(move || {
-            shot(setup, request_id, deadline, &limits, &registry, convention)
+            shot(
+                setup, request_id, deadline, &limits, &registry, convention, &views,
+            )
         })
         .instrument(span.clone())
         .await
@@ -677,6 +709,7 @@ impl Runner {
                 .frame_job(job.index, job.request.clone(), job.temporal.clone());
         let restored = passthrough.is_some();
         spec.passthrough = passthrough;
+        spec.view = shot.view.as_ref().and_then(|v| v.studio().cloned());
         let submitted = self
             .scheduler
             .submit(spec, tracing::Span::current())
@@ -701,8 +734,8 @@ impl Runner {
             if restored {
                 // The chain goes on from the result as the client has it (alpha put back),
                 // as a stream continuing from that result would.
-                let transfer = shot.transfer.unwrap_or_default();
-                let delivered = image_io::decode_with(&output.image, "result", transfer)
+                let view = shot.view.clone().unwrap_or(Transfer::default().into());
+                let delivered = decode_delivered(&output.image, "result", &self.limits, &view)
                     .map_err(|e| frame_status(index, e))?;
                 shot.state.delivered_as(delivered);
             }
