@@ -10,13 +10,18 @@ of what must survive a stylisation (docs/colour.md):
 - a custom header attribute: the stamp note `stylize-test-frame`.
 
     python -m venv v && v/bin/pip install bpy==5.0.1 && v/bin/python scripts/render_test_frame.py
+
+`render_test_frame.py OUT.exr SCALE` renders the same frame SCALE times larger elsewhere (the
+picture in docs/colour.md uses SCALE 4).
 """
 import pathlib
+import sys
 
 import bpy
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests/data/emissive.exr"
+OUT = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "tests/data/emissive.exr"
+SCALE = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 
 bpy.ops.wm.read_factory_settings(use_empty=True)
 scene = bpy.context.scene
@@ -24,7 +29,7 @@ scene.render.engine = "CYCLES"
 scene.cycles.device = "CPU"
 scene.cycles.samples = 32
 scene.cycles.use_denoising = False
-scene.render.resolution_x, scene.render.resolution_y = 96, 64
+scene.render.resolution_x, scene.render.resolution_y = 96 * SCALE, 64 * SCALE
 scene.render.resolution_percentage = 100
 scene.render.film_transparent = True
 scene.render.image_settings.media_type = "MULTI_LAYER_IMAGE"

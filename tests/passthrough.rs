@@ -94,6 +94,11 @@ fn check_kept(input: &[u8], output: &[u8]) {
     let changed = (0..a.len())
         .filter(|&i| f32::from_bits(a[i]) == 1.0 && before[0][i] != after[0][i])
         .count();
+    println!(
+        "{} of {} pixels fully transparent, kept; {changed} opaque pixels stylised",
+        transparent.len(),
+        a.len()
+    );
     assert!(
         changed > a.len() / 4,
         "only {changed} opaque pixels changed"
