@@ -51,6 +51,9 @@ struct Shot {
     keep_passes: bool,
     state: SequenceState,
     last_number: Option<u64>,
+    /// The OpenEXR frame the shot continues from, until the first frame decides the view
+    /// it is read through.
+    previous_exr: Option<Vec<u8>>,
 }
 
 impl Shot {
@@ -176,9 +179,19 @@ fn shot(
         keep_passes,
         state,
         last_number,
+        previous_exr: None,
     };
     if let Some(previous) = previous {
-        let view = shot.view_for(&previous.image);
+        // Checked and decoded now; an OpenEXR image is decoded again through the shot's view
+        // once the first frame decides it (the continued frame's own kind may differ from
+        // the frames': a PNG output of OpenEXR frames, say).
+        let view = match &shot.view {
+            Some(view) => view.clone(),
+            None => Transfer::default_for(&previous.image).into(),
+        };
+        if shot.view.is_none() && crate::exr_file::is_exr(&previous.image) {
+            shot.previous_exr = Some(previous.image.clone());
+        }
         continue_from(previous, &mut shot.state, limits, &view)?;
     }
     Ok(shot)
@@ -313,6 +326,10 @@ fn frame_job(
             .check_frame_size(size.map_err(|e| in_field(&content, e))?)?;
     }
     let view = shot.view_for(&frame.content);
+    if let Some(previous) = shot.previous_exr.take() {
+        let image = decode_delivered(&previous, "setup.previous.image", limits, &view)?;
+        shot.state.delivered_as(image);
+    }
     if view.studio().is_some() && !crate::exr_file::is_exr(&frame.content) {
         return Err(Error::invalid(
             field("content"),
