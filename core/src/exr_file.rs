@@ -130,6 +130,12 @@ impl<'b> ExrFile<'b> {
         self.channels().map(|(_, _, name)| name).collect()
     }
 
+    /// The sample type of the channel of this full name, if there is one.
+    pub fn sample_type(&self, channel: &str) -> Option<exr::meta::attribute::SampleType> {
+        let (part, index, _) = self.channels().find(|(_, _, name)| name == channel)?;
+        Some(self.meta.headers[part].channels.list[index].sample_type)
+    }
+
     /// Whether the file holds a channel of this full name.
     pub fn has_channel(&self, wanted: &str) -> bool {
         self.channels().any(|(_, _, name)| name == wanted)
@@ -249,7 +255,7 @@ impl<'b> ExrFile<'b> {
 
     /// The colour as 8-bit RGB through `transfer`.
     pub fn rgb(&self, transfer: Transfer) -> Result<image::RgbImage> {
-        Ok(self.colour()?.rgb(0, transfer))
+        FrameView::from(transfer).rgb8(self)
     }
 
     /// The colour as display values in full precision through `transfer`.
@@ -306,17 +312,8 @@ impl Channels {
         }
     }
 
-    /// Planes `first`, `first + 1` and `first + 2` as an 8-bit RGB image through `transfer`.
-    pub fn rgb(&self, first: usize, transfer: Transfer) -> image::RgbImage {
-        let planes = &self.planes[first..first + 3];
-        image::RgbImage::from_fn(self.width as u32, self.height as u32, |x, y| {
-            let i = y as usize * self.width + x as usize;
-            image::Rgb([0, 1, 2].map(|c| (transfer.encode(planes[c][i]) * 255.0).round() as u8))
-        })
-    }
-
-    /// The same planes as display values in full precision, each pixel's three values
-    /// through `encode`.
+    /// Planes `first`, `first + 1` and `first + 2` as display values in full precision, each
+    /// pixel's three values through `encode`.
     pub fn display_with(
         &self,
         first: usize,

@@ -6,6 +6,7 @@
 
 use std::io::Cursor;
 
+use exr::meta::attribute::SampleType;
 use exr::prelude::{
     AnyChannel, AnyChannels, FlatSamples, Image, ReadChannels, ReadLayers, WritableImage, f16,
 };
@@ -55,6 +56,11 @@ impl Alpha {
         }
     }
 
+    /// Every value, straight, in [0, 1].
+    fn units(&self) -> Vec<f32> {
+        (0..self.len()).map(|i| self.unit(i)).collect()
+    }
+
     fn len(&self) -> usize {
         match self {
             Alpha::Png { values, .. } => values.len(),
@@ -80,21 +86,24 @@ impl Passthrough {
         output: (u32, u32),
         fields: Fields<'_>,
     ) -> Result<Option<Self>> {
-        let is_exr = exr_file::is_exr(source);
+        let exr = if exr_file::is_exr(source) {
+            Some(ExrFile::open(source, name)?)
+        } else {
+            None
+        };
         if keep_passes {
-            if !is_exr {
+            let Some(file) = &exr else {
                 return Err(Error::invalid(
                     fields.keep_passes,
                     format!("{name} is not OpenEXR: only an OpenEXR frame has passes to keep"),
                 ));
-            }
+            };
             if !matches!(encoding, Encoding::Exr(_)) {
                 return Err(Error::invalid(
                     fields.output,
                     "passes are kept in an OpenEXR output: ask for OpenEXR",
                 ));
             }
-            let file = ExrFile::open(source, name)?;
             if file.dimensions() != output {
                 let (w, h) = file.dimensions();
                 return Err(Error::invalid(
@@ -109,10 +118,9 @@ impl Passthrough {
                 ));
             }
         }
-        let has_alpha = if is_exr {
-            ExrFile::open(source, name)?.alpha_channel().is_some()
-        } else {
-            raster_has_alpha(source)
+        let has_alpha = match &exr {
+            Some(file) => file.alpha_channel().is_some(),
+            None => raster_has_alpha(source),
         };
         if has_alpha && matches!(encoding, Encoding::Jpeg { .. }) {
             return Err(Error::invalid(
@@ -144,45 +152,32 @@ impl Passthrough {
         }
     }
 
-    /// The source's alpha and size, if it has alpha.
-    fn alpha(&self) -> Result<Option<(Alpha, (u32, u32))>> {
-        if exr_file::is_exr(&self.source) {
-            let file = ExrFile::open(&self.source, &self.name)?;
-            let Some(channel) = file.alpha_channel() else {
-                return Ok(None);
-            };
-            let mut read = file.read(&[&channel])?;
-            let size = (read.width as u32, read.height as u32);
-            return Ok(Some((Alpha::Exr(read.planes.remove(0)), size)));
-        }
-        let decoded =
-            image::load_from_memory(&self.source).map_err(|e| self.refuse(e.to_string()))?;
-        if !decoded.color().has_alpha() {
-            return Ok(None);
-        }
-        let sixteen = decoded.color().bytes_per_pixel() > decoded.color().channel_count();
-        let size = (decoded.width(), decoded.height());
-        let values = decoded.into_rgba16().pixels().map(|p| p.0[3]).collect();
-        Ok(Some((Alpha::Png { values, sixteen }, size)))
-    }
-
     /// An RGBA PNG: the stylised colour, the source's alpha (in 16 bits when the output or
     /// the source has them), and the source's colour where it is fully transparent.
     fn onto_png(&self, encoded: &[u8]) -> Result<Vec<u8>> {
-        let Some((alpha, size)) = self.alpha()? else {
-            return Ok(encoded.to_vec());
+        // The source is decoded once: for its alpha, and a raster's for its colour too.
+        let (alpha, size, source_colour) = if exr_file::is_exr(&self.source) {
+            let file = ExrFile::open(&self.source, &self.name)?;
+            let Some(channel) = file.alpha_channel() else {
+                return Ok(encoded.to_vec());
+            };
+            let mut read = file.read(&[&channel])?;
+            let size = (read.width as u32, read.height as u32);
+            (Alpha::Exr(read.planes.remove(0)), size, None)
+        } else {
+            let decoded =
+                image::load_from_memory(&self.source).map_err(|e| self.refuse(e.to_string()))?;
+            let Some(alpha) = raster_alpha(&decoded) else {
+                return Ok(encoded.to_vec());
+            };
+            let size = (decoded.width(), decoded.height());
+            (alpha, size, Some(decoded.into_rgba16()))
         };
         let styled = image::load_from_memory(encoded).map_err(|e| self.refuse(e.to_string()))?;
         let out_sixteen = styled.color().bytes_per_pixel() > styled.color().channel_count();
         let (w, h) = (styled.width(), styled.height());
         let alpha = resample(alpha, size, (w, h));
-        let source_colour = if size == (w, h) && !exr_file::is_exr(&self.source) {
-            image::load_from_memory(&self.source)
-                .ok()
-                .map(|d| d.into_rgba16())
-        } else {
-            None
-        };
+        let source_colour = source_colour.filter(|_| size == (w, h));
         let mut rgba = styled.into_rgba16();
         for (i, pixel) in rgba.pixels_mut().enumerate() {
             if let (true, Some(source)) = (alpha.transparent(i), &source_colour) {
@@ -216,87 +211,58 @@ impl Passthrough {
         let styled = exr_file::decode_channels(encoded, "output", &["R", "G", "B"])?;
         let (w, h) = (styled.width as u32, styled.height as u32);
         let mut colour = styled.planes;
-        let alpha = self
-            .alpha()?
-            .map(|(alpha, size)| resample(alpha, size, (w, h)));
-        let source_colour = self.source_colour((w, h))?;
-        if let Some(alpha) = &alpha {
-            for i in 0..colour[0].len() {
-                let a = alpha.unit(i);
-                for (c, plane) in colour.iter_mut().enumerate() {
-                    plane[i] = match &source_colour {
-                        Some(source) if alpha.transparent(i) => source[c][i],
-                        _ => plane[i] * a,
-                    };
-                }
+        // The alpha channel as the output carries it, in its own sample type.
+        let mut alpha_samples = None;
+        if exr_file::is_exr(&self.source) {
+            let file = ExrFile::open(&self.source, &self.name)?;
+            if let Some(channel) = file.alpha_channel() {
+                // Colour and alpha in one pass over their part.
+                let [r, g, b] = file.colour_channels()?;
+                let mut read = file.read(&[&r, &g, &b, &channel])?;
+                let size = (read.width as u32, read.height as u32);
+                let alpha = resample(
+                    Alpha::Exr(read.planes.pop().unwrap_or_default()),
+                    size,
+                    (w, h),
+                );
+                let source = (size == (w, h)).then_some(&read.planes[..]);
+                premultiply(&mut colour, &alpha, source);
+                alpha_samples = Some(match (&alpha, file.sample_type(&channel)) {
+                    (Alpha::Exr(values), Some(kind)) => samples_as(kind, values),
+                    (other, _) => half(&other.units()),
+                });
+            }
+        } else {
+            let decoded =
+                image::load_from_memory(&self.source).map_err(|e| self.refuse(e.to_string()))?;
+            if let Some(alpha) = raster_alpha(&decoded) {
+                let size = (decoded.width(), decoded.height());
+                let alpha = resample(alpha, size, (w, h));
+                premultiply(&mut colour, &alpha, None);
+                alpha_samples = Some(half(&alpha.units()));
             }
         }
         if self.keep_passes {
             return self.with_passes(&colour);
         }
-        let half =
-            |plane: &[f32]| FlatSamples::F16(plane.iter().map(|&v| f16::from_f32(v)).collect());
         let mut channels: Vec<AnyChannel<FlatSamples>> = ["R", "G", "B"]
             .iter()
             .zip(&colour)
             .map(|(name, plane)| AnyChannel::new(*name, half(plane)))
             .collect();
-        match &alpha {
-            Some(Alpha::Exr(_)) => {
-                channels.push(AnyChannel::new("A", self.source_alpha_samples()?))
-            }
-            Some(other) => {
-                let values: Vec<f32> = (0..other.len()).map(|i| other.unit(i)).collect();
-                channels.push(AnyChannel::new("A", half(&values)));
-            }
-            None => {}
-        }
-        let image = Image::from_channels(
+        channels.extend(alpha_samples.map(|samples| AnyChannel::new("A", samples)));
+        let single = Image::from_channels(
             (w as usize, h as usize),
             AnyChannels::sort(channels.into_iter().collect()),
         );
-        let mut out = Cursor::new(Vec::new());
-        image
-            .write()
-            .non_parallel()
-            .to_buffered(&mut out)
-            .map_err(|e| self.refuse(e.to_string()))?;
-        Ok(out.into_inner())
-    }
-
-    /// The source OpenEXR's colour planes as stored (premultiplied), when it is OpenEXR at
-    /// the output's size.
-    fn source_colour(&self, size: (u32, u32)) -> Result<Option<Vec<Vec<f32>>>> {
-        if !exr_file::is_exr(&self.source) {
-            return Ok(None);
-        }
-        let file = ExrFile::open(&self.source, &self.name)?;
-        if file.dimensions() != size {
-            return Ok(None);
-        }
-        let [r, g, b] = file.colour_channels()?;
-        Ok(Some(file.read(&[&r, &g, &b])?.planes))
-    }
-
-    /// The source's alpha channel's samples in their own type (copied bit for bit).
-    fn source_alpha_samples(&self) -> Result<FlatSamples> {
-        let image = self.read_whole()?;
-        let file = ExrFile::open(&self.source, &self.name)?;
-        let alpha = file.alpha_channel().unwrap_or_default();
-        for layer in &image.layer_data {
-            let part = layer.attributes.layer_name.as_ref().map(|t| t.to_string());
-            for channel in &layer.channel_data.list {
-                if full_name(part.as_deref(), channel.name.to_string()) == alpha {
-                    return Ok(channel.sample_data.clone());
-                }
-            }
-        }
-        Err(self.refuse(format!("no channel {alpha}")))
+        self.written(&Image::from_layers(
+            single.attributes,
+            vec![single.layer_data],
+        ))
     }
 
     /// Every layer, channel and attribute of the source, decoded.
-    fn read_whole(&self) -> Result<Image<exr::image::Layers<AnyChannels<FlatSamples>>>> {
-        let file = ExrFile::open(&self.source, &self.name)?;
+    fn read_whole(&self, file: &ExrFile<'_>) -> Result<FlatImage> {
         let (w, h) = file.dimensions();
         let channels = file.channel_names().len() as u64;
         if w as u64 * h as u64 * 4 * channels > MAX_DECODED_BYTES {
@@ -318,8 +284,8 @@ impl Passthrough {
     /// The source file with its colour channels replaced by `colour`, each in its own sample
     /// type; everything else as it was.
     fn with_passes(&self, colour: &[Vec<f32>]) -> Result<Vec<u8>> {
-        let mut image = self.read_whole()?;
         let file = ExrFile::open(&self.source, &self.name)?;
+        let mut image = self.read_whole(&file)?;
         let names = file.colour_channels()?;
         for layer in &mut image.layer_data {
             let part = layer.attributes.layer_name.as_ref().map(|t| t.to_string());
@@ -328,17 +294,21 @@ impl Passthrough {
                 let Some(c) = names.iter().position(|n| *n == full) else {
                     continue;
                 };
-                channel.sample_data = match channel.sample_data {
-                    FlatSamples::F16(_) => {
-                        FlatSamples::F16(colour[c].iter().map(|&v| f16::from_f32(v)).collect())
-                    }
-                    FlatSamples::F32(_) => FlatSamples::F32(colour[c].clone()),
+                let kind = match channel.sample_data {
+                    FlatSamples::F16(_) => SampleType::F16,
+                    FlatSamples::F32(_) => SampleType::F32,
                     FlatSamples::U32(_) => {
                         return Err(self.refuse(format!("colour channel {full} holds integers")));
                     }
                 };
+                channel.sample_data = samples_as(kind, &colour[c]);
             }
         }
+        self.written(&image)
+    }
+
+    /// `image` as an OpenEXR file's bytes.
+    fn written(&self, image: &FlatImage) -> Result<Vec<u8>> {
         let mut out = Cursor::new(Vec::new());
         image
             .write()
@@ -347,6 +317,47 @@ impl Passthrough {
             .map_err(|e| self.refuse(e.to_string()))?;
         Ok(out.into_inner())
     }
+}
+
+/// An OpenEXR image of any layers and channels, as read and written here.
+type FlatImage = Image<exr::image::Layers<AnyChannels<FlatSamples>>>;
+
+/// `colour` (straight) premultiplied by `alpha`; where alpha is zero, `source`'s colour (as
+/// stored) when the source is at the output's size, else zero.
+fn premultiply(colour: &mut [Vec<f32>], alpha: &Alpha, source: Option<&[Vec<f32>]>) {
+    for i in 0..alpha.len() {
+        let a = alpha.unit(i);
+        for (c, plane) in colour.iter_mut().enumerate() {
+            plane[i] = match source {
+                Some(source) if alpha.transparent(i) => source[c][i],
+                _ => plane[i] * a,
+            };
+        }
+    }
+}
+
+/// Half-float samples of `plane`.
+fn half(plane: &[f32]) -> FlatSamples {
+    FlatSamples::F16(plane.iter().map(|&v| f16::from_f32(v)).collect())
+}
+
+/// `plane` as samples of `kind` (values read from samples of that kind come back bit for bit).
+fn samples_as(kind: SampleType, plane: &[f32]) -> FlatSamples {
+    match kind {
+        SampleType::F16 => half(plane),
+        SampleType::F32 => FlatSamples::F32(plane.to_vec()),
+        SampleType::U32 => FlatSamples::U32(plane.iter().map(|&v| v as u32).collect()),
+    }
+}
+
+/// A raster's straight alpha, if it has an alpha channel.
+fn raster_alpha(decoded: &image::DynamicImage) -> Option<Alpha> {
+    if !decoded.color().has_alpha() {
+        return None;
+    }
+    let sixteen = decoded.color().bytes_per_pixel() > decoded.color().channel_count();
+    let values = decoded.to_rgba16().pixels().map(|p| p.0[3]).collect();
+    Some(Alpha::Png { values, sixteen })
 }
 
 /// Whether a PNG (or other raster) declares an alpha channel, read from its header.
@@ -364,7 +375,7 @@ fn resample(alpha: Alpha, from: (u32, u32), to: (u32, u32)) -> Alpha {
     if from == to {
         return alpha;
     }
-    let values: Vec<f32> = (0..alpha.len()).map(|i| alpha.unit(i)).collect();
+    let values = alpha.units();
     let plane = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(from.0, from.1, values)
         .unwrap_or_default();
     let resized =
