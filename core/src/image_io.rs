@@ -7,7 +7,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageFormat, ImageReader, RgbImage, imageops::FilterType};
 
 use crate::error::{Error, Result};
-use crate::exr_file::{self, Transfer};
+use crate::exr_file::{self, FrameView, Transfer};
 use crate::model::InputImage;
 use crate::render::Content;
 
@@ -29,8 +29,14 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<RgbImage> {
 
 /// `decode`, with OpenEXR values read through `transfer`.
 pub fn decode_with(bytes: &[u8], name: &str, transfer: Transfer) -> Result<RgbImage> {
+    decode_viewed(bytes, name, &transfer.into())
+}
+
+/// `decode`, with OpenEXR values read through `view` (a built-in transfer or a studio's
+/// view): how a shot's delivered frame is read back to continue the chain from.
+pub fn decode_viewed(bytes: &[u8], name: &str, view: &FrameView) -> Result<RgbImage> {
     if exr_file::is_exr(bytes) {
-        return exr_file::decode_rgb(bytes, name, transfer);
+        return view.rgb8(&exr_file::ExrFile::open(bytes, name)?);
     }
     Ok(decode_raster(bytes, name)?.into_rgb8())
 }

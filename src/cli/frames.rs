@@ -510,13 +510,8 @@ impl Shot {
     /// frames are; errors name `flag`.
     pub fn read_delivered(&self, path: &Path, flag: &str) -> Result<image::RgbImage> {
         let bytes = std::fs::read(path).with_context(|| format!("--{flag}: {}", path.display()))?;
-        let name = path.display().to_string();
-        let decoded = if stylize::exr_file::is_exr(&bytes) {
-            ExrFile::open(&bytes, &name).and_then(|file| self.view().rgb8(&file))
-        } else {
-            image_io::decode_with(&bytes, &name, self.transfer())
-        };
-        decoded.with_context(|| format!("--{flag}: continuing from {}", path.display()))
+        image_io::decode_viewed(&bytes, &path.display().to_string(), &self.view())
+            .with_context(|| format!("--{flag}: continuing from {}", path.display()))
     }
 
     pub fn args(&self) -> &ShotArgs {

@@ -77,12 +77,8 @@ fn decode_delivered(
     limits: &Limits,
     view: &FrameView,
 ) -> Result<RgbImage> {
-    if !crate::exr_file::is_exr(bytes) {
-        return convert::decode_field_with(bytes, field, limits, view.transfer());
-    }
     convert::check_pixels(bytes, field, limits)?;
-    let file = ExrFile::open(bytes, field).map_err(|e| in_field(field, e))?;
-    view.rgb8(&file).map_err(|e| in_field(field, e))
+    image_io::decode_viewed(bytes, field, view).map_err(|e| in_field(field, e))
 }
 
 /// The frame a shot split into tasks continues from, decoded into `state`. Its motion to
