@@ -16,22 +16,11 @@ import sys
 import tempfile
 
 import numpy as np
-import OpenEXR
 from PIL import Image, ImageDraw
 
+from exr_channels import channels
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def channels(path):
-    """Every channel of every part, by its full name (`part.channel`)."""
-    found = {}
-    with OpenEXR.File(str(path), separate_channels=True) as f:
-        for part in f.parts:
-            prefix = part.name() or ""
-            for name, channel in part.channels.items():
-                full = name if not prefix or name.startswith(prefix + ".") else f"{prefix}.{name}"
-                found[full] = channel.pixels.astype(np.float32)
-    return found
 
 
 def beauty(found):

@@ -13,18 +13,13 @@ Measured 2026-12-03 (orbit shot: scripts/render_orbit_shot.py, 16 frames, 256x14
 rendered frames 17.37; `stylize sequence --quality standard` 59.83 (stylize's own E_warp
 said 120.39); its stills 1759.82. The shared rolling-ball shot's rendered frames: 52.48.
 """
-import sys, numpy as np, OpenEXR
+import sys
+
+import numpy as np
 from PIL import Image
+
+from exr_channels import channels
 src, pattern, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def channels(path):
-    out={}
-    with OpenEXR.File(path, separate_channels=True) as f:
-        for p in f.parts:
-            pre=p.name() or ""
-            for k,c in p.channels.items():
-                full = k if not pre or k.startswith(pre+".") else f"{pre}.{k}"
-                out[full]=c.pixels.astype(np.float64)
-    return out
 def bilinear(img, x, y):
     h,w=img.shape[:2]
     x0=np.floor(x).astype(int); y0=np.floor(y).astype(int); fx=x-x0; fy=y-y0
@@ -33,7 +28,7 @@ def bilinear(img, x, y):
     return (at(y0,x0)*(1-fx)*(1-fy)+at(y0,x0+1)*fx*(1-fy)+at(y0+1,x0)*(1-fx)*fy+at(y0+1,x0+1)*fx*fy)
 errs=[]
 for t in range(2,n+1):
-    cur=channels(f"{src}/frame_{t:04d}.exr"); prev=channels(f"{src}/frame_{t-1:04d}.exr")
+    cur=channels(f"{src}/frame_{t:04d}.exr", np.float64); prev=channels(f"{src}/frame_{t-1:04d}.exr", np.float64)
     bx=cur["ViewLayer.Vector.X"]; by=-cur["ViewLayer.Vector.Y"]
     fx=-prev["ViewLayer.Vector.Z"]; fy=prev["ViewLayer.Vector.W"]
     a=np.asarray(Image.open(pattern%t).convert("RGB"),dtype=np.float64)

@@ -22,6 +22,14 @@ fn quick(args: &[&str]) -> std::process::Output {
     common::run_cli(&[args, &quick[..]].concat())
 }
 
+/// `args` are refused as usage (exit 64) with a message naming `flag`.
+fn refused_naming(args: &[&str], flag: &str) {
+    let refused = quick(args);
+    let said = common::said(&refused);
+    assert_eq!(refused.status.code(), Some(64), "{said}");
+    assert!(said.contains(flag), "{said}");
+}
+
 fn succeeds(args: &[&str]) {
     let run = quick(args);
     assert!(run.status.success(), "{}", common::said(&run));
@@ -163,23 +171,19 @@ fn a_blender_frame_keeps_alpha_depth_and_header_bit_for_bit() {
     assert!(bits(&rgba, &["A"]) == bits(&input, &[&alpha]));
 
     // What cannot be kept is refused before any work, naming the flag or field.
-    let refused = quick(&[
-        "run",
-        "--content",
-        &content,
+    refused_naming(
+        &[
+            "run",
+            "--content",
+            &content,
+            "--size",
+            "48",
+            "--keep-passes",
+            "--out",
+            &at("small.exr"),
+        ],
         "--size",
-        "48",
-        "--keep-passes",
-        "--out",
-        &at("small.exr"),
-    ]);
-    assert_eq!(
-        refused.status.code(),
-        Some(64),
-        "{}",
-        common::said(&refused)
     );
-    assert!(common::said(&refused).contains("--size"));
     let png = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/chelsea.png");
     let refused = quick(
         &[
@@ -253,30 +257,22 @@ fn an_rgba_png_keeps_its_alpha_and_its_transparent_pixels() {
     assert!((0..24).all(|y| half.get_pixel(0, y).0[3] == 0 && half.get_pixel(31, y).0[3] > 100));
 
     // JPEG cannot hold alpha: refused naming --out, before any work.
-    let refused = quick(&["run", "--content", &at("in.png"), "--out", &at("out.jpg")]);
-    assert_eq!(
-        refused.status.code(),
-        Some(64),
-        "{}",
-        common::said(&refused)
-    );
-    assert!(common::said(&refused).contains("--out"));
-    assert!(!dir.path().join("out.jpg").exists());
-    let refused = quick(&[
-        "run",
-        "--content",
-        &at("in.png"),
-        "--keep-passes",
+    refused_naming(
+        &["run", "--content", &at("in.png"), "--out", &at("out.jpg")],
         "--out",
-        &at("out.exr"),
-    ]);
-    assert_eq!(
-        refused.status.code(),
-        Some(64),
-        "{}",
-        common::said(&refused)
     );
-    assert!(common::said(&refused).contains("--keep-passes"));
+    assert!(!dir.path().join("out.jpg").exists());
+    refused_naming(
+        &[
+            "run",
+            "--content",
+            &at("in.png"),
+            "--keep-passes",
+            "--out",
+            &at("out.exr"),
+        ],
+        "--keep-passes",
+    );
 }
 
 /// The shared shot's first `frames` frames as RGBA PNG in `dir` (`rgba_NNNN.png`): a fully
