@@ -36,6 +36,7 @@ fn frame(t: usize) -> FrameInput {
             .then(|| read_exr(&exr, &ExrMotionChannels::blender_to_previous()).unwrap()),
         to_next: Some(read_exr(&exr, &ExrMotionChannels::blender_to_next()).unwrap()),
         mask: None,
+        toward: None,
     }
 }
 

@@ -320,6 +320,16 @@ fn sample(planes: &[f32], w: usize, h: usize, at: (f32, f32)) -> [f32; 2] {
 /// `|f + b|² <= 0.01 (|f|² + |b|²) + 0.5`, and it is not on a motion boundary,
 /// `|∇b|² <= 0.01 |b|² + 0.002`. Pixels pointing outside the previous frame are not.
 pub fn consistent(backward: &Motion, forward: &Motion) -> Vec<bool> {
+    check_consistency(backward, forward, true)
+}
+
+/// `consistent` without the motion-boundary test: the round trip alone, as the warping
+/// error of a delivered shot is measured (issue 30's definition).
+pub fn round_trip_consistent(backward: &Motion, forward: &Motion) -> Vec<bool> {
+    check_consistency(backward, forward, false)
+}
+
+fn check_consistency(backward: &Motion, forward: &Motion, boundaries: bool) -> Vec<bool> {
     let (w, h) = (backward.width, backward.height);
     let mut planes = forward.dx.clone();
     planes.extend_from_slice(&forward.dy);
@@ -349,11 +359,41 @@ pub fn consistent(backward: &Motion, forward: &Motion) -> Vec<bool> {
             let b2 = bx * bx + by * by;
             let round_trip = (fx + bx).powi(2) + (fy + by).powi(2);
             let agrees = round_trip <= 0.01 * (fx * fx + fy * fy + b2) + 0.5;
-            let boundary =
-                gradient(&backward.dx, x, y) + gradient(&backward.dy, x, y) > 0.01 * b2 + 0.002;
+            let boundary = boundaries
+                && gradient(&backward.dx, x, y) + gradient(&backward.dy, x, y) > 0.01 * b2 + 0.002;
             agrees && !boundary
         })
         .collect()
+}
+
+/// Motion across two steps: where each pixel of frame a is in frame c, from its motion to
+/// frame b (`first`) and frame b's motion to c (`then`, read where `first` lands), both of
+/// one size. A pixel whose path leaves frame b is sent outside frame c, so nothing warped
+/// along the result vouches for it.
+pub fn compose(first: &Motion, then: &Motion) -> Motion {
+    let (w, h) = (first.width, first.height);
+    let mut planes = then.dx.clone();
+    planes.extend_from_slice(&then.dy);
+    let mut composed = Motion {
+        width: w,
+        height: h,
+        dx: Vec::with_capacity(w * h),
+        dy: Vec::with_capacity(w * h),
+    };
+    for i in 0..w * h {
+        let (x, y) = ((i % w) as f32, (i / w) as f32);
+        let (bx, by) = (x + first.dx[i], y + first.dy[i]);
+        let inside = bx >= 0.0 && by >= 0.0 && bx <= (w - 1) as f32 && by <= (h - 1) as f32;
+        let [u, v] = if inside {
+            sample(&planes, w, h, (bx, by))
+        } else {
+            // Far past the frame's left edge, whatever the later steps add.
+            [-(x + 2.0 * w as f32) - first.dx[i], 0.0]
+        };
+        composed.dx.push(first.dx[i] + u);
+        composed.dy.push(first.dy[i] + v);
+    }
+    composed
 }
 
 /// `image` (channel-major planes of `motion`'s size) warped along `motion`: each pixel takes
@@ -428,5 +468,29 @@ mod tests {
         let (out, valid) = warp(&[0.0, 10.0, 20.0, 30.0], 1, &motion);
         assert_eq!(valid, [true, true, true, false]);
         assert_eq!(&out[..3], &[5.0, 15.0, 25.0]);
+    }
+
+    #[test]
+    fn composed_motion_follows_both_steps_and_drops_paths_that_leave() {
+        let shift = |dx: f32, dy: f32| Motion {
+            width: 8,
+            height: 6,
+            dx: vec![dx; 48],
+            dy: vec![dy; 48],
+        };
+        // One pixel right and half down, then two pixels right and one up.
+        let both = compose(&shift(1.0, 0.5), &shift(2.0, -1.0));
+        let i = 2 * 8 + 1;
+        assert_eq!((both.dx[i], both.dy[i]), (3.0, -0.5));
+        // Pixel (7, 2) leaves the middle frame on the first step: nothing vouches for it,
+        // however the second step would have brought it back.
+        let back = compose(&shift(1.0, 0.0), &shift(-3.0, 0.0));
+        let (x, i) = (7.0, 2 * 8 + 7);
+        assert!(x + back.dx[i] < 0.0, "{}", back.dx[i]);
+        let (_, inside) = warp(&[0.0; 48], 1, &back);
+        assert!(!inside[i] && inside[2 * 8 + 6]);
+        // Once outside, a further step keeps it outside.
+        let again = compose(&back, &shift(20.0, 0.0));
+        assert!(x + again.dx[i] < 0.0);
     }
 }

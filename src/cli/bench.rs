@@ -75,6 +75,21 @@ pub struct BenchArgs {
     /// Write --presets' delivered images here (`pytorch-256.png`, `standard-256.png`, ...).
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// Instead of the step table: this shot (a frames pattern, OpenEXR with its Vector
+    /// pass) rendered as stills, as the sequential chain and in --chunks parallel chunks,
+    /// every task timed alone: critical path, CPU time, warping error, joins and style loss
+    /// per frame (docs/sequences.md). Takes --style and --out-dir.
+    #[arg(long)]
+    shot: Option<String>,
+    /// Chunks for --shot's parallel method.
+    #[arg(long, default_value_t = 4)]
+    chunks: usize,
+    /// Quality preset for --shot.
+    #[arg(long, default_value = "standard", value_parser = ["draft", "standard", "final"])]
+    quality: String,
+    /// Longest side of --shot's outputs.
+    #[arg(long, default_value_t = 256)]
+    shot_size: u32,
     /// Engine for --frames.
     #[arg(long, default_value = "auto", value_parser = ["auto", "ort", "candle"])]
     engine: String,
@@ -127,6 +142,16 @@ fn mib(bytes: Option<u64>) -> String {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(frames) = &args.shot {
+        return super::bench_shot::run(super::bench_shot::ShotBench {
+            frames,
+            chunks: args.chunks,
+            quality: &args.quality,
+            size: args.shot_size,
+            style: args.style.as_deref(),
+            out_dir: args.out_dir.as_deref(),
+        });
+    }
     if !args.frames.is_empty() {
         let frames = args
             .frames

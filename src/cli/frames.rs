@@ -45,6 +45,16 @@ pub struct ShotArgs {
     /// the shot has that frame (a chunk of a shot split into tasks).
     #[arg(long)]
     pub continue_from: Option<PathBuf>,
+    /// Continue the chain from this earlier frame's delivered image instead of the frame
+    /// just before the range, along the motion composed over the frames between: a
+    /// keyframe of a shot rendered in parallel chunks starts from the shot's first frame.
+    #[arg(long)]
+    pub from_frame: Option<u64>,
+    /// Pull the range's frames toward this later frame's delivered image (the next chunk's
+    /// keyframe, written already), more as they near it, along the motion composed over
+    /// the frames between: the chunk then joins the next without a pop.
+    #[arg(long)]
+    pub toward_frame: Option<u64>,
     /// Each frame's motion to the previous frame: an OpenEXR (read through
     /// --motion-channels) or Middlebury .flo pattern. Default: the frames themselves when
     /// they are OpenEXR (a renderer's Vector pass).
@@ -236,6 +246,38 @@ impl Shot {
             }
             _ => None,
         };
+        let (first, last) = (numbers[0], numbers[numbers.len() - 1]);
+        if let Some(from) = args.from_frame {
+            if from >= first {
+                return Err(super::exit::Usage(format!(
+                    "--from-frame: {from} is not before the range's first frame {first}"
+                ))
+                .into());
+            }
+            check_exist(&frames, from..first)?;
+            if let Some(motion) = &motion {
+                check_exist(motion, from + 1..=first)?;
+            }
+        }
+        if let Some(toward) = args.toward_frame {
+            if toward <= last {
+                return Err(super::exit::Usage(format!(
+                    "--toward-frame: {toward} is not after the range's last frame {last}"
+                ))
+                .into());
+            }
+            check_exist(&frames, last + 1..=toward)?;
+            match &next {
+                Some((pattern, _)) => check_exist(pattern, first..toward)?,
+                None => bail!(
+                    "--toward-frame: the frames' motion to the next frame is needed \
+                     (--motion-next, or OpenEXR frames with --motion-next-channels)"
+                ),
+            }
+            if let Some(motion) = &motion {
+                check_exist(motion, first + 1..=toward)?;
+            }
+        }
         Ok(Self {
             numbers,
             view: view.map(str::to_string),
@@ -323,9 +365,12 @@ impl Shot {
                 path: self.out_path(number),
             }));
         }
-        let before = self.numbers[0]
-            .checked_sub(1)
-            .filter(|&n| self.frames.path(n).is_file());
+        let before = match self.args.from_frame {
+            Some(from) => Some(from),
+            None => self.numbers[0]
+                .checked_sub(1)
+                .filter(|&n| self.frames.path(n).is_file()),
+        };
         if let Some(path) = &self.args.continue_from {
             if !path.is_file() {
                 bail!("--continue-from: {} does not exist", path.display());
@@ -342,8 +387,8 @@ impl Shot {
         if !path.is_file() {
             return Err(super::exit::NotYet(format!(
                 "--out: {} is missing: frame {} continues the temporal chain from frame \
-                 {before}'s delivered image. Render the frames before this range first (a \
-                 farm requeues this task: exit 75), or pass --continue-from",
+                 {before}'s delivered image. Render that frame first (a farm requeues this \
+                 task: exit 75), or pass --continue-from",
                 path.display(),
                 self.numbers[0]
             ))
@@ -353,6 +398,77 @@ impl Shot {
             number: Some(before),
             path,
         }))
+    }
+
+    /// The frame the range's chain starts from, whichever frame a resumed run continues
+    /// after: --from-frame, else the frame before the range when the shot has it, else the
+    /// range's first frame (it starts the shot).
+    pub fn chunk_start(&self) -> u64 {
+        let first = self.numbers[0];
+        self.args.from_frame.unwrap_or_else(|| {
+            first
+                .checked_sub(1)
+                .filter(|&n| self.frames.path(n).is_file())
+                .unwrap_or(first)
+        })
+    }
+
+    /// Whether the chain starts further back than the frame before the range (--from-frame).
+    pub fn chain_reaches_back(&self) -> bool {
+        self.args
+            .from_frame
+            .is_some_and(|from| from + 1 < self.numbers[0])
+    }
+
+    /// The motion of the chain's start to the range's first frame (for the consistency
+    /// check): composed over the frames between when it starts further back (--from-frame).
+    pub fn chain_to_first(&self, start: &ChainStart) -> Result<Option<Motion>> {
+        match start.number {
+            Some(number) => self.motion_across(number, self.numbers[0]),
+            None => Ok(None),
+        }
+    }
+
+    /// Where the pixels of frame `from` are in frame `to`: its own motion when `to` is the
+    /// next or previous frame, else the frames' motions composed step by step. `None` when
+    /// the shot lacks that direction's motion.
+    pub fn motion_across(&self, from: u64, to: u64) -> Result<Option<Motion>> {
+        let step = |n: u64| {
+            if to > from {
+                self.to_next(n)
+            } else {
+                self.to_previous_of(n)
+            }
+        };
+        let mut frames: Vec<u64> = if to > from {
+            (from..to).collect()
+        } else {
+            (to + 1..=from).rev().collect()
+        };
+        if frames.is_empty() {
+            return Ok(None);
+        }
+        let Some(mut across) = step(frames.remove(0))? else {
+            return Ok(None);
+        };
+        for n in frames {
+            match step(n)? {
+                Some(motion) => across = stylize::motion::compose(&across, &motion),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(across))
+    }
+
+    /// Frame `number`'s motion to the previous frame, read from the --motion pattern.
+    pub fn to_previous_of(&self, number: u64) -> Result<Option<Motion>> {
+        match &self.motion {
+            Some(pattern) => {
+                let path = pattern.path(number);
+                Ok(Some(read_motion(pattern.flag(), &path, &self.channels)?))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The motion of frame `number` to the next frame, if the shot has it.
@@ -406,13 +522,10 @@ impl Shot {
     /// The `position`-th frame's motion to the previous frame (none when nothing comes
     /// before it).
     pub fn to_previous(&self, position: usize, chained: bool) -> Result<Option<Motion>> {
-        match &self.motion {
-            Some(pattern) if Self::follows(position, chained) => {
-                let path = pattern.path(self.numbers[position]);
-                Ok(Some(read_motion(pattern.flag(), &path, &self.channels)?))
-            }
-            _ => Ok(None),
+        if !Self::follows(position, chained) {
+            return Ok(None);
         }
+        self.to_previous_of(self.numbers[position])
     }
 
     /// The `position`-th frame's mask (none when nothing comes before it, or without
@@ -487,17 +600,24 @@ impl Shot {
             (content, [None, None])
         };
         let mask = self.mask(position, chained, content.dimensions())?;
+        let from_further_back = self
+            .args
+            .from_frame
+            .filter(|_| position == 0 && chained && self.chain_reaches_back());
+        let to_previous = match (from_further_back, to_previous) {
+            (Some(from), _) => self.motion_across(self.numbers[0], from)?,
+            (None, Some(motion)) => Some(motion),
+            (None, None) => self.to_previous(position, chained)?,
+        };
         Ok(FrameInput {
             content: Some(content),
-            to_previous: match to_previous {
-                Some(motion) => Some(motion),
-                None => self.to_previous(position, chained)?,
-            },
+            to_previous,
             to_next: match to_next {
                 Some(motion) => Some(motion),
                 None => self.to_next(self.numbers[position])?,
             },
             mask,
+            toward: None,
         })
     }
 

@@ -21,6 +21,7 @@ use super::frame_pattern::FramePattern;
 use super::frames::{Shot, ShotArgs};
 use super::output_file;
 use super::progress::{ProgressArgs, Reporter, Step};
+use super::toward::TowardFrame;
 use super::view_lut::ViewLutArgs;
 
 #[derive(Args)]
@@ -92,6 +93,10 @@ fn frame_line(number: u64, frame: &FrameRendered, figures: &FrameFigures, path: 
 /// The pieces one pass over the shot needs.
 struct Pass<'a> {
     shot: &'a Shot,
+    /// The keyframe the frames are pulled toward (--toward-frame).
+    toward: Option<&'a TowardFrame>,
+    /// Iterations of each frame, by position.
+    iterations: Vec<usize>,
     /// The output pattern.
     out: &'a FramePattern,
     reporter: &'a Reporter,
@@ -100,8 +105,6 @@ struct Pass<'a> {
     /// The run continues the chain from a frame before the range.
     chained: bool,
     first_scales: usize,
-    first_iterations: usize,
-    later_iterations: usize,
     /// PNG frames at 16 bits per channel.
     png16: bool,
     /// The longest side of the outputs (--size).
@@ -118,7 +121,8 @@ impl Pass<'_> {
         let mut figures = Vec::new();
         for position in from..frames {
             let number = shot.numbers[position];
-            let frame = shot.frame(position, self.chained)?;
+            let mut frame = shot.frame(position, self.chained)?;
+            frame.toward = self.toward.map(|t| t.link(position));
             let path = self.out.path(number);
             let encoding = self.encoding(&path)?;
             let flag = self.out.flag();
@@ -144,11 +148,7 @@ impl Pass<'_> {
             let rendered = renderer
                 .frame(frame, &mut on_progress)
                 .map_err(flag_error)?;
-            let spent = if first {
-                self.first_iterations
-            } else {
-                self.later_iterations
-            };
+            let spent = self.iterations[position];
             self.done.set(finished + spent as u64);
             let delivered = image_io::Delivered {
                 image: &rendered.rendered.image,
@@ -266,25 +266,30 @@ pub fn run(args: SequenceArgs) -> Result<()> {
     let first_iterations = base.options.iterations * first_scales;
     let later_iterations = shot_options.later_iterations;
     let chained = chain.is_some();
-    let sequence_total = (done..frames)
-        .map(|p| {
-            if p == 0 && !chained {
-                first_iterations
-            } else {
-                later_iterations
-            }
-        })
-        .sum::<usize>();
+    // A keyframe continued from a frame further back (--from-frame) runs the still's
+    // iterations per scale: more of it is new than of a frame following the one before.
+    let keyframe = done == 0 && shot.chain_reaches_back();
+    let keyframe_iterations = base.options.iterations;
+    let iterations_at = |p: usize| match p {
+        0 if !chained => first_iterations,
+        0 if keyframe => keyframe_iterations,
+        _ => later_iterations,
+    };
+    let sequence_total = (done..frames).map(iterations_at).sum::<usize>();
     let stills_total = compare.as_ref().map_or(0, |_| frames * first_iterations);
     let reporter = Reporter::new(&args.progress, (sequence_total + stills_total) as u64)?;
     if let Some(start) = &chain {
         let output =
             shot.read_chain_start(start, if done > 0 { "out" } else { "continue-from" })?;
-        let to_next = match start.number {
-            Some(number) => shot.to_next(number)?,
-            None => None,
+        let to_next = if done > 0 {
+            shot.to_next(shot.numbers[done - 1])?
+        } else {
+            shot.chain_to_first(start)?
         };
         renderer.state().resume_after(done, output, to_next);
+        if keyframe {
+            renderer.state().next_runs(keyframe_iterations);
+        }
         reporter.say(&match (done, start.number) {
             (1.., Some(number)) => format!("resuming after frame {number} ({done} frames written)"),
             (_, Some(number)) => format!(
@@ -294,21 +299,36 @@ pub fn run(args: SequenceArgs) -> Result<()> {
             (_, None) => format!("continuing the chain from {}", start.path.display()),
         });
     }
+    let toward = if done < frames {
+        TowardFrame::for_shot(&shot, shot.chunk_start())?
+    } else {
+        None
+    };
+    if let Some(toward) = &toward {
+        renderer.state().pull_toward(toward.image.clone());
+        reporter.say(&format!(
+            "pulling frames {}-{} toward frame {}",
+            shot.numbers[0],
+            shot.numbers[frames - 1],
+            toward.number
+        ));
+    }
     let done_iterations = std::cell::Cell::new(0);
-    let pass = |out, chained| Pass {
+    let pass = |out, chained, toward, iterations| Pass {
         shot: &shot,
+        toward,
+        iterations,
         out,
         reporter: &reporter,
         done: &done_iterations,
         chained,
         first_scales,
-        first_iterations,
-        later_iterations,
         png16: args.job.png16,
         size: base.options.size,
         keep_passes: args.job.keep_passes,
     };
-    let sequence = pass(&out, chained).run(&mut renderer, done)?;
+    let chain_iterations = (0..frames).map(iterations_at).collect();
+    let sequence = pass(&out, chained, toward.as_ref(), chain_iterations).run(&mut renderer, done)?;
     if done == frames {
         reporter.say(&format!(
             "every frame of {} is written already (--restart to redo them)",
@@ -320,7 +340,8 @@ pub fn run(args: SequenceArgs) -> Result<()> {
             independent: true,
             ..shot_options
         })?;
-        let independent = pass(pattern, false).run(&mut stills, 0)?;
+        let independent =
+            pass(pattern, false, None, vec![first_iterations; frames]).run(&mut stills, 0)?;
         reporter.finish();
         if done > 0 {
             println!(

@@ -22,6 +22,7 @@ use super::frames::{ChainStart, Shot, ShotArgs};
 use super::output_file::write_bytes_whole;
 use super::progress::{ProgressArgs, Reporter, Step};
 use super::retry::{self, Attempt};
+use super::toward::TowardFrame;
 use super::view_lut::ViewLutArgs;
 
 #[derive(Args)]
@@ -78,6 +79,7 @@ fn frame_message(
     shot: &Shot,
     position: usize,
     chained: bool,
+    toward: Option<&TowardFrame>,
 ) -> Result<proto::StylizeSequenceRequest> {
     let (_, content) = shot.content_bytes(position)?;
     let in_frame = shot.motion_in_frame(position, chained);
@@ -94,11 +96,16 @@ fn frame_message(
         }
         None => Vec::new(),
     };
+    let link = toward.map(|t| t.link(position));
     Ok(proto::StylizeSequenceRequest {
         message: Some(proto::stylize_sequence_request::Message::Frame(
             proto::SequenceFrame {
                 content,
                 motion_to_previous: match in_frame {
+                    // A keyframe continued from further back: the motion composed here.
+                    _ if position == 0 && chained && shot.chain_reaches_back() => shot
+                        .motion_across(shot.numbers[0], shot.chunk_start())?
+                        .map(proto::Motion::from),
                     [Some(channels), _] => Some(in_content(channels)),
                     _ => shot
                         .to_previous(position, chained)?
@@ -112,18 +119,26 @@ fn frame_message(
                 },
                 mask,
                 number: Some(shot.numbers[position]),
+                motion_to_toward: link.as_ref().map(|l| l.to_target.clone().into()),
+                motion_from_toward: link.and_then(|l| l.from_target).map(proto::Motion::from),
             },
         )),
     })
 }
 
 /// The frame a stream continues from, as the setup carries it: its file as written, and
-/// its motion to the next frame when the shot has it.
-fn previous_frame(shot: &Shot, start: &ChainStart, flag: &str) -> Result<proto::PreviousFrame> {
+/// its motion to frame `first` (the stream's first: the next, or composed across the frames
+/// between for a keyframe) when the shot has it.
+fn previous_frame(
+    shot: &Shot,
+    start: &ChainStart,
+    first: u64,
+    flag: &str,
+) -> Result<proto::PreviousFrame> {
     let image = std::fs::read(&start.path)
         .with_context(|| format!("--{flag}: {}", start.path.display()))?;
     let motion_to_next = match start.number {
-        Some(number) => shot.to_next(number)?.map(proto::Motion::from),
+        Some(number) => shot.motion_across(number, first)?.map(proto::Motion::from),
         None => None,
     };
     Ok(proto::PreviousFrame {
@@ -140,6 +155,8 @@ struct Submission<'a> {
     setup: proto::SequenceSetup,
     routing_key: Option<String>,
     reporter: Reporter,
+    /// The keyframe the frames are pulled toward (--toward-frame).
+    toward: Option<std::sync::Arc<TowardFrame>>,
     /// Iterations of the first frame of a stream that starts the shot, and of later frames.
     first_iterations: usize,
     later_iterations: usize,
@@ -155,10 +172,10 @@ impl Submission<'_> {
     }
 
     fn iterations_of(&self, position: usize, chained: bool) -> usize {
-        if position == 0 && !chained {
-            self.first_iterations
-        } else {
-            self.later_iterations
+        match position {
+            0 if !chained => self.first_iterations,
+            0 if self.shot.chain_reaches_back() => self.first_iterations / self.scales.max(1),
+            _ => self.later_iterations,
         }
     }
 
@@ -176,7 +193,7 @@ impl Submission<'_> {
         let mut setup = self.setup.clone();
         if let Some(start) = chain {
             let flag = if from > 0 { "out" } else { "continue-from" };
-            setup.previous = Some(previous_frame(shot, start, flag)?);
+            setup.previous = Some(previous_frame(shot, start, shot.numbers[from], flag)?);
         }
         let (sender, receiver) = tokio::sync::mpsc::channel(2);
         let setup = proto::StylizeSequenceRequest {
@@ -198,9 +215,10 @@ impl Submission<'_> {
         // Frames go out as the server takes them (two ahead at most).
         let reading = {
             let shot = shot.clone();
+            let toward = self.toward.clone();
             tokio::spawn(async move {
                 for position in from..shot.numbers.len() {
-                    let message = frame_message(&shot, position, chained)?;
+                    let message = frame_message(&shot, position, chained, toward.as_deref())?;
                     if sender.send(message).await.is_err() {
                         break;
                     }
@@ -303,6 +321,7 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
             display_referred: shot.args().display_referred,
         }),
         previous: None,
+        toward: None,
     };
     let frames = shot.numbers.len();
     // Frames already written are kept (unless --restart); the chain continues from the
@@ -316,6 +335,17 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
         return Ok(());
     }
     let first_chain = shot.chain_start(delivered)?;
+    let toward = TowardFrame::for_shot(&shot, shot.chunk_start())?;
+    let mut setup = setup;
+    if let Some(toward) = &toward {
+        let path = shot.out_path(toward.number);
+        setup.toward = Some(proto::TowardFrame {
+            image: std::fs::read(&path)
+                .with_context(|| format!("--toward-frame: {}", path.display()))?,
+            number: toward.number,
+            from: Some(shot.chunk_start()),
+        });
+    }
     let total = iterations * scales + (frames - 1) * options.later_iterations;
     let submission = Submission {
         args: &args,
@@ -323,6 +353,7 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
         setup,
         routing_key,
         reporter: Reporter::new(&args.progress, total as u64)?,
+        toward: toward.map(std::sync::Arc::new),
         first_iterations: iterations * scales,
         later_iterations: options.later_iterations,
         scales,

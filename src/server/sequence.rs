@@ -30,7 +30,8 @@ use crate::passthrough::{Fields, Passthrough};
 use crate::registry::StyleRegistry;
 use crate::render::Content;
 use crate::render::sequence::{
-    DEFAULT_TEMPORAL_WEIGHT, FrameInput, FrameJob, SequenceOptions, SequenceState, warping_error,
+    DEFAULT_TEMPORAL_WEIGHT, FrameInput, FrameJob, SequenceOptions, SequenceState, TowardLink, ramp,
+    warping_error,
 };
 use crate::scheduler::{JobEvent, Scheduler};
 use crate::telemetry::metrics::{self as names, outcome};
@@ -54,6 +55,19 @@ struct Shot {
     /// The OpenEXR frame the shot continues from, until the first frame decides the view
     /// it is read through.
     previous_exr: Option<Vec<u8>>,
+    /// The frame the shot's frames are pulled toward (`setup.toward`): its file until the
+    /// first frame decides the view, its number and where the pull starts from (`None`:
+    /// the first frame's number).
+    toward: Option<Toward>,
+    /// The still's iterations per scale: a keyframe's.
+    keyframe_iterations: usize,
+}
+
+/// `setup.toward` as the shot keeps it.
+struct Toward {
+    file: Option<Vec<u8>>,
+    number: u64,
+    from: Option<u64>,
 }
 
 impl Shot {
@@ -107,6 +121,28 @@ fn continue_from(
     Ok(())
 }
 
+/// `setup.toward`, checked: an image within the limits, a number after the frame the shot
+/// continues from (`last`), a pull that starts no later than it ends.
+fn pulled_toward(toward: proto::TowardFrame, last: Option<u64>, limits: &Limits) -> Result<Toward> {
+    let field = "setup.toward.image";
+    if toward.image.is_empty() {
+        return Err(Error::invalid(field, "no image: the delivered frame is needed"));
+    }
+    convert::check_pixels(&toward.image, field, limits)?;
+    let from = toward.from.or(last);
+    if let Some(from) = from.filter(|&from| from >= toward.number) {
+        return Err(Error::invalid(
+            "setup.toward.number",
+            format!("{} does not come after frame {from}, where the shot continues", toward.number),
+        ));
+    }
+    Ok(Toward {
+        file: Some(toward.image),
+        number: toward.number,
+        from,
+    })
+}
+
 /// The shot's settings from its setup message. Runs on a blocking thread (styles decode).
 fn shot(
     mut setup: proto::SequenceSetup,
@@ -119,6 +155,7 @@ fn shot(
 ) -> Result<Shot> {
     let wire = setup.sequence.unwrap_or_default();
     let previous = setup.previous.take();
+    let toward = setup.toward.take();
     let view_name = setup
         .options
         .as_ref()
@@ -169,7 +206,13 @@ fn shot(
     };
     let state = SequenceState::new(template.styling.clone(), options, convention)?;
     let last_number = previous.as_ref().and_then(|p| p.number);
+    let toward = toward
+        .map(|toward| pulled_toward(toward, last_number, limits))
+        .transpose()?;
+    let keyframe_iterations = template.styling.options.iterations;
     let mut shot = Shot {
+        toward,
+        keyframe_iterations,
         template,
         view: named,
         keep_passes,
@@ -326,6 +369,21 @@ fn frame_job(
         let image = decode_delivered(&previous, "setup.previous.image", limits, &view)?;
         shot.state.delivered_as(image);
     }
+    if let Some(file) = shot.toward.as_mut().and_then(|t| t.file.take()) {
+        let image = decode_delivered(&file, "setup.toward.image", limits, &view)?;
+        shot.state.pull_toward(image);
+    }
+    if let Some(toward) = shot.toward.as_ref().filter(|t| number >= t.number) {
+        return Err(Error::invalid(
+            field("number"),
+            format!("{number} is not before setup.toward's frame {}", toward.number),
+        ));
+    }
+    // A first frame further on than the one the shot continues from is a keyframe
+    // continued from further back: it runs the still's iterations at the output size.
+    if index == 0 && shot.last_number.is_some_and(|last| number > last + 1) {
+        shot.state.next_runs(shot.keyframe_iterations);
+    }
     if view.studio().is_some() && !crate::exr_file::is_exr(&frame.content) {
         return Err(Error::invalid(
             field("content"),
@@ -352,6 +410,27 @@ fn frame_job(
             })
             .transpose(),
     };
+    let frame_size = (size.0 as usize, size.1 as usize);
+    let toward = match (&mut shot.toward, &frame.motion_to_toward) {
+        (Some(toward), Some(wire)) => {
+            let from = *toward.from.get_or_insert(number);
+            let from_target = frame.motion_from_toward.as_ref().map(|m| {
+                motion(m, &field("motion_from_toward"), false, Some(frame_size))
+            });
+            Some(TowardLink {
+                to_target: motion(wire, &field("motion_to_toward"), true, Some(frame_size))?,
+                from_target: from_target.transpose()?,
+                share: ramp(from, number, toward.number),
+            })
+        }
+        (None, Some(_)) => {
+            return Err(Error::invalid(
+                field("motion_to_toward"),
+                "the shot has no frame to pull toward (setup.toward)",
+            ));
+        }
+        _ => None,
+    };
     let input = FrameInput {
         content: Some(content),
         to_previous: other(to_previous, "motion_to_previous", false)?,
@@ -363,9 +442,12 @@ fn frame_job(
             let mask = crate::image_io::decode_mask(&frame.mask, &field, size);
             Some(mask.map_err(|e| in_field(&field, e))?)
         },
+        toward,
     };
     let job = shot.state.prepare_frame(input).map_err(|e| match e {
-        Error::InvalidOption { field, reason } if field.starts_with("previous.") => {
+        Error::InvalidOption { field, reason }
+            if field.starts_with("previous.") || field.starts_with("toward.") =>
+        {
             Error::invalid(format!("setup.{field}"), reason)
         }
         other => other,

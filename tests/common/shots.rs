@@ -48,6 +48,7 @@ pub fn setup(iterations: u32) -> proto::StylizeSequenceRequest {
                     ..Default::default()
                 }),
                 previous: None,
+                toward: None,
             },
         )),
     }
@@ -61,6 +62,7 @@ pub fn frame_message(t: usize) -> proto::SequenceFrame {
         motion_to_next: Some(flow(t, true)),
         mask: vec![],
         number: None,
+        ..Default::default()
     }
 }
 

@@ -1,7 +1,9 @@
 //! A stylisation from request to delivered image: its options and validation (`options`),
 //! the coarse-to-fine scales' memory plan (`plan`), a still's run (`still`), a sequence's
-//! frames (`sequence`) and the quality presets (`preset`).
+//! frames (`sequence`), how steady a delivered shot is (`coherence`) and the quality presets
+//! (`preset`).
 
+pub mod coherence;
 pub mod content;
 pub mod given;
 pub mod options;

@@ -75,6 +75,32 @@ pub struct FrameInput {
     pub to_next: Option<Motion>,
     /// Per-pixel certainty in [0, 1] overriding the one derived from the motion.
     pub mask: Option<Vec<f32>>,
+    /// How the frame reaches the frame it is pulled toward, when the shot has one
+    /// (`SequenceState::pull_toward`).
+    pub toward: Option<TowardLink>,
+}
+
+/// A frame's link to the later frame its chunk is pulled toward (the next chunk's keyframe,
+/// delivered already): where its pixels are in that frame, that frame's motion back (for the
+/// consistency check) and how far along the pull the frame is.
+#[derive(Debug, Clone)]
+pub struct TowardLink {
+    /// Pixel (x, y) of this frame is at (x + dx, y + dy) in the toward frame.
+    pub to_target: Motion,
+    /// Pixel (x, y) of the toward frame is at (x + dx, y + dy) in this frame.
+    pub from_target: Option<Motion>,
+    /// The share in [0, 1] of the temporal term that holds the frame to the toward frame
+    /// rather than to the previous one: `ramp` rises from the chunk's start to its end.
+    pub share: f32,
+}
+
+/// The pull's share for frame `number` of a chunk continuing from frame `start` toward
+/// frame `toward`: rising linearly from 0 at `start` to 1 at `toward`.
+pub fn ramp(start: u64, number: u64, toward: u64) -> f32 {
+    if toward <= start {
+        return 1.0;
+    }
+    (number.saturating_sub(start) as f64 / (toward - start) as f64).min(1.0) as f32
 }
 
 /// A finished frame.
@@ -120,6 +146,10 @@ pub struct SequenceState {
     /// The shot's frame size, set by the first frame.
     size: Option<(u32, u32)>,
     previous: Option<Previous>,
+    /// The delivered frame the shot's frames are pulled toward, when it has one.
+    toward: Option<RgbImage>,
+    /// Iterations for one frame (its index) instead of `later_iterations`.
+    once: Option<(usize, usize)>,
     next_index: usize,
 }
 
@@ -139,6 +169,8 @@ impl SequenceState {
             convention,
             size: None,
             previous: None,
+            toward: None,
+            once: None,
             next_index: 0,
         })
     }
@@ -158,6 +190,18 @@ impl SequenceState {
     pub fn resume_after(&mut self, index: usize, output: RgbImage, to_next: Option<Motion>) {
         self.next_index = index;
         self.previous = Some(Previous { output, to_next });
+    }
+
+    /// Pulls every following frame toward `image`, a later frame delivered already (the next
+    /// chunk's keyframe); each frame then brings its `TowardLink`.
+    pub fn pull_toward(&mut self, image: RgbImage) {
+        self.toward = Some(image);
+    }
+
+    /// Runs the next frame for `iterations` instead of `later_iterations`: a keyframe
+    /// warm-started from a frame further back, where more of it is new.
+    pub fn next_runs(&mut self, iterations: usize) {
+        self.once = Some((self.next_index, iterations.max(1)));
     }
 
     /// Refuses a next frame of `size` (width, height) when the shot's frames are another
@@ -196,6 +240,33 @@ impl SequenceState {
         if let Some(mask) = &frame.mask {
             check_mask(mask, &field("mask"), w, h)?;
         }
+        match (&frame.toward, &self.toward) {
+            (Some(link), Some(_)) => {
+                link.to_target.check(&field("motion_to_toward"), w, h)?;
+                if let Some(back) = &link.from_target {
+                    back.check(&field("motion_from_toward"), w, h)?;
+                }
+                if !(0.0..=1.0).contains(&link.share) {
+                    return Err(Error::invalid(
+                        field("toward_share"),
+                        format!("{} is outside [0, 1]", link.share),
+                    ));
+                }
+            }
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    field("motion_to_toward"),
+                    "the shot has no frame to pull toward (setup.toward)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    field("motion_to_toward"),
+                    "needed when the shot is pulled toward a later frame (setup.toward)",
+                ));
+            }
+            (None, None) => {}
+        }
         let mut job = FrameJob {
             index,
             request: self.base.with_content(content),
@@ -218,7 +289,7 @@ impl SequenceState {
             .as_ref()
             .filter(|_| self.options.consistency_check);
         let output_size = fit_longest(size.0, size.1, job.request.options.size);
-        check_aspect(previous.output.dimensions(), output_size)?;
+        check_aspect("previous.image", previous.output.dimensions(), output_size)?;
         if let Some(forward) = &previous.to_next {
             forward.check("previous.motion_to_next", w, h)?;
         }
@@ -231,14 +302,34 @@ impl SequenceState {
         );
         job.certain = certainty.iter().map(|&c| c as f64).sum::<f64>() / certainty.len() as f64;
         if !self.options.independent {
+            let (held, held_certainty) = match (&frame.toward, &self.toward) {
+                (Some(link), Some(target)) => {
+                    let back = link
+                        .from_target
+                        .as_ref()
+                        .filter(|_| self.options.consistency_check);
+                    check_aspect("toward.image", target.dimensions(), output_size)?;
+                    let (pulled, pulled_certainty) =
+                        warp_previous(target, &link.to_target, back, None, output_size);
+                    blend_targets(
+                        (&warped, &certainty),
+                        (&pulled, &pulled_certainty),
+                        link.share,
+                    )
+                }
+                _ => (warped.clone(), certainty.clone()),
+            };
             let options = &mut job.request.options;
             options.scales = 1;
-            options.iterations = self.options.later_iterations;
+            options.iterations = match self.once {
+                Some((once, iterations)) if once == index => iterations,
+                _ => self.options.later_iterations,
+            };
             let content = job.request.content.to_8bit();
-            options.init = InitChoice::Image(warm_start(&content, &warped, &certainty));
+            options.init = InitChoice::Image(warm_start(&content, &held, &held_certainty));
             job.temporal = Some(TemporalTarget {
-                warped: self.convention.to_input(&warped),
-                certainty: certainty.clone(),
+                warped: self.convention.to_input(&held),
+                certainty: held_certainty,
                 weight: self.options.temporal_weight,
             });
         }
@@ -321,13 +412,44 @@ impl<'a> SequenceRenderer<'a> {
     }
 }
 
+/// What a frame pulled two ways is held to: the previous frame's warp (`previous`) and the
+/// toward frame's (`toward`), each with its certainty, mixed per pixel by their shares
+/// (`1 - share` and `share`) among the pixels each vouches for. A pixel either vouches for
+/// is held as firmly as the firmer of the two; a pixel only one vouches for takes that one.
+fn blend_targets(
+    previous: (&RgbImage, &[f32]),
+    toward: (&RgbImage, &[f32]),
+    share: f32,
+) -> (RgbImage, Vec<f32>) {
+    let mut held = previous.0.clone();
+    let mut certainty = Vec::with_capacity(previous.1.len());
+    for (i, (pixel, pulled)) in held.pixels_mut().zip(toward.0.pixels()).enumerate() {
+        let (cp, ct) = (previous.1[i], toward.1[i]);
+        let (a, b) = ((1.0 - share) * cp, share * ct);
+        certainty.push(cp.max(ct));
+        let (a, b) = if a + b > 0.0 {
+            (a, b)
+        } else {
+            // Only the side with no share vouches: it holds the pixel alone.
+            (cp, ct)
+        };
+        if a + b > 0.0 {
+            for c in 0..3 {
+                let mixed = (a * pixel[c] as f32 + b * pulled[c] as f32) / (a + b);
+                pixel[c] = mixed.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    (held, certainty)
+}
+
 /// Refuses a previous frame (one a run continues from) of another shape than the frames:
 /// it is scaled to the output size, which must not distort it by more than 2%.
-fn check_aspect((pw, ph): (u32, u32), (ow, oh): (u32, u32)) -> Result<()> {
+fn check_aspect(field: &str, (pw, ph): (u32, u32), (ow, oh): (u32, u32)) -> Result<()> {
     let skew = (pw as f64 * oh as f64 - ph as f64 * ow as f64).abs() / (ph as f64 * oh as f64);
     if skew > 0.02 {
         return Err(Error::invalid(
-            "previous.image",
+            field,
             format!("{pw}x{ph} is not the shape of the shot's {ow}x{oh} output"),
         ));
     }

@@ -1,0 +1,494 @@
+//! `stylize bench --shot`: one shot rendered three ways in this process, each task timed on
+//! its own: every frame as an independent still, the sequential chain, and the parallel
+//! method in K chunks (docs/sequences.md: the first frame, then the keyframes warm-started
+//! from it, then every chunk from its keyframe, pulled toward the next). Prints the
+//! critical path (the slowest task of each stage, summed), the CPU time, the whole-shot
+//! warping error (`render::coherence`), the worst join against the median frame and each
+//! frame's style loss against its still's.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use image::RgbImage;
+
+use stylize::motion::Motion;
+use stylize::render::coherence::warping_error;
+use stylize::render::sequence::{FrameInput, SequenceOptions, SequenceRenderer};
+use stylize::render::{StyleSource, Styling};
+
+use super::args::{BackendArgs, JobArgs, StyleArgs, flag_error};
+use super::frames::{Shot, ShotArgs};
+use super::toward::TowardFrame;
+
+/// What `--shot` takes from the bench's flags.
+pub struct ShotBench<'a> {
+    pub frames: &'a str,
+    pub chunks: usize,
+    pub quality: &'a str,
+    pub size: u32,
+    pub style: Option<&'a Path>,
+    pub out_dir: Option<&'a Path>,
+}
+
+/// The in-process job a shot task runs, parsed as `stylize sequence` parses its flags.
+#[derive(Parser)]
+struct ShotJob {
+    #[command(flatten)]
+    shot: ShotArgs,
+    #[command(flatten)]
+    styles: StyleArgs,
+    #[command(flatten)]
+    job: JobArgs,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+/// One frame as a method delivered it.
+#[derive(Clone)]
+struct Delivered {
+    image: RgbImage,
+    style: f64,
+}
+
+/// One task's cost.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    wall: f64,
+    cpu: f64,
+}
+
+impl Cost {
+    fn add(self, other: Cost) -> Cost {
+        Cost {
+            wall: self.wall + other.wall,
+            cpu: self.cpu + other.cpu,
+        }
+    }
+}
+
+/// This process's CPU time so far, user and system, in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes the struct it is given and reads nothing else.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Runs `task`, measuring it.
+fn timed<T>(task: impl FnOnce() -> Result<T>) -> Result<(T, Cost)> {
+    let (wall, cpu) = (Instant::now(), cpu_seconds());
+    let value = task()?;
+    let cost = Cost {
+        wall: wall.elapsed().as_secs_f64(),
+        cpu: cpu_seconds() - cpu,
+    };
+    Ok((value, cost))
+}
+
+/// The first frame of each chunk, by position: `chunks` contiguous chunks as even as
+/// Open Job Description's CONTIGUOUS chunking makes them (the first ones one longer).
+pub fn chunk_starts(frames: usize, chunks: usize) -> Vec<usize> {
+    let chunks = chunks.clamp(1, frames.max(1));
+    let (size, longer) = (frames / chunks, frames % chunks);
+    (0..chunks).map(|k| k * size + k.min(longer)).collect()
+}
+
+struct Bench<'a> {
+    shot: &'a Shot,
+    renderer: &'a dyn Fn(SequenceOptions) -> Result<SequenceRenderer<'a>>,
+    options: SequenceOptions,
+    /// The still's iterations per scale (a keyframe runs them at the output size).
+    keyframe_iterations: usize,
+}
+
+impl Bench<'_> {
+    /// Renders positions `range` in order on `renderer`, which continues as set up.
+    fn frames(
+        &self,
+        renderer: &mut SequenceRenderer<'_>,
+        positions: std::ops::Range<usize>,
+        chained: bool,
+        toward: Option<&[stylize::render::sequence::TowardLink]>,
+    ) -> Result<Vec<Delivered>> {
+        let mut delivered = Vec::new();
+        for (i, position) in positions.enumerate() {
+            let mut frame: FrameInput = self.shot.frame(position, chained || i > 0)?;
+            frame.toward = toward.map(|links| links[i].clone());
+            let rendered = renderer
+                .frame(frame, &mut |_| std::ops::ControlFlow::Continue(()))
+                .map_err(flag_error)?;
+            delivered.push(Delivered {
+                image: rendered.rendered.image,
+                style: rendered.rendered.delivered.style,
+            });
+        }
+        Ok(delivered)
+    }
+
+    /// Every frame as an independent still, one task each.
+    fn stills(&self) -> Result<(Vec<Delivered>, Vec<Cost>)> {
+        let mut renderer = (self.renderer)(SequenceOptions {
+            independent: true,
+            ..self.options.clone()
+        })?;
+        let mut frames = Vec::new();
+        let mut costs = Vec::new();
+        for position in 0..self.shot.numbers.len() {
+            let (mut one, cost) =
+                timed(|| self.frames(&mut renderer, position..position + 1, false, None))?;
+            frames.append(&mut one);
+            costs.push(cost);
+        }
+        Ok((frames, costs))
+    }
+
+    /// The sequential chain: one task.
+    fn chain(&self) -> Result<(Vec<Delivered>, Cost)> {
+        let mut renderer = (self.renderer)(self.options.clone())?;
+        timed(|| self.frames(&mut renderer, 0..self.shot.numbers.len(), false, None))
+    }
+
+    /// A keyframe at `position`, continued from the first frame's `root` image along the
+    /// motion composed across the frames between.
+    fn keyframe(&self, root: &RgbImage, position: usize) -> Result<Delivered> {
+        let numbers = &self.shot.numbers;
+        let mut renderer = (self.renderer)(SequenceOptions { temporal_weight: exp("KEY_WEIGHT", self.options.temporal_weight), ..self.options.clone() })?;
+        let to_next = self.shot.motion_across(numbers[0], numbers[position])?;
+        let state = renderer.state();
+        state.resume_after(position, root.clone(), to_next);
+        state.next_runs(exp("KEY_ITERS", self.keyframe_iterations as f64) as usize);
+        let mut frame = self.shot.frame(position, true)?;
+        frame.to_previous = self.shot.motion_across(numbers[position], numbers[0])?;
+        let rendered = renderer
+            .frame(frame, &mut |_| std::ops::ControlFlow::Continue(()))
+            .map_err(flag_error)?;
+        Ok(Delivered {
+            image: rendered.rendered.image,
+            style: rendered.rendered.delivered.style,
+        })
+    }
+
+    /// Positions `start + 1 .. end` continued from `start`'s keyframe and pulled toward
+    /// `end`'s (`toward`), when the shot goes on.
+    fn chunk(
+        &self,
+        start: (usize, &RgbImage),
+        end: usize,
+        toward: Option<&RgbImage>,
+    ) -> Result<Vec<Delivered>> {
+        let numbers = &self.shot.numbers;
+        let mut renderer = (self.renderer)(SequenceOptions { temporal_weight: exp("CHUNK_WEIGHT", self.options.temporal_weight), ..self.options.clone() })?;
+        let state = renderer.state();
+        state.resume_after(
+            start.0 + 1,
+            start.1.clone(),
+            self.shot.to_next(numbers[start.0])?,
+        );
+        let links = match toward {
+            Some(image) => {
+                state.pull_toward(image.clone());
+                Some(TowardFrame::links(
+                    self.shot,
+                    numbers[start.0],
+                    numbers[end],
+                    &numbers[start.0 + 1..end],
+                )?)
+            }
+            None => None,
+        };
+        self.frames(&mut renderer, start.0 + 1..end, true, links.as_deref())
+    }
+
+    /// The parallel method: the first frame, then the keyframes, then the chunks. Returns
+    /// the frames and each stage's task costs.
+    fn parallel(
+        &self,
+        chunks: usize,
+        root: (&Delivered, Cost),
+    ) -> Result<(Vec<Delivered>, Vec<Vec<Cost>>)> {
+        let frames = self.shot.numbers.len();
+        let starts = chunk_starts(frames, chunks);
+        let mut keyframes = vec![root.0.clone()];
+        let mut keyframe_costs = Vec::new();
+        for &position in &starts[1..] {
+            let (keyframe, cost) = timed(|| self.keyframe(&root.0.image, position))?;
+            keyframes.push(keyframe);
+            keyframe_costs.push(cost);
+        }
+        let mut delivered = Vec::with_capacity(frames);
+        let mut chunk_costs = Vec::new();
+        for (k, &start) in starts.iter().enumerate() {
+            let end = starts.get(k + 1).copied().unwrap_or(frames);
+            let toward = keyframes.get(k + 1).map(|d| &d.image);
+            let (mut rendered, cost) =
+                timed(|| self.chunk((start, &keyframes[k].image), end, toward))?;
+            delivered.push(keyframes[k].clone());
+            delivered.append(&mut rendered);
+            chunk_costs.push(cost);
+        }
+        Ok((delivered, vec![vec![root.1], keyframe_costs, chunk_costs]))
+    }
+}
+
+/// The warping error of each frame after the first, by position (index 0: frame 2).
+fn frame_errors(shot: &Shot, frames: &[RgbImage]) -> Result<Vec<f64>> {
+    let mut errors = Vec::new();
+    for position in 1..frames.len() {
+        let (back, forth) = motions(shot, position)?;
+        let error = warping_error(&frames[position], &frames[position - 1], &back, &forth)
+            .unwrap_or(0.0);
+        errors.push(error);
+    }
+    Ok(errors)
+}
+
+/// The motion of the `position`-th frame to the previous one and back.
+fn motions(shot: &Shot, position: usize) -> Result<(Motion, Motion)> {
+    let number = shot.numbers[position];
+    let back = shot.to_previous_of(number)?;
+    let forth = shot.to_next(number - 1)?;
+    match (back, forth) {
+        (Some(back), Some(forth)) => Ok((back, forth)),
+        _ => bail!("--shot: the warping error needs each frame's motion both ways"),
+    }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The rendered frames themselves at the output size: the floor a stylised shot is
+/// measured against.
+fn rendered_frames(shot: &Shot, size: (u32, u32)) -> Result<Vec<RgbImage>> {
+    (0..shot.numbers.len())
+        .map(|position| {
+            let content = shot.frame(position, false)?.content.context("--shot")?;
+            Ok(stylize::image_io::resize_exact(
+                &content.to_8bit(),
+                size.0,
+                size.1,
+            ))
+        })
+        .collect()
+}
+
+fn write_frames(dir: &Path, name: &str, shot: &Shot, frames: &[Delivered]) -> Result<()> {
+    for (number, frame) in shot.numbers.iter().zip(frames) {
+        let path = dir.join(format!("{name}_{number:04}.png"));
+        frame
+            .image
+            .save(&path)
+            .with_context(|| format!("--out-dir: {}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub fn run(bench: ShotBench<'_>) -> Result<()> {
+    if bench.chunks < 2 {
+        bail!("--chunks: at least 2 (one chunk is the sequential chain)");
+    }
+    let scratch = std::env::temp_dir().join(format!("stylize-bench-shot-{}", std::process::id()));
+    let mut argv: Vec<String> = vec![
+        "bench".into(),
+        "--frames".into(),
+        bench.frames.into(),
+        "--out".into(),
+        scratch.join("unused_####.png").display().to_string(),
+        "--quality".into(),
+        bench.quality.into(),
+        "--size".into(),
+        bench.size.to_string(),
+    ];
+    if let Some(style) = bench.style {
+        argv.extend(["--style".into(), style.display().to_string()]);
+    }
+    let job = ShotJob::try_parse_from(&argv).context("--shot")?;
+    let shot = Shot::new(&job.shot, job.job.view.as_deref()).context("--shot")?;
+    let frames = shot.numbers.len();
+    if bench.chunks > frames {
+        bail!("--chunks: {} chunks for {frames} frames", bench.chunks);
+    }
+    let options = job.job.options()?;
+    let keyframe_iterations = options.iterations;
+    let sequence_options = shot.options(options.iterations);
+    let base = Styling {
+        styles: job.styles.read()?,
+        blend: job.styles.blend.clone(),
+        options,
+    };
+    let backends = job.backend.build()?;
+    let source = StyleSource::uncached(backends.features.as_ref());
+    let renderer = |options: SequenceOptions| {
+        SequenceRenderer::new(
+            base.clone(),
+            options,
+            backends.engine.as_ref(),
+            source,
+            None,
+        )
+        .map_err(flag_error)
+    };
+    let bench_run = Bench {
+        shot: &shot,
+        renderer: &renderer,
+        options: sequence_options,
+        keyframe_iterations,
+    };
+    eprintln!("bench --shot: {frames} frames, stills first");
+    let (stills, still_costs) = if std::env::var("STYLIZE_EXP_NO_STILLS").is_ok() { let (c, k) = bench_run.chain()?; (c, vec![k]) } else { bench_run.stills()? };
+    eprintln!("bench --shot: the sequential chain");
+    let (chain, chain_cost) = if std::env::var("STYLIZE_EXP_NO_STILLS").is_ok() { (stills.clone(), still_costs[0]) } else { bench_run.chain()? };
+    eprintln!("bench --shot: the parallel method, {} chunks", bench.chunks);
+    // The first frame is the chain's first frame (the same still, run the same way): its
+    // task is the chain's first, measured again.
+    let (root, root_cost) = timed(|| bench_run.frames(&mut renderer(bench_run.options.clone())?, 0..1, false, None))?;
+    let (parallel, stages) = bench_run.parallel(bench.chunks, (&root[0], root_cost))?;
+
+    let size = chain[0].image.dimensions();
+    let images = |frames: &[Delivered]| frames.iter().map(|f| f.image.clone()).collect::<Vec<_>>();
+    let rendered_errors = frame_errors(&shot, &rendered_frames(&shot, size)?)?;
+    let still_errors = frame_errors(&shot, &images(&stills))?;
+    let chain_errors = frame_errors(&shot, &images(&chain))?;
+    let parallel_errors = frame_errors(&shot, &images(&parallel))?;
+    let joins: Vec<usize> = chunk_starts(frames, bench.chunks)[1..].to_vec();
+    let style_ratio = |frames: &[Delivered]| {
+        frames
+            .iter()
+            .zip(&stills)
+            .map(|(f, s)| f.style / s.style)
+            .collect::<Vec<f64>>()
+    };
+    let (chain_style, parallel_style) = (style_ratio(&chain), style_ratio(&parallel));
+    let worst = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
+    let critical: f64 = stages
+        .iter()
+        .map(|stage| stage.iter().map(|c| c.wall).fold(0.0, f64::max))
+        .sum();
+    let parallel_cpu: f64 = stages.iter().flatten().map(|c| c.cpu).sum();
+    let stills_cost = still_costs.iter().fold(Cost::default(), |a, &c| a.add(c));
+    let stills_critical = still_costs.iter().map(|c| c.wall).fold(0.0, f64::max);
+    // Join frames (a keyframe after the chunk before it) against the median of the others.
+    let join_errors: Vec<f64> = joins.iter().map(|&p| parallel_errors[p - 1]).collect();
+    let others: Vec<f64> = parallel_errors
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !joins.contains(&(i + 1)))
+        .map(|(_, &e)| e)
+        .collect();
+    let others_median = median(others);
+
+    println!(
+        "shot {}: {frames} frames at {}x{}, --quality {}, {} chunks (keyframes at frames {})",
+        bench.frames,
+        size.0,
+        size.1,
+        bench.quality,
+        bench.chunks,
+        joins
+            .iter()
+            .map(|&p| shot.numbers[p].to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "| method | critical path (s) | CPU (s) | warping error (whole shot) | worst join / median | style loss / still's (worst) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| rendered frames | - | - | {:.2} | - | - |",
+        mean(&rendered_errors)
+    );
+    println!(
+        "| stills ({frames} tasks) | {stills_critical:.1} | {:.1} | {:.2} | - | 1.000 |",
+        stills_cost.cpu,
+        mean(&still_errors)
+    );
+    println!(
+        "| sequential chain (1 task) | {:.1} | {:.1} | {:.2} | - | {:.3} |",
+        chain_cost.wall,
+        chain_cost.cpu,
+        mean(&chain_errors),
+        worst(&chain_style)
+    );
+    println!(
+        "| parallel, K = {} (stages of 1, {}, {} tasks) | {critical:.1} | {parallel_cpu:.1} | {:.2} | {:.3} | {:.3} |",
+        bench.chunks,
+        bench.chunks - 1,
+        bench.chunks,
+        mean(&parallel_errors),
+        worst(&join_errors) / others_median,
+        worst(&parallel_style)
+    );
+    println!(
+        "parallel / chain: critical path {:.3}x, CPU {:.3}x, warping error {:.3}x; chain: {:.1}x lower than stills', {:.2}x the rendered frames'",
+        critical / chain_cost.wall,
+        parallel_cpu / chain_cost.cpu,
+        mean(&parallel_errors) / mean(&chain_errors),
+        mean(&still_errors) / mean(&chain_errors),
+        mean(&chain_errors) / mean(&rendered_errors)
+    );
+    println!(
+        "stages (slowest task, s): first frame {:.1}, keyframes {:.1}, chunks {:.1}",
+        stages[0].iter().map(|c| c.wall).fold(0.0, f64::max),
+        stages[1].iter().map(|c| c.wall).fold(0.0, f64::max),
+        stages[2].iter().map(|c| c.wall).fold(0.0, f64::max)
+    );
+    println!("| frame | rendered | chain | parallel | chain style / still | parallel style / still |");
+    println!("|---|---|---|---|---|---|");
+    for position in 0..frames {
+        let error = |errors: &[f64]| {
+            position
+                .checked_sub(1)
+                .map_or("-".to_string(), |i| format!("{:.2}", errors[i]))
+        };
+        let mark = if joins.contains(&position) { " (join)" } else { "" };
+        println!(
+            "| {}{mark} | {} | {} | {} | {:.3} | {:.3} |",
+            shot.numbers[position],
+            error(&rendered_errors),
+            error(&chain_errors),
+            error(&parallel_errors),
+            chain_style[position],
+            parallel_style[position]
+        );
+    }
+    if let Some(dir) = bench.out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("--out-dir: {}", dir.display()))?;
+        write_frames(dir, "still", &shot, &stills)?;
+        write_frames(dir, "chain", &shot, &chain)?;
+        write_frames(dir, "parallel", &shot, &parallel)?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_starts;
+
+    #[test]
+    fn chunks_split_a_shot_as_contiguous_as_even_as_can_be() {
+        assert_eq!(chunk_starts(16, 4), [0, 4, 8, 12]);
+        assert_eq!(chunk_starts(10, 3), [0, 4, 7]);
+        assert_eq!(chunk_starts(3, 5), [0, 1, 2]);
+    }
+}
+
+fn exp(name: &str, default: f64) -> f64 {
+    std::env::var(format!("STYLIZE_EXP_{name}")).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
