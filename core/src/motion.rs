@@ -314,39 +314,18 @@ fn sample(planes: &[f32], w: usize, h: usize, at: (f32, f32)) -> [f32; 2] {
     [0, 1].map(|c| bilinear(planes, w, h, at, c))
 }
 
-/// Ruder et al.'s consistency of a frame's motion to the previous frame (`backward`) with the
-/// previous frame's motion to this one (`forward`, read where `backward` points): a pixel is
-/// consistent when following one and then the other comes back near where it started,
-/// `|f + b|² <= 0.01 (|f|² + |b|²) + 0.5`, and it is not on a motion boundary,
-/// `|∇b|² <= 0.01 |b|² + 0.002`. Pixels pointing outside the previous frame are not.
+/// Ruder et al.'s forward–backward consistency of a frame's motion to the previous frame
+/// (`backward`) with the previous frame's motion to this one (`forward`, read where
+/// `backward` points): a pixel is consistent when following one and then the other comes
+/// back near where it started, `|f + b|² <= 0.01 (|f|² + |b|²) + 0.5`. Pixels pointing
+/// outside the previous frame are not. Ruder's second test, refusing pixels on motion
+/// boundaries (`|∇b|² > 0.01 |b|² + 0.002`), is left out: under a moving camera the motion's
+/// gradient is large across whole surfaces, and the test let a fifth of an orbiting shot's
+/// pixels go unheld every frame (its warping error 59.83 with it, 35.18 without: issue 30).
 pub fn consistent(backward: &Motion, forward: &Motion) -> Vec<bool> {
-    check_consistency(backward, forward, true)
-}
-
-/// `consistent` without the motion-boundary test: the round trip alone, as the warping
-/// error of a delivered shot is measured (issue 30's definition).
-pub fn round_trip_consistent(backward: &Motion, forward: &Motion) -> Vec<bool> {
-    check_consistency(backward, forward, false)
-}
-
-fn check_consistency(backward: &Motion, forward: &Motion, boundaries: bool) -> Vec<bool> {
     let (w, h) = (backward.width, backward.height);
     let mut planes = forward.dx.clone();
     planes.extend_from_slice(&forward.dy);
-    let gradient = |values: &[f32], x: usize, y: usize| {
-        let i = y * w + x;
-        let gx = if x + 1 < w {
-            values[i + 1] - values[i]
-        } else {
-            0.0
-        };
-        let gy = if y + 1 < h {
-            values[i + w] - values[i]
-        } else {
-            0.0
-        };
-        gx * gx + gy * gy
-    };
     (0..w * h)
         .map(|i| {
             let (x, y) = (i % w, i / w);
@@ -356,12 +335,8 @@ fn check_consistency(backward: &Motion, forward: &Motion, boundaries: bool) -> V
                 return false;
             }
             let [fx, fy] = sample(&planes, w, h, (px, py));
-            let b2 = bx * bx + by * by;
             let round_trip = (fx + bx).powi(2) + (fy + by).powi(2);
-            let agrees = round_trip <= 0.01 * (fx * fx + fy * fy + b2) + 0.5;
-            let boundary = boundaries
-                && gradient(&backward.dx, x, y) + gradient(&backward.dy, x, y) > 0.01 * b2 + 0.002;
-            agrees && !boundary
+            round_trip <= 0.01 * (fx * fx + fy * fy + bx * bx + by * by) + 0.5
         })
         .collect()
 }

@@ -158,11 +158,11 @@ impl Bench<'_> {
     /// motion composed across the frames between.
     fn keyframe(&self, root: &RgbImage, position: usize) -> Result<Delivered> {
         let numbers = &self.shot.numbers;
-        let mut renderer = (self.renderer)(SequenceOptions { temporal_weight: exp("KEY_WEIGHT", self.options.temporal_weight), ..self.options.clone() })?;
+        let mut renderer = (self.renderer)(self.options.clone())?;
         let to_next = self.shot.motion_across(numbers[0], numbers[position])?;
         let state = renderer.state();
         state.resume_after(position, root.clone(), to_next);
-        state.next_runs(exp("KEY_ITERS", self.keyframe_iterations as f64) as usize);
+        state.next_runs(self.keyframe_iterations);
         let mut frame = self.shot.frame(position, true)?;
         frame.to_previous = self.shot.motion_across(numbers[position], numbers[0])?;
         let rendered = renderer
@@ -183,7 +183,7 @@ impl Bench<'_> {
         toward: Option<&RgbImage>,
     ) -> Result<Vec<Delivered>> {
         let numbers = &self.shot.numbers;
-        let mut renderer = (self.renderer)(SequenceOptions { temporal_weight: exp("CHUNK_WEIGHT", self.options.temporal_weight), ..self.options.clone() })?;
+        let mut renderer = (self.renderer)(self.options.clone())?;
         let state = renderer.state();
         state.resume_after(
             start.0 + 1,
@@ -241,8 +241,8 @@ fn frame_errors(shot: &Shot, frames: &[RgbImage]) -> Result<Vec<f64>> {
     let mut errors = Vec::new();
     for position in 1..frames.len() {
         let (back, forth) = motions(shot, position)?;
-        let error = warping_error(&frames[position], &frames[position - 1], &back, &forth)
-            .unwrap_or(0.0);
+        let error =
+            warping_error(&frames[position], &frames[position - 1], &back, &forth).unwrap_or(0.0);
         errors.push(error);
     }
     Ok(errors)
@@ -350,13 +350,14 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
         keyframe_iterations,
     };
     eprintln!("bench --shot: {frames} frames, stills first");
-    let (stills, still_costs) = if std::env::var("STYLIZE_EXP_NO_STILLS").is_ok() { let (c, k) = bench_run.chain()?; (c, vec![k]) } else { bench_run.stills()? };
+    let (stills, still_costs) = bench_run.stills()?;
     eprintln!("bench --shot: the sequential chain");
-    let (chain, chain_cost) = if std::env::var("STYLIZE_EXP_NO_STILLS").is_ok() { (stills.clone(), still_costs[0]) } else { bench_run.chain()? };
+    let (chain, chain_cost) = bench_run.chain()?;
     eprintln!("bench --shot: the parallel method, {} chunks", bench.chunks);
     // The first frame is the chain's first frame (the same still, run the same way): its
     // task is the chain's first, measured again.
-    let (root, root_cost) = timed(|| bench_run.frames(&mut renderer(bench_run.options.clone())?, 0..1, false, None))?;
+    let (root, root_cost) =
+        timed(|| bench_run.frames(&mut renderer(bench_run.options.clone())?, 0..1, false, None))?;
     let (parallel, stages) = bench_run.parallel(bench.chunks, (&root[0], root_cost))?;
 
     let size = chain[0].image.dimensions();
@@ -448,7 +449,9 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
         stages[1].iter().map(|c| c.wall).fold(0.0, f64::max),
         stages[2].iter().map(|c| c.wall).fold(0.0, f64::max)
     );
-    println!("| frame | rendered | chain | parallel | chain style / still | parallel style / still |");
+    println!(
+        "| frame | rendered | chain | parallel | chain style / still | parallel style / still |"
+    );
     println!("|---|---|---|---|---|---|");
     for position in 0..frames {
         let error = |errors: &[f64]| {
@@ -456,7 +459,11 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
                 .checked_sub(1)
                 .map_or("-".to_string(), |i| format!("{:.2}", errors[i]))
         };
-        let mark = if joins.contains(&position) { " (join)" } else { "" };
+        let mark = if joins.contains(&position) {
+            " (join)"
+        } else {
+            ""
+        };
         println!(
             "| {}{mark} | {} | {} | {} | {:.3} | {:.3} |",
             shot.numbers[position],
@@ -487,8 +494,4 @@ mod tests {
         assert_eq!(chunk_starts(10, 3), [0, 4, 7]);
         assert_eq!(chunk_starts(3, 5), [0, 1, 2]);
     }
-}
-
-fn exp(name: &str, default: f64) -> f64 {
-    std::env::var(format!("STYLIZE_EXP_{name}")).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

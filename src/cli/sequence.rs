@@ -328,7 +328,8 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         keep_passes: args.job.keep_passes,
     };
     let chain_iterations = (0..frames).map(iterations_at).collect();
-    let sequence = pass(&out, chained, toward.as_ref(), chain_iterations).run(&mut renderer, done)?;
+    let sequence =
+        pass(&out, chained, toward.as_ref(), chain_iterations).run(&mut renderer, done)?;
     if done == frames {
         reporter.say(&format!(
             "every frame of {} is written already (--restart to redo them)",

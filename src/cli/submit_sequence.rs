@@ -358,6 +358,14 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
         later_iterations: options.later_iterations,
         scales,
     };
+    if let Some(toward) = &submission.toward {
+        submission.reporter.say(&format!(
+            "pulling frames {}-{} toward frame {}",
+            shot.numbers[0],
+            shot.numbers[frames - 1],
+            toward.number
+        ));
+    }
     runtime()?.block_on(async {
         let mut attempt = 0;
         let mut chain = first_chain;

@@ -30,8 +30,8 @@ use crate::passthrough::{Fields, Passthrough};
 use crate::registry::StyleRegistry;
 use crate::render::Content;
 use crate::render::sequence::{
-    DEFAULT_TEMPORAL_WEIGHT, FrameInput, FrameJob, SequenceOptions, SequenceState, TowardLink, ramp,
-    warping_error,
+    DEFAULT_TEMPORAL_WEIGHT, FrameInput, FrameJob, SequenceOptions, SequenceState, TowardLink,
+    ramp, warping_error,
 };
 use crate::scheduler::{JobEvent, Scheduler};
 use crate::telemetry::metrics::{self as names, outcome};
@@ -126,14 +126,20 @@ fn continue_from(
 fn pulled_toward(toward: proto::TowardFrame, last: Option<u64>, limits: &Limits) -> Result<Toward> {
     let field = "setup.toward.image";
     if toward.image.is_empty() {
-        return Err(Error::invalid(field, "no image: the delivered frame is needed"));
+        return Err(Error::invalid(
+            field,
+            "no image: the delivered frame is needed",
+        ));
     }
     convert::check_pixels(&toward.image, field, limits)?;
     let from = toward.from.or(last);
     if let Some(from) = from.filter(|&from| from >= toward.number) {
         return Err(Error::invalid(
             "setup.toward.number",
-            format!("{} does not come after frame {from}, where the shot continues", toward.number),
+            format!(
+                "{} does not come after frame {from}, where the shot continues",
+                toward.number
+            ),
         ));
     }
     Ok(Toward {
@@ -376,7 +382,10 @@ fn frame_job(
     if let Some(toward) = shot.toward.as_ref().filter(|t| number >= t.number) {
         return Err(Error::invalid(
             field("number"),
-            format!("{number} is not before setup.toward's frame {}", toward.number),
+            format!(
+                "{number} is not before setup.toward's frame {}",
+                toward.number
+            ),
         ));
     }
     // A first frame further on than the one the shot continues from is a keyframe
@@ -414,9 +423,10 @@ fn frame_job(
     let toward = match (&mut shot.toward, &frame.motion_to_toward) {
         (Some(toward), Some(wire)) => {
             let from = *toward.from.get_or_insert(number);
-            let from_target = frame.motion_from_toward.as_ref().map(|m| {
-                motion(m, &field("motion_from_toward"), false, Some(frame_size))
-            });
+            let from_target = frame
+                .motion_from_toward
+                .as_ref()
+                .map(|m| motion(m, &field("motion_from_toward"), false, Some(frame_size)));
             Some(TowardLink {
                 to_target: motion(wire, &field("motion_to_toward"), true, Some(frame_size))?,
                 from_target: from_target.transpose()?,

@@ -1,12 +1,11 @@
 //! How steady a delivered shot is, as issue 30 measures it and independently of what the
 //! optimiser held: the warping error between consecutive delivered frames along the
 //! renderer's motion, counting the pixels whose motion lands inside the previous frame and
-//! passes Ruder's forward–backward test (without the motion-boundary test the chain's own
-//! certainty adds).
+//! passes Ruder's forward–backward test (`motion::consistent`).
 
 use image::RgbImage;
 
-use crate::motion::{Motion, round_trip_consistent, warp};
+use crate::motion::{Motion, consistent, warp};
 
 /// The mean over counted pixels, averaged over the three channels, of the squared
 /// difference in 8-bit levels between `current` and `previous` warped to it along
@@ -31,7 +30,7 @@ pub fn warping_error(
         }
     }
     let (warped, inside) = warp(&planes, 3, &backward);
-    let agrees = round_trip_consistent(&backward, &forward);
+    let agrees = consistent(&backward, &forward);
     let mut sum = 0.0;
     let mut count = 0usize;
     for (i, pixel) in current.pixels().enumerate() {

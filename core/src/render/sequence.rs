@@ -21,6 +21,11 @@ use crate::motion::{Motion, consistent, warp};
 /// Ruder et al.'s temporal weight for the Caffe weights' loss scale.
 pub const DEFAULT_TEMPORAL_WEIGHT: f64 = 1e3;
 
+/// How much more firmly a keyframe is held to the frame it starts from than a frame to the
+/// one before it. Measured on the orbit shot at 128 px, draft, 4 chunks: the parallel
+/// method's warping error 1.88x the chain's at 1x, 1.73x at 10x, 1.94x at 100x.
+pub const KEYFRAME_HOLD: f64 = 10.0;
+
 /// What a sequence adds to a still's options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SequenceOptions {
@@ -198,8 +203,10 @@ impl SequenceState {
         self.toward = Some(image);
     }
 
-    /// Runs the next frame for `iterations` instead of `later_iterations`: a keyframe
-    /// warm-started from a frame further back, where more of it is new.
+    /// Runs the next frame as a keyframe warm-started from a frame further back: for
+    /// `iterations` instead of `later_iterations` (more of it is new), its held pixels held
+    /// `KEYFRAME_HOLD` times as firmly (keyframes stylised apart agree where the frame they
+    /// start from shows).
     pub fn next_runs(&mut self, iterations: usize) {
         self.once = Some((self.next_index, iterations.max(1)));
     }
@@ -327,10 +334,11 @@ impl SequenceState {
             };
             let content = job.request.content.to_8bit();
             options.init = InitChoice::Image(warm_start(&content, &held, &held_certainty));
+            let keyframe = matches!(self.once, Some((once, _)) if once == index);
             job.temporal = Some(TemporalTarget {
                 warped: self.convention.to_input(&held),
                 certainty: held_certainty,
-                weight: self.options.temporal_weight,
+                weight: self.options.temporal_weight * if keyframe { KEYFRAME_HOLD } else { 1.0 },
             });
         }
         job.warped_previous = Some((warped, certainty));
