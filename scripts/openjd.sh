@@ -8,8 +8,8 @@
 #      first chunk, resumes the second after its last frame written and renders the rest;
 #      every frame must then be there once, whole, named by its number;
 #   3. the many-shots template renders two short shots, one task each;
-#   4. the parallel template renders 8 frames of the shared shot as 2 chunks: the first
-#      frame, the second chunk's keyframe, then both chunks.
+#   4. the parallel template renders 8 frames of the shared shot as 2 chunks: the middle
+#      frame, the first chunk's keyframe, then both chunks.
 # Needs target/release/stylize (built by `cargo test --release`) and the models it fetches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -113,7 +113,7 @@ printf '%s %s %s\n' "$shot/frame_####.exr" "$work/a/a_####.png" 1-3 \
 for file in a/a_0001.png a/a_0003.png b/b_0001.png b/b_0004.png; do
   [[ -s $work/$file ]] || { cat "$work/shots.log"; echo "openjd.sh: $file is missing" >&2; exit 1; }
 done
-echo "==> openjd run: one shot as parallel chunks (first frame, keyframes, chunks)" >&2
+echo "==> openjd run: one shot as parallel chunks (middle frame, keyframes, chunks)" >&2
 "$openjd" run integrations/openjd/stylize-shot-parallel.yaml \
   -p "Frames=$shot/frame_%04d.exr" -p FrameRange=1-8 -p ChunkSize=4 \
   -p "OutputPattern=$work/par/p_####.png" -p "StyleFile=$PWD/assets/starry_night.jpg" \
@@ -123,8 +123,9 @@ for t in $(seq 1 8); do
   [[ -s $(printf '%s/par/p_%04d.png' "$work" "$t") ]] \
     || { cat "$work/par.log"; echo "openjd.sh: parallel frame $t is missing" >&2; exit 1; }
 done
-# The keyframe continued from the first frame; the first chunk was pulled toward it.
-for line in "frame 5: wrote" "continuing the chain from .*p_0001.png" \
+# The middle frame (5) started the chain; the first chunk's keyframe (1) continued from
+# it, and the first chunk from that keyframe, pulled toward frame 5.
+for line in "frame 5: wrote" "frame 1: wrote" "continuing the chain from .*p_0001.png" \
   "pulling frames 2-4 toward frame 5" "continuing the chain from .*p_0005.png"; do
   grep -q "$line" "$work/par.log" || { cat "$work/par.log"; echo "openjd.sh: no \"$line\"" >&2; exit 1; }
 done

@@ -2,7 +2,7 @@
 """Renders a camera-move shot with Blender's `bpy` wheel (PyPI, bpy==5.0.1), Cycles on the
 CPU, laid out as ../shared/sequences/rolling-ball is (see its README for the channels and the
 motion convention): `frame_NNNN.png` (8-bit, the 'Standard' view) and `frame_NNNN.exr`
-(multilayer: beauty, depth, Vector).
+(multilayer: beauty and Vector).
 
 The camera orbits 36 degrees around a table of textured objects in front of a textured wall
 and floor, so near objects sweep across far ones: parallax everywhere and occlusion at every
@@ -38,7 +38,7 @@ scene.render.resolution_percentage = 100
 scene.view_settings.view_transform = "Standard"
 scene.frame_start, scene.frame_end = 1, FRAMES
 layer = scene.view_layers[0]
-layer.use_pass_z = True
+layer.use_pass_z = False
 layer.use_pass_vector = True
 
 

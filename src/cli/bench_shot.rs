@@ -91,12 +91,30 @@ fn timed<T>(task: impl FnOnce() -> Result<T>) -> Result<(T, Cost)> {
     Ok((value, cost))
 }
 
-/// The first frame of each chunk, by position: `chunks` contiguous chunks as even as
-/// Open Job Description's CONTIGUOUS chunking makes them (the first ones one longer).
+/// The chunk whose first frame a shot rendered in parallel starts from (a still): the
+/// middle one, so no keyframe is further than half the shot from it.
+pub fn middle_chunk(chunks: usize) -> usize {
+    chunks / 2
+}
+
+/// The first frame of each chunk, by position: `chunks` contiguous chunks as Open Job
+/// Description's CONTIGUOUS chunking splits a range (even sizes, the leftover frames spread
+/// across the chunks).
 pub fn chunk_starts(frames: usize, chunks: usize) -> Vec<usize> {
     let chunks = chunks.clamp(1, frames.max(1));
-    let (size, longer) = (frames / chunks, frames % chunks);
-    (0..chunks).map(|k| k * size + k.min(longer)).collect()
+    let (small, left) = (frames / chunks, frames % chunks);
+    let mut sizes = vec![small; chunks];
+    for i in 0..left {
+        sizes[i * chunks / left] += 1;
+    }
+    sizes
+        .iter()
+        .scan(0, |start, size| {
+            let this = *start;
+            *start += size;
+            Some(this)
+        })
+        .collect()
 }
 
 struct Bench<'a> {
@@ -154,17 +172,17 @@ impl Bench<'_> {
         timed(|| self.frames(&mut renderer, 0..self.shot.numbers.len(), false, None))
     }
 
-    /// A keyframe at `position`, continued from the first frame's `root` image along the
-    /// motion composed across the frames between.
-    fn keyframe(&self, root: &RgbImage, position: usize) -> Result<Delivered> {
+    /// A keyframe at `position`, continued from the `root` image of position `from` along
+    /// the motion composed across the frames between.
+    fn keyframe(&self, root: &RgbImage, from: usize, position: usize) -> Result<Delivered> {
         let numbers = &self.shot.numbers;
         let mut renderer = (self.renderer)(self.options.clone())?;
-        let to_next = self.shot.motion_across(numbers[0], numbers[position])?;
+        let to_next = self.shot.motion_across(numbers[from], numbers[position])?;
         let state = renderer.state();
         state.resume_after(position, root.clone(), to_next);
         state.next_runs(self.keyframe_iterations);
         let mut frame = self.shot.frame(position, true)?;
-        frame.to_previous = self.shot.motion_across(numbers[position], numbers[0])?;
+        frame.to_previous = self.shot.motion_across(numbers[position], numbers[from])?;
         let rendered = renderer
             .frame(frame, &mut |_| std::ops::ControlFlow::Continue(()))
             .map_err(flag_error)?;
@@ -205,19 +223,25 @@ impl Bench<'_> {
         self.frames(&mut renderer, start.0 + 1..end, true, links.as_deref())
     }
 
-    /// The parallel method: the first frame, then the keyframes, then the chunks. Returns
-    /// the frames and each stage's task costs.
-    fn parallel(
-        &self,
-        chunks: usize,
-        root: (&Delivered, Cost),
-    ) -> Result<(Vec<Delivered>, Vec<Vec<Cost>>)> {
+    /// The parallel method: the middle chunk's first frame (a still), then the other
+    /// chunks' first frames (keyframes) from it, then the chunks. Returns the frames and
+    /// each stage's task costs.
+    fn parallel(&self, chunks: usize) -> Result<(Vec<Delivered>, Vec<Vec<Cost>>)> {
         let frames = self.shot.numbers.len();
         let starts = chunk_starts(frames, chunks);
-        let mut keyframes = vec![root.0.clone()];
+        let middle = starts[middle_chunk(starts.len())];
+        let mut renderer = (self.renderer)(self.options.clone())?;
+        let (mut root, root_cost) =
+            timed(|| self.frames(&mut renderer, middle..middle + 1, false, None))?;
+        let root = root.remove(0);
+        let mut keyframes = Vec::new();
         let mut keyframe_costs = Vec::new();
-        for &position in &starts[1..] {
-            let (keyframe, cost) = timed(|| self.keyframe(&root.0.image, position))?;
+        for &position in &starts {
+            if position == middle {
+                keyframes.push(root.clone());
+                continue;
+            }
+            let (keyframe, cost) = timed(|| self.keyframe(&root.image, middle, position))?;
             keyframes.push(keyframe);
             keyframe_costs.push(cost);
         }
@@ -232,7 +256,7 @@ impl Bench<'_> {
             delivered.append(&mut rendered);
             chunk_costs.push(cost);
         }
-        Ok((delivered, vec![vec![root.1], keyframe_costs, chunk_costs]))
+        Ok((delivered, vec![vec![root_cost], keyframe_costs, chunk_costs]))
     }
 }
 
@@ -272,12 +296,14 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// The rendered frames themselves at the output size: the floor a stylised shot is
-/// measured against.
-fn rendered_frames(shot: &Shot, size: (u32, u32)) -> Result<Vec<RgbImage>> {
-    (0..shot.numbers.len())
+/// The rendered frames themselves at the output size, as the renderer shows them (OpenEXR
+/// through the sRGB transfer, Blender's 'Standard' view): the floor a stylised shot is
+/// measured against, in the same 8-bit levels.
+fn rendered_frames(args: &ShotArgs, size: (u32, u32)) -> Result<Vec<RgbImage>> {
+    let shown = Shot::new(args, Some("srgb"))?;
+    (0..shown.numbers.len())
         .map(|position| {
-            let content = shot.frame(position, false)?.content.context("--shot")?;
+            let content = shown.frame(position, false)?.content.context("--shot")?;
             Ok(stylize::image_io::resize_exact(
                 &content.to_8bit(),
                 size.0,
@@ -354,15 +380,11 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
     eprintln!("bench --shot: the sequential chain");
     let (chain, chain_cost) = bench_run.chain()?;
     eprintln!("bench --shot: the parallel method, {} chunks", bench.chunks);
-    // The first frame is the chain's first frame (the same still, run the same way): its
-    // task is the chain's first, measured again.
-    let (root, root_cost) =
-        timed(|| bench_run.frames(&mut renderer(bench_run.options.clone())?, 0..1, false, None))?;
-    let (parallel, stages) = bench_run.parallel(bench.chunks, (&root[0], root_cost))?;
+    let (parallel, stages) = bench_run.parallel(bench.chunks)?;
 
     let size = chain[0].image.dimensions();
     let images = |frames: &[Delivered]| frames.iter().map(|f| f.image.clone()).collect::<Vec<_>>();
-    let rendered_errors = frame_errors(&shot, &rendered_frames(&shot, size)?)?;
+    let rendered_errors = frame_errors(&shot, &rendered_frames(&job.shot, size)?)?;
     let still_errors = frame_errors(&shot, &images(&stills))?;
     let chain_errors = frame_errors(&shot, &images(&chain))?;
     let parallel_errors = frame_errors(&shot, &images(&parallel))?;
@@ -444,7 +466,7 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
         mean(&chain_errors) / mean(&rendered_errors)
     );
     println!(
-        "stages (slowest task, s): first frame {:.1}, keyframes {:.1}, chunks {:.1}",
+        "stages (slowest task, s): middle frame {:.1}, keyframes {:.1}, chunks {:.1}",
         stages[0].iter().map(|c| c.wall).fold(0.0, f64::max),
         stages[1].iter().map(|c| c.wall).fold(0.0, f64::max),
         stages[2].iter().map(|c| c.wall).fold(0.0, f64::max)
@@ -491,7 +513,9 @@ mod tests {
     #[test]
     fn chunks_split_a_shot_as_contiguous_as_even_as_can_be() {
         assert_eq!(chunk_starts(16, 4), [0, 4, 8, 12]);
+        // Open Job Description's split of 10 frames into chunks of at most 4: 4, 3, 3.
         assert_eq!(chunk_starts(10, 3), [0, 4, 7]);
+        assert_eq!(chunk_starts(11, 4), [0, 3, 6, 9]);
         assert_eq!(chunk_starts(3, 5), [0, 1, 2]);
     }
 }

@@ -45,11 +45,17 @@ pub struct ShotArgs {
     /// the shot has that frame (a chunk of a shot split into tasks).
     #[arg(long)]
     pub continue_from: Option<PathBuf>,
-    /// Continue the chain from this earlier frame's delivered image instead of the frame
-    /// just before the range, along the motion composed over the frames between: a
-    /// keyframe of a shot rendered in parallel chunks starts from the shot's first frame.
-    #[arg(long)]
+    /// Continue the chain from this frame's delivered image instead of the frame just
+    /// before the range, along the motion composed over the frames between: a keyframe of a
+    /// shot rendered in parallel chunks starts from the shot's middle frame, before or after
+    /// it (a range after the frame, or of one frame before it). Such a keyframe runs the
+    /// still's iterations per scale, at the output size.
+    #[arg(long, conflicts_with = "starts_chain")]
     pub from_frame: Option<u64>,
+    /// The range's first frame starts the chain as a still, whatever frames come before it
+    /// (the middle frame a shot rendered in parallel chunks starts from).
+    #[arg(long, conflicts_with = "continue_from")]
+    pub starts_chain: bool,
     /// Pull the range's frames toward this later frame's delivered image (the next chunk's
     /// keyframe, written already), more as they near it, along the motion composed over
     /// the frames between: the chunk then joins the next without a pop.
@@ -248,15 +254,27 @@ impl Shot {
         };
         let (first, last) = (numbers[0], numbers[numbers.len() - 1]);
         if let Some(from) = args.from_frame {
-            if from >= first {
+            if (first..=last).contains(&from) || (from > last && first != last) {
                 return Err(super::exit::Usage(format!(
-                    "--from-frame: {from} is not before the range's first frame {first}"
+                    "--from-frame: {from} must come before the range {first}-{last}, or after \
+                     a range of one frame"
                 ))
                 .into());
             }
-            check_exist(&frames, from..first)?;
+            let between = from.min(first)..=from.max(first);
+            check_exist(&frames, between.clone())?;
             if let Some(motion) = &motion {
-                check_exist(motion, from + 1..=first)?;
+                check_exist(motion, from.min(first) + 1..=from.max(first))?;
+            }
+            if from > first {
+                match &next {
+                    Some((pattern, _)) => check_exist(pattern, first..from)?,
+                    None => bail!(
+                        "--from-frame: a keyframe continued from a later frame needs the \
+                         frames' motion to the next frame (--motion-next, or OpenEXR frames \
+                         with --motion-next-channels)"
+                    ),
+                }
             }
         }
         if let Some(toward) = args.toward_frame {
@@ -366,6 +384,7 @@ impl Shot {
             }));
         }
         let before = match self.args.from_frame {
+            _ if self.args.starts_chain => return Ok(None),
             Some(from) => Some(from),
             None => self.numbers[0]
                 .checked_sub(1)
@@ -402,9 +421,12 @@ impl Shot {
 
     /// The frame the range's chain starts from, whichever frame a resumed run continues
     /// after: --from-frame, else the frame before the range when the shot has it, else the
-    /// range's first frame (it starts the shot).
+    /// range's first frame (it starts the shot, or --starts-chain).
     pub fn chunk_start(&self) -> u64 {
         let first = self.numbers[0];
+        if self.args.starts_chain {
+            return first;
+        }
         self.args.from_frame.unwrap_or_else(|| {
             first
                 .checked_sub(1)
@@ -413,11 +435,12 @@ impl Shot {
         })
     }
 
-    /// Whether the chain starts further back than the frame before the range (--from-frame).
-    pub fn chain_reaches_back(&self) -> bool {
+    /// Whether the range's first frame is a keyframe: continued from another frame than
+    /// the one just before it (--from-frame).
+    pub fn starts_from_afar(&self) -> bool {
         self.args
             .from_frame
-            .is_some_and(|from| from + 1 < self.numbers[0])
+            .is_some_and(|from| from + 1 != self.numbers[0])
     }
 
     /// The motion of the chain's start to the range's first frame (for the consistency
@@ -603,7 +626,7 @@ impl Shot {
         let from_further_back = self
             .args
             .from_frame
-            .filter(|_| position == 0 && chained && self.chain_reaches_back());
+            .filter(|_| position == 0 && chained && self.starts_from_afar());
         let to_previous = match (from_further_back, to_previous) {
             (Some(from), _) => self.motion_across(self.numbers[0], from)?,
             (None, Some(motion)) => Some(motion),

@@ -103,7 +103,7 @@ fn frame_message(
                 content,
                 motion_to_previous: match in_frame {
                     // A keyframe continued from further back: the motion composed here.
-                    _ if position == 0 && chained && shot.chain_reaches_back() => shot
+                    _ if position == 0 && chained && shot.starts_from_afar() => shot
                         .motion_across(shot.numbers[0], shot.chunk_start())?
                         .map(proto::Motion::from),
                     [Some(channels), _] => Some(in_content(channels)),
@@ -174,7 +174,7 @@ impl Submission<'_> {
     fn iterations_of(&self, position: usize, chained: bool) -> usize {
         match position {
             0 if !chained => self.first_iterations,
-            0 if self.shot.chain_reaches_back() => self.first_iterations / self.scales.max(1),
+            0 if self.shot.starts_from_afar() => self.first_iterations / self.scales.max(1),
             _ => self.later_iterations,
         }
     }

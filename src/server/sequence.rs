@@ -333,11 +333,13 @@ fn content_with_motion(
     Ok((Content::Float(image), motions))
 }
 
-/// The number of the frame `index` brings: its own, which must follow the last, else the
-/// one after the last (0 for a shot's first).
+/// The number of the frame `index` brings: its own, which must follow the last (the first
+/// frame of a shot continued from another frame may come before it: a keyframe continued
+/// from a later frame), else the one after the last (0 for a shot's first).
 fn frame_number(given: Option<u64>, index: usize, last: Option<u64>) -> Result<u64> {
     let next = last.map_or(0, |n| n.saturating_add(1));
     match (given, last) {
+        (Some(number), Some(last)) if index == 0 && number != last => Ok(number),
         (Some(number), Some(last)) if number <= last => Err(Error::invalid(
             format!("frames[{index}].number"),
             format!("{number} does not follow the previous frame's {last}"),
@@ -390,7 +392,7 @@ fn frame_job(
     }
     // A first frame further on than the one the shot continues from is a keyframe
     // continued from further back: it runs the still's iterations at the output size.
-    if index == 0 && shot.last_number.is_some_and(|last| number > last + 1) {
+    if index == 0 && shot.last_number.is_some_and(|last| number != last + 1) {
         shot.state.next_runs(shot.keyframe_iterations);
     }
     if view.studio().is_some() && !crate::exr_file::is_exr(&frame.content) {
