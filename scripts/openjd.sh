@@ -8,8 +8,8 @@
 #      first chunk, resumes the second after its last frame written and renders the rest;
 #      every frame must then be there once, whole, named by its number;
 #   3. the many-shots template renders two short shots, one task each;
-#   4. the parallel template renders 8 frames of the shared shot as 2 chunks: the middle
-#      frame, the first chunk's keyframe, then both chunks.
+#   4. the parallel template renders 12 frames of the shared shot as 3 chunks: the middle
+#      frame, the other chunks' keyframes, then every chunk (one backward, one pulled).
 # Needs target/release/stylize (built by `cargo test --release`) and the models it fetches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,18 +115,19 @@ for file in a/a_0001.png a/a_0003.png b/b_0001.png b/b_0004.png; do
 done
 echo "==> openjd run: one shot as parallel chunks (middle frame, keyframes, chunks)" >&2
 "$openjd" run integrations/openjd/stylize-shot-parallel.yaml \
-  -p "Frames=$shot/frame_%04d.exr" -p FrameRange=1-8 -p ChunkSize=4 \
+  -p "Frames=$shot/frame_%04d.exr" -p FrameRange=1-12 -p ChunkSize=4 \
   -p "OutputPattern=$work/par/p_####.png" -p "StyleFile=$PWD/assets/starry_night.jpg" \
   -p Quality=draft -p Size=64 -p "Server=http://$address" -p "StylizeCommand=$bin" \
   --step Chunks --run-dependencies >"$work/par.log" 2>&1 || { cat "$work/par.log"; exit 1; }
-for t in $(seq 1 8); do
+for t in $(seq 1 12); do
   [[ -s $(printf '%s/par/p_%04d.png' "$work" "$t") ]] \
     || { cat "$work/par.log"; echo "openjd.sh: parallel frame $t is missing" >&2; exit 1; }
 done
-# The middle frame (5) started the chain; the first chunk's keyframe (1) continued from
-# it, and the first chunk from that keyframe, pulled toward frame 5.
-for line in "frame 5: wrote" "frame 1: wrote" "continuing the chain from .*p_0001.png" \
-  "pulling frames 2-4 toward frame 5" "continuing the chain from .*p_0005.png"; do
+# 3 chunks of 4: the middle frame 5 started the chain; the keyframes 4 and 9 continued from
+# it; frames 3-1 ran backward from 4, 6-8 from 5 pulled toward 9, and 10-12 from 9.
+for line in "continuing the chain from .*p_0005.png" "continuing the chain from .*p_0004.png" \
+  "pulling frames 6-8 toward frame 9" "continuing the chain from .*p_0009.png" \
+  "frame 1: wrote" "frame 12: wrote"; do
   grep -q "$line" "$work/par.log" || { cat "$work/par.log"; echo "openjd.sh: no \"$line\"" >&2; exit 1; }
 done
 echo "openjd.sh: the templates check; the shot ran in chunks, a killed chunk was rerun and completed; a shot ran as parallel chunks" >&2

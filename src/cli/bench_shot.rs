@@ -6,6 +6,7 @@
 //! warping error (`render::coherence`), the worst join against the median frame and each
 //! frame's style loss against its still's.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ use stylize::render::sequence::{FrameInput, SequenceOptions, SequenceRenderer};
 use stylize::render::{StyleSource, Styling};
 
 use super::args::{BackendArgs, JobArgs, StyleArgs, flag_error};
-use super::frames::{Shot, ShotArgs};
+use super::frames::{ChainStart, Shot, ShotArgs};
 use super::toward::TowardFrame;
 
 /// What `--shot` takes from the bench's flags.
@@ -119,6 +120,9 @@ pub fn chunk_starts(frames: usize, chunks: usize) -> Vec<usize> {
 
 struct Bench<'a> {
     shot: &'a Shot,
+    /// The whole shot's flags and view, which each task's are made from.
+    args: &'a ShotArgs,
+    view: Option<&'a str>,
     renderer: &'a dyn Fn(SequenceOptions) -> Result<SequenceRenderer<'a>>,
     options: SequenceOptions,
     /// The still's iterations per scale (a keyframe runs them at the output size).
@@ -172,92 +176,164 @@ impl Bench<'_> {
         timed(|| self.frames(&mut renderer, 0..self.shot.numbers.len(), false, None))
     }
 
-    /// A keyframe at `position`, continued from the `root` image of position `from` along
-    /// the motion composed across the frames between.
-    fn keyframe(&self, root: &RgbImage, from: usize, position: usize) -> Result<Delivered> {
-        let numbers = &self.shot.numbers;
-        let mut renderer = (self.renderer)(self.options.clone())?;
-        let to_next = self.shot.motion_across(numbers[from], numbers[position])?;
-        let state = renderer.state();
-        state.resume_after(position, root.clone(), to_next);
-        state.next_runs(self.keyframe_iterations);
-        let mut frame = self.shot.frame(position, true)?;
-        frame.to_previous = self.shot.motion_across(numbers[position], numbers[from])?;
-        let rendered = renderer
-            .frame(frame, &mut |_| std::ops::ControlFlow::Continue(()))
-            .map_err(flag_error)?;
-        Ok(Delivered {
-            image: rendered.rendered.image,
-            style: rendered.rendered.delivered.style,
-        })
+    /// The shot as one task of the parallel method sees it: its flags as the template's
+    /// task passes them.
+    fn task_shot(&self, task: &Task) -> Result<Shot> {
+        let mut args = self.args.clone();
+        args.frame_range = Some(format!("{}-{}", task.range.0, task.range.1));
+        args.backward = task.backward;
+        args.from_frame = task.from;
+        args.toward_frame = task.toward;
+        args.starts_chain = task.starts_chain;
+        Shot::new(&args, self.view)
     }
 
-    /// Positions `start + 1 .. end` continued from `start`'s keyframe and pulled toward
-    /// `end`'s (`toward`), when the shot goes on.
-    fn chunk(
+    /// Runs `task` in this process as `stylize sequence` would, continuing from (and
+    /// pulled toward) the frames in `done`; returns its frames by number.
+    fn task(
         &self,
-        start: (usize, &RgbImage),
-        end: usize,
-        toward: Option<&RgbImage>,
-    ) -> Result<Vec<Delivered>> {
-        let numbers = &self.shot.numbers;
+        task: &Task,
+        done: &BTreeMap<u64, Delivered>,
+    ) -> Result<Vec<(u64, Delivered)>> {
+        let shot = self.task_shot(task)?;
         let mut renderer = (self.renderer)(self.options.clone())?;
-        let state = renderer.state();
-        state.resume_after(
-            start.0 + 1,
-            start.1.clone(),
-            self.shot.to_next(numbers[start.0])?,
-        );
-        let links = match toward {
-            Some(image) => {
-                state.pull_toward(image.clone());
-                Some(TowardFrame::links(
-                    self.shot,
-                    numbers[start.0],
-                    numbers[end],
-                    &numbers[start.0 + 1..end],
-                )?)
+        let delivered = |number: u64| {
+            done.get(&number)
+                .map(|d| d.image.clone())
+                .with_context(|| format!("frame {number} is not rendered yet"))
+        };
+        let chained = !task.starts_chain;
+        if chained {
+            let start = shot.chunk_start();
+            let from = ChainStart {
+                number: Some(start),
+                path: Default::default(),
+            };
+            let to_first = shot.chain_to_first(&from)?;
+            let state = renderer.state();
+            state.resume_after(0, delivered(start)?, to_first);
+            if shot.starts_keyframe() {
+                state.next_runs(self.keyframe_iterations);
+            }
+        }
+        let links = match task.toward {
+            Some(toward) => {
+                renderer.state().pull_toward(delivered(toward)?);
+                let start = shot.chunk_start();
+                Some(TowardFrame::links(&shot, start, toward, &shot.numbers)?)
             }
             None => None,
         };
-        self.frames(&mut renderer, start.0 + 1..end, true, links.as_deref())
+        let mut frames = Vec::new();
+        for (position, &number) in shot.numbers.iter().enumerate() {
+            let mut frame = shot.frame(position, chained)?;
+            frame.toward = links.as_ref().map(|links| links[position].clone());
+            let rendered = renderer
+                .frame(frame, &mut |_| std::ops::ControlFlow::Continue(()))
+                .map_err(flag_error)?;
+            let image = rendered.rendered.image;
+            let style = rendered.rendered.delivered.style;
+            frames.push((number, Delivered { image, style }));
+        }
+        Ok(frames)
     }
 
-    /// The parallel method: the middle chunk's first frame (a still), then the other
-    /// chunks' first frames (keyframes) from it, then the chunks. Returns the frames and
-    /// each stage's task costs.
+    /// The parallel method in `chunks` chunks, stage by stage, each task timed alone.
+    /// Returns the frames in order and each stage's task costs.
     fn parallel(&self, chunks: usize) -> Result<(Vec<Delivered>, Vec<Vec<Cost>>)> {
-        let frames = self.shot.numbers.len();
-        let starts = chunk_starts(frames, chunks);
-        let middle = starts[middle_chunk(starts.len())];
-        let mut renderer = (self.renderer)(self.options.clone())?;
-        let (mut root, root_cost) =
-            timed(|| self.frames(&mut renderer, middle..middle + 1, false, None))?;
-        let root = root.remove(0);
-        let mut keyframes = Vec::new();
-        let mut keyframe_costs = Vec::new();
-        for &position in &starts {
-            if position == middle {
-                keyframes.push(root.clone());
-                continue;
+        let mut done = BTreeMap::new();
+        let mut stages = Vec::new();
+        for stage in plan(&self.shot.numbers, chunks) {
+            let mut costs = Vec::new();
+            for task in &stage {
+                let (frames, cost) = timed(|| self.task(task, &done))?;
+                done.extend(frames);
+                costs.push(cost);
             }
-            let (keyframe, cost) = timed(|| self.keyframe(&root.image, middle, position))?;
-            keyframes.push(keyframe);
-            keyframe_costs.push(cost);
+            stages.push(costs);
         }
-        let mut delivered = Vec::with_capacity(frames);
-        let mut chunk_costs = Vec::new();
-        for (k, &start) in starts.iter().enumerate() {
-            let end = starts.get(k + 1).copied().unwrap_or(frames);
-            let toward = keyframes.get(k + 1).map(|d| &d.image);
-            let (mut rendered, cost) =
-                timed(|| self.chunk((start, &keyframes[k].image), end, toward))?;
-            delivered.push(keyframes[k].clone());
-            delivered.append(&mut rendered);
-            chunk_costs.push(cost);
+        let frames = done.into_values().collect::<Vec<_>>();
+        if frames.len() != self.shot.numbers.len() {
+            bail!("the parallel method left frames out");
         }
-        Ok((delivered, vec![vec![root_cost], keyframe_costs, chunk_costs]))
+        Ok((frames, stages))
     }
+}
+
+/// One task of the parallel method: the flags its `stylize sequence` (or
+/// `submit-sequence`) gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// The frames, first and last (rendered last to first when `backward`).
+    pub range: (u64, u64),
+    pub backward: bool,
+    pub from: Option<u64>,
+    pub toward: Option<u64>,
+    pub starts_chain: bool,
+}
+
+impl Task {
+    fn frames(range: (u64, u64)) -> Self {
+        Self {
+            range,
+            backward: false,
+            from: None,
+            toward: None,
+            starts_chain: false,
+        }
+    }
+}
+
+/// The parallel method's stages for a shot of frames `numbers` in `chunks` chunks, as
+/// the Open Job Description template runs them: the middle chunk's first frame (a still);
+/// every other chunk's keyframe from it (the first frame of a chunk after the middle one,
+/// the last frame of one before it); then every chunk's other frames from its keyframe,
+/// away from the middle frame (backward before it), pulled toward the next chunk's keyframe
+/// that way.
+pub fn plan(numbers: &[u64], chunks: usize) -> Vec<Vec<Task>> {
+    let starts = chunk_starts(numbers.len(), chunks);
+    let middle_index = middle_chunk(starts.len());
+    let middle = numbers[starts[middle_index]];
+    let bounds: Vec<(u64, u64)> = starts
+        .iter()
+        .enumerate()
+        .map(|(k, &start)| {
+            let end = starts.get(k + 1).map_or(numbers.len(), |&next| next) - 1;
+            (numbers[start], numbers[end])
+        })
+        .collect();
+    let root = Task {
+        starts_chain: true,
+        ..Task::frames((middle, middle))
+    };
+    let mut keyframes = Vec::new();
+    let mut rest = Vec::new();
+    for (k, &(start, end)) in bounds.iter().enumerate() {
+        let before = k < middle_index;
+        if k != middle_index {
+            let keyframe = if before { end } else { start };
+            keyframes.push(Task {
+                from: Some(middle),
+                ..Task::frames((keyframe, keyframe))
+            });
+        }
+        if end == start {
+            continue;
+        }
+        rest.push(if before {
+            Task {
+                backward: true,
+                toward: (k > 0).then(|| start - 1),
+                ..Task::frames((start, end - 1))
+            }
+        } else {
+            Task {
+                toward: (k + 1 < bounds.len()).then(|| end + 1),
+                ..Task::frames((start + 1, end))
+            }
+        });
+    }
+    vec![vec![root], keyframes, rest]
 }
 
 /// The warping error of each frame after the first, by position (index 0: frame 2).
@@ -371,6 +447,8 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
     };
     let bench_run = Bench {
         shot: &shot,
+        args: &job.shot,
+        view: job.job.view.as_deref(),
         renderer: &renderer,
         options: sequence_options,
         keyframe_iterations,
@@ -508,7 +586,54 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::chunk_starts;
+    use super::{Task, chunk_starts, plan};
+
+    #[test]
+    fn a_shot_in_four_chunks_starts_from_its_middle_and_renders_away_from_it() {
+        let numbers: Vec<u64> = (1..=16).collect();
+        let stages = plan(&numbers, 4);
+        let task = |range, backward, from, toward| Task {
+            range,
+            backward,
+            from,
+            toward,
+            starts_chain: false,
+        };
+        assert_eq!(
+            stages[0],
+            [Task {
+                starts_chain: true,
+                ..task((9, 9), false, None, None)
+            }]
+        );
+        // Chunks 1-4 and 5-8 are before the middle frame: their keyframes are their last
+        // frames; 13-16 is after it: its first.
+        assert_eq!(
+            stages[1],
+            [
+                task((4, 4), false, Some(9), None),
+                task((8, 8), false, Some(9), None),
+                task((13, 13), false, Some(9), None),
+            ]
+        );
+        assert_eq!(
+            stages[2],
+            [
+                task((1, 3), true, None, None),
+                task((5, 7), true, None, Some(4)),
+                task((10, 12), false, None, Some(13)),
+                task((14, 16), false, None, None),
+            ]
+        );
+        // Every frame is rendered once.
+        let mut rendered: Vec<u64> = stages
+            .iter()
+            .flatten()
+            .flat_map(|t| t.range.0..=t.range.1)
+            .collect();
+        rendered.sort();
+        assert_eq!(rendered, numbers);
+    }
 
     #[test]
     fn chunks_split_a_shot_as_contiguous_as_even_as_can_be() {

@@ -48,14 +48,20 @@ pub struct ShotArgs {
     /// Continue the chain from this frame's delivered image instead of the frame just
     /// before the range, along the motion composed over the frames between: a keyframe of a
     /// shot rendered in parallel chunks starts from the shot's middle frame, before or after
-    /// it (a range after the frame, or of one frame before it). Such a keyframe runs the
-    /// still's iterations per scale, at the output size.
+    /// it (a range after the frame, or of one frame before it). A keyframe more than a
+    /// frame from it runs the still's iterations per scale, at the output size.
     #[arg(long, conflicts_with = "starts_chain")]
     pub from_frame: Option<u64>,
     /// The range's first frame starts the chain as a still, whatever frames come before it
     /// (the middle frame a shot rendered in parallel chunks starts from).
     #[arg(long, conflicts_with = "continue_from")]
     pub starts_chain: bool,
+    /// Render the range from its last frame to its first, each frame continuing from the
+    /// frame after it (by default the one after the range; --from-frame and --toward-frame
+    /// then name frames after and before it): the chunks before a parallel shot's middle
+    /// frame. Needs each frame's motion both ways.
+    #[arg(long, conflicts_with = "mask")]
+    pub backward: bool,
     /// Pull the range's frames toward this later frame's delivered image (the next chunk's
     /// keyframe, written already), more as they near it, along the motion composed over
     /// the frames between: the chunk then joins the next without a pop.
@@ -252,50 +258,64 @@ impl Shot {
             }
             _ => None,
         };
-        let (first, last) = (numbers[0], numbers[numbers.len() - 1]);
+        let (low, high) = (numbers[0], numbers[numbers.len() - 1]);
+        let both_ways = |flag: &str| match &next {
+            Some(_) => Ok(()),
+            None => Err(anyhow::anyhow!(
+                "--{flag}: the frames' motion to the next frame is needed too (--motion-next, \
+                 or OpenEXR frames with --motion-next-channels)"
+            )),
+        };
+        // Every frame and motion between the range and a frame named outside it.
+        let spanned = |flag: &str, frame: u64| -> Result<()> {
+            both_ways(flag)?;
+            let (from, to) = (frame.min(low), frame.max(high));
+            check_exist(&frames, from..=to)?;
+            if let Some(motion) = &motion {
+                check_exist(motion, from + 1..=to)?;
+            }
+            if let Some((pattern, _)) = &next {
+                check_exist(pattern, from..to)?;
+            }
+            Ok(())
+        };
+        // In rendering order (last to first with --backward).
+        let (first, last) = if args.backward {
+            (high, low)
+        } else {
+            (low, high)
+        };
+        let ahead = |a: u64, b: u64| if args.backward { b < a } else { b > a };
         if let Some(from) = args.from_frame {
-            if (first..=last).contains(&from) || (from > last && first != last) {
+            if (low..=high).contains(&from) || (ahead(last, from) && first != last) {
                 return Err(super::exit::Usage(format!(
-                    "--from-frame: {from} must come before the range {first}-{last}, or after \
-                     a range of one frame"
+                    "--from-frame: {from} must come before the range {first}-{last} in the \
+                     order it renders, or after a range of one frame"
                 ))
                 .into());
             }
-            let between = from.min(first)..=from.max(first);
-            check_exist(&frames, between.clone())?;
-            if let Some(motion) = &motion {
-                check_exist(motion, from.min(first) + 1..=from.max(first))?;
-            }
-            if from > first {
-                match &next {
-                    Some((pattern, _)) => check_exist(pattern, first..from)?,
-                    None => bail!(
-                        "--from-frame: a keyframe continued from a later frame needs the \
-                         frames' motion to the next frame (--motion-next, or OpenEXR frames \
-                         with --motion-next-channels)"
-                    ),
-                }
-            }
+            spanned("from-frame", from)?;
         }
         if let Some(toward) = args.toward_frame {
-            if toward <= last {
+            if !ahead(last, toward) {
                 return Err(super::exit::Usage(format!(
-                    "--toward-frame: {toward} is not after the range's last frame {last}"
+                    "--toward-frame: {toward} does not come after the range's last frame {last} \
+                     in the order it renders"
                 ))
                 .into());
             }
-            check_exist(&frames, last + 1..=toward)?;
-            match &next {
-                Some((pattern, _)) => check_exist(pattern, first..toward)?,
-                None => bail!(
-                    "--toward-frame: the frames' motion to the next frame is needed \
-                     (--motion-next, or OpenEXR frames with --motion-next-channels)"
-                ),
-            }
-            if let Some(motion) = &motion {
-                check_exist(motion, first + 1..=toward)?;
-            }
+            spanned("toward-frame", toward)?;
         }
+        let (motion, channels, next, numbers) = if args.backward {
+            both_ways("backward")?;
+            // Rendered last to first: a frame's motion to the one rendered before it is its
+            // motion to the next frame, and the other way round.
+            let (pattern, next_channels) = next.context("--backward")?;
+            let previous = motion.map(|pattern| (pattern, channels));
+            (Some(pattern), next_channels, previous, numbers.into_iter().rev().collect())
+        } else {
+            (motion, channels, next, numbers)
+        };
         Ok(Self {
             numbers,
             view: view.map(str::to_string),
@@ -386,8 +406,8 @@ impl Shot {
         let before = match self.args.from_frame {
             _ if self.args.starts_chain => return Ok(None),
             Some(from) => Some(from),
-            None => self.numbers[0]
-                .checked_sub(1)
+            None => self
+                .behind(self.numbers[0])
                 .filter(|&n| self.frames.path(n).is_file()),
         };
         if let Some(path) = &self.args.continue_from {
@@ -428,8 +448,7 @@ impl Shot {
             return first;
         }
         self.args.from_frame.unwrap_or_else(|| {
-            first
-                .checked_sub(1)
+            self.behind(first)
                 .filter(|&n| self.frames.path(n).is_file())
                 .unwrap_or(first)
         })
@@ -440,7 +459,35 @@ impl Shot {
     pub fn starts_from_afar(&self) -> bool {
         self.args
             .from_frame
-            .is_some_and(|from| from + 1 != self.numbers[0])
+            .is_some_and(|from| self.behind(self.numbers[0]) != Some(from))
+    }
+
+    /// Whether the range's first frame is a keyframe: continued from a frame further than
+    /// the next or previous one (--from-frame), so more of it is new. A frame continued from
+    /// its neighbour on the other side is a chain's step run backward.
+    pub fn starts_keyframe(&self) -> bool {
+        self.args
+            .from_frame
+            .is_some_and(|from| from.abs_diff(self.numbers[0]) > 1)
+    }
+
+    /// The frame rendered just before frame `number` in the range's order (the one before
+    /// it, or after it with --backward), if there is such a number.
+    pub fn behind(&self, number: u64) -> Option<u64> {
+        if self.args.backward {
+            number.checked_add(1)
+        } else {
+            number.checked_sub(1)
+        }
+    }
+
+    /// The frame rendered just after frame `number` in the range's order.
+    pub fn ahead(&self, number: u64) -> u64 {
+        if self.args.backward {
+            number.saturating_sub(1)
+        } else {
+            number.saturating_add(1)
+        }
     }
 
     /// The motion of the chain's start to the range's first frame (for the consistency
@@ -456,8 +503,10 @@ impl Shot {
     /// next or previous frame, else the frames' motions composed step by step. `None` when
     /// the shot lacks that direction's motion.
     pub fn motion_across(&self, from: u64, to: u64) -> Result<Option<Motion>> {
+        // Motions are kept in rendering order: `to_next` steps toward where the range goes.
+        let onward = (to > from) != self.args.backward;
         let step = |n: u64| {
-            if to > from {
+            if onward {
                 self.to_next(n)
             } else {
                 self.to_previous_of(n)
@@ -483,7 +532,8 @@ impl Shot {
         Ok(Some(across))
     }
 
-    /// Frame `number`'s motion to the previous frame, read from the --motion pattern.
+    /// Frame `number`'s motion to the frame before it in the range's order (the next one
+    /// with --backward).
     pub fn to_previous_of(&self, number: u64) -> Result<Option<Motion>> {
         match &self.motion {
             Some(pattern) => {
@@ -494,7 +544,8 @@ impl Shot {
         }
     }
 
-    /// The motion of frame `number` to the next frame, if the shot has it.
+    /// The motion of frame `number` to the next frame in the range's order (the previous
+    /// one with --backward), if the shot has it.
     pub fn to_next(&self, number: u64) -> Result<Option<Motion>> {
         match &self.next {
             Some((pattern, channels)) => {

@@ -268,7 +268,7 @@ pub fn run(args: SequenceArgs) -> Result<()> {
     let chained = chain.is_some();
     // A keyframe continued from a frame further back (--from-frame) runs the still's
     // iterations per scale: more of it is new than of a frame following the one before.
-    let keyframe = done == 0 && shot.starts_from_afar();
+    let keyframe = done == 0 && shot.starts_keyframe();
     let keyframe_iterations = base.options.iterations;
     let iterations_at = |p: usize| match p {
         0 if !chained => first_iterations,

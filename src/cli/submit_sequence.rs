@@ -174,7 +174,7 @@ impl Submission<'_> {
     fn iterations_of(&self, position: usize, chained: bool) -> usize {
         match position {
             0 if !chained => self.first_iterations,
-            0 if self.shot.starts_from_afar() => self.first_iterations / self.scales.max(1),
+            0 if self.shot.starts_keyframe() => self.first_iterations / self.scales.max(1),
             _ => self.later_iterations,
         }
     }
@@ -319,6 +319,7 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
             later_iterations: options.later_iterations as u32,
             no_consistency_check: !options.consistency_check,
             display_referred: shot.args().display_referred,
+            backward: shot.args().backward,
         }),
         previous: None,
         toward: None,

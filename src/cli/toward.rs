@@ -46,8 +46,8 @@ impl TowardFrame {
         }))
     }
 
-    /// The links of frames `numbers` (consecutive, before `toward`) of a chunk whose chain
-    /// starts from frame `start`, to frame `toward`: the motions composed once, back from
+    /// The links of frames `numbers` (consecutive in the range's order, before `toward`)
+    /// of a chunk whose chain starts from frame `start`, to frame `toward`: the motions composed once, back from
     /// `toward`, and kept (two per frame, at the frames' size).
     pub fn links(shot: &Shot, start: u64, toward: u64, numbers: &[u64]) -> Result<Vec<TowardLink>> {
         let Some(&last) = numbers.last() else {
@@ -57,9 +57,9 @@ impl TowardFrame {
         let mut back = shot.motion_across(toward, last)?;
         let mut links = Vec::with_capacity(numbers.len());
         for &n in numbers.iter().rev() {
-            if n < last {
+            if n != last {
                 to = compose(&motion_or_refuse(shot.to_next(n)?)?, &to);
-                back = match (back, shot.to_previous_of(n + 1)?) {
+                back = match (back, shot.to_previous_of(shot.ahead(n))?) {
                     (Some(back), Some(step)) => Some(compose(&back, &step)),
                     _ => None,
                 };

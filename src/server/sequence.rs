@@ -61,6 +61,30 @@ struct Shot {
     toward: Option<Toward>,
     /// The still's iterations per scale: a keyframe's.
     keyframe_iterations: usize,
+    order: Order,
+}
+
+/// The order a shot's frames come in: numbers rising, or falling for a chunk rendered
+/// backward (`sequence.backward`).
+#[derive(Clone, Copy)]
+struct Order {
+    backward: bool,
+}
+
+impl Order {
+    /// Whether frame `b` comes after frame `a` in this order.
+    fn ahead(self, a: u64, b: u64) -> bool {
+        if self.backward { b < a } else { b > a }
+    }
+
+    /// The frame after `number` in this order.
+    fn next(self, number: u64) -> u64 {
+        if self.backward {
+            number.saturating_sub(1)
+        } else {
+            number.saturating_add(1)
+        }
+    }
 }
 
 /// `setup.toward` as the shot keeps it.
@@ -123,7 +147,12 @@ fn continue_from(
 
 /// `setup.toward`, checked: an image within the limits, a number after the frame the shot
 /// continues from (`last`), a pull that starts no later than it ends.
-fn pulled_toward(toward: proto::TowardFrame, last: Option<u64>, limits: &Limits) -> Result<Toward> {
+fn pulled_toward(
+    toward: proto::TowardFrame,
+    last: Option<u64>,
+    order: Order,
+    limits: &Limits,
+) -> Result<Toward> {
     let field = "setup.toward.image";
     if toward.image.is_empty() {
         return Err(Error::invalid(
@@ -133,7 +162,7 @@ fn pulled_toward(toward: proto::TowardFrame, last: Option<u64>, limits: &Limits)
     }
     convert::check_pixels(&toward.image, field, limits)?;
     let from = toward.from.or(last);
-    if let Some(from) = from.filter(|&from| from >= toward.number) {
+    if let Some(from) = from.filter(|&from| !order.ahead(from, toward.number)) {
         return Err(Error::invalid(
             "setup.toward.number",
             format!(
@@ -212,13 +241,17 @@ fn shot(
     };
     let state = SequenceState::new(template.styling.clone(), options, convention)?;
     let last_number = previous.as_ref().and_then(|p| p.number);
+    let order = Order {
+        backward: wire.backward,
+    };
     let toward = toward
-        .map(|toward| pulled_toward(toward, last_number, limits))
+        .map(|toward| pulled_toward(toward, last_number, order, limits))
         .transpose()?;
     let keyframe_iterations = template.styling.options.iterations;
     let mut shot = Shot {
         toward,
         keyframe_iterations,
+        order,
         template,
         view: named,
         keep_passes,
@@ -333,14 +366,15 @@ fn content_with_motion(
     Ok((Content::Float(image), motions))
 }
 
-/// The number of the frame `index` brings: its own, which must follow the last (the first
-/// frame of a shot continued from another frame may come before it: a keyframe continued
-/// from a later frame), else the one after the last (0 for a shot's first).
-fn frame_number(given: Option<u64>, index: usize, last: Option<u64>) -> Result<u64> {
-    let next = last.map_or(0, |n| n.saturating_add(1));
+/// The number of the frame `index` brings: its own, which must follow the last in the
+/// shot's order (the first frame of a shot continued from another frame may be anywhere
+/// else: a keyframe continued from a frame further away), else the one after the last (0
+/// for a shot's first).
+fn frame_number(given: Option<u64>, index: usize, last: Option<u64>, order: Order) -> Result<u64> {
+    let next = last.map_or(0, |n| order.next(n));
     match (given, last) {
         (Some(number), Some(last)) if index == 0 && number != last => Ok(number),
-        (Some(number), Some(last)) if number <= last => Err(Error::invalid(
+        (Some(number), Some(last)) if !order.ahead(last, number) => Err(Error::invalid(
             format!("frames[{index}].number"),
             format!("{number} does not follow the previous frame's {last}"),
         )),
@@ -357,7 +391,7 @@ fn frame_job(
     limits: &Limits,
 ) -> Result<PreparedFrame> {
     let index = shot.state.next_index();
-    let number = frame_number(frame.number, index, shot.last_number)?;
+    let number = frame_number(frame.number, index, shot.last_number, shot.order)?;
     let field = |name: &str| format!("frames[{index}].{name}");
     let wires = [&frame.motion_to_previous, &frame.motion_to_next];
     let wanted = [false, true].map(|to_next| {
@@ -381,7 +415,8 @@ fn frame_job(
         let image = decode_delivered(&file, "setup.toward.image", limits, &view)?;
         shot.state.pull_toward(image);
     }
-    if let Some(toward) = shot.toward.as_ref().filter(|t| number >= t.number) {
+    let order = shot.order;
+    if let Some(toward) = shot.toward.as_ref().filter(|t| !order.ahead(number, t.number)) {
         return Err(Error::invalid(
             field("number"),
             format!(
@@ -390,9 +425,9 @@ fn frame_job(
             ),
         ));
     }
-    // A first frame further on than the one the shot continues from is a keyframe
-    // continued from further back: it runs the still's iterations at the output size.
-    if index == 0 && shot.last_number.is_some_and(|last| number != last + 1) {
+    // A first frame further than one frame from the one the shot continues from is a
+    // keyframe: it runs the still's iterations at the output size.
+    if index == 0 && shot.last_number.is_some_and(|last| number.abs_diff(last) > 1) {
         shot.state.next_runs(shot.keyframe_iterations);
     }
     if view.studio().is_some() && !crate::exr_file::is_exr(&frame.content) {

@@ -100,12 +100,13 @@ pub struct TowardLink {
 }
 
 /// The pull's share for frame `number` of a chunk continuing from frame `start` toward
-/// frame `toward`: rising linearly from 0 at `start` to 1 at `toward`.
+/// frame `toward` (later, or earlier for a chunk rendered backward): rising linearly from 0
+/// at `start` to 1 at `toward`.
 pub fn ramp(start: u64, number: u64, toward: u64) -> f32 {
-    if toward <= start {
+    if toward == start {
         return 1.0;
     }
-    (number.saturating_sub(start) as f64 / (toward - start) as f64).min(1.0) as f32
+    (number.abs_diff(start) as f64 / toward.abs_diff(start) as f64).min(1.0) as f32
 }
 
 /// A finished frame.
@@ -743,5 +744,35 @@ mod tests {
                 .iter()
                 .all(|&v| v == 0.0)
         );
+    }
+
+    #[test]
+    fn the_pull_rises_from_the_chunks_start_to_the_frame_it_pulls_toward() {
+        assert_eq!(ramp(4, 5, 8), 0.25);
+        assert_eq!(ramp(4, 7, 8), 0.75);
+        assert_eq!(ramp(4, 8, 8), 1.0);
+        assert_eq!(ramp(4, 4, 8), 0.0);
+        // Nothing to rise over: the frame is the one pulled toward.
+        assert_eq!(ramp(8, 8, 8), 1.0);
+        // A chunk rendered backward, from frame 8 toward frame 4.
+        assert_eq!(ramp(8, 7, 4), 0.25);
+    }
+
+    #[test]
+    fn a_frame_pulled_two_ways_mixes_where_both_vouch_and_follows_either_alone() {
+        let previous = RgbImage::from_pixel(4, 1, image::Rgb([100, 100, 100]));
+        let toward = RgbImage::from_pixel(4, 1, image::Rgb([200, 0, 40]));
+        // Pixel 0: both vouch; 1: only the previous frame; 2: only the toward frame;
+        // 3: neither.
+        let (cp, ct) = ([1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0]);
+        let (held, certainty) = blend_targets((&previous, &cp), (&toward, &ct), 0.25);
+        assert_eq!(held.get_pixel(0, 0).0, [125, 75, 85]);
+        assert_eq!(held.get_pixel(1, 0).0, [100, 100, 100]);
+        assert_eq!(held.get_pixel(2, 0).0, [200, 0, 40]);
+        assert_eq!(certainty, [1.0, 1.0, 1.0, 0.0]);
+        // At the end of the pull, a pixel only the previous frame vouches for still holds it.
+        let (held, _) = blend_targets((&previous, &cp), (&toward, &ct), 1.0);
+        assert_eq!(held.get_pixel(0, 0).0, [200, 0, 40]);
+        assert_eq!(held.get_pixel(1, 0).0, [100, 100, 100]);
     }
 }
