@@ -9,9 +9,11 @@ motion lands inside frame t-1 and passes Ruder's forward-backward consistency te
     scripts/warping_error.py SHOT_DIR 'IMAGES/frame_%04d.png' FRAMES
         (needs numpy, pillow and OpenEXR from PyPI; the images at the shot's size)
 
-Measured 2026-12-03 (orbit shot: scripts/render_orbit_shot.py, 16 frames, 256x144): the
-rendered frames 17.37; `stylize sequence --quality standard` 59.83 (stylize's own E_warp
-said 120.39); its stills 1759.82. The shared rolling-ball shot's rendered frames: 52.48.
+Measured 2026-12-03 (the orbit shot, tests/data/orbit, 16 frames, 256x144): the rendered
+frames 17.37; `stylize sequence --quality standard` 35.18 (59.83 while the chain still
+applied Ruder's motion-boundary test); its stills 1759.82. The shared rolling-ball shot's
+rendered frames: 52.48. `stylize bench --shot` computes the same figure in Rust
+(render::coherence) and agrees with this script to the printed digits.
 """
 import sys
 

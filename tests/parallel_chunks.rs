@@ -29,7 +29,10 @@ use tonic::Code;
 /// `name_####.png` in `out`; returns what it said.
 fn submit(server: &Server, out: &Path, name: &str, extra: &[&str]) -> String {
     let address = format!("http://{}", server.addr);
-    let frames = shared(1, "exr").display().to_string().replace("0001", "####");
+    let frames = shared(1, "exr")
+        .display()
+        .to_string()
+        .replace("0001", "####");
     let written = out.join(format!("{name}_####.png")).display().to_string();
     let style = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/starry_night.jpg");
     let style = style.display().to_string();
@@ -60,9 +63,7 @@ fn submit(server: &Server, out: &Path, name: &str, extra: &[&str]) -> String {
 /// Issue 30's warping error of each delivered frame `first + 1..=last` against the one
 /// before it.
 fn warping_errors(dir: &Path, name: &str, first: u64, last: u64) -> Vec<f64> {
-    let load = |t: u64| {
-        stylize::image_io::load(&dir.join(format!("{name}_{t:04}.png"))).unwrap()
-    };
+    let load = |t: u64| stylize::image_io::load(&dir.join(format!("{name}_{t:04}.png"))).unwrap();
     (first + 1..=last)
         .map(|t| {
             let exr = |t: u64| shared(t as usize, "exr");
@@ -110,7 +111,12 @@ fn a_shot_in_parallel_chunks_joins_without_a_pop() {
     let dir = out.path();
     submit(&server, dir, "chain", &["--frame-range", "1-12"]);
     // K = 2 over frames 1-8.
-    submit(&server, dir, "two", &["--frame-range", "5-5", "--starts-chain"]);
+    submit(
+        &server,
+        dir,
+        "two",
+        &["--frame-range", "5-5", "--starts-chain"],
+    );
     let keyframe = submit(
         &server,
         dir,
@@ -135,7 +141,10 @@ fn a_shot_in_parallel_chunks_joins_without_a_pop() {
         "three",
         &["--frame-range", "6-8", "--toward-frame", "9"],
     );
-    assert!(pulled.contains("pulling frames 6-8 toward frame 9"), "{pulled}");
+    assert!(
+        pulled.contains("pulling frames 6-8 toward frame 9"),
+        "{pulled}"
+    );
     submit(&server, dir, "three", &["--frame-range", "10-12"]);
     copy(dir, "three", "unpulled", [5, 9]);
     submit(&server, dir, "unpulled", &["--frame-range", "6-8"]);
@@ -222,16 +231,32 @@ async fn the_pull_is_refused_naming_its_fields() {
         // A link with nothing to pull toward.
         (continued(None), with_link(2), "frames[0].motion_to_toward"),
         // A pull toward a frame before the one the shot continues from.
-        (continued(Some(keyframe(1))), with_link(2), "setup.toward.number"),
+        (
+            continued(Some(keyframe(1))),
+            with_link(2),
+            "setup.toward.number",
+        ),
         // A frame without its link to the frame it is pulled toward.
-        (continued(Some(keyframe(5))), frame(2), "frames[0].motion_to_toward"),
+        (
+            continued(Some(keyframe(5))),
+            frame(2),
+            "frames[0].motion_to_toward",
+        ),
         // A frame at or after the one it is pulled toward.
-        (continued(Some(keyframe(5))), with_link(5), "frames[0].number"),
+        (
+            continued(Some(keyframe(5))),
+            with_link(5),
+            "frames[0].number",
+        ),
     ];
     for (setup, frame, field) in cases {
         let (_, failure) = shot_over_grpc(&server, vec![setup, framed(frame)]).await;
         let status = failure.expect("refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(status.message().contains(field), "{field}: {}", status.message());
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
     }
 }

@@ -190,11 +190,7 @@ impl Bench<'_> {
 
     /// Runs `task` in this process as `stylize sequence` would, continuing from (and
     /// pulled toward) the frames in `done`; returns its frames by number.
-    fn task(
-        &self,
-        task: &Task,
-        done: &BTreeMap<u64, Delivered>,
-    ) -> Result<Vec<(u64, Delivered)>> {
+    fn task(&self, task: &Task, done: &BTreeMap<u64, Delivered>) -> Result<Vec<(u64, Delivered)>> {
         let shot = self.task_shot(task)?;
         let mut renderer = (self.renderer)(self.options.clone())?;
         let delivered = |number: u64| {

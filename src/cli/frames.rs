@@ -312,7 +312,12 @@ impl Shot {
             // motion to the next frame, and the other way round.
             let (pattern, next_channels) = next.context("--backward")?;
             let previous = motion.map(|pattern| (pattern, channels));
-            (Some(pattern), next_channels, previous, numbers.into_iter().rev().collect())
+            (
+                Some(pattern),
+                next_channels,
+                previous,
+                numbers.into_iter().rev().collect(),
+            )
         } else {
             (motion, channels, next, numbers)
         };

@@ -416,7 +416,11 @@ fn frame_job(
         shot.state.pull_toward(image);
     }
     let order = shot.order;
-    if let Some(toward) = shot.toward.as_ref().filter(|t| !order.ahead(number, t.number)) {
+    if let Some(toward) = shot
+        .toward
+        .as_ref()
+        .filter(|t| !order.ahead(number, t.number))
+    {
         return Err(Error::invalid(
             field("number"),
             format!(
@@ -427,7 +431,11 @@ fn frame_job(
     }
     // A first frame further than one frame from the one the shot continues from is a
     // keyframe: it runs the still's iterations at the output size.
-    if index == 0 && shot.last_number.is_some_and(|last| number.abs_diff(last) > 1) {
+    if index == 0
+        && shot
+            .last_number
+            .is_some_and(|last| number.abs_diff(last) > 1)
+    {
         shot.state.next_runs(shot.keyframe_iterations);
     }
     if view.studio().is_some() && !crate::exr_file::is_exr(&frame.content) {
