@@ -16,7 +16,7 @@ use image::RgbImage;
 
 use stylize::motion::Motion;
 use stylize::render::coherence::warping_error;
-use stylize::render::sequence::{FrameInput, SequenceOptions, SequenceRenderer};
+use stylize::render::sequence::{SequenceOptions, SequenceRenderer, TowardLink};
 use stylize::render::{StyleSource, Styling};
 
 use super::args::{BackendArgs, JobArgs, StyleArgs, flag_error};
@@ -130,18 +130,20 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// Renders positions `range` in order on `renderer`, which continues as set up.
+    /// Renders `shot`'s frames at `positions` in order on `renderer`, which continues as
+    /// set up (`chained`: from a frame before them), each with its link in `toward` (by
+    /// position) when the shot is pulled.
     fn frames(
-        &self,
+        shot: &Shot,
         renderer: &mut SequenceRenderer<'_>,
         positions: std::ops::Range<usize>,
         chained: bool,
-        toward: Option<&[stylize::render::sequence::TowardLink]>,
+        toward: Option<&[TowardLink]>,
     ) -> Result<Vec<Delivered>> {
         let mut delivered = Vec::new();
-        for (i, position) in positions.enumerate() {
-            let mut frame: FrameInput = self.shot.frame(position, chained || i > 0)?;
-            frame.toward = toward.map(|links| links[i].clone());
+        for position in positions {
+            let mut frame = shot.frame(position, chained)?;
+            frame.toward = toward.map(|links| links[position].clone());
             let rendered = renderer
                 .frame(frame, &mut |_| std::ops::ControlFlow::Continue(()))
                 .map_err(flag_error)?;
@@ -162,8 +164,15 @@ impl Bench<'_> {
         let mut frames = Vec::new();
         let mut costs = Vec::new();
         for position in 0..self.shot.numbers.len() {
-            let (mut one, cost) =
-                timed(|| self.frames(&mut renderer, position..position + 1, false, None))?;
+            let (mut one, cost) = timed(|| {
+                Self::frames(
+                    self.shot,
+                    &mut renderer,
+                    position..position + 1,
+                    false,
+                    None,
+                )
+            })?;
             frames.append(&mut one);
             costs.push(cost);
         }
@@ -173,7 +182,8 @@ impl Bench<'_> {
     /// The sequential chain: one task.
     fn chain(&self) -> Result<(Vec<Delivered>, Cost)> {
         let mut renderer = (self.renderer)(self.options.clone())?;
-        timed(|| self.frames(&mut renderer, 0..self.shot.numbers.len(), false, None))
+        let frames = 0..self.shot.numbers.len();
+        timed(|| Self::frames(self.shot, &mut renderer, frames, false, None))
     }
 
     /// The shot as one task of the parallel method sees it: its flags as the template's
@@ -220,18 +230,9 @@ impl Bench<'_> {
             }
             None => None,
         };
-        let mut frames = Vec::new();
-        for (position, &number) in shot.numbers.iter().enumerate() {
-            let mut frame = shot.frame(position, chained)?;
-            frame.toward = links.as_ref().map(|links| links[position].clone());
-            let rendered = renderer
-                .frame(frame, &mut |_| std::ops::ControlFlow::Continue(()))
-                .map_err(flag_error)?;
-            let image = rendered.rendered.image;
-            let style = rendered.rendered.delivered.style;
-            frames.push((number, Delivered { image, style }));
-        }
-        Ok(frames)
+        let positions = 0..shot.numbers.len();
+        let frames = Self::frames(&shot, &mut renderer, positions, chained, links.as_deref())?;
+        Ok(shot.numbers.iter().copied().zip(frames).collect())
     }
 
     /// The parallel method in `chunks` chunks, stage by stage, each task timed alone.

@@ -62,9 +62,10 @@ pub struct ShotArgs {
     /// frame. Needs each frame's motion both ways.
     #[arg(long, conflicts_with = "mask")]
     pub backward: bool,
-    /// Pull the range's frames toward this later frame's delivered image (the next chunk's
-    /// keyframe, written already), more as they near it, along the motion composed over
-    /// the frames between: the chunk then joins the next without a pop.
+    /// Pull the range's frames toward this frame's delivered image, after the range in the
+    /// order it renders (the next chunk's keyframe, written already), more as they near it,
+    /// along the motion composed over the frames between: the chunk then joins the next
+    /// without a pop.
     #[arg(long)]
     pub toward_frame: Option<u64>,
     /// Each frame's motion to the previous frame: an OpenEXR (read through
@@ -459,12 +460,13 @@ impl Shot {
         })
     }
 
-    /// Whether the range's first frame is a keyframe: continued from another frame than
-    /// the one just before it (--from-frame).
-    pub fn starts_from_afar(&self) -> bool {
+    /// The frame the `position`-th frame's motion to the previous one is composed to: the
+    /// --from-frame the range's first frame continues from, when that is not the frame just
+    /// before it (`chained`: the run continues from a frame before the range).
+    pub fn composed_from(&self, position: usize, chained: bool) -> Option<u64> {
         self.args
             .from_frame
-            .is_some_and(|from| self.behind(self.numbers[0]) != Some(from))
+            .filter(|&from| position == 0 && chained && self.behind(self.numbers[0]) != Some(from))
     }
 
     /// Whether the range's first frame is a keyframe: continued from a frame further than
@@ -679,11 +681,7 @@ impl Shot {
             (content, [None, None])
         };
         let mask = self.mask(position, chained, content.dimensions())?;
-        let from_further_back = self
-            .args
-            .from_frame
-            .filter(|_| position == 0 && chained && self.starts_from_afar());
-        let to_previous = match (from_further_back, to_previous) {
+        let to_previous = match (self.composed_from(position, chained), to_previous) {
             (Some(from), _) => self.motion_across(self.numbers[0], from)?,
             (None, Some(motion)) => Some(motion),
             (None, None) => self.to_previous(position, chained)?,

@@ -101,12 +101,12 @@ fn frame_message(
         message: Some(proto::stylize_sequence_request::Message::Frame(
             proto::SequenceFrame {
                 content,
-                motion_to_previous: match in_frame {
-                    // A keyframe continued from further back: the motion composed here.
-                    _ if position == 0 && chained && shot.starts_from_afar() => shot
-                        .motion_across(shot.numbers[0], shot.chunk_start())?
+                motion_to_previous: match (shot.composed_from(position, chained), in_frame) {
+                    // A keyframe continued from further away: the motion composed here.
+                    (Some(from), _) => shot
+                        .motion_across(shot.numbers[0], from)?
                         .map(proto::Motion::from),
-                    [Some(channels), _] => Some(in_content(channels)),
+                    (None, [Some(channels), _]) => Some(in_content(channels)),
                     _ => shot
                         .to_previous(position, chained)?
                         .map(proto::Motion::from),

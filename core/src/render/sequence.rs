@@ -198,13 +198,14 @@ impl SequenceState {
         self.previous = Some(Previous { output, to_next });
     }
 
-    /// Pulls every following frame toward `image`, a later frame delivered already (the next
-    /// chunk's keyframe); each frame then brings its `TowardLink`.
+    /// Pulls every following frame toward `image`, a frame further on in the shot's order
+    /// and delivered already (the next chunk's keyframe); each frame then brings its
+    /// `TowardLink`.
     pub fn pull_toward(&mut self, image: RgbImage) {
         self.toward = Some(image);
     }
 
-    /// Runs the next frame as a keyframe warm-started from a frame further back: for
+    /// Runs the next frame as a keyframe warm-started from a frame further away: for
     /// `iterations` instead of `later_iterations` (more of it is new), its held pixels held
     /// `KEYFRAME_HOLD` times as firmly (keyframes stylised apart agree where the frame they
     /// start from shows).
