@@ -9,9 +9,10 @@
 //!
 //! The same frames also run as one chain. Joins are measured from the delivered files with
 //! issue 30's warping error (`render::coherence`). Measured here (2-core EPYC, the same at
-//! 1 and 2 threads): K = 2's join 59.55 against the other frames' median 33.78 (1.76x;
-//! bound 3x), its whole shot 37.37 against the chain's 26.13 (1.43x; bound 2x); K = 3's
-//! pulled join 47.64 against 183.19 unpulled (3.8x lower; bound 2x). The wire's refusals
+//! 1 and 2 threads): K = 2's join 51.47 against the other frames' median 38.52 (1.34x;
+//! bound 3x), its whole shot 40.14 against the chain's 32.40 (1.24x; bound 2x); K = 3's
+//! pulled join 42.28 against 173.48 unpulled (4.1x lower; bound 2x). (With the bilinear warp:
+//! 59.55 / 33.78, 37.37 / 26.13, 47.64 / 183.19.) The wire's refusals
 //! for the pull name their fields.
 
 mod common;

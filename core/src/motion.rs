@@ -309,6 +309,32 @@ fn bilinear(planes: &[f32], w: usize, h: usize, (x, y): (f32, f32), c: usize) ->
     top * (1.0 - fy) + bottom * fy
 }
 
+/// Plane `c` of channel-major `planes` at `(x, y)` inside the grid, by Catmull-Rom's cubic
+/// (edges clamped): it keeps a resampled image's detail where bilinear blurs it.
+fn catmull_rom(planes: &[f32], w: usize, h: usize, (x, y): (f32, f32), c: usize) -> f32 {
+    let weights = |t: f32| {
+        let (t2, t3) = (t * t, t * t * t);
+        [
+            0.5 * (-t3 + 2.0 * t2 - t),
+            0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
+            0.5 * (-3.0 * t3 + 4.0 * t2 + t),
+            0.5 * (t3 - t2),
+        ]
+    };
+    let (x0, y0) = (x.floor(), y.floor());
+    let (wx, wy) = (weights(x - x0), weights(y - y0));
+    let clamp = |v: f32, n: usize| (v.max(0.0) as usize).min(n - 1);
+    let plane = &planes[c * w * h..(c + 1) * w * h];
+    let mut sum = 0.0;
+    for (j, wy) in wy.iter().enumerate() {
+        let row = clamp(y0 + j as f32 - 1.0, h) * w;
+        for (i, wx) in wx.iter().enumerate() {
+            sum += wy * wx * plane[row + clamp(x0 + i as f32 - 1.0, w)];
+        }
+    }
+    sum
+}
+
 /// Both planes of a two-plane field at `at`.
 fn sample(planes: &[f32], w: usize, h: usize, at: (f32, f32)) -> [f32; 2] {
     [0, 1].map(|c| bilinear(planes, w, h, at, c))
@@ -375,6 +401,23 @@ pub fn compose(first: &Motion, then: &Motion) -> Motion {
 /// the bilinear sample of `image` where the motion says it is. Pixels whose sample falls
 /// outside the image are marked invalid (and take 0).
 pub fn warp(image: &[f32], channels: usize, motion: &Motion) -> (Vec<f32>, Vec<bool>) {
+    warp_by(image, channels, motion, bilinear)
+}
+
+/// `warp` sampling by Catmull-Rom's cubic instead: what a shot carries from frame to frame.
+/// Each frame starts from the one before it resampled, so a bilinear warp's blur compounds
+/// over a moving camera's shot (strokes 4 pixels apart keep 0.25 of their contrast after
+/// four half-pixel warps bilinearly, 0.61 by the cubic).
+pub fn warp_cubic(image: &[f32], channels: usize, motion: &Motion) -> (Vec<f32>, Vec<bool>) {
+    warp_by(image, channels, motion, catmull_rom)
+}
+
+fn warp_by(
+    image: &[f32],
+    channels: usize,
+    motion: &Motion,
+    sample: fn(&[f32], usize, usize, (f32, f32), usize) -> f32,
+) -> (Vec<f32>, Vec<bool>) {
     let (w, h) = (motion.width, motion.height);
     let plane = w * h;
     let mut out = vec![0.0; channels * plane];
@@ -387,7 +430,7 @@ pub fn warp(image: &[f32], channels: usize, motion: &Motion) -> (Vec<f32>, Vec<b
         }
         valid[i] = true;
         for c in 0..channels {
-            out[c * plane + i] = bilinear(image, w, h, (sx, sy), c);
+            out[c * plane + i] = sample(image, w, h, (sx, sy), c);
         }
     }
     (out, valid)
@@ -467,5 +510,41 @@ mod tests {
         // Once outside, a further step keeps it outside.
         let again = compose(&back, &shift(20.0, 0.0));
         assert!(x + again.dx[i] < 0.0);
+    }
+
+    #[test]
+    fn the_cubic_warp_keeps_detail_the_bilinear_blurs() {
+        let (w, h) = (64, 1);
+        let shift = |dx: f32| Motion {
+            width: w,
+            height: h,
+            dx: vec![dx; w],
+            dy: vec![0.0; w],
+        };
+        // A stroke pattern of period 4 pixels, shifted half a pixel four times over.
+        let strokes: Vec<f32> = (0..w)
+            .map(|x| 128.0 + 100.0 * (std::f32::consts::FRAC_PI_2 * x as f32 + 0.3).sin())
+            .collect();
+        let contrast = |image: &[f32]| {
+            let middle = &image[16..48];
+            let mean = middle.iter().sum::<f32>() / middle.len() as f32;
+            (middle.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / middle.len() as f32).sqrt()
+        };
+        let after_four = |resample: fn(&[f32], usize, &Motion) -> (Vec<f32>, Vec<bool>)| {
+            let mut image = strokes.clone();
+            for dx in [0.5, -0.5, 0.5, -0.5] {
+                image = resample(&image, 1, &shift(dx)).0;
+            }
+            contrast(&image) / contrast(&strokes)
+        };
+        let (bilinear, cubic) = (after_four(warp), after_four(warp_cubic));
+        // cos(pi/4)^4 = 0.25 bilinearly; (10/8 cos(pi/4))^4 = 0.61 by the cubic.
+        assert!((bilinear - 0.25).abs() < 0.01, "{bilinear}");
+        assert!((cubic - 0.61).abs() < 0.01, "{cubic}");
+        // Whole-pixel shifts and flat regions come through exactly.
+        let (moved, _) = warp_cubic(&strokes, 1, &shift(1.0));
+        assert_eq!(moved[10], strokes[11]);
+        let (flat, _) = warp_cubic(&[42.0; 64], 1, &shift(0.3));
+        assert!(flat[..63].iter().all(|&v| (v - 42.0).abs() < 1e-4));
     }
 }

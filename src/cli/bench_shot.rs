@@ -491,7 +491,7 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
     let others_median = median(others);
 
     println!(
-        "shot {}: {frames} frames at {}x{}, --quality {}, {} chunks (keyframes at frames {})",
+        "shot {}: {frames} frames at {}x{}, --quality {}, {} chunks (joins at frames {})",
         bench.frames,
         size.0,
         size.1,

