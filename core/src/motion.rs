@@ -412,11 +412,14 @@ pub fn warp_cubic(image: &[f32], channels: usize, motion: &Motion) -> (Vec<f32>,
     warp_by(image, channels, motion, catmull_rom)
 }
 
+/// Samples plane `c` of channel-major planes (each `w` x `h`) at a point inside the grid.
+type Sampler = fn(&[f32], usize, usize, (f32, f32), usize) -> f32;
+
 fn warp_by(
     image: &[f32],
     channels: usize,
     motion: &Motion,
-    sample: fn(&[f32], usize, usize, (f32, f32), usize) -> f32,
+    sample: Sampler,
 ) -> (Vec<f32>, Vec<bool>) {
     let (w, h) = (motion.width, motion.height);
     let plane = w * h;
@@ -530,7 +533,8 @@ mod tests {
             let mean = middle.iter().sum::<f32>() / middle.len() as f32;
             (middle.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / middle.len() as f32).sqrt()
         };
-        let after_four = |resample: fn(&[f32], usize, &Motion) -> (Vec<f32>, Vec<bool>)| {
+        type Warp = fn(&[f32], usize, &Motion) -> (Vec<f32>, Vec<bool>);
+        let after_four = |resample: Warp| {
             let mut image = strokes.clone();
             for dx in [0.5, -0.5, 0.5, -0.5] {
                 image = resample(&image, 1, &shift(dx)).0;
