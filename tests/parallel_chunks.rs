@@ -4,16 +4,19 @@
 //! - K = 2 over frames 1-8: the middle frame 5 as a still; the first chunk's keyframe 4
 //!   continued from it; then frames 3-1 backward from 4, and 6-8 from 5.
 //! - K = 3 over frames 1-12: the same, with the third chunk's keyframe 9 continued from 5
-//!   along the motion composed across frames 6-8, frames 6-8 pulled toward it, and 10-12
-//!   from it; and frames 6-8 once more without the pull.
+//!   along the motion composed across frames 6-8 and from its own still (rendered beside
+//!   frame 5) where frame 5 never showed it, frames 6-8 pulled toward it, and 10-12 from
+//!   it; and frames 6-8 once more without the pull.
 //!
 //! The same frames also run as one chain. Joins are measured from the delivered files with
 //! issue 30's warping error (`render::coherence`). Measured here (2-core EPYC, the same at
 //! 1 and 2 threads): K = 2's join 51.47 against the other frames' median 38.52 (1.34x;
 //! bound 3x), its whole shot 40.14 against the chain's 32.40 (1.24x; bound 2x); K = 3's
-//! pulled join 42.28 against 173.48 unpulled (4.1x lower; bound 2x). (With the bilinear warp:
-//! 59.55 / 33.78, 37.37 / 26.13, 47.64 / 183.19.) The wire's refusals
-//! for the pull name their fields.
+//! pulled join 53.69 against 288.56 unpulled (5.4x lower; bound 2x) and against the other
+//! frames' median 41.41 (1.30x; bound 3x). (Before keyframe 9 started from its own still:
+//! K = 3's join 42.28 / 173.48; with the bilinear warp: 59.55 / 33.78, 37.37 / 26.13,
+//! 47.64 / 183.19.) The wire's refusals
+//! for the pull and the keyframe's still name their fields.
 
 mod common;
 
@@ -130,11 +133,57 @@ fn a_shot_in_parallel_chunks_joins_without_a_pop() {
     submit(&server, dir, "two", &["--frame-range", "6-8"]);
     // K = 3 over frames 1-12: frames 1-5 are K = 2's, rendered the same way.
     copy(dir, "two", "three", 1..=5);
+    // Keyframe 9, four frames from 5, starts from its own still where 5 never showed it:
+    // the still rendered apart (as the template's Stills step does, beside frame 5).
     submit(
         &server,
         dir,
+        "still",
+        &["--frame-range", "9-9", "--starts-chain"],
+    );
+    let still = dir.join("still_####.png").display().to_string();
+    let keyframe = submit(
+        &server,
+        dir,
         "three",
-        &["--frame-range", "9-9", "--from-frame", "5"],
+        &[
+            "--frame-range",
+            "9-9",
+            "--from-frame",
+            "5",
+            "--keyframe-still",
+            &still,
+        ],
+    );
+    assert!(
+        keyframe.contains("keyframe 9 starts from its own still where frame 5 never showed it"),
+        "{keyframe}"
+    );
+    // Only a keyframe takes a still: frame 4 is a chain's step from 5.
+    let refused = common::run_cli(&[
+        "submit-sequence",
+        "--server",
+        &format!("http://{}", server.addr),
+        "--frames",
+        &shared(1, "exr")
+            .display()
+            .to_string()
+            .replace("0001", "####"),
+        "--out",
+        &dir.join("refused_####.png").display().to_string(),
+        "--style-key",
+        &"0".repeat(64),
+        "--frame-range",
+        "4-4",
+        "--from-frame",
+        "5",
+        "--keyframe-still",
+        &still,
+    ]);
+    let said = common::said(&refused);
+    assert!(
+        !refused.status.success() && said.contains("--keyframe-still: only for a keyframe"),
+        "{said}"
     );
     let pulled = submit(
         &server,
@@ -176,11 +225,11 @@ fn a_shot_in_parallel_chunks_joins_without_a_pop() {
          {whole:.2}, the chain's {chain_whole:.2}"
     );
     let (pulled_join, unpulled_join) = (three[7], unpulled[3]);
+    let three_others = median_but(&three, 9);
     println!(
         "K = 3: join (frame 9) {pulled_join:.2} pulled, {unpulled_join:.2} not; frame 5 {:.2}; \
-         the other frames' median {:.2}",
+         the other frames' median {three_others:.2}",
         three[3],
-        median_but(&three, 9)
     );
     assert!(
         join <= 3.0 * others,
@@ -189,6 +238,10 @@ fn a_shot_in_parallel_chunks_joins_without_a_pop() {
     assert!(
         whole <= 2.0 * chain_whole,
         "K = 2: the shot's warping error {whole:.2}, the chain's {chain_whole:.2}"
+    );
+    assert!(
+        pulled_join <= 3.0 * three_others,
+        "K = 3: the join pops: {pulled_join:.2} against the other frames' median {three_others:.2}"
     );
     assert!(
         2.0 * pulled_join < unpulled_join,
@@ -211,7 +264,7 @@ fn continued(toward: Option<proto::TowardFrame>) -> proto::StylizeSequenceReques
 }
 
 #[tokio::test]
-async fn the_pull_is_refused_naming_its_fields() {
+async fn the_pull_and_the_keyframe_still_are_refused_naming_their_fields() {
     let server = Server::start(&["--workers", "1"]);
     let frame = |t: usize| {
         let mut frame = frame_message(t);
@@ -250,7 +303,23 @@ async fn the_pull_is_refused_naming_its_fields() {
             "frames[0].number",
         ),
     ];
-    for (setup, frame, field) in cases {
+    // A keyframe's own still on a shot that continues from nothing, or whose first frame is
+    // the next after the one it continues from (a chain's step, not a keyframe).
+    let with_still = |mut request: proto::StylizeSequenceRequest| {
+        if let Some(Message::Setup(s)) = &mut request.message {
+            s.keyframe_still = std::fs::read(shared(4, "png")).unwrap();
+        }
+        request
+    };
+    let still_cases = [
+        (with_still(setup(2)), frame(1), "setup.keyframe_still"),
+        (
+            with_still(continued(None)),
+            frame(2),
+            "setup.keyframe_still",
+        ),
+    ];
+    for (setup, frame, field) in cases.into_iter().chain(still_cases) {
         let (_, failure) = shot_over_grpc(&server, vec![setup, framed(frame)]).await;
         let status = failure.expect("refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");

@@ -242,3 +242,73 @@ fn bad_frames_are_refused_naming_the_field_and_the_frame() {
     let error = SequenceState::new(base(64), bad, convention).err().unwrap();
     assert!(error.to_string().contains("temporal_weight"), "{error}");
 }
+
+/// A keyframe of a shot rendered in parallel (docs/sequences.md) may bring its own still:
+/// the pixels its motion cannot vouch for then start from that still instead of from the
+/// content, the held ones from the frame it continues from, and it runs two thirds of its
+/// iterations. A still for a frame that is not a keyframe, or of another shape, is refused
+/// naming `keyframe_still`.
+#[test]
+fn a_keyframe_with_its_own_still_starts_from_it_where_nothing_is_held() {
+    let still = RgbImage::from_pixel(64, 36, image::Rgb([200, 10, 30]));
+    // The left half of the frame held (explicit mask), the right half not.
+    let mask: Vec<f32> = (0..256 * 144)
+        .map(|i| if i % 256 < 128 { 1.0 } else { 0.0 })
+        .collect();
+    // The camera still: every pixel lands where it was.
+    let still_camera = Motion {
+        width: 256,
+        height: 144,
+        dx: vec![0.0; 256 * 144],
+        dy: vec![0.0; 256 * 144],
+    };
+    let keyframe = FrameInput {
+        mask: Some(mask),
+        to_previous: Some(still_camera),
+        to_next: None,
+        ..frame(2)
+    };
+    let mut state = after_first();
+    state.next_runs(12);
+    state.keyframe_still(still.clone());
+    let job = state.prepare_frame(keyframe.clone()).unwrap();
+    assert_eq!(job.request.options.iterations, 8);
+    let stylize::render::InitChoice::Image(start) = &job.request.options.init else {
+        panic!("a keyframe starts from an image");
+    };
+    assert_eq!(start.dimensions(), (64, 36));
+    for (x, y, pixel) in start.enumerate_pixels() {
+        // Away from the mask's edge, which the resize to the output size blurs.
+        if x < 30 {
+            assert_eq!(pixel.0, [128, 128, 128], "held ({x}, {y})");
+        } else if x > 33 {
+            assert_eq!(pixel.0, [200, 10, 30], "uncovered ({x}, {y})");
+        }
+    }
+    // Without the still: the still's iterations, and uncovered pixels from the content.
+    let mut plain = after_first();
+    plain.next_runs(12);
+    let job = plain.prepare_frame(keyframe.clone()).unwrap();
+    assert_eq!(job.request.options.iterations, 12);
+    let stylize::render::InitChoice::Image(start) = &job.request.options.init else {
+        panic!("a keyframe starts from an image");
+    };
+    assert_ne!(start.get_pixel(50, 20).0, [200, 10, 30]);
+    // Not a keyframe: refused.
+    let mut step = after_first();
+    step.keyframe_still(still);
+    let text = refusal(&step, frame(2));
+    assert!(
+        text.contains("keyframe_still") && text.contains("not a keyframe"),
+        "{text}"
+    );
+    // Another shape than the output: refused.
+    let mut skewed = after_first();
+    skewed.next_runs(12);
+    skewed.keyframe_still(RgbImage::new(64, 64));
+    let text = refusal(&skewed, keyframe);
+    assert!(
+        text.contains("keyframe_still") && text.contains("64x64"),
+        "{text}"
+    );
+}

@@ -1,7 +1,8 @@
 //! `stylize bench --shot`: one shot rendered three ways in this process, each task timed on
 //! its own: every frame as an independent still, the sequential chain, and the parallel
-//! method in K chunks (docs/sequences.md: the first frame, then the keyframes warm-started
-//! from it, then every chunk from its keyframe, pulled toward the next). Prints the
+//! method in K chunks (docs/sequences.md: the middle frame and the keyframes' own stills,
+//! then the keyframes warm-started from the middle frame, then every chunk from its
+//! keyframe, pulled toward the next). Prints the
 //! critical path (the slowest task of each stage, summed), the CPU time, the whole-shot
 //! warping error (`render::coherence`), the worst join against the median frame and each
 //! frame's style loss against its still's.
@@ -195,12 +196,20 @@ impl Bench<'_> {
         args.from_frame = task.from;
         args.toward_frame = task.toward;
         args.starts_chain = task.starts_chain;
+        // Read from the stills already rendered (`task`), not from files.
+        args.keyframe_still = task.with_still.then(|| "keyframe-still_####.png".into());
         Shot::new(&args, self.view)
     }
 
     /// Runs `task` in this process as `stylize sequence` would, continuing from (and
-    /// pulled toward) the frames in `done`; returns its frames by number.
-    fn task(&self, task: &Task, done: &BTreeMap<u64, Delivered>) -> Result<Vec<(u64, Delivered)>> {
+    /// pulled toward) the frames in `done`, a keyframe from its own still in `stills`;
+    /// returns its frames by number.
+    fn task(
+        &self,
+        task: &Task,
+        done: &BTreeMap<u64, Delivered>,
+        stills: &BTreeMap<u64, Delivered>,
+    ) -> Result<Vec<(u64, Delivered)>> {
         let shot = self.task_shot(task)?;
         let mut renderer = (self.renderer)(self.options.clone())?;
         let delivered = |number: u64| {
@@ -221,6 +230,13 @@ impl Bench<'_> {
             if shot.starts_keyframe() {
                 state.next_runs(self.keyframe_iterations);
             }
+            if task.with_still {
+                let number = shot.numbers[0];
+                let still = stills
+                    .get(&number)
+                    .with_context(|| format!("keyframe {number}'s still is not rendered yet"))?;
+                state.keyframe_still(still.image.clone());
+            }
         }
         let links = match task.toward {
             Some(toward) => {
@@ -238,13 +254,17 @@ impl Bench<'_> {
     /// The parallel method in `chunks` chunks, stage by stage, each task timed alone.
     /// Returns the frames in order and each stage's task costs.
     fn parallel(&self, chunks: usize) -> Result<(Vec<Delivered>, Vec<Vec<Cost>>)> {
-        let mut done = BTreeMap::new();
+        let (mut done, mut stills) = (BTreeMap::new(), BTreeMap::new());
         let mut stages = Vec::new();
         for stage in plan(&self.shot.numbers, chunks) {
             let mut costs = Vec::new();
             for task in &stage {
-                let (frames, cost) = timed(|| self.task(task, &done))?;
-                done.extend(frames);
+                let (frames, cost) = timed(|| self.task(task, &done, &stills))?;
+                if task.writes_still {
+                    stills.extend(frames);
+                } else {
+                    done.extend(frames);
+                }
                 costs.push(cost);
             }
             stages.push(costs);
@@ -267,6 +287,11 @@ pub struct Task {
     pub from: Option<u64>,
     pub toward: Option<u64>,
     pub starts_chain: bool,
+    /// A keyframe's own still, written apart from the shot's frames (the pattern the
+    /// keyframe's --keyframe-still names).
+    pub writes_still: bool,
+    /// A keyframe starting from its own still (--keyframe-still).
+    pub with_still: bool,
 }
 
 impl Task {
@@ -277,16 +302,20 @@ impl Task {
             from: None,
             toward: None,
             starts_chain: false,
+            writes_still: false,
+            with_still: false,
         }
     }
 }
 
 /// The parallel method's stages for a shot of frames `numbers` in `chunks` chunks, as
-/// the Open Job Description template runs them: the middle chunk's first frame (a still);
-/// every other chunk's keyframe from it (the first frame of a chunk after the middle one,
-/// the last frame of one before it); then every chunk's other frames from its keyframe,
-/// away from the middle frame (backward before it), pulled toward the next chunk's keyframe
-/// that way.
+/// the Open Job Description template runs them: the middle chunk's first frame (a still),
+/// and beside it the stills of the keyframes further than the next frame from it; every
+/// other chunk's keyframe from the middle frame (the first frame of a chunk after the middle
+/// one, the last frame of one before it), starting from its own still where the motion
+/// uncovers what the middle frame never showed; then every chunk's other frames from its
+/// keyframe, away from the middle frame (backward before it), pulled toward the next
+/// chunk's keyframe that way.
 pub fn plan(numbers: &[u64], chunks: usize) -> Vec<Vec<Task>> {
     let starts = chunk_starts(numbers.len(), chunks);
     let middle_index = middle_chunk(starts.len());
@@ -303,14 +332,25 @@ pub fn plan(numbers: &[u64], chunks: usize) -> Vec<Vec<Task>> {
         starts_chain: true,
         ..Task::frames((middle, middle))
     };
+    let mut first = vec![root];
     let mut keyframes = Vec::new();
     let mut rest = Vec::new();
     for (k, &(start, end)) in bounds.iter().enumerate() {
         let before = k < middle_index;
         if k != middle_index {
             let keyframe = if before { end } else { start };
+            // A keyframe next to the middle frame is a chain's step: nothing new to fill.
+            let with_still = keyframe.abs_diff(middle) > 1;
+            if with_still {
+                first.push(Task {
+                    starts_chain: true,
+                    writes_still: true,
+                    ..Task::frames((keyframe, keyframe))
+                });
+            }
             keyframes.push(Task {
                 from: Some(middle),
+                with_still,
                 ..Task::frames((keyframe, keyframe))
             });
         }
@@ -330,7 +370,7 @@ pub fn plan(numbers: &[u64], chunks: usize) -> Vec<Vec<Task>> {
             }
         });
     }
-    vec![vec![root], keyframes, rest]
+    vec![first, keyframes, rest]
 }
 
 /// The warping error of each frame after the first, by position (index 0: frame 2).
@@ -524,10 +564,11 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
         worst(&chain_style)
     );
     println!(
-        "| parallel, K = {} (stages of 1, {}, {} tasks) | {critical:.1} | {parallel_cpu:.1} | {:.2} | {:.3} | {:.3} |",
+        "| parallel, K = {} (stages of {}, {}, {} tasks) | {critical:.1} | {parallel_cpu:.1} | {:.2} | {:.3} | {:.3} |",
         bench.chunks,
-        bench.chunks - 1,
-        bench.chunks,
+        stages[0].len(),
+        stages[1].len(),
+        stages[2].len(),
         mean(&parallel_errors),
         worst(&join_errors) / others_median,
         worst(&parallel_style)
@@ -541,7 +582,7 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
         mean(&chain_errors) / mean(&rendered_errors)
     );
     println!(
-        "stages (slowest task, s): middle frame {:.1}, keyframes {:.1}, chunks {:.1}",
+        "stages (slowest task, s): middle frame and keyframe stills {:.1}, keyframes {:.1}, chunks {:.1}",
         stages[0].iter().map(|c| c.wall).fold(0.0, f64::max),
         stages[1].iter().map(|c| c.wall).fold(0.0, f64::max),
         stages[2].iter().map(|c| c.wall).fold(0.0, f64::max)
@@ -595,22 +636,39 @@ mod tests {
             from,
             toward,
             starts_chain: false,
+            writes_still: false,
+            with_still: false,
         };
+        let still = |number| Task {
+            starts_chain: true,
+            writes_still: true,
+            ..task((number, number), false, None, None)
+        };
+        // The middle frame, and beside it the stills of the keyframes further than the next
+        // frame from it.
         assert_eq!(
             stages[0],
-            [Task {
-                starts_chain: true,
-                ..task((9, 9), false, None, None)
-            }]
+            [
+                Task {
+                    starts_chain: true,
+                    ..task((9, 9), false, None, None)
+                },
+                still(4),
+                still(13),
+            ]
         );
         // Chunks 1-4 and 5-8 are before the middle frame: their keyframes are their last
-        // frames; 13-16 is after it: its first.
+        // frames; 13-16 is after it: its first. Frame 8 is a chain's step from 9.
+        let from_still = |number| Task {
+            with_still: true,
+            ..task((number, number), false, Some(9), None)
+        };
         assert_eq!(
             stages[1],
             [
-                task((4, 4), false, Some(9), None),
+                from_still(4),
                 task((8, 8), false, Some(9), None),
-                task((13, 13), false, Some(9), None),
+                from_still(13),
             ]
         );
         assert_eq!(
@@ -622,10 +680,11 @@ mod tests {
                 task((14, 16), false, None, None),
             ]
         );
-        // Every frame is rendered once.
+        // Every frame is delivered once.
         let mut rendered: Vec<u64> = stages
             .iter()
             .flatten()
+            .filter(|t| !t.writes_still)
             .flat_map(|t| t.range.0..=t.range.1)
             .collect();
         rendered.sort();

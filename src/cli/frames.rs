@@ -49,9 +49,17 @@ pub struct ShotArgs {
     /// before the range, along the motion composed over the frames between: a keyframe of a
     /// shot rendered in parallel chunks starts from the shot's middle frame, before or after
     /// it (a range after the frame, or of one frame before it). A keyframe more than a
-    /// frame from it runs the still's iterations per scale, at the output size.
+    /// frame from it runs the still's iterations per scale, at the output size (two thirds
+    /// of them with --keyframe-still).
     #[arg(long, conflicts_with = "starts_chain")]
     pub from_frame: Option<u64>,
+    /// The keyframe's own still, a pattern like --out (a --starts-chain task of the same
+    /// frame writing elsewhere, at once with the frame --from-frame names): the pixels the
+    /// motion from that frame cannot vouch for start from the still instead of the content,
+    /// and the keyframe runs two thirds of the still's iterations. For a keyframe: a range
+    /// of one frame, --from-frame further than the next frame.
+    #[arg(long, requires = "from_frame")]
+    pub keyframe_still: Option<String>,
     /// The range's first frame starts the chain as a still, whatever frames come before it
     /// (the middle frame a shot rendered in parallel chunks starts from).
     #[arg(long, conflicts_with = "continue_from")]
@@ -211,6 +219,8 @@ pub struct Shot {
     args: ShotArgs,
     frames: FramePattern,
     out: FramePattern,
+    /// --keyframe-still.
+    keyframe_still: Option<FramePattern>,
     motion: Option<FramePattern>,
     next: Option<(FramePattern, ExrMotionChannels)>,
     mask: Option<FramePattern>,
@@ -297,6 +307,20 @@ impl Shot {
             }
             spanned("from-frame", from)?;
         }
+        let keyframe_still = match (&args.keyframe_still, args.from_frame) {
+            (None, _) => None,
+            (Some(pattern), Some(from)) if first == last && from.abs_diff(first) > 1 => {
+                Some(FramePattern::parse("keyframe-still", pattern)?)
+            }
+            (Some(_), _) => {
+                return Err(super::exit::Usage(
+                    "--keyframe-still: only for a keyframe: a range of one frame continued \
+                     from --from-frame further away than the next frame"
+                        .into(),
+                )
+                .into());
+            }
+        };
         if let Some(toward) = args.toward_frame {
             if !ahead(last, toward) {
                 return Err(super::exit::Usage(format!(
@@ -329,11 +353,43 @@ impl Shot {
             args: args.clone(),
             frames,
             out,
+            keyframe_still,
             motion,
             next,
             mask,
             channels,
         })
+    }
+
+    /// What a run says when its keyframe starts from its own still at `path`.
+    pub fn keyframe_still_message(&self, path: &Path) -> String {
+        format!(
+            "keyframe {} starts from its own still where frame {} never showed it: {}",
+            self.numbers[0],
+            self.chunk_start(),
+            path.display()
+        )
+    }
+
+    /// The keyframe's own still (--keyframe-still), which must be written already: else
+    /// the task is requeued (exit 75).
+    pub fn keyframe_still(&self) -> Result<Option<PathBuf>> {
+        let Some(pattern) = &self.keyframe_still else {
+            return Ok(None);
+        };
+        let path = pattern.path(self.numbers[0]);
+        if !path.is_file() {
+            return Err(super::exit::NotYet(format!(
+                "--keyframe-still: {} is missing: keyframe {} starts from its own still where \
+                 the motion uncovers what frame {} never showed. Render that still first (a \
+                 farm requeues this task: exit 75)",
+                path.display(),
+                self.numbers[0],
+                self.chunk_start()
+            ))
+            .into());
+        }
+        Ok(Some(path))
     }
 
     pub fn options(&self, iterations: usize) -> SequenceOptions {

@@ -13,7 +13,9 @@ use clap::Args;
 use stylize::engine::Progress;
 use stylize::image_io;
 use stylize::passthrough::Passthrough;
-use stylize::render::sequence::{FrameRendered, SequenceOptions, SequenceRenderer, warping_error};
+use stylize::render::sequence::{
+    FrameRendered, SequenceOptions, SequenceRenderer, keyframe_iterations, warping_error,
+};
 use stylize::render::{StyleSource, Styling};
 
 use super::args::{BackendArgs, JobArgs, StyleArgs, byte_count, flag_error, memory_budget};
@@ -269,10 +271,15 @@ pub fn run(args: SequenceArgs) -> Result<()> {
     // A keyframe continued from a frame further back (--from-frame) runs the still's
     // iterations per scale: more of it is new than of a frame following the one before.
     let keyframe = done == 0 && shot.starts_keyframe();
-    let keyframe_iterations = base.options.iterations;
+    let keyframe_still = if keyframe {
+        shot.keyframe_still()?
+    } else {
+        None
+    };
+    let keyframe_runs = keyframe_iterations(base.options.iterations, keyframe_still.is_some());
     let iterations_at = |p: usize| match p {
         0 if !chained => first_iterations,
-        0 if keyframe => keyframe_iterations,
+        0 if keyframe => keyframe_runs,
         _ => later_iterations,
     };
     let sequence_total = (done..frames).map(iterations_at).sum::<usize>();
@@ -288,7 +295,13 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         };
         renderer.state().resume_after(done, output, to_next);
         if keyframe {
-            renderer.state().next_runs(keyframe_iterations);
+            // The still's iterations per scale; the state takes its share with a still.
+            renderer.state().next_runs(base.options.iterations);
+            if let Some(path) = &keyframe_still {
+                let still = shot.read_delivered(path, "keyframe-still")?;
+                renderer.state().keyframe_still(still);
+                reporter.say(&shot.keyframe_still_message(path));
+            }
         }
         reporter.say(&match (done, start.number) {
             (1.., Some(number)) => format!("resuming after frame {number} ({done} frames written)"),

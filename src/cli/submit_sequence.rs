@@ -12,6 +12,7 @@ use tokio_stream::StreamExt;
 
 use stylize::image_io::Encoding;
 use stylize::motion::ExrMotionChannels;
+use stylize::render::sequence::keyframe_iterations;
 use stylize::server::proto;
 use stylize::server::routing::{retryable, style_routing_key};
 
@@ -174,7 +175,10 @@ impl Submission<'_> {
     fn iterations_of(&self, position: usize, chained: bool) -> usize {
         match position {
             0 if !chained => self.first_iterations,
-            0 if self.shot.starts_keyframe() => self.first_iterations / self.scales.max(1),
+            0 if self.shot.starts_keyframe() => keyframe_iterations(
+                self.first_iterations / self.scales.max(1),
+                !self.setup.keyframe_still.is_empty(),
+            ),
             _ => self.later_iterations,
         }
     }
@@ -191,6 +195,10 @@ impl Submission<'_> {
         let (shot, frames) = (self.shot, self.shot.numbers.len());
         let chained = chain.is_some();
         let mut setup = self.setup.clone();
+        if from > 0 {
+            // The keyframe is written: a resumed stream continues from it as a chain.
+            setup.keyframe_still.clear();
+        }
         if let Some(start) = chain {
             let flag = if from > 0 { "out" } else { "continue-from" };
             setup.previous = Some(previous_frame(shot, start, shot.numbers[from], flag)?);
@@ -323,6 +331,7 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
         }),
         previous: None,
         toward: None,
+        keyframe_still: Vec::new(),
     };
     let frames = shot.numbers.len();
     // Frames already written are kept (unless --restart); the chain continues from the
@@ -338,6 +347,14 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
     let first_chain = shot.chain_start(delivered)?;
     let toward = TowardFrame::for_shot(&shot, shot.chunk_start())?;
     let mut setup = setup;
+    let keyframe_still = match delivered {
+        0 => shot.keyframe_still()?,
+        _ => None,
+    };
+    if let Some(path) = &keyframe_still {
+        setup.keyframe_still =
+            std::fs::read(path).with_context(|| format!("--keyframe-still: {}", path.display()))?;
+    }
     if let Some(toward) = &toward {
         let path = shot.out_path(toward.number);
         setup.toward = Some(proto::TowardFrame {
@@ -359,6 +376,9 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
         later_iterations: options.later_iterations,
         scales,
     };
+    if let Some(path) = &keyframe_still {
+        submission.reporter.say(&shot.keyframe_still_message(path));
+    }
     if let Some(toward) = &submission.toward {
         submission.reporter.say(&format!(
             "pulling frames {}-{} toward frame {}",

@@ -61,6 +61,9 @@ struct Shot {
     toward: Option<Toward>,
     /// The still's iterations per scale: a keyframe's.
     keyframe_iterations: usize,
+    /// The keyframe's own still (`setup.keyframe_still`), until the first frame decides the
+    /// view it is read through.
+    keyframe_still: Option<Vec<u8>>,
     order: Order,
 }
 
@@ -191,6 +194,16 @@ fn shot(
     let wire = setup.sequence.unwrap_or_default();
     let previous = setup.previous.take();
     let toward = setup.toward.take();
+    let keyframe_still = Some(std::mem::take(&mut setup.keyframe_still)).filter(|s| !s.is_empty());
+    if let Some(still) = &keyframe_still {
+        if previous.is_none() {
+            return Err(Error::invalid(
+                "setup.keyframe_still",
+                "a keyframe continues from setup.previous, which is not set",
+            ));
+        }
+        convert::check_pixels(still, "setup.keyframe_still", limits)?;
+    }
     let view_name = setup
         .options
         .as_ref()
@@ -251,6 +264,7 @@ fn shot(
     let mut shot = Shot {
         toward,
         keyframe_iterations,
+        keyframe_still,
         order,
         template,
         view: named,
@@ -430,13 +444,27 @@ fn frame_job(
         ));
     }
     // A first frame further than one frame from the one the shot continues from is a
-    // keyframe: it runs the still's iterations at the output size.
-    if index == 0
+    // keyframe: it runs the still's iterations at the output size (two thirds of them with
+    // its own still, `setup.keyframe_still`).
+    let keyframe = index == 0
         && shot
             .last_number
-            .is_some_and(|last| number.abs_diff(last) > 1)
-    {
+            .is_some_and(|last| number.abs_diff(last) > 1);
+    if keyframe {
         shot.state.next_runs(shot.keyframe_iterations);
+    }
+    if let Some(still) = shot.keyframe_still.take() {
+        if !keyframe {
+            return Err(Error::invalid(
+                "setup.keyframe_still",
+                format!(
+                    "frame {number} is not a keyframe: it is not further than the next frame \
+                     from setup.previous.number"
+                ),
+            ));
+        }
+        let image = decode_delivered(&still, "setup.keyframe_still", limits, &view)?;
+        shot.state.keyframe_still(image);
     }
     if view.studio().is_some() && !crate::exr_file::is_exr(&frame.content) {
         return Err(Error::invalid(

@@ -49,6 +49,7 @@ pub fn setup(iterations: u32) -> proto::StylizeSequenceRequest {
                 }),
                 previous: None,
                 toward: None,
+                keyframe_still: Vec::new(),
             },
         )),
     }
