@@ -90,6 +90,11 @@ pub struct BenchArgs {
     /// Longest side of --shot's outputs.
     #[arg(long, default_value_t = 256)]
     shot_size: u32,
+    /// Time --shot's chain and parallel method this many times, in turn, and keep each
+    /// task's fastest run: this machine's speed drifts by 10-20% over minutes, which one
+    /// run of each cannot tell from a method's cost. The frames are the same every time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    repeat: u32,
     /// Engine for --frames.
     #[arg(long, default_value = "auto", value_parser = ["auto", "ort", "candle"])]
     engine: String,
@@ -148,6 +153,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             chunks: args.chunks,
             quality: &args.quality,
             size: args.shot_size,
+            repeat: args.repeat as usize,
             style: args.style.as_deref(),
             out_dir: args.out_dir.as_deref(),
         });

@@ -30,6 +30,8 @@ pub struct ShotBench<'a> {
     pub chunks: usize,
     pub quality: &'a str,
     pub size: u32,
+    /// Times the chain and the parallel method run, in turn (each task's fastest kept).
+    pub repeat: usize,
     pub style: Option<&'a Path>,
     pub out_dir: Option<&'a Path>,
 }
@@ -52,6 +54,8 @@ struct ShotJob {
 struct Delivered {
     image: RgbImage,
     style: f64,
+    /// The objective's evaluations that rendered it (an iteration may take several).
+    evaluations: usize,
 }
 
 /// One task's cost.
@@ -67,6 +71,11 @@ impl Cost {
             wall: self.wall + other.wall,
             cpu: self.cpu + other.cpu,
         }
+    }
+
+    /// The faster of two runs of the same task.
+    fn fastest(self, other: Cost) -> Cost {
+        if other.wall < self.wall { other } else { self }
     }
 }
 
@@ -151,6 +160,7 @@ impl Bench<'_> {
             delivered.push(Delivered {
                 image: rendered.rendered.image,
                 style: rendered.rendered.delivered.style,
+                evaluations: rendered.rendered.evaluations,
             });
         }
         Ok(delivered)
@@ -251,6 +261,29 @@ impl Bench<'_> {
         Ok(shot.numbers.iter().copied().zip(frames).collect())
     }
 
+    /// `chain`, saying what it cost (the `run`-th time).
+    fn chain_reported(&self, run: usize) -> Result<(Vec<Delivered>, Cost)> {
+        eprintln!("bench --shot: the sequential chain (run {run})");
+        let (chain, cost) = self.chain()?;
+        eprintln!(
+            "bench --shot: the chain: {:.1} s, {} evaluations (its first frame {})",
+            cost.wall,
+            chain.iter().map(|f| f.evaluations).sum::<usize>(),
+            chain[0].evaluations
+        );
+        Ok((chain, cost))
+    }
+
+    /// `parallel`, saying so (the `run`-th time).
+    fn parallel_reported(
+        &self,
+        chunks: usize,
+        run: usize,
+    ) -> Result<(Vec<Delivered>, Vec<Vec<Cost>>)> {
+        eprintln!("bench --shot: the parallel method, {chunks} chunks (run {run})");
+        self.parallel(chunks)
+    }
+
     /// The parallel method in `chunks` chunks, stage by stage, each task timed alone.
     /// Returns the frames in order and each stage's task costs.
     fn parallel(&self, chunks: usize) -> Result<(Vec<Delivered>, Vec<Vec<Cost>>)> {
@@ -260,6 +293,14 @@ impl Bench<'_> {
             let mut costs = Vec::new();
             for task in &stage {
                 let (frames, cost) = timed(|| self.task(task, &done, &stills))?;
+                eprintln!(
+                    "bench --shot: task {}-{}{}: {:.1} s, {} evaluations",
+                    task.range.0,
+                    task.range.1,
+                    if task.writes_still { " (still)" } else { "" },
+                    cost.wall,
+                    frames.iter().map(|(_, f)| f.evaluations).sum::<usize>()
+                );
                 if task.writes_still {
                     stills.extend(frames);
                 } else {
@@ -492,10 +533,19 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
     };
     eprintln!("bench --shot: {frames} frames, stills first");
     let (stills, still_costs) = bench_run.stills()?;
-    eprintln!("bench --shot: the sequential chain");
-    let (chain, chain_cost) = bench_run.chain()?;
-    eprintln!("bench --shot: the parallel method, {} chunks", bench.chunks);
-    let (parallel, stages) = bench_run.parallel(bench.chunks)?;
+    // The chain and the method in turn, `repeat` times: each task's fastest run is kept
+    // (the frames are the same every time).
+    let (chain, mut chain_cost) = bench_run.chain_reported(1)?;
+    let (parallel, mut stages) = bench_run.parallel_reported(bench.chunks, 1)?;
+    for run in 2..=bench.repeat {
+        chain_cost = chain_cost.fastest(bench_run.chain_reported(run)?.1);
+        let again = bench_run.parallel_reported(bench.chunks, run)?.1;
+        for (stage, costs) in stages.iter_mut().zip(again) {
+            for (cost, other) in stage.iter_mut().zip(costs) {
+                *cost = cost.fastest(other);
+            }
+        }
+    }
 
     let size = chain[0].image.dimensions();
     let images = |frames: &[Delivered]| frames.iter().map(|f| f.image.clone()).collect::<Vec<_>>();
