@@ -37,6 +37,26 @@ impl fmt::Display for NotYet {
 
 impl std::error::Error for NotYet {}
 
+/// `NotYet` unless `path`, which another task of the shot writes, is there: "--FLAG: PATH is
+/// missing: WHY. Render that WHAT first (a farm requeues this task: exit 75)", then
+/// `alternative` (", or pass --continue-from") when there is another way.
+pub fn written_first(
+    flag: &str,
+    path: &std::path::Path,
+    why: &str,
+    what: &str,
+    alternative: &str,
+) -> Result<(), NotYet> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(NotYet(format!(
+        "--{flag}: {} is missing: {why}. Render that {what} first (a farm requeues this task: \
+         exit 75){alternative}",
+        path.display()
+    )))
+}
+
 /// A status the server answered, kept whole so the exit code follows its gRPC code.
 #[derive(Debug)]
 pub struct ServerAnswer(pub tonic::Status);

@@ -378,17 +378,13 @@ impl Shot {
             return Ok(None);
         };
         let path = pattern.path(self.numbers[0]);
-        if !path.is_file() {
-            return Err(super::exit::NotYet(format!(
-                "--keyframe-still: {} is missing: keyframe {} starts from its own still where \
-                 the motion uncovers what frame {} never showed. Render that still first (a \
-                 farm requeues this task: exit 75)",
-                path.display(),
-                self.numbers[0],
-                self.chunk_start()
-            ))
-            .into());
-        }
+        let why = format!(
+            "keyframe {} starts from its own still where the motion uncovers what frame {} \
+             never showed",
+            self.numbers[0],
+            self.chunk_start()
+        );
+        super::exit::written_first("keyframe-still", &path, &why, "still", "")?;
         Ok(Some(path))
     }
 
@@ -485,16 +481,11 @@ impl Shot {
             return Ok(None);
         };
         let path = self.out_path(before);
-        if !path.is_file() {
-            return Err(super::exit::NotYet(format!(
-                "--out: {} is missing: frame {} continues the temporal chain from frame \
-                 {before}'s delivered image. Render that frame first (a farm requeues this \
-                 task: exit 75), or pass --continue-from",
-                path.display(),
-                self.numbers[0]
-            ))
-            .into());
-        }
+        let why = format!(
+            "frame {} continues the temporal chain from frame {before}'s delivered image",
+            self.numbers[0]
+        );
+        super::exit::written_first("out", &path, &why, "frame", ", or pass --continue-from")?;
         Ok(Some(ChainStart {
             number: Some(before),
             path,

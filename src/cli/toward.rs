@@ -28,15 +28,9 @@ impl TowardFrame {
             return Ok(None);
         };
         let path = shot.out_path(number);
-        if !path.is_file() {
-            return Err(super::exit::NotYet(format!(
-                "--out: {} is missing: the range is pulled toward frame {number}'s delivered \
-                 image (--toward-frame). Render that keyframe first (a farm requeues this \
-                 task: exit 75)",
-                path.display()
-            ))
-            .into());
-        }
+        let why =
+            format!("the range is pulled toward frame {number}'s delivered image (--toward-frame)");
+        super::exit::written_first("out", &path, &why, "keyframe", "")?;
         let image = shot.read_delivered(&path, "toward-frame")?;
         let links = Self::links(shot, start, number, &shot.numbers)?;
         Ok(Some(Self {

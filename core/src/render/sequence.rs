@@ -10,6 +10,7 @@ use image::RgbImage;
 use super::Content;
 use super::options::{InitChoice, RenderRequest, Styling};
 use super::plan::plan_memory;
+use super::start_image::{from_planes, planes, start_from_still, warm_start};
 use super::still::{Rendered, StyleSource, render_frame};
 use crate::engine::temporal::TemporalTarget;
 use crate::engine::{Engine, ProgressSink};
@@ -28,10 +29,11 @@ pub const KEYFRAME_HOLD: f64 = 10.0;
 
 /// The share of the still's iterations a keyframe runs when the pixels its motion cannot
 /// vouch for start from its own still (`SequenceState::keyframe_still`): only the seams
-/// between the held and the still's pixels are left to settle. Measured on the orbit shot at
-/// 256 px, standard (the still's 30 iterations per scale), the furthest keyframe's style loss
-/// against its still's: 1.197x at 15 iterations, 0.976x at 25, 1.222x at 30 starting from
-/// the content instead.
+/// between the held and the still's pixels are left to settle (`start_image::STILL_FEATHER`
+/// blends them at the start). Measured on the orbit shot at 256 px, standard (the still's 30
+/// iterations per scale), the furthest keyframe's style loss against its still's: 1.155x at
+/// 15 iterations (1.197x with a hard switch to the still), 1.019x at 25 (hard switch), 1.222x
+/// at 30 starting from the content instead.
 pub const FILLED_KEYFRAME_SHARE: f64 = 2.0 / 3.0;
 
 /// What a sequence adds to a still's options.
@@ -576,141 +578,6 @@ pub fn warp_previous(
     (from_planes(&warped, ow, oh), certainty)
 }
 
-/// The starting image of a later frame: the warped previous output where certain. Elsewhere
-/// (pixels the motion uncovers or leaves unvouched) the content at the output size, carrying
-/// the stylisation's offset from the content (`warped - content`) spread in from the nearest
-/// held pixels: such pixels start in the shot's stylised colours but with their own structure,
-/// where copying the warped image would ghost whatever moved away.
-fn warm_start(content: &RgbImage, warped: &RgbImage, certainty: &[f32]) -> RgbImage {
-    let (width, height) = (warped.width() as usize, warped.height() as usize);
-    let mut start = resize_exact(content, warped.width(), warped.height());
-    let held: Vec<bool> = certainty.iter().map(|&c| c >= 0.5).collect();
-    let offset = planes(warped)
-        .iter()
-        .zip(planes(&start))
-        .map(|(w, c)| w - c)
-        .collect::<Vec<f32>>();
-    let offset = fill_holes(&offset, &held, width, height);
-    let plane = width * height;
-    for (i, (pixel, kept)) in start.pixels_mut().zip(warped.pixels()).enumerate() {
-        if held[i] {
-            *pixel = *kept;
-        } else {
-            for c in 0..3 {
-                let value = pixel[c] as f32 + offset[c * plane + i];
-                pixel[c] = value.round().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
-    start
-}
-
-/// The starting image of a keyframe with its own still: the warped frame it continues from
-/// where certain, the still elsewhere (where the motion uncovers what that frame never
-/// showed, which the still has stylised already, at every scale).
-fn start_from_still(still: &RgbImage, warped: &RgbImage, certainty: &[f32]) -> RgbImage {
-    let mut start = still.clone();
-    for ((pixel, kept), &c) in start.pixels_mut().zip(warped.pixels()).zip(certainty) {
-        if c >= 0.5 {
-            *pixel = *kept;
-        }
-    }
-    start
-}
-
-/// Channel-major planes with the values where `known` is false filled from the known ones
-/// around them (a push-pull pyramid: known values averaged down to coarser levels, holes
-/// taking the coarser level's value on the way back up). Without any known value: zeros.
-fn fill_holes(values: &[f32], known: &[bool], width: usize, height: usize) -> Vec<f32> {
-    let channels = values.len() / (width * height);
-    let weights: Vec<f32> = known.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
-    let sums: Vec<f32> = (0..values.len())
-        .map(|i| values[i] * weights[i % (width * height)])
-        .collect();
-    push_pull(&sums, &weights, width, height, channels)
-}
-
-/// One level of the pyramid, from weighted sums and their weights: the mean value per pixel,
-/// holes filled from the next coarser level.
-fn push_pull(
-    sums: &[f32],
-    weights: &[f32],
-    width: usize,
-    height: usize,
-    channels: usize,
-) -> Vec<f32> {
-    let plane = width * height;
-    let mut mean = vec![0.0; channels * plane];
-    if width <= 1 && height <= 1 {
-        for c in 0..channels {
-            mean[c] = if weights[0] > 0.0 {
-                sums[c] / weights[0]
-            } else {
-                0.0
-            };
-        }
-        return mean;
-    }
-    let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
-    let mut coarse_sums = vec![0.0; channels * cw * ch];
-    let mut coarse_weights = vec![0.0; cw * ch];
-    for y in 0..height {
-        for x in 0..width {
-            let (i, j) = (y * width + x, (y / 2) * cw + x / 2);
-            coarse_weights[j] += weights[i];
-            for c in 0..channels {
-                coarse_sums[c * cw * ch + j] += sums[c * plane + i];
-            }
-        }
-    }
-    let coarse = push_pull(&coarse_sums, &coarse_weights, cw, ch, channels);
-    // Holes take the coarser level sampled bilinearly (pixel centres aligned), so the fill is
-    // smooth rather than blocks of the coarse pixels.
-    let at = |k: usize, n: usize| ((k as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (n - 1) as f32);
-    for y in 0..height {
-        let v = at(y, ch);
-        let (y0, fy) = (v.floor() as usize, v.fract());
-        let y1 = (y0 + 1).min(ch - 1);
-        for x in 0..width {
-            let i = y * width + x;
-            let u = at(x, cw);
-            let (x0, fx) = (u.floor() as usize, u.fract());
-            let x1 = (x0 + 1).min(cw - 1);
-            for c in 0..channels {
-                mean[c * plane + i] = if weights[i] > 0.0 {
-                    sums[c * plane + i] / weights[i]
-                } else {
-                    let q = &coarse[c * cw * ch..(c + 1) * cw * ch];
-                    let top = q[y0 * cw + x0] * (1.0 - fx) + q[y0 * cw + x1] * fx;
-                    let bottom = q[y1 * cw + x0] * (1.0 - fx) + q[y1 * cw + x1] * fx;
-                    top * (1.0 - fy) + bottom * fy
-                };
-            }
-        }
-    }
-    mean
-}
-
-/// An RGB image as three channel-major float planes.
-fn planes(image: &RgbImage) -> Vec<f32> {
-    let plane = (image.width() * image.height()) as usize;
-    let mut out = vec![0.0; 3 * plane];
-    for (i, pixel) in image.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = pixel[c] as f32;
-        }
-    }
-    out
-}
-
-fn from_planes(planes: &[f32], width: usize, height: usize) -> RgbImage {
-    let plane = width * height;
-    RgbImage::from_fn(width as u32, height as u32, |x, y| {
-        let i = y as usize * width + x as usize;
-        image::Rgb([0, 1, 2].map(|c| planes[c * plane + i].round().clamp(0.0, 255.0) as u8))
-    })
-}
-
 /// A certainty plane at another size (nearest sample: a certainty stays 0 or 1).
 fn resize_plane(plane: &[f32], w: usize, h: usize, ow: usize, oh: usize) -> Vec<f32> {
     if (w, h) == (ow, oh) {
@@ -749,73 +616,6 @@ pub fn warping_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uncovered_pixels_start_from_their_content_shifted_as_the_held_ones_are() {
-        let content = RgbImage::from_fn(40, 30, |x, y| {
-            image::Rgb([(3 * x) as u8, (5 * y) as u8, 90])
-        });
-        // The previous output, warped: the content shifted by (+40, -20, +7) everywhere.
-        let warped = RgbImage::from_fn(40, 30, |x, y| {
-            let p = content.get_pixel(x, y);
-            image::Rgb([p[0] + 40, p[1].saturating_sub(20), p[2] + 7])
-        });
-        // A disc the motion uncovered: nothing held there.
-        let certainty: Vec<f32> = (0..40 * 30)
-            .map(|i| {
-                let (x, y) = ((i % 40) as f32 - 20.0, (i / 40) as f32 - 15.0);
-                if x * x + y * y < 64.0 { 0.0 } else { 1.0 }
-            })
-            .collect();
-        let start = warm_start(&content, &warped, &certainty);
-        for (i, (&c, pixel)) in certainty.iter().zip(start.pixels()).enumerate() {
-            let (x, y) = ((i % 40) as u32, (i / 40) as u32);
-            if c == 1.0 {
-                assert_eq!(pixel, warped.get_pixel(x, y));
-            } else {
-                let p = content.get_pixel(x, y);
-                let expected = [p[0] + 40, p[1].saturating_sub(20), p[2] + 7];
-                for k in 0..3 {
-                    assert!(
-                        pixel[k].abs_diff(expected[k]) <= 1,
-                        "({x}, {y}): {pixel:?} vs {expected:?}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn holes_are_filled_smoothly_from_the_values_around_them() {
-        let (w, h) = (64, 48);
-        // A ramp with a rectangular hole; values known elsewhere stay as they are.
-        let values: Vec<f32> = (0..w * h).map(|i| (i % w) as f32).collect();
-        let known: Vec<bool> = (0..w * h)
-            .map(|i| !((10..50).contains(&(i % w)) && (12..36).contains(&(i / w))))
-            .collect();
-        let filled = fill_holes(&values, &known, w, h);
-        let mut worst_step: f32 = 0.0;
-        for i in 0..w * h {
-            if known[i] {
-                assert_eq!(filled[i], values[i]);
-            } else {
-                assert!((0.0..=63.0).contains(&filled[i]), "{}", filled[i]);
-                if i % w > 0 {
-                    worst_step = worst_step.max((filled[i] - filled[i - 1]).abs());
-                }
-            }
-        }
-        // No blocks: neighbouring filled values differ by little more than the ramp's slope.
-        assert!(
-            worst_step < 2.5,
-            "a step of {worst_step} between neighbours"
-        );
-        assert!(
-            fill_holes(&[5.0; 6], &[false; 6], 3, 2)
-                .iter()
-                .all(|&v| v == 0.0)
-        );
-    }
 
     #[test]
     fn the_pull_rises_from_the_chunks_start_to_the_frame_it_pulls_toward() {
