@@ -10,11 +10,13 @@
 //!
 //! The same frames also run as one chain. Joins are measured from the delivered files with
 //! issue 30's warping error (`render::coherence`). Measured here (2-core EPYC, the same at
-//! 1 and 2 threads): K = 2's join 51.47 against the other frames' median 38.52 (1.34x;
-//! bound 3x), its whole shot 40.14 against the chain's 32.40 (1.24x; bound 2x); K = 3's
-//! pulled join 53.69 against 288.56 unpulled (5.4x lower; bound 2x) and against the other
-//! frames' median 41.41 (1.30x; bound 3x). (Before keyframe 9 started from its own still:
-//! K = 3's join 42.28 / 173.48; with the bilinear warp: 59.55 / 33.78, 37.37 / 26.13,
+//! 1 and 2 threads, with the keyframe's still feathered in): K = 2's join 54.26 against the
+//! other frames' median 38.43 (1.41x; bound 3x), its whole shot 40.22 against the chain's
+//! 33.36 (1.21x; bound 2x); K = 3's pulled join 45.78 against 232.70 unpulled (5.1x lower;
+//! bound 2x) and against the other frames' median 39.82 (1.15x; bound 3x). (On an earlier
+//! machine, the still pasted in as it was: 51.47 / 38.52, 40.14 / 32.40, 53.69 / 288.56,
+//! median 41.41; before keyframe 9 started from its own still: K = 3's join 42.28 /
+//! 173.48; with the bilinear warp: 59.55 / 33.78, 37.37 / 26.13,
 //! 47.64 / 183.19.) The wire's refusals
 //! for the pull and the keyframe's still name their fields.
 
