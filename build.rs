@@ -1,11 +1,40 @@
 //! Build script: compiles the protobuf sources with protox (no system `protoc`): the gRPC
 //! contract (tonic), the contract's file descriptor set for server reflection, and the ONNX
-//! subset as prost types, which `tests/onnx_encoding.rs` decodes the core's models with.
+//! subset as prost types, which `tests/onnx_encoding.rs` decodes the core's models with;
+//! and the git commit the binary is built from (`STYLIZE_GIT_COMMIT`), which ServerInfo and
+//! the build-info metric report.
 use prost::Message;
+
+/// The commit being built: `STYLIZE_GIT_COMMIT` when the builder sets it (an image built
+/// from a tree without `.git`), else git's HEAD, else "unknown".
+fn git_commit() -> String {
+    println!("cargo:rerun-if-env-changed=STYLIZE_GIT_COMMIT");
+    if let Ok(given) = std::env::var("STYLIZE_GIT_COMMIT")
+        && !given.trim().is_empty()
+    {
+        return given.trim().to_string();
+    }
+    // HEAD moves on every commit: its file (a branch name) and the branch refs.
+    for watched in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
+        if std::path::Path::new(watched).exists() {
+            println!("cargo:rerun-if-changed={watched}");
+        }
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|commit| commit.trim().to_string())
+        .filter(|commit| !commit.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=assets");
+    println!("cargo:rustc-env=STYLIZE_GIT_COMMIT={}", git_commit());
     let onnx = protox::compile(["onnx/onnx_subset.proto"], ["proto"])?;
     prost_build::Config::new().compile_fds(onnx)?;
 

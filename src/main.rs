@@ -49,6 +49,9 @@ enum Command {
     RegisterStyle(cli::client::RegisterStyleArgs),
     /// Check a server's gRPC health (exit 0 when serving), for container health checks.
     Probe(cli::client::ProbeArgs),
+    /// Ask a server what it is: version, commit, engine, device, memory budget, limits,
+    /// presets, registry.
+    ServerInfo(cli::server_info::ServerInfoArgs),
     /// Manage the VGG19 weights.
     Weights {
         #[command(subcommand)]
@@ -135,6 +138,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::SubmitSequence(args) => cli::submit_sequence::submit_sequence(*args),
         Command::RegisterStyle(args) => cli::client::register_style(args),
         Command::Probe(args) => cli::client::probe(args),
+        Command::ServerInfo(args) => cli::server_info::run(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::Loadgen(args) => cli::loadgen::loadgen(args),
         Command::Weights {

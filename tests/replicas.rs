@@ -46,6 +46,15 @@ async fn three_replicas_share_one_registry_and_fail_over() {
     let redis = Redis::start();
     let a = replica(&redis, &[]);
     let b = replica(&redis, &[]);
+    // Each replica says where its registered styles live.
+    let info = a
+        .client()
+        .await
+        .server_info(proto::ServerInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.registry, "redis");
     common::needs_test_hooks();
     let c = Server::start_wrapped(
         "STYLIZE_TEST_PANIC_FOR_REQUEST=boom exec \"$0\" \"$@\"",

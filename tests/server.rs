@@ -1117,3 +1117,119 @@ async fn the_cli_client_registers_a_style_and_submits_with_previews() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_server_says_what_it_is_over_grpc_the_cli_and_its_build_info() {
+    let server = Server::start(&[
+        "--max-pixels",
+        "1000000",
+        "--max-queue",
+        "5",
+        "--max-styles",
+        "3",
+        "--max-job-seconds",
+        "90",
+        "--max-open-shots",
+        "2",
+        "--memory-budget",
+        "3GiB",
+    ]);
+    let mut client = server.client().await;
+    let info = client
+        .server_info(proto::ServerInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    // The commit this checkout is at (the tests build from it).
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8(out.stdout).unwrap().trim().to_string());
+    if let Some(head) = head {
+        assert_eq!(info.commit, head);
+    }
+    assert_eq!(
+        (info.engine.as_str(), info.device.as_str()),
+        ("onnxruntime-cpu", "cpu")
+    );
+    assert!(info.precompute.starts_with("onnxruntime-"), "{info:?}");
+    assert_eq!((info.workers, info.max_queue), (1, 5));
+    assert_eq!(info.registry, "local");
+    // The budget jobs are planned against: the one the scheduler publishes.
+    assert!(info.memory_budget_bytes > 0 && info.memory_budget_bytes < 3 << 30);
+    assert_eq!(
+        info.memory_budget_bytes as f64,
+        server.metric("stylize_memory_budget_bytes")
+    );
+    let limits = info.limits.unwrap();
+    assert_eq!(limits.max_pixels, 1_000_000);
+    assert_eq!(limits.max_styles, 3);
+    assert_eq!(limits.max_job_seconds, 90.0);
+    assert_eq!(limits.max_open_shots, 2);
+    assert_eq!(limits.max_iterations, 10_000);
+    assert_eq!(limits.max_message_bytes, 64 << 20);
+    let names: Vec<&str> = info.presets.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["draft", "standard", "final"]);
+    let standard = &info.presets[1];
+    assert_eq!(standard.quality, proto::Quality::Standard as i32);
+    let preset = stylize::render::preset::Quality::Standard.preset(512);
+    assert_eq!(
+        (standard.scales, standard.iterations, standard.max_history),
+        (
+            preset.scales as u32,
+            preset.iterations as u32,
+            preset.max_history as u32
+        )
+    );
+    assert_eq!(standard.tolerance, preset.tolerance);
+    assert_eq!(
+        (standard.scales_below_128, standard.scales_from_1024),
+        (standard.scales - 1, standard.scales + 1)
+    );
+
+    // The same facts from the CLI.
+    let out = Command::new(env!("CARGO_BIN_EXE_stylize"))
+        .args([
+            "server-info",
+            "--server",
+            &format!("http://{}", server.addr),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        format!("version: {}", info.version),
+        format!("commit: {}", info.commit),
+        "engine: onnxruntime-cpu".to_string(),
+        "max queue: 5".to_string(),
+        "max pixels: 1000000".to_string(),
+        "max job: 90 s".to_string(),
+        "registry: local".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+    }
+    assert!(
+        text.contains("preset standard: 3 scales (2 below 128 px, 4 from 1024 px), 30 iterations"),
+        "{text}"
+    );
+
+    // Dashboards join on the build-info gauge: one series, value 1, labelled as ServerInfo says.
+    let series = format!(
+        "stylize_build_info{{version=\"{}\",commit=\"{}\",engine=\"onnxruntime-cpu\",device=\"cpu\"}}",
+        info.version, info.commit
+    );
+    let scrape = server.metrics();
+    let build_lines: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("stylize_build_info"))
+        .collect();
+    assert_eq!(build_lines.len(), 1, "{build_lines:?}");
+    assert!(
+        build_lines[0].starts_with(&series) && build_lines[0].ends_with(" 1"),
+        "{build_lines:?} vs {series}"
+    );
+}

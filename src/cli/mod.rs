@@ -18,6 +18,7 @@ pub mod retry;
 pub mod run;
 pub mod sequence;
 pub mod serve;
+pub mod server_info;
 pub mod submit_sequence;
 pub mod torch;
 pub mod toward;

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod deadline;
 pub mod details;
 mod handshake;
+pub mod info;
 mod reflection;
 pub mod routing;
 pub mod sequence;
@@ -137,6 +138,8 @@ pub struct StylizeService {
     shot_limits: sequence::ShotLimits,
     /// Becomes true when the server starts draining.
     draining: watch::Receiver<bool>,
+    /// ServerInfo's answer, fixed at start.
+    info: Arc<proto::ServerInfoResponse>,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::StylizeEvent, Status>> + Send>>;
@@ -253,6 +256,13 @@ impl Stylizer for StylizeService {
         }
         answer
     }
+
+    async fn server_info(
+        &self,
+        _request: Request<proto::ServerInfoRequest>,
+    ) -> Result<Response<proto::ServerInfoResponse>, Status> {
+        Ok(Response::new(self.info.as_ref().clone()))
+    }
 }
 
 impl StylizeService {
@@ -326,10 +336,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> crate::error::Result<()> {
+    let about = info::describe(&config, &backends);
     if let Some(metrics_listen) = config.metrics_listen {
         crate::telemetry::metrics::install(metrics_listen)?;
         crate::telemetry::metrics::publish_cache(&Default::default());
         crate::registry::shared::publish_initial();
+        crate::telemetry::metrics::publish_build_info(
+            &about.version,
+            &about.commit,
+            &about.engine,
+            &about.device,
+        );
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -354,6 +371,7 @@ pub async fn serve(
         open_shots: Arc::new(Semaphore::new(config.shots.max_open)),
         shot_limits: config.shots,
         draining: draining.clone(),
+        info: Arc::new(about),
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<StylizerServer<StylizeService>>().await;

@@ -36,9 +36,10 @@ pub const OPEN_SHOTS: &str = "stylize_open_shots";
 pub const FRAME_DURATION: &str = "stylize_sequence_frame_duration_seconds";
 pub const TEMPORAL_LOSS: &str = "stylize_sequence_temporal_loss";
 pub const VIEW_LUTS_TOTAL: &str = "stylize_view_luts_total";
+pub const BUILD_INFO: &str = "stylize_build_info";
 
 /// Every metric the server exports (for tests and dashboards).
-pub const ALL: [&str; 28] = [
+pub const ALL: [&str; 29] = [
     REQUESTS_TOTAL,
     REQUEST_DURATION,
     QUEUE_DEPTH,
@@ -67,6 +68,7 @@ pub const ALL: [&str; 28] = [
     FRAME_DURATION,
     TEMPORAL_LOSS,
     VIEW_LUTS_TOTAL,
+    BUILD_INFO,
 ];
 
 /// Request outcomes, the `outcome` label of `stylize_requests_total`.
@@ -218,6 +220,10 @@ fn describe() {
         VIEW_LUTS_TOTAL,
         "Studio views (LUT pairs) requests sent, by whether the server had them parsed already (found: cached, parsed)"
     );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1: the build (version, commit) and where it optimises (engine, device), as labels"
+    );
     for found in ["cached", "parsed"] {
         metrics::counter!(VIEW_LUTS_TOTAL, "found" => found).increment(0);
     }
@@ -272,6 +278,18 @@ pub fn count_frame(seconds: f64, temporal: Option<f64>) {
     if let Some(temporal) = temporal {
         metrics::histogram!(TEMPORAL_LOSS).record(temporal);
     }
+}
+
+/// Sets `stylize_build_info{version,commit,engine,device}` to 1.
+pub fn publish_build_info(version: &str, commit: &str, engine: &str, device: &str) {
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => version.to_string(),
+        "commit" => commit.to_string(),
+        "engine" => engine.to_string(),
+        "device" => device.to_string()
+    )
+    .set(1.0);
 }
 
 /// Mirrors the style cache's counters into the exporter.

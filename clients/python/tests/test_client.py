@@ -39,6 +39,10 @@ def test_registered_styles_are_used_by_key(serve, images):
     with Client(server.target) as client:
         key = client.register_style(images["style"], size=32)
         assert len(key) == 64
+        info = client.server_info()
+        assert info.engine == "onnxruntime-cpu" and info.registry == "local"
+        assert [p.name for p in info.presets] == ["draft", "standard", "final"]
+        assert info.limits.max_styles > 0 and info.version
         events = list(client.stylize(images["content"], [key], **SMALL))
         assert events[-1].HasField("result")
 

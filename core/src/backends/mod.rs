@@ -84,6 +84,17 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
 pub struct Backends {
     pub engine: Arc<dyn Engine>,
     pub features: Arc<dyn FeatureExtractor>,
+    /// The device they were built on, as `--device` names it (`cpu`, `cuda:0`).
+    pub device: String,
+}
+
+/// `device` as `--device` names it.
+pub fn device_label(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
 }
 
 /// Builds the backends on `device`. `engine` and `precompute` take the same choices (auto,
@@ -157,7 +168,11 @@ pub fn choose(
         (None, Some(c)) => Arc::new(c.features()),
         (None, None) => unreachable!("no ONNX Runtime precompute means a candle engine"),
     };
-    Ok(Backends { engine, features })
+    Ok(Backends {
+        engine,
+        features,
+        device: device_label(device),
+    })
 }
 
 /// `ort` when its CUDA provider runs the default style layers (which also builds their

@@ -427,6 +427,16 @@ class Client:
                 if not self._wait(attempt, failed, deadline):
                     raise failed from None
 
+    def server_info(self, *, timeout: Optional[float] = 10.0,
+                    metadata: Metadata = ()) -> pb.ServerInfoResponse:
+        """What the server is: version, commit, engine, device, memory budget, limits, presets
+        and registry kind."""
+        pairs = self._call_metadata([], metadata)
+        try:
+            return self._stub.ServerInfo(pb.ServerInfoRequest(), timeout=timeout, metadata=pairs)
+        except grpc.RpcError as error:
+            raise StylizeError.of(error, 1) from None
+
 
 __all__ = ["Client", "StylizeError", "options", "format_for", "routing_key", "write_whole",
            "IN_CONTENT", "STYLE_KEY_HEADER"]
