@@ -56,6 +56,63 @@ struct Delivered {
     style: f64,
     /// The objective's evaluations that rendered it (an iteration may take several).
     evaluations: usize,
+    /// Where the renderer spent its time on it.
+    phases: Phases,
+}
+
+/// A frame's (or a task's) time inside the renderer, by phase, in seconds.
+#[derive(Clone, Copy, Default)]
+struct Phases {
+    /// The style targets (computed for every frame: the bench's styles are not cached).
+    precompute: f64,
+    evaluating: f64,
+    /// Building the objective per scale.
+    building: f64,
+    /// The optimiser's own work between evaluations.
+    optimiser: f64,
+    /// Scoring the delivered image.
+    score: f64,
+}
+
+impl Phases {
+    fn of(stats: &stylize::render::RenderStats) -> Self {
+        let evaluating = stats.evaluating.as_secs_f64();
+        let building = stats.building.as_secs_f64();
+        Self {
+            precompute: stats.precompute.as_secs_f64(),
+            evaluating,
+            building,
+            optimiser: (stats.optimise.as_secs_f64() - evaluating - building).max(0.0),
+            score: stats.score.as_secs_f64(),
+        }
+    }
+
+    fn total(frames: &[&Delivered]) -> Self {
+        frames.iter().fold(Self::default(), |sum, f| Self {
+            precompute: sum.precompute + f.phases.precompute,
+            evaluating: sum.evaluating + f.phases.evaluating,
+            building: sum.building + f.phases.building,
+            optimiser: sum.optimiser + f.phases.optimiser,
+            score: sum.score + f.phases.score,
+        })
+    }
+
+    /// The phases and what `wall` spent outside them (reading frames, warping, composing
+    /// motion, preparing the start image).
+    fn said(&self, wall: f64) -> String {
+        let inside =
+            self.precompute + self.evaluating + self.building + self.optimiser + self.score;
+        format!(
+            "evaluating {:.1} s, precompute {:.1} s, building {:.1} s, optimiser {:.1} s, \
+             score {:.1} s, outside the renderer {:.1} s",
+            self.evaluating,
+            self.precompute,
+            self.building,
+            self.optimiser,
+            self.score,
+            wall - inside
+        )
+    }
 }
 
 /// One task's cost.
@@ -161,6 +218,7 @@ impl Bench<'_> {
                 image: rendered.rendered.image,
                 style: rendered.rendered.delivered.style,
                 evaluations: rendered.rendered.evaluations,
+                phases: Phases::of(&rendered.rendered.stats),
             });
         }
         Ok(delivered)
@@ -266,10 +324,11 @@ impl Bench<'_> {
         eprintln!("bench --shot: the sequential chain (run {run})");
         let (chain, cost) = self.chain()?;
         eprintln!(
-            "bench --shot: the chain: {:.1} s, {} evaluations (its first frame {})",
+            "bench --shot: the chain: {:.1} s, {} evaluations (its first frame {}); {}",
             cost.wall,
             chain.iter().map(|f| f.evaluations).sum::<usize>(),
-            chain[0].evaluations
+            chain[0].evaluations,
+            Phases::total(&chain.iter().collect::<Vec<_>>()).said(cost.wall)
         );
         Ok((chain, cost))
     }
@@ -294,12 +353,14 @@ impl Bench<'_> {
             for task in &stage {
                 let (frames, cost) = timed(|| self.task(task, &done, &stills))?;
                 eprintln!(
-                    "bench --shot: task {}-{}{}: {:.1} s, {} evaluations",
+                    "bench --shot: task {}-{}{}: {:.1} s, {} evaluations; {}",
                     task.range.0,
                     task.range.1,
                     if task.writes_still { " (still)" } else { "" },
                     cost.wall,
-                    frames.iter().map(|(_, f)| f.evaluations).sum::<usize>()
+                    frames.iter().map(|(_, f)| f.evaluations).sum::<usize>(),
+                    Phases::total(&frames.iter().map(|(_, f)| f).collect::<Vec<_>>())
+                        .said(cost.wall)
                 );
                 if task.writes_still {
                     stills.extend(frames);
