@@ -14,21 +14,28 @@ fn git_commit() -> String {
     {
         return given.trim().to_string();
     }
-    // HEAD moves on every commit: its file (a branch name) and the branch refs.
-    for watched in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
-        if std::path::Path::new(watched).exists() {
-            println!("cargo:rerun-if-changed={watched}");
+    // HEAD moves on every commit: its file (a branch name) and the branch refs, wherever
+    // git keeps them (a worktree's `.git` is a file naming another directory).
+    for watched in ["HEAD", "refs/heads", "packed-refs"] {
+        if let Some(path) = git(&["rev-parse", "--git-path", watched])
+            && std::path::Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
         }
     }
+    git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into())
+}
+
+/// What `git args` prints, trimmed; `None` without git, outside a checkout, or on failure.
+fn git(args: &[&str]) -> Option<String> {
     std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+        .args(args)
         .output()
         .ok()
         .filter(|out| out.status.success())
         .and_then(|out| String::from_utf8(out.stdout).ok())
-        .map(|commit| commit.trim().to_string())
-        .filter(|commit| !commit.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+        .map(|text| text.trim().to_string())
+        .filter(|text| !text.is_empty())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
