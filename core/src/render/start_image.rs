@@ -48,13 +48,13 @@ fn carry_offset(
         .map(|(w, b)| w - b)
         .collect::<Vec<f32>>();
     let offset = fill_holes(&differences, &held, width, height);
-    let share: Vec<f32> = match reach {
-        None => vec![1.0; width * height],
-        Some(reach) => distance_to_held(&held, width, height)
+    // The offset's share per pixel: all of it without a reach.
+    let share: Option<Vec<f32>> = reach.map(|reach| {
+        distance_to_held(&held, width, height)
             .into_iter()
             .map(|d| ((reach - d) / (reach - 1.0).max(f32::EPSILON)).clamp(0.0, 1.0))
-            .collect(),
-    };
+            .collect()
+    });
     let plane = width * height;
     let mut start = base.clone();
     for (i, (pixel, kept)) in start.pixels_mut().zip(warped.pixels()).enumerate() {
@@ -62,7 +62,8 @@ fn carry_offset(
             *pixel = *kept;
         } else {
             for c in 0..3 {
-                let value = pixel[c] as f32 + share[i] * offset[c * plane + i];
+                let carried = offset[c * plane + i];
+                let value = pixel[c] as f32 + share.as_ref().map_or(carried, |s| s[i] * carried);
                 pixel[c] = value.round().clamp(0.0, 255.0) as u8;
             }
         }
