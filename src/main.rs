@@ -46,7 +46,12 @@ enum Command {
     /// Send a shot to a server's StylizeSequence stream and save its frames.
     SubmitSequence(Box<cli::submit_sequence::SubmitSequenceArgs>),
     /// Precompute a style on a server and print its key.
-    RegisterStyle(cli::client::RegisterStyleArgs),
+    RegisterStyle(Box<cli::client::RegisterStyleArgs>),
+    /// A registry's styles by name: list, show, register.
+    Styles {
+        #[command(subcommand)]
+        action: cli::styles::StylesCommand,
+    },
     /// Check a server's gRPC health (exit 0 when serving), for container health checks.
     Probe(cli::client::ProbeArgs),
     /// Ask a server what it is: version, commit, engine, device, memory budget, limits,
@@ -136,7 +141,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Serve(args) => cli::serve::serve(*args),
         Command::Submit(args) => cli::client::submit(*args),
         Command::SubmitSequence(args) => cli::submit_sequence::submit_sequence(*args),
-        Command::RegisterStyle(args) => cli::client::register_style(args),
+        Command::RegisterStyle(args) => cli::client::register_style(*args),
+        Command::Styles { action } => cli::styles::run(action),
         Command::Probe(args) => cli::client::probe(args),
         Command::ServerInfo(args) => cli::server_info::run(args),
         Command::Bench(args) => cli::bench::bench(args),

@@ -102,6 +102,18 @@ pub enum Error {
     #[error("tensor backend: {0}")]
     Backend(#[from] candle_core::Error),
 
+    /// A style name points at another style; re-pointing it takes `replace`.
+    #[error("{field}: `{name}` points at style {key} already; set replace to re-point it")]
+    NameTaken {
+        field: String,
+        name: String,
+        key: String,
+    },
+
+    /// What a lookup asked for is not there.
+    #[error("{0}")]
+    NotFound(String),
+
     /// A job's code panicked; the job fails, its worker goes on.
     #[error("internal error: the job failed unexpectedly ({0}); the server is still serving")]
     Panicked(String),
@@ -144,6 +156,10 @@ pub enum Class {
     Unavailable,
     DeadlineExceeded,
     Cancelled,
+    /// What a lookup asked for is not there.
+    NotFound,
+    /// The request conflicts with what is there (a name pointing at another style).
+    AlreadyExists,
     /// A fault of the server's own.
     Internal,
 }
@@ -168,6 +184,8 @@ impl Error {
                 Class::DeadlineExceeded
             }
             Error::Cancelled => Class::Cancelled,
+            Error::NotFound(_) => Class::NotFound,
+            Error::NameTaken { .. } => Class::AlreadyExists,
             _ => Class::Internal,
         }
     }

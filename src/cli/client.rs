@@ -10,7 +10,7 @@ use stylize::image_io::Encoding;
 use stylize::registry::StyleRegistry;
 use stylize::render::preset::Quality;
 use stylize::server::proto::{self, stylizer_client::StylizerClient};
-use stylize::server::routing::{STYLE_KEY_HEADER, retryable, style_routing_key};
+use stylize::server::routing::{STYLE_KEY_HEADER, retryable};
 
 use super::args::{
     JobArgs, LineSearchArg, OptimizerArg, loss_message, parse_layers, read_flag_file,
@@ -33,7 +33,10 @@ pub struct SubmitArgs {
     /// Key of a registered style (from `stylize register-style`); repeatable.
     #[arg(long = "style-key")]
     style_keys: Vec<String>,
-    /// Blend weights, one per style (files first, then keys), comma-separated.
+    /// Name of a registered style (`stylize styles register --name`); repeatable.
+    #[arg(long = "style-name")]
+    style_names: Vec<String>,
+    /// Blend weights, one per style (files first, then keys, then names), comma-separated.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     blend: Vec<f64>,
     #[command(flatten)]
@@ -84,6 +87,16 @@ pub struct RegisterStyleArgs {
     /// Style layers, `name[:weight]`, comma-separated.
     #[arg(long, default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")]
     style_layers: String,
+    /// A name for the style (for example `vangogh/starry-night@v2`), which requests may
+    /// send instead of the key (`--style-name`).
+    #[arg(long)]
+    pub(super) name: Option<String>,
+    /// A label of the name, `key=value`; repeat for several.
+    #[arg(long = "label", value_parser = super::styles::parse_label, requires = "name")]
+    labels: Vec<(String, String)>,
+    /// Re-point --name at this style if it points at another (refused otherwise).
+    #[arg(long, requires = "name")]
+    replace: bool,
 }
 
 fn layer_weights(flag: &str, spec: &str) -> Result<Vec<proto::LayerWeight>> {
@@ -96,17 +109,23 @@ fn layer_weights(flag: &str, spec: &str) -> Result<Vec<proto::LayerWeight>> {
         .collect())
 }
 
-/// The `--style` files, then the `--style-key`s, as the request's styles (one needed).
-pub(super) fn wire_styles(paths: &[PathBuf], keys: &[String]) -> Result<Vec<proto::StyleInput>> {
-    if paths.is_empty() && keys.is_empty() {
-        bail!("--style or --style-key: at least one style is needed");
+/// The `--style` files, then the `--style-key`s, then the `--style-name`s, as the request's
+/// styles (one needed).
+pub(super) fn wire_styles(
+    paths: &[PathBuf],
+    keys: &[String],
+    names: &[String],
+) -> Result<Vec<proto::StyleInput>> {
+    if paths.is_empty() && keys.is_empty() && names.is_empty() {
+        bail!("--style, --style-key or --style-name: at least one style is needed");
     }
-    let mut styles = Vec::with_capacity(paths.len() + keys.len());
+    let mut styles = Vec::with_capacity(paths.len() + keys.len() + names.len());
     for path in paths {
         let image = read_flag_file("style", path)?;
         styles.push(proto::style_input::Source::Image(image));
     }
     styles.extend(keys.iter().cloned().map(proto::style_input::Source::Key));
+    styles.extend(names.iter().cloned().map(proto::style_input::Source::Name));
     Ok(styles
         .into_iter()
         .map(|source| proto::StyleInput {
@@ -199,7 +218,7 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     let format = Encoding::from_path(&args.out)
         .context("--out")?
         .deepened(args.job.png16);
-    let styles = wire_styles(&args.styles, &args.style_keys)?;
+    let styles = wire_styles(&args.styles, &args.style_keys, &args.style_names)?;
     if args.preview_interval > 0 && args.previews.is_none() {
         bail!("--previews: a folder is needed with --preview-interval");
     }
@@ -208,7 +227,7 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
     options.progress_interval = args.progress_interval;
     options.preview_interval = args.preview_interval;
     options.view_lut = args.view_lut.wire(&content)?;
-    let routing_key = style_routing_key(&styles);
+    let routing_key = super::styles::routing_key(&args.connect, &styles)?;
     let message = proto::StylizeRequest {
         request_id: args.request_id.clone(),
         content,
@@ -330,6 +349,9 @@ pub fn register_style(args: RegisterStyleArgs) -> Result<()> {
         style_scale: Some(args.style_scale),
         scales: args.scales,
         style_layers: layer_weights("style-layers", &args.style_layers)?,
+        name: args.name.clone().unwrap_or_default(),
+        labels: args.labels.iter().cloned().collect(),
+        replace: args.replace,
     });
     request
         .metadata_mut()
@@ -344,6 +366,12 @@ pub fn register_style(args: RegisterStyleArgs) -> Result<()> {
             .into_inner();
         println!("{}", response.key);
         eprintln!("precomputed in {:.2}s", response.precompute_seconds);
+        if !response.name.is_empty() {
+            eprintln!("named {}", response.name);
+        }
+        if !response.previous_key.is_empty() {
+            eprintln!("re-pointed from {}", response.previous_key);
+        }
         Ok(())
     })
 }

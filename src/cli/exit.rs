@@ -136,7 +136,9 @@ fn of_status(status: &tonic::Status) -> u8 {
 fn of_core(error: &stylize::Error) -> u8 {
     use stylize::error::Class;
     match error.class() {
-        Class::InvalidArgument | Class::Diverged => BAD_INPUT,
+        Class::InvalidArgument | Class::Diverged | Class::NotFound | Class::AlreadyExists => {
+            BAD_INPUT
+        }
         Class::ResourceExhausted => match error {
             // Room may come; the job as asked never fits.
             stylize::Error::QueueFull(_) | stylize::Error::TooManyShots(_) => TEMPORARY,

@@ -19,6 +19,7 @@ pub mod run;
 pub mod sequence;
 pub mod serve;
 pub mod server_info;
+pub mod styles;
 pub mod submit_sequence;
 pub mod torch;
 pub mod toward;

@@ -14,7 +14,7 @@ use stylize::image_io::Encoding;
 use stylize::motion::ExrMotionChannels;
 use stylize::render::sequence::keyframe_iterations;
 use stylize::server::proto;
-use stylize::server::routing::{retryable, style_routing_key};
+use stylize::server::routing::retryable;
 
 use super::args::JobArgs;
 use super::client::{connect, route, runtime, status_error, wire_options, wire_styles};
@@ -40,7 +40,10 @@ pub struct SubmitSequenceArgs {
     /// Key of a registered style; repeatable.
     #[arg(long = "style-key")]
     style_keys: Vec<String>,
-    /// Blend weights, one per style (files first, then keys), comma-separated.
+    /// Name of a registered style (`stylize styles register --name`); repeatable.
+    #[arg(long = "style-name")]
+    style_names: Vec<String>,
+    /// Blend weights, one per style (files first, then keys, then names), comma-separated.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     blend: Vec<f64>,
     #[command(flatten)]
@@ -310,8 +313,8 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
     let format = Encoding::from_path(&shot.out_path(0))
         .context("--out")?
         .deepened(args.job.png16);
-    let styles = wire_styles(&args.styles, &args.style_keys)?;
-    let routing_key = style_routing_key(&styles);
+    let styles = wire_styles(&args.styles, &args.style_keys, &args.style_names)?;
+    let routing_key = super::styles::routing_key(&args.connect, &styles)?;
     let (iterations, scales) = args.job.counts();
     let options = shot.options(iterations);
     let setup = proto::SequenceSetup {

@@ -6,6 +6,8 @@
 //! writes that only share work happen in the background, so a stalled store costs requests
 //! that carry their style nothing.
 
+mod book;
+
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use crate::telemetry::metrics::{STORE_DAMAGED_TOTAL, STORE_ERRORS_TOTAL};
 /// The operations whose failures are counted (the `op` label).
 pub const OPS: [&str; 5] = ["ping", "put", "get", "touch", "delete"];
 /// The kinds of entry (the `kind` label of damaged entries).
-pub const KINDS: [&str; 2] = ["style", "targets"];
+pub const KINDS: [&str; 3] = ["style", "targets", "name"];
 
 /// How long an entry lives after its last use (7 days: longer than a shot's render).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -219,6 +221,12 @@ enum Write {
     Renew {
         name: String,
         bytes: Option<Arc<[u8]>>,
+    },
+    /// A style used (by key, or through the name stored under `name`) at `at_ms`.
+    Used {
+        facts: String,
+        name: Option<String>,
+        at_ms: u64,
     },
 }
 
@@ -525,6 +533,11 @@ fn write_now(link: &Link, write: Write, ttl_seconds: u64) {
             if let (Ok(false), Some(bytes)) = (renewed, bytes) {
                 let _ = link.run("put", |conn| put_command(&name, &bytes, ttl_seconds, conn));
             }
+        }
+        Write::Used { facts, name, at_ms } => {
+            let _ = link.run("touch", |conn| {
+                book::write_use(conn, &facts, name.as_deref(), at_ms, ttl_seconds)
+            });
         }
     }
 }

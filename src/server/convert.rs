@@ -119,6 +119,32 @@ pub fn in_request(err: Error) -> Error {
 }
 
 /// Decodes one image field after checking its header against the pixel limit.
+/// The style a request names in `field`: the image its name points at now.
+pub fn resolve_name(
+    registry: &StyleRegistry,
+    name: &str,
+    field: &str,
+    limits: &Limits,
+) -> Result<image::RgbImage> {
+    crate::registry::names::check_name(field, name)?;
+    match registry.resolve_name(name, |bytes| decode_field(bytes, field, limits))? {
+        Some(Ok((_, image))) => Ok(Arc::unwrap_or_clone(image)),
+        Some(Err(key)) => Err(Error::invalid(
+            field,
+            format!(
+                "`{name}` points at style {key}, which is no longer registered (expired or evicted): register it again"
+            ),
+        )),
+        None => Err(Error::invalid(
+            field,
+            format!(
+                "`{}` is not a registered style name (RegisterStyle with a name first)",
+                crate::error::quoted(name)
+            ),
+        )),
+    }
+}
+
 pub fn decode_field(bytes: &[u8], field: &str, limits: &Limits) -> Result<RgbImage> {
     decode_field_with(bytes, field, limits, crate::exr_file::Transfer::SceneLinear)
 }
@@ -528,9 +554,12 @@ fn checked_template(
                         )
                     })
             }
+            Some(proto::style_input::Source::Name(name)) => {
+                resolve_name(registry, name, &format!("styles[{k}].name"), limits)
+            }
             None => Err(Error::invalid(
                 format!("styles[{k}]"),
-                "neither image nor key is set",
+                "none of image, key and name is set",
             )),
         })
         .collect::<Result<Vec<_>>>()?;

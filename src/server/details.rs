@@ -26,6 +26,8 @@ pub mod reason {
     pub const REGISTRY_UNAVAILABLE: &str = "REGISTRY_UNAVAILABLE";
     pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
     pub const CANCELLED: &str = "CANCELLED";
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const NAME_TAKEN: &str = "NAME_TAKEN";
     pub const INTERNAL: &str = "INTERNAL";
 }
 
@@ -43,6 +45,8 @@ pub fn reason_of(error: &Error) -> &'static str {
             Class::Diverged => reason::DIVERGED,
             Class::DeadlineExceeded => reason::DEADLINE_EXCEEDED,
             Class::Cancelled => reason::CANCELLED,
+            Class::NotFound => reason::NOT_FOUND,
+            Class::AlreadyExists => reason::NAME_TAKEN,
             _ => reason::INTERNAL,
         },
     }
@@ -72,14 +76,22 @@ pub fn status(error: Error) -> Status {
         Class::Unavailable => tonic::Code::Unavailable,
         Class::DeadlineExceeded => tonic::Code::DeadlineExceeded,
         Class::Cancelled => tonic::Code::Cancelled,
+        Class::NotFound => tonic::Code::NotFound,
+        Class::AlreadyExists => tonic::Code::AlreadyExists,
         Class::Internal => tonic::Code::Internal,
     };
     let mut details = ErrorDetails::with_error_info(reason_of(&error), DOMAIN, HashMap::new());
     if let Some(delay) = retry_delay(&error) {
         details.set_retry_info(Some(delay));
     }
-    if let Error::InvalidOption { field, reason } = &error {
-        details.add_bad_request_violation(field.clone(), reason.clone());
+    match &error {
+        Error::InvalidOption { field, reason } => {
+            details.add_bad_request_violation(field.clone(), reason.clone());
+        }
+        Error::NameTaken { field, .. } => {
+            details.add_bad_request_violation(field.clone(), "points at another style");
+        }
+        _ => {}
     }
     Status::with_error_details(code, error.to_string(), details)
 }

@@ -11,6 +11,7 @@ pub mod info;
 mod reflection;
 pub mod routing;
 pub mod sequence;
+pub mod styles;
 pub mod tally;
 
 use std::future::Future;
@@ -75,6 +76,8 @@ fn outcome_of_code(code: tonic::Code) -> &'static str {
         tonic::Code::FailedPrecondition => outcome::DIVERGED,
         tonic::Code::Unauthenticated => outcome::UNAUTHENTICATED,
         tonic::Code::Unimplemented => outcome::UNIMPLEMENTED,
+        tonic::Code::NotFound => outcome::NOT_FOUND,
+        tonic::Code::AlreadyExists => outcome::ALREADY_EXISTS,
         _ => outcome::INTERNAL,
     }
 }
@@ -125,6 +128,8 @@ impl std::fmt::Debug for TlsIdentity {
 pub struct StylizeService {
     scheduler: Scheduler,
     registry: Arc<StyleRegistry>,
+    /// The style targets this replica holds (what GetStyle and ListStyles report).
+    cache: Arc<StyleCache>,
     /// Studio views requests sent, parsed once each.
     views: Arc<crate::cache::view_luts::ViewLutCache>,
     limits: Limits,
@@ -263,9 +268,46 @@ impl Stylizer for StylizeService {
     ) -> Result<Response<proto::ServerInfoResponse>, Status> {
         Ok(Response::new(self.info.as_ref().clone()))
     }
+
+    async fn list_styles(
+        &self,
+        request: Request<proto::ListStylesRequest>,
+    ) -> Result<Response<proto::ListStylesResponse>, Status> {
+        let message = request.into_inner();
+        self.ask_registry("list_styles", move |registry, cache| {
+            styles::list(registry, cache, &message)
+        })
+        .await
+    }
+
+    async fn get_style(
+        &self,
+        request: Request<proto::GetStyleRequest>,
+    ) -> Result<Response<proto::GetStyleResponse>, Status> {
+        let message = request.into_inner();
+        self.ask_registry("get_style", move |registry, cache| {
+            styles::get(registry, cache, &message)
+        })
+        .await
+    }
 }
 
 impl StylizeService {
+    /// Runs a registry question off the async threads (the shared store answers over the
+    /// network, blocking).
+    async fn ask_registry<T: Send + 'static>(
+        &self,
+        call: &'static str,
+        question: impl FnOnce(&StyleRegistry, &StyleCache) -> crate::error::Result<T> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let (registry, cache) = (self.registry.clone(), self.cache.clone());
+        tokio::task::spawn_blocking(move || question(&registry, &cache))
+            .await
+            .map_err(|e| Status::internal(format!("{call} panicked: {e}")))?
+            .map(Response::new)
+            .map_err(status)
+    }
+
     /// Admission for a call that will queue work: refused at once while the queue is full
     /// or the server drains, else one of the places, held until the call's stream ends.
     fn take_place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
@@ -307,15 +349,22 @@ impl StylizeService {
             .resolve()?;
             options.validate()?;
             convert::check_sizes(&options, &limits)?;
+            let naming = styles::naming(&message)?;
+            if let Some(naming) = &naming {
+                // A name taken by another style is refused before the precompute.
+                registry.check_naming(naming, &message.image)?;
+            }
             let image = convert::decode_field(&message.image, "image", &limits)?;
             let lookups = scheduler.precompute_style(&image, &options, deadline)?;
             // Only a style whose targets were computed gets a key.
-            let key = registry.register(&message.image, Arc::new(image))?;
-            tracing::info!(%key, "style registered");
+            let registered = registry.register(&message.image, Arc::new(image), naming.as_ref())?;
+            tracing::info!(key = %registered.key, name = %message.name, "style registered");
             Ok(proto::RegisterStyleResponse {
-                key,
+                key: registered.key,
                 style_cache: lookups.into_iter().map(convert::lookup).collect(),
                 precompute_seconds: started.elapsed().as_secs_f64(),
+                name: message.name,
+                previous_key: registered.previous_key.unwrap_or_default(),
             })
         };
         let response = tokio::task::spawn_blocking(move || span.in_scope(work))
@@ -355,7 +404,7 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::invalid("listen", e.to_string()))?;
 
-    let scheduler = Scheduler::start(config.scheduler.clone(), backends, cache);
+    let scheduler = Scheduler::start(config.scheduler.clone(), backends, cache.clone());
     let places = config.scheduler.workers.max(1) + config.scheduler.max_queue;
     let (drain, draining) = watch::channel(false);
     let service = StylizeService {
@@ -364,6 +413,7 @@ pub async fn serve(
             Some(store) => StyleRegistry::shared(config.registry_bytes, store.clone()),
             None => StyleRegistry::new(config.registry_bytes),
         }),
+        cache,
         views: Arc::default(),
         limits: config.limits.clone(),
         places: Arc::new(Semaphore::new(places)),

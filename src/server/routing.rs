@@ -11,11 +11,13 @@ pub const STYLE_KEY_HEADER: &str = "x-stylize-style-key";
 
 /// The routing key for a request's styles: the first style's RegisterStyle key, or the hex
 /// sha256 of its image bytes, which is the key RegisterStyle gives those bytes. `None`
-/// without styles.
+/// without styles, or when the first is a name: a client resolves the name (`GetStyle`)
+/// and routes by the key it points at, as `resolved_name` says.
 pub fn style_routing_key(styles: &[StyleInput]) -> Option<String> {
     match styles.first()?.source.as_ref()? {
         Source::Key(key) => Some(key.clone()),
         Source::Image(bytes) => Some(StyleRegistry::key_of(bytes)),
+        Source::Name(_) => None,
     }
 }
 
@@ -84,5 +86,9 @@ mod tests {
             Some("style-abc")
         );
         assert_eq!(style_routing_key(&[]), None);
+        let name = StyleInput {
+            source: Some(Source::Name("look@v1".into())),
+        };
+        assert_eq!(style_routing_key(&[name]), None);
     }
 }

@@ -85,6 +85,10 @@ pub mod outcome {
     pub const UNAUTHENTICATED: &str = "unauthenticated";
     /// A method this server does not have.
     pub const UNIMPLEMENTED: &str = "unimplemented";
+    /// A style name or key that is not registered (`GetStyle`).
+    pub const NOT_FOUND: &str = "not_found";
+    /// A style name pointing at another style, without `replace` (`RegisterStyle`).
+    pub const ALREADY_EXISTS: &str = "already_exists";
 
     /// The outcome a job that failed with an error of this class is counted under.
     pub fn of_class(class: crate::error::Class) -> &'static str {
@@ -96,6 +100,8 @@ pub mod outcome {
             Class::Unavailable => UNAVAILABLE,
             Class::DeadlineExceeded => DEADLINE_EXCEEDED,
             Class::Cancelled => CANCELLED,
+            Class::NotFound => NOT_FOUND,
+            Class::AlreadyExists => ALREADY_EXISTS,
             Class::Internal => INTERNAL,
         }
     }
@@ -239,6 +245,8 @@ fn describe() {
         outcome::DIVERGED,
         outcome::UNAUTHENTICATED,
         outcome::UNIMPLEMENTED,
+        outcome::NOT_FOUND,
+        outcome::ALREADY_EXISTS,
     ] {
         metrics::counter!(REQUESTS_TOTAL, "outcome" => outcome).increment(0);
         metrics::counter!(REGISTRATIONS_TOTAL, "outcome" => outcome).increment(0);

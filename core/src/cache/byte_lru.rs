@@ -61,6 +61,11 @@ impl<K: Hash + Eq, V> ByteLru<K, V> {
         self.bytes
     }
 
+    /// The keys held, most recently used first; looking does not count as a use.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.entries.iter().map(|(key, _)| key)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -268,6 +268,22 @@ impl StyleCache {
         found
     }
 
+    /// The targets held here for the style image whose pixels digest to `image_sha256`
+    /// ([`image_digest`]): each one's longest side and layers, smallest side first.
+    pub fn held_for(&self, image_sha256: &[u8; 32]) -> Vec<(u32, Vec<Layer>)> {
+        let Ok(state) = self.state.lock() else {
+            return Vec::new();
+        };
+        let mut held: Vec<(u32, Vec<Layer>)> = state
+            .entries
+            .keys()
+            .filter(|key| &key.image_sha256 == image_sha256)
+            .map(|key| (key.longest_side, key.layers.clone()))
+            .collect();
+        held.sort_by_key(|(side, _)| *side);
+        held
+    }
+
     pub fn stats(&self) -> CacheStats {
         let (bytes, entries) = self
             .state
