@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from stylize_client import (IN_CONTENT, SERVICE_CONFIG, STYLE_KEY_HEADER, Client, StylizeError,
-                            blender_frames, frame, frame_path, pb)
+                            blender_frames, frame, frame_path, named, pb)
 
 from conftest import ASSETS, ROOT
 
@@ -45,6 +45,35 @@ def test_registered_styles_are_used_by_key(serve, images):
         assert info.limits.max_styles > 0 and info.version
         events = list(client.stylize(images["content"], [key], **SMALL))
         assert events[-1].HasField("result")
+
+
+def test_styles_by_name_are_listed_used_and_re_pointed(serve, images):
+    server = serve()
+    look = "vangogh/starry-night@v2"
+    with Client(server.target) as client:
+        key = client.register_style(images["style"], size=32, name=look, labels={"team": "lookdev"})
+        style = client.get_style(look)
+        assert style.key == key and dict(style.labels) == {"team": "lookdev"}
+        assert style.file_bytes == len(images["style"]) and style.registered_at.seconds > 0
+        assert [t.longest_side for t in style.cached_targets] == [32]
+        assert client.get_style(key=key).name == ""
+        events = list(client.stylize(images["content"], [named(look)], **SMALL))
+        assert events[-1].HasField("result")
+        assert client.get_style(look).last_used_at.seconds > 0
+        # Another style under the name: refused naming the field, unless replaced.
+        with pytest.raises(StylizeError) as raised:
+            client.register_style(images["content"], size=32, name=look)
+        assert raised.value.code == grpc.StatusCode.ALREADY_EXISTS
+        assert raised.value.reason == "NAME_TAKEN" and "name" in raised.value.message
+        moved = client.register_style(images["content"], size=32, name=look, replace=True)
+        assert client.get_style(look).key == moved != key
+        client.register_style(images["style"], size=32, name="monet/water-lilies", labels={"team": "comp"})
+        assert [s.name for s in client.list_styles(page_size=1)] == ["monet/water-lilies", look]
+        assert [s.name for s in client.list_styles(labels={"team": "comp"})] == ["monet/water-lilies"]
+        assert [s.key for s in client.list_styles("vangogh/")] == [moved]
+        with pytest.raises(StylizeError) as raised:
+            client.get_style("nobody")
+        assert raised.value.code == grpc.StatusCode.NOT_FOUND
 
 
 def test_errors_name_the_field_and_are_not_retried(serve, images):

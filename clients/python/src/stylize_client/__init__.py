@@ -1,6 +1,6 @@
 """A Python client for the stylize server: submit a still or a shot (a sequence of frames with
 their motion, numbered as the farm numbers them) and iterate its events, register styles,
-write results whole in the format their extension names, render shots in resumable chunks.
+name styles and list them, write results whole in the format their extension names, render shots in resumable chunks.
 Retries with jittered backoff what the server's error details call retryable (a full queue,
 a draining replica), honours an overall deadline, sets the style-affinity routing header, and
 speaks TLS and bearer tokens ($STYLIZE_SERVER and $STYLIZE_TOKEN_FILE by default).
@@ -10,8 +10,8 @@ speaks TLS and bearer tokens ($STYLIZE_SERVER and $STYLIZE_TOKEN_FILE by default
     result = client.stylize_to_file("cat.png", ["starry.jpg"], "out.exr", size=256, quality="standard")
 """
 
-from .client import (STYLE_KEY_HEADER, Client, StylizeError, format_for, options, routing_key,
-                     write_whole)
+from .client import (STYLE_KEY_HEADER, Client, StylizeError, format_for, named, options,
+                     routing_key, write_whole)
 from .details import ErrorDetails
 from .frames import IN_CONTENT, blender_frames, exr_motion, frame, frame_number, frame_path
 from .stylize.v1 import stylize_pb2 as pb
@@ -19,7 +19,7 @@ from .stylize.v1 import stylize_pb2 as pb
 __all__ = [
     "Client", "StylizeError", "ErrorDetails", "options", "pb", "SERVICE_CONFIG",
     "frame", "blender_frames", "exr_motion", "IN_CONTENT", "frame_path", "frame_number",
-    "format_for", "routing_key", "write_whole", "STYLE_KEY_HEADER",
+    "format_for", "routing_key", "write_whole", "STYLE_KEY_HEADER", "named",
 ]
 
 #: The retry policy as a gRPC service config, for clients in other languages

@@ -90,8 +90,16 @@ def format_for(path: Union[str, Path]) -> int:
     return _FORMATS[suffix]
 
 
-def _style(style: Union[bytes, str, Path]) -> pb.StyleInput:
-    """A style as image bytes, a file path, or a key from `register_style` (64 hex digits)."""
+def named(name: str) -> pb.StyleInput:
+    """A registered style by its name (`register_style(..., name=...)`), for `styles`."""
+    return pb.StyleInput(name=name)
+
+
+def _style(style: Union[bytes, str, Path, pb.StyleInput]) -> pb.StyleInput:
+    """A style as image bytes, a file path, a key from `register_style` (64 hex digits), or a
+    `StyleInput` as it is (`named(...)`)."""
+    if isinstance(style, pb.StyleInput):
+        return style
     if isinstance(style, bytes):
         return pb.StyleInput(image=style)
     text = str(style)
@@ -102,11 +110,15 @@ def _style(style: Union[bytes, str, Path]) -> pb.StyleInput:
 
 def routing_key(styles: Sequence[pb.StyleInput]) -> Optional[str]:
     """The style-affinity key: the first style's registered key, or the hex sha256 of its
-    image bytes (the key RegisterStyle would give them)."""
+    image bytes (the key RegisterStyle would give them). None for a name: the client asks
+    the server for the key the name points at (`Client.get_style`)."""
     if not styles:
         return None
     first = styles[0]
-    return first.key if first.WhichOneof("source") == "key" else hashlib.sha256(first.image).hexdigest()
+    source = first.WhichOneof("source")
+    if source == "name":
+        return None
+    return first.key if source == "key" else hashlib.sha256(first.image).hexdigest()
 
 
 def write_whole(path: Union[str, Path], data: bytes):
@@ -183,6 +195,9 @@ class Client:
     def _call_metadata(self, styles: Sequence[pb.StyleInput], metadata: Metadata) -> list:
         pairs = self._metadata + list(metadata)
         key = routing_key(styles)
+        if key is None and styles and styles[0].WhichOneof("source") == "name":
+            # Routed like the key the name points at now.
+            key = self.get_style(styles[0].name).key
         if key is not None:
             pairs.append((STYLE_KEY_HEADER, key))
         return pairs
@@ -406,14 +421,21 @@ class Client:
         image: Union[bytes, str, Path],
         *,
         size: int = 512,
+        name: str = "",
+        labels: Optional[dict] = None,
+        replace: bool = False,
         timeout: Optional[float] = None,
         metadata: Metadata = (),
         **fields,
     ) -> str:
-        """Precomputes a style on the server; returns the key later requests may send."""
+        """Precomputes a style on the server; returns the key later requests may send. With
+        `name` (for example "vangogh/starry-night@v2", with `labels`), requests may send
+        `named(name)` instead; a name pointing at another style is refused (ALREADY_EXISTS)
+        unless `replace`."""
         if not isinstance(image, bytes):
             image = Path(image).read_bytes()
-        request = pb.RegisterStyleRequest(image=image, size=size, **fields)
+        request = pb.RegisterStyleRequest(image=image, size=size, name=name, labels=labels or {},
+                                          replace=replace, **fields)
         pairs = self._call_metadata([pb.StyleInput(image=image)], metadata)
         deadline = None if timeout is None else time.monotonic() + timeout
         attempt = 0
@@ -427,6 +449,37 @@ class Client:
                 if not self._wait(attempt, failed, deadline):
                     raise failed from None
 
+    def get_style(self, name: Optional[str] = None, *, key: Optional[str] = None,
+                  timeout: Optional[float] = 10.0, metadata: Metadata = ()) -> pb.StyleInfo:
+        """One registered style by name (or by `key`): key, labels, size, registration and
+        last-use times, the targets the answering replica holds. NOT_FOUND if not registered."""
+        if (name is None) == (key is None):
+            raise ValueError("get_style: give a name or a key")
+        request = pb.GetStyleRequest(name=name) if name is not None else pb.GetStyleRequest(key=key)
+        try:
+            return self._stub.GetStyle(request, timeout=timeout,
+                                       metadata=self._metadata + list(metadata)).style
+        except grpc.RpcError as error:
+            raise StylizeError.of(error, 1) from None
+
+    def list_styles(self, prefix: str = "", *, labels: Optional[dict] = None, page_size: int = 100,
+                    timeout: Optional[float] = 10.0, metadata: Metadata = ()) -> Iterator[pb.StyleInfo]:
+        """Every named style starting with `prefix` and carrying all of `labels`, sorted by
+        name, fetched a page at a time."""
+        token = ""
+        while True:
+            request = pb.ListStylesRequest(page_size=page_size, page_token=token,
+                                           name_prefix=prefix, labels=labels or {})
+            try:
+                page = self._stub.ListStyles(request, timeout=timeout,
+                                             metadata=self._metadata + list(metadata))
+            except grpc.RpcError as error:
+                raise StylizeError.of(error, 1) from None
+            yield from page.styles
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
     def server_info(self, *, timeout: Optional[float] = 10.0,
                     metadata: Metadata = ()) -> pb.ServerInfoResponse:
         """What the server is: version, commit, engine, device, memory budget, limits, presets
@@ -439,4 +492,4 @@ class Client:
 
 
 __all__ = ["Client", "StylizeError", "options", "format_for", "routing_key", "write_whole",
-           "IN_CONTENT", "STYLE_KEY_HEADER"]
+           "named", "IN_CONTENT", "STYLE_KEY_HEADER"]
