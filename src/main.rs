@@ -129,7 +129,26 @@ fn dispatch(cli: Cli) -> Result<()> {
         .log_format
         .parse()
         .map_err(|e| cli::exit::Usage(format!("--log-format: {e}")))?;
-    logging::init(format);
+    // Traces are exported only by a server given --otlp-endpoint; the exporter lives (and
+    // flushes when dropped) as long as the command runs.
+    let otlp = match &cli.command {
+        Command::Serve(args) => args.otlp(),
+        _ => None,
+    };
+    let (_traces, tracer) = match otlp {
+        Some(config) => {
+            let (export, tracer) = stylize::telemetry::traces::TraceExport::start(&config)
+                .map_err(|e| match e {
+                    stylize::Error::InvalidOption { reason, .. } => {
+                        cli::exit::Usage(format!("--otlp-endpoint: {reason}"))
+                    }
+                    other => cli::exit::Usage(format!("--otlp-endpoint: {other}")),
+                })?;
+            (Some(export), Some(tracer))
+        }
+        None => (None, None),
+    };
+    logging::init(format, tracer);
     // Thread counts from the environment (ONNX Runtime's, rayon's and candle's) are checked
     // once here: a typo would otherwise quietly mean one thread per core.
     for name in [stylize::onnxruntime::ORT_THREADS_ENV, "RAYON_NUM_THREADS"] {

@@ -81,8 +81,16 @@ impl ConnectArgs {
         Ok(Some(read_flag_text("token-file", path)?.trim().to_string()))
     }
 
-    /// Adds the bearer token, when one is configured, to `request`.
+    /// Adds the bearer token, when one is configured, to `request`, and the caller's trace
+    /// context (`TRACEPARENT` in the environment, as a farm task or an instrumented script
+    /// sets it) as `traceparent`, so the server's spans join the caller's trace.
     pub fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<()> {
+        use stylize::telemetry::traces::{TRACEPARENT, caller_traceparent};
+        if let Some(traceparent) = caller_traceparent()
+            && let Ok(value) = traceparent.parse()
+        {
+            request.metadata_mut().insert(TRACEPARENT, value);
+        }
         let Some(token) = self.token()? else {
             return Ok(());
         };

@@ -106,8 +106,29 @@ pub struct ServeArgs {
     /// refused with RESOURCE_EXHAUSTED when they can never fit.
     #[arg(long, env = "STYLIZE_MEMORY_BUDGET", value_parser = byte_count)]
     memory_budget: Option<usize>,
+    /// Export traces over OTLP/gRPC to this collector (`http://host:4317`): a span per
+    /// request (continuing the caller's W3C `traceparent`), its admission, queue wait, style
+    /// precompute, each scale's optimisation, each shot frame, encoding and registry calls.
+    /// Default: no traces, at no cost.
+    #[arg(long, env = "STYLIZE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// The service name the exported spans carry.
+    #[arg(long, env = "STYLIZE_OTLP_SERVICE_NAME", default_value = stylize::telemetry::traces::DEFAULT_SERVICE_NAME, requires = "otlp_endpoint")]
+    otlp_service_name: String,
     #[command(flatten)]
     backend: BackendArgs,
+}
+
+impl ServeArgs {
+    /// Where traces go, if anywhere.
+    pub fn otlp(&self) -> Option<stylize::telemetry::traces::OtlpConfig> {
+        self.otlp_endpoint
+            .as_ref()
+            .map(|endpoint| stylize::telemetry::traces::OtlpConfig {
+                endpoint: endpoint.clone(),
+                service_name: self.otlp_service_name.clone(),
+            })
+    }
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {

@@ -169,6 +169,14 @@ impl Link {
         op: &'static str,
         command: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
+        // A trace's span for a registry call a request waits on (background writes, which
+        // no request waits on, start none).
+        let _span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!("registry", op)
+        }
+        .entered();
         let outcome = match self.still_down_for() {
             Some(left) => Err(format!(
                 "not answering (next try in {:.1} s)",

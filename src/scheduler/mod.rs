@@ -46,6 +46,8 @@ struct QueuedJob {
     cancel: Arc<AtomicBool>,
     queued_at: Instant,
     span: tracing::Span,
+    /// A trace's "queue wait": open from queueing until a worker takes the job.
+    waiting: tracing::Span,
 }
 
 impl QueuedJob {
@@ -327,6 +329,7 @@ impl Scheduler {
             events,
             cancel: cancel.clone(),
             queued_at: Instant::now(),
+            waiting: tracing::debug_span!(parent: &span, "queue_wait", position),
             span,
         });
         metrics::gauge!(names::QUEUE_DEPTH).set(queue.jobs.len() as f64);

@@ -75,7 +75,9 @@ pub(super) fn outcome_of(err: &Error) -> &'static str {
 }
 
 /// Runs `job`; returns its events and the outcome to send on them once the worker is free.
-fn execute(worker: &str, shared: &Shared, job: QueuedJob) -> (EventSender, JobEvent) {
+fn execute(worker: &str, shared: &Shared, mut job: QueuedJob) -> (EventSender, JobEvent) {
+    // The queue wait ends here (its span closes).
+    job.waiting = tracing::Span::none();
     let queue_wait = job.queued_at.elapsed();
     metrics::histogram!(names::QUEUE_WAIT).record(queue_wait.as_secs_f64());
     let result = if job.abandoned() {
@@ -233,11 +235,13 @@ fn run_job(
         image: &rendered.image,
         deep: &rendered.deep,
     };
+    let encoding_span = tracing::debug_span!("encode", format = ?encoding).entered();
     let image = delivered.encode_through(encoding, spec.view.as_ref())?;
     let image = match &spec.passthrough {
         Some(passthrough) => passthrough.apply(image, encoding)?,
         None => image,
     };
+    drop(encoding_span);
     if let Some(limit) = spec.max_result_bytes
         && image.len() + RESULT_OVERHEAD_BYTES > limit
     {

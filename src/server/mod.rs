@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 pub use convert::Limits;
 
@@ -214,8 +213,10 @@ impl Stylizer for StylizeService {
             places: self.places.clone(),
             shots: self.shot_limits,
             draining: self.draining.clone(),
+            info: self.info.clone(),
         };
-        let stream = runner.start(request.into_inner(), deadline, open).await?;
+        let (caller, _, inbound) = request.into_parts();
+        let stream = runner.start(inbound, deadline, open, caller).await?;
         Ok(Response::new(stream))
     }
 
@@ -224,23 +225,28 @@ impl Stylizer for StylizeService {
         request: Request<proto::StylizeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
-        let place = self.take_place()?;
-        let message = request.into_inner();
+        let (caller, _, message) = request.into_parts();
         let id = request_id(&message.request_id);
-        let span = tracing::info_span!("stylize", request_id = %id);
+        let span = request_span!("stylize", &id, &self.info, &caller);
+        // Admission: a place, the request decoded, the job planned and queued.
+        let admission = tracing::debug_span!(parent: &span, "admission");
+        let place = admission.in_scope(|| self.take_place())?;
+        record_job(&span, message.options.as_ref());
         let (limits, registry) = (self.limits.clone(), self.registry.clone());
         let views = self.views.clone();
+        let decoding = admission.clone();
         let spec = tokio::task::spawn_blocking(move || {
-            convert::job_spec(message, id, deadline, &limits, &registry, &views)
+            decoding
+                .in_scope(|| convert::job_spec(message, id, deadline, &limits, &registry, &views))
         })
-        .instrument(span.clone())
         .await
         .map_err(|e| Status::internal(format!("request decoding panicked: {e}")))?
         .map_err(status)?;
         let submitted = {
-            let _entered = span.enter();
+            let _entered = admission.enter();
             self.scheduler.submit(spec, span.clone()).map_err(status)?
         };
+        drop(admission);
         // The place is held until the stream ends (or the client drops it).
         let stream = submitted.events.into_stream().map(move |event| {
             let _held = &place;
@@ -292,6 +298,40 @@ impl Stylizer for StylizeService {
     }
 }
 
+/// A request's span, named for its call, carrying its id, engine and device (its size and
+/// preset are recorded once decoded), and continuing the caller's trace when it sent
+/// `traceparent`.
+macro_rules! request_span {
+    ($call:literal, $id:expr, $info:expr, $caller:expr) => {{
+        let span = tracing::info_span!(
+            $call,
+            request_id = %$id,
+            engine = %$info.engine,
+            device = %$info.device,
+            size = tracing::field::Empty,
+            preset = tracing::field::Empty,
+        );
+        crate::telemetry::traces::continue_caller(&span, $caller);
+        span
+    }};
+}
+pub(crate) use request_span;
+
+/// Records a job's size and preset on its request span (what a trace filters by).
+pub(crate) fn record_job(span: &tracing::Span, options: Option<&proto::Options>) {
+    let Some(options) = options else {
+        return;
+    };
+    if options.size > 0 {
+        span.record("size", options.size);
+    }
+    if let Ok(quality) = proto::Quality::try_from(options.quality)
+        && quality != proto::Quality::Unspecified
+    {
+        span.record("preset", quality.as_str_name());
+    }
+}
+
 impl StylizeService {
     /// Runs a registry question off the async threads (the shared store answers over the
     /// network, blocking).
@@ -320,6 +360,7 @@ impl StylizeService {
         request: Request<proto::RegisterStyleRequest>,
     ) -> Result<Response<proto::RegisterStyleResponse>, Status> {
         let deadline = deadline::from_metadata(request.metadata(), Instant::now())?;
+        let span = request_span!("register_style", "", &self.info, request.metadata());
         // Registrations have their own places: a full Stylize queue does not refuse them.
         self.scheduler.accepting().map_err(status)?;
         let permit = self
@@ -335,7 +376,6 @@ impl StylizeService {
             self.registry.clone(),
             self.scheduler.clone(),
         );
-        let span = tracing::info_span!("register_style");
         let work = move || -> crate::error::Result<proto::RegisterStyleResponse> {
             let _permit = permit;
             let started = Instant::now();

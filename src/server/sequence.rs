@@ -622,6 +622,8 @@ pub struct Runner {
     pub shots: ShotLimits,
     /// Becomes true when the server starts draining.
     pub draining: watch::Receiver<bool>,
+    /// What this replica is (its engine and device label each shot's span).
+    pub info: Arc<proto::ServerInfoResponse>,
 }
 
 type Outbound = mpsc::Sender<Result<proto::StylizeSequenceResponse, Status>>;
@@ -703,6 +705,7 @@ impl Runner {
         mut inbound: Streaming<proto::StylizeSequenceRequest>,
         deadline: Option<Instant>,
         open: OpenShot,
+        caller: tonic::metadata::MetadataMap,
     ) -> std::result::Result<SequenceStream, Status> {
         use proto::stylize_sequence_request::Message;
         // A stream that sends nothing holds its slot only until the idle limit.
@@ -721,16 +724,19 @@ impl Runner {
         };
         let place = self.take_place().map_err(status)?;
         let request_id = super::request_id(&setup.request_id);
-        let span = tracing::info_span!("stylize_sequence", request_id = %request_id);
+        let span = super::request_span!("stylize_sequence", &request_id, &self.info, &caller);
+        super::record_job(&span, setup.options.as_ref());
         let (limits, registry) = (self.limits.clone(), self.registry.clone());
         let convention = self.scheduler.backends().engine.convention().clone();
         let views = self.views.clone();
+        let decoding = span.clone();
         let shot = tokio::task::spawn_blocking(move || {
-            shot(
-                setup, request_id, deadline, &limits, &registry, convention, &views,
-            )
+            decoding.in_scope(|| {
+                shot(
+                    setup, request_id, deadline, &limits, &registry, convention, &views,
+                )
+            })
         })
-        .instrument(span.clone())
         .await
         .map_err(|e| Status::internal(format!("setup decoding panicked: {e}")))?
         .map_err(status)?;
@@ -888,9 +894,11 @@ impl Runner {
         let restored = passthrough.is_some();
         spec.passthrough = passthrough;
         spec.view = shot.view.as_ref().and_then(|v| v.studio().cloned());
+        // A trace's span for the frame: its optimisation and encoding nest in it.
+        let frame_span = tracing::debug_span!("frame", index, number);
         let submitted = self
             .scheduler
-            .submit(spec, tracing::Span::current())
+            .submit(spec, frame_span)
             .map_err(|e| frame_status(index, e))?;
         let gone = || Status::cancelled("the client went away");
         let mut events = Box::pin(submitted.events.into_stream());

@@ -1,6 +1,7 @@
 //! Operations plumbing shared by every layer: metric names and the Prometheus exporter,
-//! tracing setup, and the shutdown signal. Nothing here knows about styles or images.
+//! tracing setup, OpenTelemetry trace export and propagation, and the shutdown signal. Nothing here knows about styles or images.
 
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
+pub mod traces;

@@ -18,6 +18,7 @@ from stylize_client import (IN_CONTENT, SERVICE_CONFIG, STYLE_KEY_HEADER, Client
 from conftest import ASSETS, ROOT
 
 SMALL = dict(size=32, iterations=2, optimizer=pb.OPTIMIZER_ADAM)
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def test_a_still_streams_its_events_and_writes_its_result(serve, images, tmp_path):
@@ -133,6 +134,15 @@ def test_deadlines_and_tokens(serve, images, tmp_path):
         assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+def test_only_a_well_formed_trace_context_is_sent(monkeypatch):
+    from stylize_client import trace_context
+    monkeypatch.setenv("TRACEPARENT", TRACEPARENT)
+    assert trace_context() == [("traceparent", TRACEPARENT)]
+    for bad in ("", "garbage", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", TRACEPARENT[:-3]):
+        monkeypatch.setenv("TRACEPARENT", bad)
+        assert trace_context() == [], bad
+
+
 def test_the_service_config_names_the_retryable_codes():
     import json
     policy = json.loads(SERVICE_CONFIG)["methodConfig"][0]["retryPolicy"]
@@ -208,12 +218,14 @@ def test_the_cli_sends_the_routing_header_too(images, tmp_path):
                       "--out", str(tmp_path / "o.png")],
                      ["submit-sequence", "--frames", frames, "--frame-range", "1",
                       "--out", str(tmp_path / "s_####.png")]):
-            run = subprocess.run([binary, *args, *common], capture_output=True, text=True)
+            run = subprocess.run([binary, *args, *common], capture_output=True, text=True,
+                                 env={**os.environ, "TRACEPARENT": TRACEPARENT})
             assert run.returncode == 65 and "recorded" in run.stderr, run.stderr
     finally:
         fake.stop(0)
     key = hashlib.sha256(images["style"]).hexdigest()
     assert [call.get(STYLE_KEY_HEADER) for call in recorder.calls] == [key, key]
+    assert [call.get("traceparent") for call in recorder.calls] == [TRACEPARENT, TRACEPARENT]
 
 
 def test_the_environment_the_routing_header_and_metadata(images, tmp_path, monkeypatch):
@@ -226,6 +238,7 @@ def test_the_environment_the_routing_header_and_metadata(images, tmp_path, monke
         token_file.write_text("from-the-environment\n")
         monkeypatch.setenv("STYLIZE_SERVER", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("STYLIZE_TOKEN_FILE", str(token_file))
+        monkeypatch.setenv("TRACEPARENT", TRACEPARENT)
         with Client(metadata=[("x-farm-job", "shot-42")]) as client:
             with pytest.raises(StylizeError):
                 list(client.stylize(images["content"], [images["style"]], **SMALL,
@@ -238,6 +251,8 @@ def test_the_environment_the_routing_header_and_metadata(images, tmp_path, monke
     assert by_image[STYLE_KEY_HEADER] == hashlib.sha256(images["style"]).hexdigest()
     assert by_key[STYLE_KEY_HEADER] == "ab" * 32
     assert by_image["authorization"] == "Bearer from-the-environment"
+    # The caller's trace context goes with every call.
+    assert by_image["traceparent"] == by_key["traceparent"] == TRACEPARENT
     assert by_image["x-farm-job"] == "shot-42" and by_image["x-farm-task"] == "7"
     assert "x-farm-task" not in by_key
 

@@ -70,6 +70,18 @@ pub enum Lookup {
     Shared,
 }
 
+impl Lookup {
+    /// How traces and logs say it: `hit`, `miss`, `joined`, `shared`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+            Lookup::Joined => "joined",
+            Lookup::Shared => "shared",
+        }
+    }
+}
+
 /// Counters for Prometheus.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {

@@ -125,6 +125,15 @@ pub fn optimise<'o>(
             continue;
         }
         let content = &scale.content;
+        // A trace's span for each scale's optimisation.
+        let _scale_span = tracing::debug_span!(
+            "optimise_scale",
+            scale = scale_index,
+            width = content.width,
+            height = content.height,
+            iterations = scale.iterations
+        )
+        .entered();
         let start_image = match current.take() {
             None => placement.initial(&job.init, content),
             Some((previous, _)) => resize_input(&previous, content.height, content.width),

@@ -82,6 +82,28 @@ impl<'a> StyleSource<'a> {
         layers: &[Layer],
         convention: &InputConvention,
     ) -> Result<(Arc<Vec<Gram>>, Lookup)> {
+        // A trace's "style precompute" span, with how the cache served it.
+        let span = tracing::debug_span!(
+            "style_precompute",
+            longest_side,
+            cache = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        let found = self.grams_uncounted(style, digest, longest_side, layers, convention);
+        if let Ok((_, lookup)) = &found {
+            span.record("cache", lookup.label());
+        }
+        found
+    }
+
+    fn grams_uncounted(
+        &self,
+        style: &RgbImage,
+        digest: [u8; 32],
+        longest_side: u32,
+        layers: &[Layer],
+        convention: &InputConvention,
+    ) -> Result<(Arc<Vec<Gram>>, Lookup)> {
         let compute = || {
             let resized = resize_longest(style, longest_side);
             self.features
@@ -305,7 +327,8 @@ fn run_prepared(
     }
     // What the user receives is the 8-bit image: scored again, as delivered.
     let started = Instant::now();
-    let delivered = engine.score(job, &engine.convention().to_input(&image))?;
+    let delivered = tracing::debug_span!("score_delivered")
+        .in_scope(|| engine.score(job, &engine.convention().to_input(&image)))?;
     stats.score = started.elapsed();
     Ok(Rendered {
         image,

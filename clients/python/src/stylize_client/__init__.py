@@ -11,7 +11,7 @@ speaks TLS and bearer tokens ($STYLIZE_SERVER and $STYLIZE_TOKEN_FILE by default
 """
 
 from .client import (STYLE_KEY_HEADER, Client, StylizeError, format_for, named, options,
-                     routing_key, write_whole)
+                     routing_key, trace_context, write_whole)
 from .details import ErrorDetails
 from .frames import IN_CONTENT, blender_frames, exr_motion, frame, frame_number, frame_path
 from .stylize.v1 import stylize_pb2 as pb
@@ -19,7 +19,7 @@ from .stylize.v1 import stylize_pb2 as pb
 __all__ = [
     "Client", "StylizeError", "ErrorDetails", "options", "pb", "SERVICE_CONFIG",
     "frame", "blender_frames", "exr_motion", "IN_CONTENT", "frame_path", "frame_number",
-    "format_for", "routing_key", "write_whole", "STYLE_KEY_HEADER", "named",
+    "format_for", "routing_key", "write_whole", "STYLE_KEY_HEADER", "named", "trace_context",
 ]
 
 #: The retry policy as a gRPC service config, for clients in other languages

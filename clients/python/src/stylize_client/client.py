@@ -5,6 +5,7 @@ number, resumable and split into chunks."""
 import hashlib
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -131,6 +132,29 @@ def write_whole(path: Union[str, Path], data: bytes):
     os.replace(partial, path)
 
 
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
+def trace_context() -> List[Tuple[str, str]]:
+    """The caller's W3C trace context as metadata pairs, so the server's spans join the
+    caller's trace: the active OpenTelemetry span's when the `opentelemetry` package is
+    installed and one is active, else $TRACEPARENT (as a farm task or a script sets it). A
+    malformed value is not sent."""
+    try:
+        from opentelemetry import propagate  # optional
+        carrier: dict = {}
+        propagate.inject(carrier)
+        if "traceparent" in carrier:
+            return sorted(carrier.items())
+    except ImportError:
+        pass
+    given = os.environ.get("TRACEPARENT", "").strip()
+    match = _TRACEPARENT.fullmatch(given)
+    if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
+        return []
+    return [("traceparent", given)]
+
+
 def _token_from_environment() -> Optional[str]:
     for variable in ("STYLIZE_TOKEN_FILE", "STYLIZE_AUTH_TOKEN_FILE"):
         path = os.environ.get(variable)
@@ -193,7 +217,7 @@ class Client:
         self.close()
 
     def _call_metadata(self, styles: Sequence[pb.StyleInput], metadata: Metadata) -> list:
-        pairs = self._metadata + list(metadata)
+        pairs = self._metadata + trace_context() + list(metadata)
         key = routing_key(styles)
         if key is None and styles and styles[0].WhichOneof("source") == "name":
             # Routed like the key the name points at now.
@@ -458,7 +482,7 @@ class Client:
         request = pb.GetStyleRequest(name=name) if name is not None else pb.GetStyleRequest(key=key)
         try:
             return self._stub.GetStyle(request, timeout=timeout,
-                                       metadata=self._metadata + list(metadata)).style
+                                       metadata=self._call_metadata([], metadata)).style
         except grpc.RpcError as error:
             raise StylizeError.of(error, 1) from None
 
@@ -472,7 +496,7 @@ class Client:
                                            name_prefix=prefix, labels=labels or {})
             try:
                 page = self._stub.ListStyles(request, timeout=timeout,
-                                             metadata=self._metadata + list(metadata))
+                                             metadata=self._call_metadata([], metadata))
             except grpc.RpcError as error:
                 raise StylizeError.of(error, 1) from None
             yield from page.styles
@@ -492,4 +516,4 @@ class Client:
 
 
 __all__ = ["Client", "StylizeError", "options", "format_for", "routing_key", "write_whole",
-           "named", "IN_CONTENT", "STYLE_KEY_HEADER"]
+           "named", "trace_context", "IN_CONTENT", "STYLE_KEY_HEADER"]
