@@ -436,6 +436,11 @@ pub async fn serve(
             &about.engine,
             &about.device,
         );
+        #[cfg(feature = "nvml")]
+        match crate::telemetry::gpu::start() {
+            Ok(()) => tracing::info!("GPU metrics from NVML"),
+            Err(absent) => tracing::info!(reason = %absent.0, "no GPU metrics"),
+        }
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

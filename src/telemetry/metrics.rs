@@ -37,6 +37,12 @@ pub const FRAME_DURATION: &str = "stylize_sequence_frame_duration_seconds";
 pub const TEMPORAL_LOSS: &str = "stylize_sequence_temporal_loss";
 pub const VIEW_LUTS_TOTAL: &str = "stylize_view_luts_total";
 pub const BUILD_INFO: &str = "stylize_build_info";
+/// GPU metrics (NVML, `nvml` feature, on a machine with the driver): not in [`ALL`], since a
+/// CPU replica never exports them.
+pub const GPU_MEMORY_USED: &str = "stylize_gpu_memory_used_bytes";
+pub const GPU_MEMORY_TOTAL: &str = "stylize_gpu_memory_total_bytes";
+pub const GPU_UTILIZATION: &str = "stylize_gpu_utilization_ratio";
+pub const GPU: [&str; 3] = [GPU_MEMORY_USED, GPU_MEMORY_TOTAL, GPU_UTILIZATION];
 
 /// Every metric the server exports (for tests and dashboards).
 pub const ALL: [&str; 29] = [
@@ -229,6 +235,20 @@ fn describe() {
     describe_gauge!(
         BUILD_INFO,
         "Always 1: the build (version, commit) and where it optimises (engine, device), as labels"
+    );
+    describe_gauge!(
+        GPU_MEMORY_USED,
+        Unit::Bytes,
+        "GPU memory in use (NVML), per GPU; absent without NVML"
+    );
+    describe_gauge!(
+        GPU_MEMORY_TOTAL,
+        Unit::Bytes,
+        "GPU memory installed (NVML), per GPU; absent without NVML"
+    );
+    describe_gauge!(
+        GPU_UTILIZATION,
+        "Share of the last sample period a kernel ran (NVML), 0-1, per GPU; absent without NVML"
     );
     for found in ["cached", "parsed"] {
         metrics::counter!(VIEW_LUTS_TOTAL, "found" => found).increment(0);
