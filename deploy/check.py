@@ -214,11 +214,23 @@ def check_dockerfiles():
         lines = [l.strip() for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
         instructions = [l.split()[0].upper() for l in lines if not l.startswith(("&&", "-", "CMD [\"stylize\""))]
         froms = [l for l in lines if l.upper().startswith("FROM ")]
-        final = lines[lines.index(froms[-1]):]
         problems = []
         if len(froms) < 2:
             problems.append("not multi-stage")
-        user = [l for l in final if l.upper().startswith("USER ")]
+        # The final stage's user, or that of the stage it is built on (`FROM runtime-base`).
+        stages = {}
+        for at, line in enumerate(lines):
+            if line.upper().startswith("FROM "):
+                words = line.split()
+                name = words[3] if len(words) > 3 and words[2].upper() == "AS" else f"#{at}"
+                end = next((k for k in range(at + 1, len(lines)) if lines[k].upper().startswith("FROM ")), len(lines))
+                stages[name] = (words[1], lines[at:end])
+        stage = list(stages)[-1]
+        user = []
+        while stage in stages and not user:
+            parent, body = stages[stage]
+            user = [l for l in body if l.upper().startswith("USER ")]
+            stage = parent
         if not user or user[-1].split()[1].split(":")[0] in ("root", "0"):
             problems.append("final stage does not switch to a non-root user")
         if "HEALTHCHECK" not in instructions:

@@ -19,6 +19,10 @@ pub const MAX_LABELS: usize = 32;
 pub const MAX_LABEL_KEY_BYTES: usize = 63;
 /// Longest label value, in bytes.
 pub const MAX_LABEL_VALUE_BYTES: usize = 200;
+/// Styles whose facts one process keeps without a shared store; past it, the facts of the
+/// least recently used style no name points at are dropped (its `GetStyle` by key then
+/// answers NOT_FOUND, as an expired entry does with a store).
+pub const MAX_LOCAL_FACTS: usize = 65_536;
 /// Names per `ListStyles` page when the request does not say.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Most names per page.
@@ -213,6 +217,26 @@ struct LocalState {
     facts: HashMap<String, StyleFacts>,
 }
 
+impl LocalState {
+    /// Drops the facts of the least recently used style no name points at (never `keep`).
+    fn forget_least_used(&mut self, keep: &str) {
+        let named: std::collections::HashSet<&str> = self
+            .names
+            .values()
+            .map(|record| record.key.as_str())
+            .collect();
+        let oldest = self
+            .facts
+            .iter()
+            .filter(|(key, _)| key.as_str() != keep && !named.contains(key.as_str()))
+            .min_by_key(|(_, facts)| facts.last_used_ms.max(facts.registered_at_ms))
+            .map(|(key, _)| key.clone());
+        if let Some(oldest) = oldest {
+            self.facts.remove(&oldest);
+        }
+    }
+}
+
 impl LocalBook {
     fn state(&self) -> Result<std::sync::MutexGuard<'_, LocalState>> {
         self.state
@@ -293,6 +317,9 @@ impl NameBook for LocalBook {
             kept.last_used_ms = known.last_used_ms;
         }
         state.facts.insert(key.to_string(), kept);
+        if state.facts.len() > MAX_LOCAL_FACTS {
+            state.forget_least_used(key);
+        }
         Ok(())
     }
 
@@ -413,6 +440,29 @@ mod tests {
         assert_eq!(listed("b/", Some("b/2"), 10), ["b/3"]);
         assert_eq!(listed("", Some("b/3"), 10), ["c"]);
         assert!(listed("d", None, 10).is_empty());
+    }
+
+    #[test]
+    fn local_facts_are_bounded_keeping_named_and_recent_styles() {
+        let book = LocalBook::default();
+        let key = |k: usize| format!("{k:064x}");
+        let facts = |at: u64| StyleFacts {
+            registered_at_ms: at,
+            ..StyleFacts::default()
+        };
+        // The oldest style has a name: the second oldest goes first.
+        book.record_facts(&key(0), &facts(1)).unwrap();
+        let mut named = record('a');
+        named.key = key(0);
+        book.point("name", "kept", &named, false).unwrap();
+        for k in 1..=MAX_LOCAL_FACTS {
+            book.record_facts(&key(k), &facts(1 + k as u64)).unwrap();
+        }
+        let state = book.state().unwrap();
+        assert_eq!(state.facts.len(), MAX_LOCAL_FACTS);
+        assert!(state.facts.contains_key(&key(0)), "named");
+        assert!(!state.facts.contains_key(&key(1)), "least recently used");
+        assert!(state.facts.contains_key(&key(MAX_LOCAL_FACTS)));
     }
 
     #[test]

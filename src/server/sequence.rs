@@ -894,11 +894,17 @@ impl Runner {
         let restored = passthrough.is_some();
         spec.passthrough = passthrough;
         spec.view = shot.view.as_ref().and_then(|v| v.studio().cloned());
-        // A trace's span for the frame: its optimisation and encoding nest in it.
+        // A trace's span for the frame: its optimisation and encoding nest in it. Without
+        // traces it does not exist, and the job logs under the shot's span as before.
         let frame_span = tracing::debug_span!("frame", index, number);
+        let job_span = if frame_span.is_disabled() {
+            tracing::Span::current()
+        } else {
+            frame_span
+        };
         let submitted = self
             .scheduler
-            .submit(spec, frame_span)
+            .submit(spec, job_span)
             .map_err(|e| frame_status(index, e))?;
         let gone = || Status::cancelled("the client went away");
         let mut events = Box::pin(submitted.events.into_stream());
