@@ -8,23 +8,11 @@ mod common;
 
 use std::process::Command;
 
-use common::redis::Redis;
+use common::redis::{Redis, replica};
 use common::server::{CONTENT, STYLE, Server, collect, registration, request};
 use stylize::registry::StyleRegistry;
 use stylize::server::proto::{self, get_style_request::Style, stylize_event::Event};
 use tonic::Code;
-
-fn replica(redis: &Redis) -> Server {
-    let (url, secret) = (redis.url(), redis.secret_file());
-    Server::start(&[
-        "--registry",
-        url.as_str(),
-        "--registry-secret-file",
-        secret.as_str(),
-        "--workers",
-        "1",
-    ])
-}
 
 fn named(
     image: &[u8],
@@ -82,7 +70,7 @@ async fn last_used_ms(server: &Server, name: &str) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_resolve_list_and_repoint_across_replicas() {
     let redis = Redis::start();
-    let (a, b) = (replica(&redis), replica(&redis));
+    let (a, b) = (replica(&redis, &[]), replica(&redis, &[]));
     let (first, second) = (StyleRegistry::key_of(STYLE), StyleRegistry::key_of(CONTENT));
     let look = "vangogh/starry-night@v2";
 

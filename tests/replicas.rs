@@ -17,19 +17,9 @@ use stylize::server::routing::retryable;
 use tonic::Code;
 
 fn replica(redis: &Redis, extra: &[&str]) -> Server {
-    let (url, secret) = (redis.url(), redis.secret_file());
-    let mut args = vec![
-        "--registry",
-        url.as_str(),
-        "--registry-secret-file",
-        secret.as_str(),
-        "--workers",
-        "1",
-        "--max-queue",
-        "4",
-    ];
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    let mut flags = vec!["--max-queue", "4"];
+    flags.extend_from_slice(extra);
+    common::redis::replica(redis, &flags)
 }
 
 /// How the job's style targets were found, from its Result.

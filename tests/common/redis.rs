@@ -119,3 +119,19 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+/// A replica sharing `redis` as its registry (with the secret, so targets are shared too),
+/// one worker, and `extra` flags.
+pub fn replica(redis: &Redis, extra: &[&str]) -> super::server::Server {
+    let (url, secret) = (redis.url(), redis.secret_file());
+    let mut args = vec![
+        "--registry",
+        url.as_str(),
+        "--registry-secret-file",
+        secret.as_str(),
+        "--workers",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    super::server::Server::start(&args)
+}

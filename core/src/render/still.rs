@@ -89,28 +89,13 @@ impl<'a> StyleSource<'a> {
             cache = tracing::field::Empty
         );
         let _entered = span.enter();
-        let found = self.grams_uncounted(style, digest, longest_side, layers, convention);
-        if let Ok((_, lookup)) = &found {
-            span.record("cache", lookup.label());
-        }
-        found
-    }
-
-    fn grams_uncounted(
-        &self,
-        style: &RgbImage,
-        digest: [u8; 32],
-        longest_side: u32,
-        layers: &[Layer],
-        convention: &InputConvention,
-    ) -> Result<(Arc<Vec<Gram>>, Lookup)> {
         let compute = || {
             let resized = resize_longest(style, longest_side);
             self.features
                 .grams_tiled(&convention.to_input(&resized), layers, self.tile_side)
         };
-        match self.cache {
-            None => Ok((Arc::new(compute()?), Lookup::Miss)),
+        let found = match self.cache {
+            None => compute().map(|grams| (Arc::new(grams), Lookup::Miss)),
             Some(cache) => {
                 let key = StyleKey {
                     image_sha256: digest,
@@ -120,7 +105,11 @@ impl<'a> StyleSource<'a> {
                 };
                 cache.get_or_compute(&key, compute)
             }
+        };
+        if let Ok((_, lookup)) = &found {
+            span.record("cache", lookup.label());
         }
+        found
     }
 }
 
