@@ -114,7 +114,7 @@ printf '%s %s %s\n' "$shot/frame_####.exr" "$work/a/a_####.png" 1-3 \
 for file in a/a_0001.png a/a_0003.png b/b_0001.png b/b_0004.png; do
   [[ -s $work/$file ]] || { cat "$work/shots.log"; echo "openjd.sh: $file is missing" >&2; exit 1; }
 done
-echo "==> openjd run: one shot as parallel chunks (stills, keyframes, chunks)" >&2
+echo "==> openjd run: one shot as parallel chunks (drafts, keyframes, chunks)" >&2
 "$openjd" run integrations/openjd/stylize-shot-parallel.yaml \
   -p "Frames=$shot/frame_%04d.exr" -p FrameRange=1-12 -p ChunkSize=4 \
   -p "OutputPattern=$work/par/p_####.png" -p "StyleFile=$PWD/assets/starry_night.jpg" \
@@ -124,13 +124,16 @@ for t in $(seq 1 12); do
   [[ -s $(printf '%s/par/p_%04d.png' "$work" "$t") ]] \
     || { cat "$work/par.log"; echo "openjd.sh: parallel frame $t is missing" >&2; exit 1; }
 done
-# 3 chunks of 4: the middle frame 5 started the chain, and keyframe 9's still was rendered
-# beside it; the keyframes 4 and 9 continued from frame 5 (9 from its still where frame 5
-# never showed it, 4 a chain's step); frames 3-1 ran backward from 4, 6-8 from 5 pulled
-# toward 9, and 10-12 from 9.
-[[ -s $work/par/.stylize-keyframe-stills/p_0009.png ]] \
-  || { cat "$work/par.log"; echo "openjd.sh: keyframe 9's still is missing" >&2; exit 1; }
-for line in "continuing the chain from .*p_0005.png" "continuing the chain from .*p_0004.png" \
+# 3 chunks of 4: the middle frame 5's draft started the chain, and keyframe 9's still was
+# drafted beside it; the keyframes 4 and 9 and frame 5 itself continued from frame 5's draft
+# (9 from its still where frame 5 never showed it); frames 3-1 ran backward from 4, 6-8 from
+# 5 pulled toward 9, and 10-12 from 9.
+for t in 5 9; do
+  [[ -s $work/par/.stylize-drafts/p_000$t.png ]] \
+    || { cat "$work/par.log"; echo "openjd.sh: frame $t's draft is missing" >&2; exit 1; }
+done
+for line in "continuing the chain from .*stylize-drafts/p_0005.png" \
+  "continuing the chain from .*par/p_0005.png" "continuing the chain from .*par/p_0004.png" \
   "keyframe 9 starts from its own still where frame 5 never showed it" \
   "pulling frames 6-8 toward frame 9" "continuing the chain from .*p_0009.png" \
   "frame 1: wrote" "frame 12: wrote"; do

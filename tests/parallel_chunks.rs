@@ -1,12 +1,13 @@
 //! One shot as parallel chunks through a live server (issue 30), sent by
 //! `stylize submit-sequence` stage by stage as the Open Job Description template runs it,
 //! on the shared rolling-ball shot at 128 px (`--quality draft`):
-//! - K = 2 over frames 1-8: the middle frame 5 as a still; the first chunk's keyframe 4
-//!   continued from it; then frames 3-1 backward from 4, and 6-8 from 5.
-//! - K = 3 over frames 1-12: the same, with the third chunk's keyframe 9 continued from 5
-//!   along the motion composed across frames 6-8 and from its own still (rendered beside
-//!   frame 5) where frame 5 never showed it, frames 6-8 pulled toward it, and 10-12 from
-//!   it; and frames 6-8 once more without the pull.
+//! - K = 2 over frames 1-8: a draft of the middle frame 5; the first chunk's keyframe 4
+//!   and frame 5 itself continued from the draft; then frames 3-1 backward from 4, and 6-8
+//!   from 5.
+//! - K = 3 over frames 1-12: the same, with the third chunk's keyframe 9 continued from 5's
+//!   draft along the motion composed across frames 6-8 and from its own still (drafted
+//!   beside frame 5's) where frame 5 never showed it, frames 6-8 pulled toward it, and
+//!   10-12 from it; and frames 6-8 once more without the pull.
 //!
 //! The same frames also run as one chain. Joins are measured from the delivered files with
 //! issue 30's warping error (`render::coherence`). Measured here (2-core EPYC, the same at
@@ -120,28 +121,37 @@ fn a_shot_in_parallel_chunks_joins_without_a_pop() {
     submit(
         &server,
         dir,
-        "two",
-        &["--frame-range", "5-5", "--starts-chain"],
+        "draft",
+        &["--frame-range", "5-5", "--starts-chain", "--draft"],
     );
+    let drafts = dir.join("draft_####.png").display().to_string();
+    let from_draft = ["--from-frame", "5", "--from-draft", &drafts];
     let keyframe = submit(
         &server,
         dir,
         "two",
-        &["--frame-range", "4-4", "--from-frame", "5"],
+        &[&["--frame-range", "4-4"], &from_draft[..]].concat(),
     );
-    assert!(keyframe.contains("two_0005.png"), "{keyframe}");
+    assert!(keyframe.contains("draft_0005.png"), "{keyframe}");
+    let middle = submit(
+        &server,
+        dir,
+        "two",
+        &[&["--frame-range", "5-5"], &from_draft[..]].concat(),
+    );
+    assert!(middle.contains("draft_0005.png"), "{middle}");
     let backward = submit(&server, dir, "two", &["--frame-range", "1-3", "--backward"]);
     assert!(backward.contains("two_0004.png"), "{backward}");
     submit(&server, dir, "two", &["--frame-range", "6-8"]);
     // K = 3 over frames 1-12: frames 1-5 are K = 2's, rendered the same way.
     copy(dir, "two", "three", 1..=5);
     // Keyframe 9, four frames from 5, starts from its own still where 5 never showed it:
-    // the still rendered apart (as the template's Stills step does, beside frame 5).
+    // the still drafted apart (as the template's Drafts step does, beside frame 5's).
     submit(
         &server,
         dir,
         "still",
-        &["--frame-range", "9-9", "--starts-chain"],
+        &["--frame-range", "9-9", "--starts-chain", "--draft"],
     );
     let still = dir.join("still_####.png").display().to_string();
     let keyframe = submit(
@@ -149,13 +159,10 @@ fn a_shot_in_parallel_chunks_joins_without_a_pop() {
         dir,
         "three",
         &[
-            "--frame-range",
-            "9-9",
-            "--from-frame",
-            "5",
-            "--keyframe-still",
-            &still,
-        ],
+            &["--frame-range", "9-9", "--keyframe-still", &still],
+            &from_draft[..],
+        ]
+        .concat(),
     );
     assert!(
         keyframe.contains("keyframe 9 starts from its own still where frame 5 never showed it"),
@@ -259,6 +266,7 @@ fn continued(toward: Option<proto::TowardFrame>) -> proto::StylizeSequenceReques
             image: std::fs::read(shared(1, "png")).unwrap(),
             motion_to_next: None,
             number: Some(1),
+            draft: false,
         });
         s.toward = toward;
     }
@@ -321,7 +329,32 @@ async fn the_pull_and_the_keyframe_still_are_refused_naming_their_fields() {
             "setup.keyframe_still",
         ),
     ];
-    for (setup, frame, field) in cases.into_iter().chain(still_cases) {
+    // A draft continuing from a frame (a draft is a still), and a draft continued from
+    // without its frame's number.
+    let drafted = |mut request: proto::StylizeSequenceRequest| {
+        if let Some(Message::Setup(s)) = &mut request.message {
+            s.draft = true;
+        }
+        request
+    };
+    let unnumbered = |mut request: proto::StylizeSequenceRequest| {
+        if let Some(Message::Setup(s)) = &mut request.message {
+            if let Some(previous) = &mut s.previous {
+                previous.draft = true;
+                previous.number = None;
+            }
+        }
+        request
+    };
+    let draft_cases = [
+        (drafted(continued(None)), frame(2), "setup.draft"),
+        (
+            unnumbered(continued(None)),
+            frame(2),
+            "setup.previous.number",
+        ),
+    ];
+    for (setup, frame, field) in cases.into_iter().chain(still_cases).chain(draft_cases) {
         let (_, failure) = shot_over_grpc(&server, vec![setup, framed(frame)]).await;
         let status = failure.expect("refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");

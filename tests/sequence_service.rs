@@ -421,6 +421,7 @@ async fn frames_keep_their_numbers_and_a_chunk_continues_the_chain_over_the_wire
             image: whole[1].1.clone(),
             motion_to_next: Some(common::shots::flow(2, true)),
             number: Some(1002),
+            draft: false,
         });
     }
     let chunk = vec![chunk_setup.clone(), numbered(3, None), numbered(4, None)];

@@ -218,6 +218,17 @@ pub fn read_flo(bytes: &[u8], name: &str, frame: Option<(usize, usize)>) -> Resu
 }
 
 impl Motion {
+    /// No motion: every pixel of a `width` x `height` frame stays where it is (a frame
+    /// continued from a draft of itself).
+    pub fn still(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            dx: vec![0.0; width * height],
+            dy: vec![0.0; width * height],
+        }
+    }
+
     /// Checks the field has `width` x `height` finite offsets, naming `field` (a request field
     /// such as `frames[3].motion_to_previous`).
     pub fn check(&self, field: &str, width: usize, height: usize) -> Result<()> {

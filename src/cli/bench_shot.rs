@@ -1,8 +1,8 @@
 //! `stylize bench --shot`: one shot rendered three ways in this process, each task timed on
 //! its own: every frame as an independent still, the sequential chain, and the parallel
-//! method in K chunks (docs/sequences.md: the middle frame and the keyframes' own stills,
-//! then the keyframes warm-started from the middle frame, then every chunk from its
-//! keyframe, pulled toward the next). Prints the
+//! method in K chunks (docs/sequences.md: drafts of the middle frame and of the keyframes'
+//! stills; then the keyframes and the middle frame itself continued from its draft; then
+//! every chunk from its keyframe, pulled toward the next). Prints the
 //! critical path (the slowest task of each stage, summed), the CPU time, the whole-shot
 //! warping error (`render::coherence`), the worst join against the median frame and each
 //! frame's style loss against its still's.
@@ -264,27 +264,34 @@ impl Bench<'_> {
         args.from_frame = task.from;
         args.toward_frame = task.toward;
         args.starts_chain = task.starts_chain;
-        // Read from the stills already rendered (`task`), not from files.
+        args.draft = task.draft;
+        // Read from the drafts already rendered (`task`), not from files.
         args.keyframe_still = task.with_still.then(|| "keyframe-still_####.png".into());
+        args.from_draft = task.from_draft.then(|| "draft_####.png".into());
         Shot::new(&args, self.view)
     }
 
     /// Runs `task` in this process as `stylize sequence` would, continuing from (and
-    /// pulled toward) the frames in `done`, a keyframe from its own still in `stills`;
-    /// returns its frames by number.
+    /// pulled toward) the frames in `done`, or from a draft in `drafts` (a keyframe from its
+    /// own still there too); returns its frames by number.
     fn task(
         &self,
         task: &Task,
         done: &BTreeMap<u64, Delivered>,
-        stills: &BTreeMap<u64, Delivered>,
+        drafts: &BTreeMap<u64, Delivered>,
     ) -> Result<Vec<(u64, Delivered)>> {
         let shot = self.task_shot(task)?;
         let mut renderer = (self.renderer)(self.options.clone())?;
-        let delivered = |number: u64| {
-            done.get(&number)
+        let image = |frames: &BTreeMap<u64, Delivered>, number: u64| {
+            frames
+                .get(&number)
                 .map(|d| d.image.clone())
                 .with_context(|| format!("frame {number} is not rendered yet"))
         };
+        let delivered = |number: u64| image(done, number);
+        if task.draft {
+            renderer.state().draft();
+        }
         let chained = !task.starts_chain;
         if chained {
             let start = shot.chunk_start();
@@ -294,16 +301,18 @@ impl Bench<'_> {
             };
             let to_first = shot.chain_to_first(&from)?;
             let state = renderer.state();
-            state.resume_after(0, delivered(start)?, to_first);
-            if shot.starts_keyframe() {
-                state.next_runs(self.keyframe_iterations);
+            let continued = match task.from_draft {
+                true => image(drafts, start)?,
+                false => delivered(start)?,
+            };
+            state.resume_after(0, continued, to_first);
+            match (shot.starts_keyframe(), task.from_draft) {
+                (true, true) => state.continue_from_draft(self.keyframe_iterations),
+                (true, false) => state.next_runs(self.keyframe_iterations),
+                _ => {}
             }
             if task.with_still {
-                let number = shot.numbers[0];
-                let still = stills
-                    .get(&number)
-                    .with_context(|| format!("keyframe {number}'s still is not rendered yet"))?;
-                state.keyframe_still(still.image.clone());
+                state.keyframe_still(image(drafts, shot.numbers[0])?);
             }
         }
         let links = match task.toward {
@@ -346,24 +355,24 @@ impl Bench<'_> {
     /// The parallel method in `chunks` chunks, stage by stage, each task timed alone.
     /// Returns the frames in order and each stage's task costs.
     fn parallel(&self, chunks: usize) -> Result<(Vec<Delivered>, Vec<Vec<Cost>>)> {
-        let (mut done, mut stills) = (BTreeMap::new(), BTreeMap::new());
+        let (mut done, mut drafts) = (BTreeMap::new(), BTreeMap::new());
         let mut stages = Vec::new();
         for stage in plan(&self.shot.numbers, chunks) {
             let mut costs = Vec::new();
             for task in &stage {
-                let (frames, cost) = timed(|| self.task(task, &done, &stills))?;
+                let (frames, cost) = timed(|| self.task(task, &done, &drafts))?;
                 eprintln!(
                     "bench --shot: task {}-{}{}: {:.1} s, {} evaluations; {}",
                     task.range.0,
                     task.range.1,
-                    if task.writes_still { " (still)" } else { "" },
+                    if task.draft { " (draft)" } else { "" },
                     cost.wall,
                     frames.iter().map(|(_, f)| f.evaluations).sum::<usize>(),
                     Phases::total(&frames.iter().map(|(_, f)| f).collect::<Vec<_>>())
                         .said(cost.wall)
                 );
-                if task.writes_still {
-                    stills.extend(frames);
+                if task.draft {
+                    drafts.extend(frames);
                 } else {
                     done.extend(frames);
                 }
@@ -389,11 +398,15 @@ pub struct Task {
     pub from: Option<u64>,
     pub toward: Option<u64>,
     pub starts_chain: bool,
-    /// A keyframe's own still, written apart from the shot's frames (the pattern the
-    /// keyframe's --keyframe-still names).
-    pub writes_still: bool,
+    /// A draft, written apart from the shot's frames (--draft): the middle frame's, which
+    /// the keyframes and the frame itself continue from (--from-draft), or a keyframe's
+    /// still (--keyframe-still; a still drafted the same way).
+    pub draft: bool,
     /// A keyframe starting from its own still (--keyframe-still).
     pub with_still: bool,
+    /// Continued from the middle frame's draft (--from-draft): a keyframe, or the middle
+    /// frame itself.
+    pub from_draft: bool,
 }
 
 impl Task {
@@ -404,20 +417,22 @@ impl Task {
             from: None,
             toward: None,
             starts_chain: false,
-            writes_still: false,
+            draft: false,
             with_still: false,
+            from_draft: false,
         }
     }
 }
 
 /// The parallel method's stages for a shot of frames `numbers` in `chunks` chunks, as
-/// the Open Job Description template runs them: the middle chunk's first frame (a still),
-/// and beside it the stills of the keyframes further than the next frame from it; every
-/// other chunk's keyframe from the middle frame (the first frame of a chunk after the middle
-/// one, the last frame of one before it), starting from its own still where the motion
-/// uncovers what the middle frame never showed; then every chunk's other frames from its
-/// keyframe, away from the middle frame (backward before it), pulled toward the next
-/// chunk's keyframe that way.
+/// the Open Job Description template runs them: a draft of the middle chunk's first frame
+/// (a still whose finest scale stops early), and beside it the stills of the keyframes
+/// further than the next frame from it, drafted the same way; every other chunk's keyframe
+/// from the middle frame's draft (the first frame of a chunk after the middle one, the last
+/// frame of one before it), starting from its own still where the motion uncovers what the
+/// middle frame never showed, and at once the middle frame finished from its draft; then
+/// every chunk's other frames from its keyframe, away from the middle frame (backward
+/// before it), pulled toward the next chunk's keyframe that way.
 pub fn plan(numbers: &[u64], chunks: usize) -> Vec<Vec<Task>> {
     let starts = chunk_starts(numbers.len(), chunks);
     let middle_index = middle_chunk(starts.len());
@@ -430,31 +445,32 @@ pub fn plan(numbers: &[u64], chunks: usize) -> Vec<Vec<Task>> {
             (numbers[start], numbers[end])
         })
         .collect();
-    let root = Task {
+    let draft = |frame: u64| Task {
         starts_chain: true,
-        ..Task::frames((middle, middle))
+        draft: true,
+        ..Task::frames((frame, frame))
     };
-    let mut first = vec![root];
+    let from_draft = |frame: u64, with_still: bool| Task {
+        from: Some(middle),
+        with_still,
+        from_draft: true,
+        ..Task::frames((frame, frame))
+    };
+    let mut first = vec![draft(middle)];
     let mut keyframes = Vec::new();
     let mut rest = Vec::new();
     for (k, &(start, end)) in bounds.iter().enumerate() {
         let before = k < middle_index;
-        if k != middle_index {
+        if k == middle_index {
+            keyframes.push(from_draft(middle, false));
+        } else {
             let keyframe = if before { end } else { start };
-            // A keyframe next to the middle frame is a chain's step: nothing new to fill.
+            // A keyframe next to the middle frame: nothing new to fill.
             let with_still = keyframe.abs_diff(middle) > 1;
             if with_still {
-                first.push(Task {
-                    starts_chain: true,
-                    writes_still: true,
-                    ..Task::frames((keyframe, keyframe))
-                });
+                first.push(draft(keyframe));
             }
-            keyframes.push(Task {
-                from: Some(middle),
-                with_still,
-                ..Task::frames((keyframe, keyframe))
-            });
+            keyframes.push(from_draft(keyframe, with_still));
         }
         if end == start {
             continue;
@@ -693,7 +709,7 @@ pub fn run(bench: ShotBench<'_>) -> Result<()> {
         mean(&chain_errors) / mean(&rendered_errors)
     );
     println!(
-        "stages (slowest task, s): middle frame and keyframe stills {:.1}, keyframes {:.1}, chunks {:.1}",
+        "stages (slowest task, s): drafts {:.1}, keyframes and the middle frame {:.1}, chunks {:.1}",
         stages[0].iter().map(|c| c.wall).fold(0.0, f64::max),
         stages[1].iter().map(|c| c.wall).fold(0.0, f64::max),
         stages[2].iter().map(|c| c.wall).fold(0.0, f64::max)
@@ -747,39 +763,33 @@ mod tests {
             from,
             toward,
             starts_chain: false,
-            writes_still: false,
+            draft: false,
             with_still: false,
+            from_draft: false,
         };
-        let still = |number| Task {
+        let draft = |number| Task {
             starts_chain: true,
-            writes_still: true,
+            draft: true,
             ..task((number, number), false, None, None)
         };
-        // The middle frame, and beside it the stills of the keyframes further than the next
-        // frame from it.
-        assert_eq!(
-            stages[0],
-            [
-                Task {
-                    starts_chain: true,
-                    ..task((9, 9), false, None, None)
-                },
-                still(4),
-                still(13),
-            ]
-        );
+        // Drafts of the middle frame and, beside it, of the stills of the keyframes further
+        // than the next frame from it.
+        assert_eq!(stages[0], [draft(9), draft(4), draft(13)]);
         // Chunks 1-4 and 5-8 are before the middle frame: their keyframes are their last
-        // frames; 13-16 is after it: its first. Frame 8 is a chain's step from 9.
-        let from_still = |number| Task {
-            with_still: true,
+        // frames; 13-16 is after it: its first. Frame 8 is next to 9: nothing to fill from a
+        // still. Frame 9 itself is finished from its draft at once.
+        let from_draft = |number, with_still| Task {
+            with_still,
+            from_draft: true,
             ..task((number, number), false, Some(9), None)
         };
         assert_eq!(
             stages[1],
             [
-                from_still(4),
-                task((8, 8), false, Some(9), None),
-                from_still(13),
+                from_draft(4, true),
+                from_draft(8, false),
+                from_draft(9, false),
+                from_draft(13, true),
             ]
         );
         assert_eq!(
@@ -795,7 +805,7 @@ mod tests {
         let mut rendered: Vec<u64> = stages
             .iter()
             .flatten()
-            .filter(|t| !t.writes_still)
+            .filter(|t| !t.draft)
             .flat_map(|t| t.range.0..=t.range.1)
             .collect();
         rendered.sort();

@@ -60,6 +60,18 @@ pub struct ShotArgs {
     /// of one frame, --from-frame further than the next frame.
     #[arg(long, requires = "from_frame")]
     pub keyframe_still: Option<String>,
+    /// The range's one frame, a still (--starts-chain), is a draft: its finest scale runs
+    /// two thirds of the still's iterations. A shot rendered in parallel chunks starts from
+    /// a draft of its middle frame, written apart (like the keyframes' stills, also drafts);
+    /// its keyframes and the middle frame itself continue from it at once (--from-draft).
+    #[arg(long, requires = "starts_chain")]
+    pub draft: bool,
+    /// Continue from a draft of the --from-frame frame instead of its delivered image: a
+    /// pattern like --out (where a --draft task wrote it). The range's first frame then runs
+    /// as a keyframe (two thirds of the still's iterations, held to the draft), beside that
+    /// frame too; a range of that frame itself finishes it.
+    #[arg(long, requires = "from_frame", conflicts_with = "continue_from")]
+    pub from_draft: Option<String>,
     /// The range's first frame starts the chain as a still, whatever frames come before it
     /// (the middle frame a shot rendered in parallel chunks starts from).
     #[arg(long, conflicts_with = "continue_from")]
@@ -221,6 +233,8 @@ pub struct Shot {
     out: FramePattern,
     /// --keyframe-still.
     keyframe_still: Option<FramePattern>,
+    /// --from-draft.
+    from_draft: Option<FramePattern>,
     motion: Option<FramePattern>,
     next: Option<(FramePattern, ExrMotionChannels)>,
     mask: Option<FramePattern>,
@@ -297,7 +311,19 @@ impl Shot {
             (low, high)
         };
         let ahead = |a: u64, b: u64| if args.backward { b < a } else { b > a };
-        if let Some(from) = args.from_frame {
+        if args.draft && first != last {
+            return Err(super::exit::Usage(
+                "--draft: a range of one frame (the draft a parallel shot starts from)".into(),
+            )
+            .into());
+        }
+        let from_draft = match &args.from_draft {
+            Some(pattern) => Some(FramePattern::parse("from-draft", pattern)?),
+            None => None,
+        };
+        // The draft's own frame, finished from it.
+        let refines = from_draft.is_some() && first == last && args.from_frame == Some(first);
+        if let Some(from) = args.from_frame.filter(|_| !refines) {
             if (low..=high).contains(&from) || (ahead(last, from) && first != last) {
                 return Err(super::exit::Usage(format!(
                     "--from-frame: {from} must come before the range {first}-{last} in the \
@@ -354,6 +380,7 @@ impl Shot {
             frames,
             out,
             keyframe_still,
+            from_draft,
             motion,
             next,
             mask,
@@ -468,6 +495,18 @@ impl Shot {
                 .behind(self.numbers[0])
                 .filter(|&n| self.frames.path(n).is_file()),
         };
+        if let (Some(pattern), Some(from)) = (&self.from_draft, before) {
+            let path = pattern.path(from);
+            let why = format!(
+                "frame {} continues from frame {from}'s draft",
+                self.numbers[0]
+            );
+            super::exit::written_first("from-draft", &path, &why, "draft", "")?;
+            return Ok(Some(ChainStart {
+                number: Some(from),
+                path,
+            }));
+        }
         if let Some(path) = &self.args.continue_from {
             if !path.is_file() {
                 bail!("--continue-from: {} does not exist", path.display());
@@ -522,7 +561,13 @@ impl Shot {
     pub fn starts_keyframe(&self) -> bool {
         self.args
             .from_frame
-            .is_some_and(|from| from.abs_diff(self.numbers[0]) > 1)
+            .is_some_and(|from| self.continues_draft() || from.abs_diff(self.numbers[0]) > 1)
+    }
+
+    /// Whether the range continues from a draft (--from-draft): its first frame is then a
+    /// keyframe, or the draft's own frame finished.
+    pub fn continues_draft(&self) -> bool {
+        self.from_draft.is_some()
     }
 
     /// The frame rendered just before frame `number` in the range's order (the one before
@@ -729,6 +774,11 @@ impl Shot {
         };
         let mask = self.mask(position, chained, content.dimensions())?;
         let to_previous = match (self.composed_from(position, chained), to_previous) {
+            // The draft's own frame: its pixels stay where they are.
+            (Some(from), _) if from == self.numbers[0] => {
+                let (w, h) = content.dimensions();
+                Some(Motion::still(w as usize, h as usize))
+            }
             (Some(from), _) => self.motion_across(self.numbers[0], from)?,
             (None, Some(motion)) => Some(motion),
             (None, None) => self.to_previous(position, chained)?,

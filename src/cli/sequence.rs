@@ -264,6 +264,9 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         .map_err(flag_error)
     };
     let mut renderer = renderer_with(shot_options.clone())?;
+    if shot.args().draft {
+        renderer.state().draft();
+    }
     let first_scales = base.options.scales;
     let first_iterations = base.options.iterations * first_scales;
     let later_iterations = shot_options.later_iterations;
@@ -276,7 +279,10 @@ pub fn run(args: SequenceArgs) -> Result<()> {
     } else {
         None
     };
-    let keyframe_runs = keyframe_iterations(base.options.iterations, keyframe_still.is_some());
+    let keyframe_runs = keyframe_iterations(
+        base.options.iterations,
+        keyframe_still.is_some() || shot.continues_draft(),
+    );
     let iterations_at = |p: usize| match p {
         0 if !chained => first_iterations,
         0 if keyframe => keyframe_runs,
@@ -294,7 +300,9 @@ pub fn run(args: SequenceArgs) -> Result<()> {
             shot.chain_to_first(start)?
         };
         renderer.state().resume_after(done, output, to_next);
-        if keyframe {
+        if keyframe && shot.continues_draft() {
+            renderer.state().continue_from_draft(base.options.iterations);
+        } else if keyframe {
             // The still's iterations per scale; the state takes its share with a still.
             renderer.state().next_runs(base.options.iterations);
             if let Some(path) = &keyframe_still {

@@ -149,6 +149,7 @@ fn previous_frame(
         image,
         motion_to_next,
         number: start.number,
+        draft: false,
     })
 }
 
@@ -180,7 +181,7 @@ impl Submission<'_> {
             0 if !chained => self.first_iterations,
             0 if self.shot.starts_keyframe() => keyframe_iterations(
                 self.first_iterations / self.scales.max(1),
-                !self.setup.keyframe_still.is_empty(),
+                !self.setup.keyframe_still.is_empty() || self.shot.continues_draft(),
             ),
             _ => self.later_iterations,
         }
@@ -204,7 +205,10 @@ impl Submission<'_> {
         }
         if let Some(start) = chain {
             let flag = if from > 0 { "out" } else { "continue-from" };
-            setup.previous = Some(previous_frame(shot, start, shot.numbers[from], flag)?);
+            let mut previous = previous_frame(shot, start, shot.numbers[from], flag)?;
+            // A resumed stream continues from a frame it wrote, not from the draft.
+            previous.draft = from == 0 && shot.continues_draft();
+            setup.previous = Some(previous);
         }
         let (sender, receiver) = tokio::sync::mpsc::channel(2);
         let setup = proto::StylizeSequenceRequest {
@@ -335,6 +339,7 @@ pub fn submit_sequence(args: SubmitSequenceArgs) -> Result<()> {
         previous: None,
         toward: None,
         keyframe_still: Vec::new(),
+        draft: args.shot.draft,
     };
     let frames = shot.numbers.len();
     // Frames already written are kept (unless --restart); the chain continues from the

@@ -64,6 +64,8 @@ struct Shot {
     /// The keyframe's own still (`setup.keyframe_still`), until the first frame decides the
     /// view it is read through.
     keyframe_still: Option<Vec<u8>>,
+    /// The frame continued from is a draft (`setup.previous.draft`).
+    from_draft: bool,
     order: Order,
 }
 
@@ -195,6 +197,20 @@ fn shot(
     let previous = setup.previous.take();
     let toward = setup.toward.take();
     let keyframe_still = Some(std::mem::take(&mut setup.keyframe_still)).filter(|s| !s.is_empty());
+    let draft = setup.draft;
+    if draft && previous.is_some() {
+        return Err(Error::invalid(
+            "setup.draft",
+            "a draft is a still: it cannot continue from setup.previous",
+        ));
+    }
+    let from_draft = previous.as_ref().is_some_and(|p| p.draft);
+    if from_draft && previous.as_ref().is_some_and(|p| p.number.is_none()) {
+        return Err(Error::invalid(
+            "setup.previous.number",
+            "a draft's frame number is needed (setup.previous.draft)",
+        ));
+    }
     if let Some(still) = &keyframe_still {
         if previous.is_none() {
             return Err(Error::invalid(
@@ -252,7 +268,10 @@ fn shot(
         Some(lut) => Some(FrameView::Studio(convert::parse_view_lut(&lut, views)?)),
         None => named.map(FrameView::from),
     };
-    let state = SequenceState::new(template.styling.clone(), options, convention)?;
+    let mut state = SequenceState::new(template.styling.clone(), options, convention)?;
+    if draft {
+        state.draft();
+    }
     let last_number = previous.as_ref().and_then(|p| p.number);
     let order = Order {
         backward: wire.backward,
@@ -265,6 +284,7 @@ fn shot(
         toward,
         keyframe_iterations,
         keyframe_still,
+        from_draft,
         order,
         template,
         view: named,
@@ -383,11 +403,18 @@ fn content_with_motion(
 /// The number of the frame `index` brings: its own, which must follow the last in the
 /// shot's order (the first frame of a shot continued from another frame may be anywhere
 /// else: a keyframe continued from a frame further away), else the one after the last (0
-/// for a shot's first).
-fn frame_number(given: Option<u64>, index: usize, last: Option<u64>, order: Order) -> Result<u64> {
+/// for a shot's first). A first frame continued from a draft may be the draft's own frame
+/// (`repeat`).
+fn frame_number(
+    given: Option<u64>,
+    index: usize,
+    last: Option<u64>,
+    order: Order,
+    repeat: bool,
+) -> Result<u64> {
     let next = last.map_or(0, |n| order.next(n));
     match (given, last) {
-        (Some(number), Some(last)) if index == 0 && number != last => Ok(number),
+        (Some(number), Some(last)) if index == 0 && (number != last || repeat) => Ok(number),
         (Some(number), Some(last)) if !order.ahead(last, number) => Err(Error::invalid(
             format!("frames[{index}].number"),
             format!("{number} does not follow the previous frame's {last}"),
@@ -405,7 +432,13 @@ fn frame_job(
     limits: &Limits,
 ) -> Result<PreparedFrame> {
     let index = shot.state.next_index();
-    let number = frame_number(frame.number, index, shot.last_number, shot.order)?;
+    let number = frame_number(
+        frame.number,
+        index,
+        shot.last_number,
+        shot.order,
+        shot.from_draft,
+    )?;
     let field = |name: &str| format!("frames[{index}].{name}");
     let wires = [&frame.motion_to_previous, &frame.motion_to_next];
     let wanted = [false, true].map(|to_next| {
@@ -443,15 +476,19 @@ fn frame_job(
             ),
         ));
     }
-    // A first frame further than one frame from the one the shot continues from is a
-    // keyframe: it runs the still's iterations at the output size (two thirds of them with
-    // its own still, `setup.keyframe_still`).
+    // A first frame further than one frame from the one the shot continues from, or
+    // continued from a draft, is a keyframe: it runs the still's iterations at the output
+    // size (two thirds of them with its own still, `setup.keyframe_still`, or from a draft).
     let keyframe = index == 0
         && shot
             .last_number
-            .is_some_and(|last| number.abs_diff(last) > 1);
-    if keyframe {
-        shot.state.next_runs(shot.keyframe_iterations);
+            .is_some_and(|last| shot.from_draft || number.abs_diff(last) > 1);
+    // The draft's own frame, finished: its pixels stay where they are.
+    let refined = index == 0 && shot.from_draft && shot.last_number == Some(number);
+    match (keyframe, shot.from_draft) {
+        (true, true) => shot.state.continue_from_draft(shot.keyframe_iterations),
+        (true, false) => shot.state.next_runs(shot.keyframe_iterations),
+        _ => {}
     }
     if let Some(still) = shot.keyframe_still.take() {
         if !keyframe {
@@ -514,9 +551,13 @@ fn frame_job(
         }
         _ => None,
     };
+    let to_previous = match other(to_previous, "motion_to_previous", false)? {
+        None if refined => Some(Motion::still(frame_size.0, frame_size.1)),
+        given => given,
+    };
     let input = FrameInput {
         content: Some(content),
-        to_previous: other(to_previous, "motion_to_previous", false)?,
+        to_previous,
         to_next: other(to_next, "motion_to_next", true)?,
         mask: if frame.mask.is_empty() {
             None

@@ -50,6 +50,7 @@ pub fn setup(iterations: u32) -> proto::StylizeSequenceRequest {
                 previous: None,
                 toward: None,
                 keyframe_still: Vec::new(),
+                draft: false,
             },
         )),
     }

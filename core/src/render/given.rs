@@ -159,6 +159,7 @@ impl GivenOptions {
                 time_budget: positive_or_off("time_budget_seconds", self.time_budget_seconds)?
                     .map(Duration::from_secs_f64),
             },
+            last_scale_iterations: None,
         })
     }
 }

@@ -61,6 +61,10 @@ pub struct RenderOptions {
     /// server (a preset's cap; default 100, the contract's).
     pub max_history: usize,
     pub stop: StopRules,
+    /// The finest scale's iterations instead of `iterations` (`None`: the same): a draft
+    /// still, which a shot rendered in parallel chunks finishes later
+    /// (`sequence::SequenceState::draft`).
+    pub last_scale_iterations: Option<usize>,
 }
 
 pub fn default_content_layers() -> Vec<(Layer, f64)> {
@@ -98,6 +102,7 @@ impl Default for RenderOptions {
             line_search: LineSearch::StrongWolfe,
             max_history: DEFAULT_HISTORY,
             stop: StopRules::default(),
+            last_scale_iterations: None,
         }
     }
 }

@@ -24,8 +24,19 @@ pub const DEFAULT_TEMPORAL_WEIGHT: f64 = 1e3;
 
 /// How much more firmly a keyframe is held to the frame it starts from than a frame to the
 /// one before it. Measured on the orbit shot at 128 px, draft, 4 chunks: the parallel
-/// method's warping error 1.88x the chain's at 1x, 1.73x at 10x, 1.94x at 100x.
-pub const KEYFRAME_HOLD: f64 = 10.0;
+/// method's warping error 1.88x the chain's at 1x, 1.73x at 10x, 1.94x at 100x; at 256 px,
+/// standard, keyframes continued from the middle frame's draft (`DRAFT_SHARE`): 10x held
+/// the frame beside the middle one at 1.128x its still's style loss, 3x at 1.069x (the
+/// worst join 1.33x and 1.52x the median frame's, the warping error 1.33x the chain's
+/// both).
+pub const KEYFRAME_HOLD: f64 = 3.0;
+
+/// The share of the still's iterations at the output size a draft runs (`SequenceState::
+/// draft`): the middle frame of a shot rendered in parallel chunks, which every keyframe and
+/// the frame itself then continue from at once (a keyframe's `FILLED_KEYFRAME_SHARE`). On
+/// the orbit shot at 256 px, standard, K = 4: two thirds kept every frame's style loss
+/// within 1.07x its still's; half gave 1.15x, a third 1.27x.
+pub const DRAFT_SHARE: f64 = 2.0 / 3.0;
 
 /// The share of the still's iterations a keyframe runs when the pixels its motion cannot
 /// vouch for start from its own still (`SequenceState::keyframe_still`): only the seams
@@ -110,9 +121,10 @@ pub struct TowardLink {
 }
 
 /// The iterations of a keyframe whose still runs `still_iterations` per scale: all of them
-/// at the output size, or `FILLED_KEYFRAME_SHARE` of them `with_still` (its own).
-pub fn keyframe_iterations(still_iterations: usize, with_still: bool) -> usize {
-    if with_still {
+/// at the output size, or `FILLED_KEYFRAME_SHARE` of them when it starts from more than the
+/// content (`filled`: its own still, or a draft of the frame it continues from).
+pub fn keyframe_iterations(still_iterations: usize, filled: bool) -> usize {
+    if filled {
         ((still_iterations as f64 * FILLED_KEYFRAME_SHARE).round() as usize).max(1)
     } else {
         still_iterations.max(1)
@@ -178,6 +190,10 @@ pub struct SequenceState {
     once: Option<(usize, usize)>,
     /// The keyframe's own still, which the pixels its motion cannot vouch for start from.
     keyframe_still: Option<RgbImage>,
+    /// The first frame is a draft (`draft`).
+    draft: bool,
+    /// The frame continued from is a draft (`continue_from_draft`).
+    from_draft: bool,
     next_index: usize,
 }
 
@@ -200,6 +216,8 @@ impl SequenceState {
             toward: None,
             once: None,
             keyframe_still: None,
+            draft: false,
+            from_draft: false,
             next_index: 0,
         })
     }
@@ -245,12 +263,29 @@ impl SequenceState {
         self.keyframe_still = Some(image);
     }
 
+    /// The shot's first frame, a still, is a draft: its finest scale runs `DRAFT_SHARE` of
+    /// the iterations. A shot rendered in parallel chunks starts from a draft of its middle
+    /// frame, which its keyframes and the frame itself continue from at once
+    /// (`continue_from_draft`).
+    pub fn draft(&mut self) {
+        self.draft = true;
+    }
+
+    /// The frame continued from (`resume_after`) is a draft (`draft`): the next frame runs
+    /// as a keyframe (`next_runs`) of `iterations`, `FILLED_KEYFRAME_SHARE` of them, beside
+    /// the draft's frame too; and may be that frame itself, finished (its motion to the
+    /// draft then none).
+    pub fn continue_from_draft(&mut self, iterations: usize) {
+        self.from_draft = true;
+        self.next_runs(iterations);
+    }
+
     /// The iterations of frame `index`: a keyframe's (`next_runs`), fewer when it starts
-    /// from its own still; else `later_iterations`.
+    /// from its own still or a draft; else `later_iterations`.
     fn iterations_of(&self, index: usize) -> usize {
         match self.once {
             Some((once, iterations)) if once == index => {
-                keyframe_iterations(iterations, self.keyframe_still.is_some())
+                keyframe_iterations(iterations, self.keyframe_still.is_some() || self.from_draft)
             }
             _ => self.options.later_iterations,
         }
@@ -338,6 +373,11 @@ impl SequenceState {
             to_next: frame.to_next,
         };
         let Some(previous) = &self.previous else {
+            if self.draft {
+                let options = &mut job.request.options;
+                let finest = (options.iterations as f64 * DRAFT_SHARE).round() as usize;
+                options.last_scale_iterations = Some(finest.max(1));
+            }
             return Ok(job);
         };
         let to_previous = frame.to_previous.as_ref().ok_or_else(|| {
@@ -414,6 +454,7 @@ impl SequenceState {
     /// Records frame `job` as delivered as `output`; the next frame follows it.
     pub fn delivered(&mut self, job: &FrameJob, output: &RgbImage) {
         self.keyframe_still = None;
+        self.from_draft = false;
         self.size = Some(job.request.content.dimensions());
         self.previous = Some(Previous {
             output: output.clone(),
@@ -645,5 +686,71 @@ mod tests {
         let (held, _) = blend_targets((&previous, &cp), (&toward, &ct), 1.0);
         assert_eq!(held.get_pixel(0, 0).0, [200, 0, 40]);
         assert_eq!(held.get_pixel(1, 0).0, [100, 100, 100]);
+    }
+
+    /// A shot of 16x8 frames with one style, at `iterations` per scale over two scales.
+    fn shot(iterations: usize) -> SequenceState {
+        let base = Styling {
+            styles: vec![RgbImage::from_pixel(16, 16, image::Rgb([90, 40, 10]))],
+            blend: Vec::new(),
+            options: super::super::RenderOptions {
+                size: 16,
+                scales: 2,
+                iterations,
+                ..Default::default()
+            },
+        };
+        let options = SequenceOptions::for_iterations(iterations);
+        SequenceState::new(base, options, InputConvention::caffe()).unwrap()
+    }
+
+    fn frame(to_previous: Option<Motion>) -> FrameInput {
+        FrameInput {
+            content: Some(Content::Rgb8(RgbImage::from_pixel(
+                16,
+                8,
+                image::Rgb([120, 130, 140]),
+            ))),
+            to_previous,
+            to_next: None,
+            mask: None,
+            toward: None,
+        }
+    }
+
+    #[test]
+    fn a_draft_stops_its_finest_scale_early_and_what_continues_from_it_runs_as_a_keyframe() {
+        // The draft: a still whose finest scale runs two thirds of the iterations.
+        let mut draft = shot(30);
+        draft.draft();
+        let job = draft.prepare_frame(frame(None)).unwrap();
+        assert_eq!(job.request.options.iterations, 30);
+        assert_eq!(job.request.options.last_scale_iterations, Some(20));
+        assert!(job.temporal.is_none());
+        // Not a draft: the still's every scale runs them all.
+        let job = shot(30).prepare_frame(frame(None)).unwrap();
+        assert_eq!(job.request.options.last_scale_iterations, None);
+
+        // The frame beside the draft's, continued from it: a keyframe of two thirds of the
+        // still's iterations at the output size, held KEYFRAME_HOLD times as firmly.
+        let drafted = RgbImage::from_pixel(16, 8, image::Rgb([10, 200, 30]));
+        let mut beside = shot(30);
+        beside.resume_after(0, drafted.clone(), None);
+        beside.continue_from_draft(30);
+        let job = beside.prepare_frame(frame(Some(Motion::still(16, 8)))).unwrap();
+        assert_eq!(job.request.options.scales, 1);
+        assert_eq!(job.request.options.iterations, 20);
+        let temporal = job.temporal.expect("held to the draft");
+        assert_eq!(temporal.weight, DEFAULT_TEMPORAL_WEIGHT * KEYFRAME_HOLD);
+        // The draft's own frame, finished: nothing moves, so every pixel is held and starts
+        // from the draft.
+        assert_eq!(job.certain, 1.0);
+        assert_eq!(job.request.options.init, InitChoice::Image(drafted));
+        // A frame continued from a delivered frame next to it is a chain's step.
+        let mut step = shot(30);
+        step.resume_after(0, RgbImage::new(16, 8), None);
+        let job = step.prepare_frame(frame(Some(Motion::still(16, 8)))).unwrap();
+        assert_eq!(job.request.options.iterations, 15);
+        assert_eq!(job.temporal.expect("held").weight, DEFAULT_TEMPORAL_WEIGHT);
     }
 }

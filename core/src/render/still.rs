@@ -166,7 +166,9 @@ pub fn prepare(
     let blend_weights = request.blend_weights();
     let digests: Vec<[u8; 32]> = request.styles.iter().map(image_digest).collect();
     let mut scales = Vec::new();
-    for longest in options.scale_sizes() {
+    let sizes = options.scale_sizes();
+    let finest = sizes.last().copied();
+    for longest in sizes {
         let content = request.content.resized_longest(longest);
         check_fits("content", content.dimensions(), deepest)?;
         let mut per_style = Vec::new();
@@ -191,7 +193,10 @@ pub fn prepare(
                 .zip(grams)
                 .map(|(&(layer, weight), gram)| (layer, weight, gram))
                 .collect(),
-            iterations: options.iterations,
+            iterations: match options.last_scale_iterations {
+                Some(last) if Some(longest) == finest => last,
+                _ => options.iterations,
+            },
         });
     }
     let init = match &options.init {
