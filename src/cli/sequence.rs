@@ -301,7 +301,9 @@ pub fn run(args: SequenceArgs) -> Result<()> {
         };
         renderer.state().resume_after(done, output, to_next);
         if keyframe && shot.continues_draft() {
-            renderer.state().continue_from_draft(base.options.iterations);
+            renderer
+                .state()
+                .continue_from_draft(base.options.iterations);
         } else if keyframe {
             // The still's iterations per scale; the state takes its share with a still.
             renderer.state().next_runs(base.options.iterations);

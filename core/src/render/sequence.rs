@@ -688,13 +688,13 @@ mod tests {
         assert_eq!(held.get_pixel(1, 0).0, [100, 100, 100]);
     }
 
-    /// A shot of 16x8 frames with one style, at `iterations` per scale over two scales.
+    /// A shot of 64x32 frames with one style, at `iterations` per scale over two scales.
     fn shot(iterations: usize) -> SequenceState {
         let base = Styling {
             styles: vec![RgbImage::from_pixel(16, 16, image::Rgb([90, 40, 10]))],
             blend: Vec::new(),
             options: super::super::RenderOptions {
-                size: 16,
+                size: 64,
                 scales: 2,
                 iterations,
                 ..Default::default()
@@ -707,8 +707,8 @@ mod tests {
     fn frame(to_previous: Option<Motion>) -> FrameInput {
         FrameInput {
             content: Some(Content::Rgb8(RgbImage::from_pixel(
-                16,
-                8,
+                64,
+                32,
                 image::Rgb([120, 130, 140]),
             ))),
             to_previous,
@@ -733,11 +733,13 @@ mod tests {
 
         // The frame beside the draft's, continued from it: a keyframe of two thirds of the
         // still's iterations at the output size, held KEYFRAME_HOLD times as firmly.
-        let drafted = RgbImage::from_pixel(16, 8, image::Rgb([10, 200, 30]));
+        let drafted = RgbImage::from_pixel(64, 32, image::Rgb([10, 200, 30]));
         let mut beside = shot(30);
         beside.resume_after(0, drafted.clone(), None);
         beside.continue_from_draft(30);
-        let job = beside.prepare_frame(frame(Some(Motion::still(16, 8)))).unwrap();
+        let job = beside
+            .prepare_frame(frame(Some(Motion::still(64, 32))))
+            .unwrap();
         assert_eq!(job.request.options.scales, 1);
         assert_eq!(job.request.options.iterations, 20);
         let temporal = job.temporal.expect("held to the draft");
@@ -748,8 +750,10 @@ mod tests {
         assert_eq!(job.request.options.init, InitChoice::Image(drafted));
         // A frame continued from a delivered frame next to it is a chain's step.
         let mut step = shot(30);
-        step.resume_after(0, RgbImage::new(16, 8), None);
-        let job = step.prepare_frame(frame(Some(Motion::still(16, 8)))).unwrap();
+        step.resume_after(0, RgbImage::new(64, 32), None);
+        let job = step
+            .prepare_frame(frame(Some(Motion::still(64, 32))))
+            .unwrap();
         assert_eq!(job.request.options.iterations, 15);
         assert_eq!(job.temporal.expect("held").weight, DEFAULT_TEMPORAL_WEIGHT);
     }
