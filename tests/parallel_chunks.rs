@@ -11,11 +11,12 @@
 //!
 //! The same frames also run as one chain. Joins are measured from the delivered files with
 //! issue 30's warping error (`render::coherence`). Measured here (2-core EPYC, the same at
-//! 1 and 2 threads, with the keyframe's still feathered in): K = 2's join 54.26 against the
-//! other frames' median 38.43 (1.41x; bound 3x), its whole shot 40.22 against the chain's
-//! 33.36 (1.21x; bound 2x); K = 3's pulled join 45.78 against 232.70 unpulled (5.1x lower;
-//! bound 2x) and against the other frames' median 39.82 (1.15x; bound 3x). (On an earlier
-//! machine, the still pasted in as it was: 51.47 / 38.52, 40.14 / 32.40, 53.69 / 288.56,
+//! 1 and 2 threads, the middle frame drafted): K = 2's join 79.64 against the other frames'
+//! median 37.01 (2.15x; bound 3x), its whole shot 43.35 against the chain's 33.36 (1.30x;
+//! bound 2x); K = 3's pulled join 47.51 against 284.08 unpulled (6.0x lower; bound 2x) and
+//! against the other frames' median 39.40 (1.21x; bound 3x). (Before the draft, a full
+//! still first and keyframes held 10x: 54.26 / 38.43, 40.22 / 33.36, 45.78 / 232.70,
+//! median 39.82. On an earlier machine, the still pasted in as it was: 51.47 / 38.52, 40.14 / 32.40, 53.69 / 288.56,
 //! median 41.41; before keyframe 9 started from its own still: K = 3's join 42.28 /
 //! 173.48; with the bilinear warp: 59.55 / 33.78, 37.37 / 26.13,
 //! 47.64 / 183.19.) The wire's refusals
@@ -338,11 +339,11 @@ async fn the_pull_and_the_keyframe_still_are_refused_naming_their_fields() {
         request
     };
     let unnumbered = |mut request: proto::StylizeSequenceRequest| {
-        if let Some(Message::Setup(s)) = &mut request.message {
-            if let Some(previous) = &mut s.previous {
-                previous.draft = true;
-                previous.number = None;
-            }
+        if let Some(Message::Setup(s)) = &mut request.message
+            && let Some(previous) = &mut s.previous
+        {
+            previous.draft = true;
+            previous.number = None;
         }
         request
     };
