@@ -124,7 +124,7 @@ impl Pass<'_> {
         for position in from..frames {
             let number = shot.numbers[position];
             let mut frame = shot.frame(position, self.chained)?;
-            frame.toward = self.toward.map(|t| t.link(position));
+            frame.toward = self.toward.map(|t| t.link(shot, position)).transpose()?;
             let path = self.out.path(number);
             let encoding = self.encoding(&path)?;
             let flag = self.out.flag();

@@ -100,7 +100,7 @@ fn frame_message(
         }
         None => Vec::new(),
     };
-    let link = toward.map(|t| t.link(position));
+    let link = toward.map(|t| t.link(shot, position)).transpose()?;
     Ok(proto::StylizeSequenceRequest {
         message: Some(proto::stylize_sequence_request::Message::Frame(
             proto::SequenceFrame {
