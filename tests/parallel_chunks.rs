@@ -19,7 +19,9 @@
 //! median 39.82. On an earlier machine, the still pasted in as it was: 51.47 / 38.52, 40.14 / 32.40, 53.69 / 288.56,
 //! median 41.41; before keyframe 9 started from its own still: K = 3's join 42.28 /
 //! 173.48; with the bilinear warp: 59.55 / 33.78, 37.37 / 26.13,
-//! 47.64 / 183.19.) The wire's refusals
+//! 47.64 / 183.19.) Keyframe 9 rendered by `stylize sequence` in its own process is the
+//! server's to the level (0.000 apart on average at 1 and 2 threads; bound 1; 7.48 when
+//! the in-process path dropped its still). The wire's refusals
 //! for the pull and the keyframe's still name their fields.
 
 mod common;
@@ -37,6 +39,18 @@ use tonic::Code;
 /// `name_####.png` in `out`; returns what it said.
 fn submit(server: &Server, out: &Path, name: &str, extra: &[&str]) -> String {
     let address = format!("http://{}", server.addr);
+    let through = ["submit-sequence", "--server", &address];
+    run_shot(&through, out, name, extra, &server.log())
+}
+
+/// Runs `stylize sequence` (in this process, not through a server) as `submit` does.
+fn render_here(out: &Path, name: &str, extra: &[&str]) -> String {
+    run_shot(&["sequence"], out, name, extra, "")
+}
+
+/// Runs `command` on the shot's frames at 128 px, `--quality draft`, with `extra`,
+/// writing `name_####.png` in `out`; returns what it said (failing with `log`).
+fn run_shot(command: &[&str], out: &Path, name: &str, extra: &[&str], log: &str) -> String {
     let frames = shared(1, "exr")
         .display()
         .to_string()
@@ -44,10 +58,8 @@ fn submit(server: &Server, out: &Path, name: &str, extra: &[&str]) -> String {
     let written = out.join(format!("{name}_####.png")).display().to_string();
     let style = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/starry_night.jpg");
     let style = style.display().to_string();
-    let mut args = vec![
-        "submit-sequence",
-        "--server",
-        &address,
+    let mut args = command.to_vec();
+    args.extend([
         "--frames",
         &frames,
         "--out",
@@ -60,11 +72,11 @@ fn submit(server: &Server, out: &Path, name: &str, extra: &[&str]) -> String {
         "draft",
         "--progress",
         "plain",
-    ];
+    ]);
     args.extend(extra);
     let output = common::run_cli(&args);
     let said = common::said(&output);
-    assert!(output.status.success(), "{extra:?}: {said}{}", server.log());
+    assert!(output.status.success(), "{extra:?}: {said}{log}");
     said
 }
 
@@ -127,20 +139,16 @@ fn a_shot_in_parallel_chunks_joins_without_a_pop() {
     );
     let drafts = dir.join("draft_####.png").display().to_string();
     let from_draft = ["--from-frame", "5", "--from-draft", &drafts];
-    let keyframe = submit(
-        &server,
-        dir,
-        "two",
-        &[&["--frame-range", "4-4"], &from_draft[..]].concat(),
-    );
-    assert!(keyframe.contains("draft_0005.png"), "{keyframe}");
-    let middle = submit(
-        &server,
-        dir,
-        "two",
-        &[&["--frame-range", "5-5"], &from_draft[..]].concat(),
-    );
-    assert!(middle.contains("draft_0005.png"), "{middle}");
+    // Keyframe 4 and the middle frame itself, finished, both continue from 5's draft.
+    for range in ["4-4", "5-5"] {
+        let said = submit(
+            &server,
+            dir,
+            "two",
+            &[&["--frame-range", range], &from_draft[..]].concat(),
+        );
+        assert!(said.contains("draft_0005.png"), "{range}: {said}");
+    }
     let backward = submit(&server, dir, "two", &["--frame-range", "1-3", "--backward"]);
     assert!(backward.contains("two_0004.png"), "{backward}");
     submit(&server, dir, "two", &["--frame-range", "6-8"]);
@@ -165,9 +173,33 @@ fn a_shot_in_parallel_chunks_joins_without_a_pop() {
         ]
         .concat(),
     );
+    let from_its_still = "keyframe 9 starts from its own still where frame 5 never showed it";
+    assert!(keyframe.contains(from_its_still), "{keyframe}");
+    // `stylize sequence` renders the same keyframe in its own process from the same draft
+    // and still: alike to the server's.
+    let here = render_here(
+        dir,
+        "here",
+        &[
+            &["--frame-range", "9-9", "--keyframe-still", &still],
+            &from_draft[..],
+        ]
+        .concat(),
+    );
+    assert!(here.contains(from_its_still), "{here}");
+    let load = |name: &str| stylize::image_io::load(&dir.join(name)).unwrap();
+    let (served, local) = (load("three_0009.png"), load("here_0009.png"));
+    let apart = served
+        .as_raw()
+        .iter()
+        .zip(local.as_raw())
+        .map(|(&a, &b)| f64::from(a.abs_diff(b)))
+        .sum::<f64>()
+        / served.as_raw().len() as f64;
+    eprintln!("keyframe 9 through the server and here: {apart:.3} levels apart on average");
     assert!(
-        keyframe.contains("keyframe 9 starts from its own still where frame 5 never showed it"),
-        "{keyframe}"
+        apart < 1.0,
+        "keyframe 9 here is {apart:.3} levels from the server's"
     );
     // Only a keyframe takes a still: frame 4 is a chain's step from 5.
     let refused = common::run_cli(&[

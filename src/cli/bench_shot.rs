@@ -306,10 +306,11 @@ impl Bench<'_> {
                 false => delivered(start)?,
             };
             state.resume_after(0, continued, to_first);
-            match (shot.starts_keyframe(), task.from_draft) {
-                (true, true) => state.continue_from_draft(self.keyframe_iterations),
-                (true, false) => state.next_runs(self.keyframe_iterations),
-                _ => {}
+            if task.from_draft {
+                state.continue_from_draft();
+            }
+            if shot.starts_keyframe() {
+                state.next_runs(self.keyframe_iterations);
             }
             if task.with_still {
                 state.keyframe_still(image(drafts, shot.numbers[0])?);

@@ -300,13 +300,13 @@ pub fn run(args: SequenceArgs) -> Result<()> {
             shot.chain_to_first(start)?
         };
         renderer.state().resume_after(done, output, to_next);
-        if keyframe && shot.continues_draft() {
-            renderer
-                .state()
-                .continue_from_draft(base.options.iterations);
-        } else if keyframe {
-            // The still's iterations per scale; the state takes its share with a still.
+        if keyframe {
+            // The still's iterations per scale; the state takes its share with a still or
+            // from a draft.
             renderer.state().next_runs(base.options.iterations);
+            if shot.continues_draft() {
+                renderer.state().continue_from_draft();
+            }
             if let Some(path) = &keyframe_still {
                 let still = shot.read_delivered(path, "keyframe-still")?;
                 renderer.state().keyframe_still(still);

@@ -61,7 +61,7 @@ impl TowardFrame {
         let frames = shot.numbers.len();
         let stride = (frames as f64).sqrt().ceil().max(1.0) as usize;
         let mut kept = Vec::with_capacity(frames / stride + 1);
-        let mut sweep = Sweep::new(shot, number)?;
+        let mut sweep = Sweep::over(shot, number, &shot.numbers)?;
         while let Some((position, pair)) = sweep.next_pair()? {
             if position + 1 == frames || position % stride == stride - 1 {
                 kept.push((position, pair.clone()));
@@ -136,11 +136,6 @@ struct Sweep<'a> {
 }
 
 impl<'a> Sweep<'a> {
-    /// Over the shot's whole range.
-    fn new(shot: &'a Shot, toward: u64) -> Result<Self> {
-        Self::over(shot, toward, &shot.numbers)
-    }
-
     /// Over `numbers`, the last of which is linked to `toward` along the composed motion.
     fn over(shot: &'a Shot, toward: u64, numbers: &'a [u64]) -> Result<Self> {
         let Some(&last) = numbers.last() else {

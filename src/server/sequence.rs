@@ -147,6 +147,9 @@ fn continue_from(
         .map(|m| motion(m, "setup.previous.motion_to_next", true, None))
         .transpose()?;
     state.resume_after(0, image, to_next);
+    if previous.draft {
+        state.continue_from_draft();
+    }
     Ok(())
 }
 
@@ -485,10 +488,8 @@ fn frame_job(
             .is_some_and(|last| shot.from_draft || number.abs_diff(last) > 1);
     // The draft's own frame, finished: its pixels stay where they are.
     let refined = index == 0 && shot.from_draft && shot.last_number == Some(number);
-    match (keyframe, shot.from_draft) {
-        (true, true) => shot.state.continue_from_draft(shot.keyframe_iterations),
-        (true, false) => shot.state.next_runs(shot.keyframe_iterations),
-        _ => {}
+    if keyframe {
+        shot.state.next_runs(shot.keyframe_iterations);
     }
     if let Some(still) = shot.keyframe_still.take() {
         if !keyframe {

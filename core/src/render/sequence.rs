@@ -120,12 +120,17 @@ pub struct TowardLink {
     pub share: f32,
 }
 
+/// `share` of `iterations`, rounded, at least one.
+fn share_of(iterations: usize, share: f64) -> usize {
+    ((iterations as f64 * share).round() as usize).max(1)
+}
+
 /// The iterations of a keyframe whose still runs `still_iterations` per scale: all of them
 /// at the output size, or `FILLED_KEYFRAME_SHARE` of them when it starts from more than the
 /// content (`filled`: its own still, or a draft of the frame it continues from).
 pub fn keyframe_iterations(still_iterations: usize, filled: bool) -> usize {
     if filled {
-        ((still_iterations as f64 * FILLED_KEYFRAME_SHARE).round() as usize).max(1)
+        share_of(still_iterations, FILLED_KEYFRAME_SHARE)
     } else {
         still_iterations.max(1)
     }
@@ -271,13 +276,12 @@ impl SequenceState {
         self.draft = true;
     }
 
-    /// The frame continued from (`resume_after`) is a draft (`draft`): the next frame runs
-    /// as a keyframe (`next_runs`) of `iterations`, `FILLED_KEYFRAME_SHARE` of them, beside
-    /// the draft's frame too; and may be that frame itself, finished (its motion to the
-    /// draft then none).
-    pub fn continue_from_draft(&mut self, iterations: usize) {
+    /// The frame continued from (`resume_after`) is a draft (`draft`): the next frame, a
+    /// keyframe (`next_runs`) even beside the draft's frame, runs `FILLED_KEYFRAME_SHARE` of
+    /// its iterations; it may be that frame itself, finished (its motion to the draft then
+    /// none).
+    pub fn continue_from_draft(&mut self) {
         self.from_draft = true;
-        self.next_runs(iterations);
     }
 
     /// The iterations of frame `index`: a keyframe's (`next_runs`), fewer when it starts
@@ -375,8 +379,7 @@ impl SequenceState {
         let Some(previous) = &self.previous else {
             if self.draft {
                 let options = &mut job.request.options;
-                let finest = (options.iterations as f64 * DRAFT_SHARE).round() as usize;
-                options.last_scale_iterations = Some(finest.max(1));
+                options.last_scale_iterations = Some(share_of(options.iterations, DRAFT_SHARE));
             }
             return Ok(job);
         };
@@ -736,7 +739,8 @@ mod tests {
         let drafted = RgbImage::from_pixel(64, 32, image::Rgb([10, 200, 30]));
         let mut beside = shot(30);
         beside.resume_after(0, drafted.clone(), None);
-        beside.continue_from_draft(30);
+        beside.continue_from_draft();
+        beside.next_runs(30);
         let job = beside
             .prepare_frame(frame(Some(Motion::still(64, 32))))
             .unwrap();
