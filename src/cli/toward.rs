@@ -82,13 +82,7 @@ impl TowardFrame {
     /// of a chunk whose chain starts from frame `start`, to frame `toward`, all at once
     /// (the bench's short chunks).
     pub fn links(shot: &Shot, start: u64, toward: u64, numbers: &[u64]) -> Result<Vec<TowardLink>> {
-        let mut sweep = Sweep::over(shot, toward, numbers)?;
-        let mut links = Vec::with_capacity(numbers.len());
-        while let Some((position, pair)) = sweep.next_pair()? {
-            links.push(link(pair, start, numbers[position], toward));
-        }
-        links.reverse();
-        Ok(links)
+        Sweep::over(shot, toward, numbers)?.links(start, toward)
     }
 
     /// The link of the range's `position`-th frame of `shot` (the shot this was made for).
@@ -103,24 +97,12 @@ impl TowardFrame {
                 .find(|(kept, _)| *kept >= position)
                 .context("a frame past the range's end")?;
             let numbers = &shot.numbers[first..=*last];
-            let mut sweep = Sweep::from_pair(shot, numbers, pair.clone());
-            let mut links = Vec::with_capacity(numbers.len());
-            while let Some((offset, pair)) = sweep.next_pair()? {
-                links.push(link(pair, self.start, numbers[offset], self.number));
-            }
-            links.reverse();
+            let links =
+                Sweep::from_pair(shot, numbers, pair.clone()).links(self.start, self.number)?;
             *stretch = (first, links);
         }
         let (first, links) = &*stretch;
         Ok(links[position - first].clone())
-    }
-}
-
-fn link(pair: Pair, start: u64, number: u64, toward: u64) -> TowardLink {
-    TowardLink {
-        to_target: pair.to,
-        from_target: pair.back,
-        share: ramp(start, number, toward),
     }
 }
 
@@ -131,7 +113,7 @@ struct Sweep<'a> {
     numbers: &'a [u64],
     /// The pair of `numbers[next]`, once the sweep has reached it.
     pair: Option<Pair>,
-    /// The position whose pair comes next (one past it when `pair` is none yet).
+    /// The position of `pair`.
     next: usize,
 }
 
@@ -160,6 +142,21 @@ impl<'a> Sweep<'a> {
             pair,
             next,
         }
+    }
+
+    /// Every frame's link to `toward`, in the range's order, for a chain starting from frame
+    /// `start`.
+    fn links(mut self, start: u64, toward: u64) -> Result<Vec<TowardLink>> {
+        let mut links = Vec::with_capacity(self.numbers.len());
+        while let Some((position, pair)) = self.next_pair()? {
+            links.push(TowardLink {
+                to_target: pair.to,
+                from_target: pair.back,
+                share: ramp(start, self.numbers[position], toward),
+            });
+        }
+        links.reverse();
+        Ok(links)
     }
 
     /// The next frame's position and pair, going back; none past the first frame.
